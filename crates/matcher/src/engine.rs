@@ -1,0 +1,1004 @@
+//! The fast matcher: preallocated order slots, price levels indexed directly by price, and
+//! hierarchical bitmaps to find the best level. Nothing here allocates after construction.
+//!
+//! Layout, per book: `levels[i]` is the price `min_price + i * tick_size`, holding a FIFO
+//! (doubly linked through order slots) of its resting orders. A price level is only ever on one
+//! side at a time because the book is never crossed; `bids` and `asks` mark which levels are
+//! live for each side. Every order is also linked into its account's list in order-id order, so
+//! a mass cancel walks just that account's orders.
+
+use ringmatch_proto::{
+    CancelReason, Command, CommandType, OrderKind, RejectReason, SelfTradePrevention, Side,
+    TimeInForce,
+};
+
+use crate::bitmap::LevelBitmap;
+use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
+use crate::rules::{
+    check_place_fields, check_replace_fields, crosses, self_trade_action, Emitter, OrderView,
+    SelfTradeAction,
+};
+use crate::state::{StateError, StateReader, StateWriter, StoredOrder};
+use crate::table::FixedMap;
+use crate::EventSink;
+
+/// The null slot or level link.
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Order {
+    order_id: u64,
+    client_order_id: u64,
+    price: i64,
+    qty: u64,
+    filled: u64,
+    account: u32,
+    account_index: u32,
+    book: u32,
+    /// Previous order in the price level (or NIL).
+    prev: u32,
+    /// Next order in the price level, or next free slot when the slot is free.
+    next: u32,
+    account_prev: u32,
+    account_next: u32,
+    side: Side,
+    stp: SelfTradePrevention,
+    post_only: bool,
+}
+
+impl Order {
+    const FREE: Order = Order {
+        order_id: 0,
+        client_order_id: 0,
+        price: 0,
+        qty: 0,
+        filled: 0,
+        account: 0,
+        account_index: NIL,
+        book: NIL,
+        prev: NIL,
+        next: NIL,
+        account_prev: NIL,
+        account_next: NIL,
+        side: Side::Buy,
+        stp: SelfTradePrevention::None,
+        post_only: false,
+    };
+
+    #[inline]
+    fn remaining(&self) -> u64 {
+        self.qty - self.filled
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    head: u32,
+    tail: u32,
+    total_qty: u64,
+    orders_count: u32,
+}
+
+impl Level {
+    const EMPTY: Level = Level {
+        head: NIL,
+        tail: NIL,
+        total_qty: 0,
+        orders_count: 0,
+    };
+}
+
+struct Book {
+    spec: InstrumentSpec,
+    halted: bool,
+    orders_count: u32,
+    levels: Box<[Level]>,
+    bids: LevelBitmap,
+    asks: LevelBitmap,
+    best_bid: u32,
+    best_ask: u32,
+}
+
+impl Book {
+    fn new(spec: InstrumentSpec) -> Book {
+        let levels_count = spec.price_levels_count() as usize;
+        Book {
+            spec,
+            halted: false,
+            orders_count: 0,
+            levels: vec![Level::EMPTY; levels_count].into_boxed_slice(),
+            bids: LevelBitmap::new(levels_count),
+            asks: LevelBitmap::new(levels_count),
+            best_bid: NIL,
+            best_ask: NIL,
+        }
+    }
+
+    #[inline]
+    fn level_index(&self, price: i64) -> usize {
+        ((price - self.spec.min_price) / self.spec.tick_size) as usize
+    }
+
+    #[inline]
+    fn price_of(&self, level_index: usize) -> i64 {
+        self.spec.min_price + level_index as i64 * self.spec.tick_size
+    }
+
+    #[inline]
+    fn best(&self, side: Side) -> Option<usize> {
+        let best = match side {
+            Side::Buy => self.best_bid,
+            Side::Sell => self.best_ask,
+        };
+        (best != NIL).then_some(best as usize)
+    }
+
+    /// The next level after `level_index` going away from the best price.
+    #[inline]
+    fn next_level(&self, side: Side, level_index: usize) -> Option<usize> {
+        match side {
+            Side::Buy => level_index
+                .checked_sub(1)
+                .and_then(|index| self.bids.prev_at_or_before(index)),
+            Side::Sell => self.asks.next_at_or_after(level_index + 1),
+        }
+    }
+
+    fn mark_live(&mut self, side: Side, level_index: usize) {
+        match side {
+            Side::Buy => {
+                self.bids.set(level_index);
+                if self.best_bid == NIL || level_index as u32 > self.best_bid {
+                    self.best_bid = level_index as u32;
+                }
+            }
+            Side::Sell => {
+                self.asks.set(level_index);
+                if self.best_ask == NIL || (level_index as u32) < self.best_ask {
+                    self.best_ask = level_index as u32;
+                }
+            }
+        }
+    }
+
+    fn mark_empty(&mut self, side: Side, level_index: usize) {
+        match side {
+            Side::Buy => {
+                self.bids.clear(level_index);
+                if self.best_bid == level_index as u32 {
+                    self.best_bid = self
+                        .bids
+                        .prev_at_or_before(level_index)
+                        .map_or(NIL, |i| i as u32);
+                }
+            }
+            Side::Sell => {
+                self.asks.clear(level_index);
+                if self.best_ask == level_index as u32 {
+                    self.best_ask = self
+                        .asks
+                        .next_at_or_after(level_index)
+                        .map_or(NIL, |i| i as u32);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    id: u32,
+    head: u32,
+    tail: u32,
+}
+
+/// The fast, allocation-free matching engine.
+pub struct Engine {
+    config: MatcherConfig,
+    books: Vec<Book>,
+    book_by_instrument: FixedMap<u64>,
+    orders: Box<[Order]>,
+    free_head: u32,
+    orders_live: u32,
+    by_order_id: FixedMap<u64>,
+    by_client_id: FixedMap<u128>,
+    accounts: Vec<Account>,
+    account_by_id: FixedMap<u64>,
+    next_order_id: u64,
+}
+
+#[inline]
+fn client_key(account: u32, client_order_id: u64) -> u128 {
+    (u128::from(account) << 64) | u128::from(client_order_id)
+}
+
+impl Engine {
+    /// An empty engine; all memory for the configured limits is allocated here.
+    pub fn new(config: MatcherConfig) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let limits = config.limits;
+        let mut book_by_instrument = FixedMap::with_len_max(config.instruments.len());
+        let mut books = Vec::with_capacity(config.instruments.len());
+        for (index, spec) in config.instruments.iter().enumerate() {
+            book_by_instrument.insert(u64::from(spec.id), index as u32);
+            books.push(Book::new(spec.clone()));
+        }
+        let orders_max = limits.orders_max as usize;
+        let mut orders = vec![Order::FREE; orders_max].into_boxed_slice();
+        for (index, order) in orders.iter_mut().enumerate() {
+            order.next = if index + 1 < orders_max {
+                index as u32 + 1
+            } else {
+                NIL
+            };
+        }
+        Ok(Engine {
+            books,
+            book_by_instrument,
+            orders,
+            free_head: 0,
+            orders_live: 0,
+            by_order_id: FixedMap::with_len_max(orders_max),
+            by_client_id: FixedMap::with_len_max(orders_max),
+            accounts: Vec::with_capacity(limits.accounts_max as usize),
+            account_by_id: FixedMap::with_len_max(limits.accounts_max as usize),
+            next_order_id: 1,
+            config,
+        })
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &MatcherConfig {
+        &self.config
+    }
+
+    /// Resting orders over all books.
+    pub fn resting_orders_count(&self) -> u32 {
+        self.orders_live
+    }
+
+    /// Runs one command, pushing its events (numbered from 0) to `sink`.
+    pub fn apply<S: EventSink + ?Sized>(&mut self, seq: u64, command: &Command, sink: &mut S) {
+        let mut out = Emitter::new(sink, seq, command);
+        match command.command_type {
+            CommandType::Place => self.place(command, &mut out),
+            CommandType::Cancel => self.cancel(command, &mut out),
+            CommandType::Replace => self.replace(command, &mut out),
+            CommandType::MassCancel => self.mass_cancel(command, &mut out),
+            CommandType::Halt => self.set_halted(command, true, &mut out),
+            CommandType::Resume => self.set_halted(command, false, &mut out),
+        }
+    }
+
+    #[inline]
+    fn book_of(&self, instrument: u32) -> Option<usize> {
+        self.book_by_instrument
+            .get(u64::from(instrument))
+            .map(|index| index as usize)
+    }
+
+    fn view(&self, slot: u32) -> OrderView {
+        let order = &self.orders[slot as usize];
+        OrderView {
+            order_id: order.order_id,
+            client_order_id: order.client_order_id,
+            account: order.account,
+            instrument: self.books[order.book as usize].spec.id,
+            side: order.side,
+            price: order.price,
+            qty: order.qty,
+            filled: order.filled,
+        }
+    }
+
+    fn find_order(&self, command: &Command) -> Result<u32, RejectReason> {
+        if command.order_id != 0 {
+            let slot = self
+                .by_order_id
+                .get(command.order_id)
+                .ok_or(RejectReason::UnknownOrder)?;
+            if self.orders[slot as usize].account != command.account {
+                return Err(RejectReason::NotYourOrder);
+            }
+            Ok(slot)
+        } else if command.client_order_id != 0 {
+            self.by_client_id
+                .get(client_key(command.account, command.client_order_id))
+                .ok_or(RejectReason::UnknownOrder)
+        } else {
+            Err(RejectReason::UnknownOrder)
+        }
+    }
+
+    fn best_crosses(&self, book_index: usize, side: Side, limit: Option<i64>) -> bool {
+        let book = &self.books[book_index];
+        book.best(side.opposite())
+            .is_some_and(|level_index| crosses(side, limit, book.price_of(level_index)))
+    }
+
+    fn check_place(&self, book_index: usize, command: &Command) -> Result<(), RejectReason> {
+        let book = &self.books[book_index];
+        if book.halted {
+            return Err(RejectReason::Halted);
+        }
+        check_place_fields(&book.spec, command)?;
+        if command.client_order_id != 0
+            && self
+                .by_client_id
+                .contains(client_key(command.account, command.client_order_id))
+        {
+            return Err(RejectReason::DuplicateClientOrderId);
+        }
+        if self.account_by_id.get(u64::from(command.account)).is_none()
+            && self.accounts.len() >= self.config.limits.accounts_max as usize
+        {
+            return Err(RejectReason::TooManyAccounts);
+        }
+        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+        if command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc {
+            if book.orders_count >= self.config.limits.orders_per_book_max {
+                return Err(RejectReason::BookFull);
+            }
+            if self.orders_live >= self.config.limits.orders_max {
+                return Err(RejectReason::EngineFull);
+            }
+        }
+        if command.post_only && self.best_crosses(book_index, command.side, limit) {
+            return Err(RejectReason::PostOnlyWouldTake);
+        }
+        if command.tif == TimeInForce::Fok && !self.fok_fillable(book_index, command, limit) {
+            return Err(RejectReason::FokNotFillable);
+        }
+        Ok(())
+    }
+
+    /// Whether the book holds enough tradeable quantity for a fill-or-kill order, counting
+    /// makers in priority order the way matching would meet them (self-trade rules included).
+    fn fok_fillable(&self, book_index: usize, command: &Command, limit: Option<i64>) -> bool {
+        let book = &self.books[book_index];
+        let maker_side = command.side.opposite();
+        let mut available_qty = 0u64;
+        let mut level = book.best(maker_side);
+        while let Some(level_index) = level {
+            if !crosses(command.side, limit, book.price_of(level_index)) {
+                return false;
+            }
+            let mut cursor = book.levels[level_index].head;
+            while cursor != NIL {
+                let maker = &self.orders[cursor as usize];
+                match self_trade_action(command.stp, command.account, maker.account) {
+                    SelfTradeAction::Trade => {
+                        available_qty += maker.remaining();
+                        if available_qty >= command.qty {
+                            return true;
+                        }
+                    }
+                    SelfTradeAction::CancelMaker => {}
+                    SelfTradeAction::CancelTaker | SelfTradeAction::CancelBoth => return false,
+                }
+                cursor = maker.next;
+            }
+            level = book.next_level(maker_side, level_index);
+        }
+        false
+    }
+
+    fn account_index_or_register(&mut self, account: u32) -> u32 {
+        if let Some(index) = self.account_by_id.get(u64::from(account)) {
+            return index;
+        }
+        let index = self.accounts.len() as u32;
+        assert!(self.accounts.len() < self.accounts.capacity());
+        self.accounts.push(Account {
+            id: account,
+            head: NIL,
+            tail: NIL,
+        });
+        self.account_by_id.insert(u64::from(account), index);
+        index
+    }
+
+    fn place<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        let Some(book_index) = self.book_of(command.instrument) else {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        };
+        if let Err(reason) = self.check_place(book_index, command) {
+            return out.rejected(command, reason);
+        }
+        let account_index = self.account_index_or_register(command.account);
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+        let mut taker = OrderView {
+            order_id,
+            client_order_id: command.client_order_id,
+            account: command.account,
+            instrument: command.instrument,
+            side: command.side,
+            price: limit.unwrap_or(0),
+            qty: command.qty,
+            filled: 0,
+        };
+        out.accepted(&taker);
+        let stopped = self.match_taker(book_index, &mut taker, limit, command.stp, out);
+        if stopped || taker.remaining() == 0 {
+            return;
+        }
+        match (command.kind, command.tif) {
+            (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
+            (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
+            (_, TimeInForce::Fok) => {
+                panic!("a fill-or-kill order passed its check but did not fill")
+            }
+            (OrderKind::Limit, TimeInForce::Gtc) => {
+                let slot = self.free_head;
+                assert!(
+                    slot != NIL,
+                    "order slots exhausted past the engine_full check"
+                );
+                self.free_head = self.orders[slot as usize].next;
+                self.orders[slot as usize] = Order {
+                    order_id,
+                    client_order_id: command.client_order_id,
+                    price: command.price,
+                    qty: command.qty,
+                    filled: taker.filled,
+                    account: command.account,
+                    account_index,
+                    book: book_index as u32,
+                    prev: NIL,
+                    next: NIL,
+                    account_prev: NIL,
+                    account_next: NIL,
+                    side: command.side,
+                    stp: command.stp,
+                    post_only: command.post_only,
+                };
+                self.remember(slot);
+                let total_qty = self.link_level_tail(slot);
+                out.level(command.instrument, command.side, command.price, total_qty);
+            }
+        }
+    }
+
+    /// Matches `taker` against the opposite side while prices cross. Returns true when
+    /// self-trade prevention cancelled the taker.
+    fn match_taker<S: EventSink + ?Sized>(
+        &mut self,
+        book_index: usize,
+        taker: &mut OrderView,
+        limit: Option<i64>,
+        stp: SelfTradePrevention,
+        out: &mut Emitter<'_, S>,
+    ) -> bool {
+        let maker_side = taker.side.opposite();
+        while taker.remaining() > 0 {
+            let book = &self.books[book_index];
+            let Some(level_index) = book.best(maker_side) else {
+                return false;
+            };
+            let price = book.price_of(level_index);
+            if !crosses(taker.side, limit, price) {
+                return false;
+            }
+            let mut cursor = book.levels[level_index].head;
+            let mut changed = false;
+            let mut stopped = false;
+            while cursor != NIL && taker.remaining() > 0 {
+                let maker = self.orders[cursor as usize];
+                match self_trade_action(stp, taker.account, maker.account) {
+                    SelfTradeAction::Trade => {
+                        let qty = taker.remaining().min(maker.remaining());
+                        self.orders[cursor as usize].filled += qty;
+                        taker.filled += qty;
+                        self.books[book_index].levels[level_index].total_qty -= qty;
+                        changed = true;
+                        let maker_view = self.view(cursor);
+                        out.fill(taker, &maker_view, price, qty);
+                        if maker_view.remaining() == 0 {
+                            self.remove_order(cursor);
+                        }
+                    }
+                    SelfTradeAction::CancelMaker => {
+                        out.cancelled(&self.view(cursor), CancelReason::SelfTrade);
+                        self.remove_order(cursor);
+                        changed = true;
+                    }
+                    SelfTradeAction::CancelTaker => {
+                        out.cancelled(taker, CancelReason::SelfTrade);
+                        stopped = true;
+                    }
+                    SelfTradeAction::CancelBoth => {
+                        out.cancelled(&self.view(cursor), CancelReason::SelfTrade);
+                        self.remove_order(cursor);
+                        changed = true;
+                        out.cancelled(taker, CancelReason::SelfTrade);
+                        stopped = true;
+                    }
+                }
+                if stopped {
+                    break;
+                }
+                cursor = maker.next;
+            }
+            if changed {
+                let book = &self.books[book_index];
+                let total_qty = book.levels[level_index].total_qty;
+                out.level(book.spec.id, maker_side, price, total_qty);
+            }
+            if stopped {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        match self.find_order(command) {
+            Err(reason) => out.rejected(command, reason),
+            Ok(slot) => {
+                let view = self.view(slot);
+                out.cancelled(&view, CancelReason::User);
+                let total_qty = self.remove_order(slot);
+                out.level(view.instrument, view.side, view.price, total_qty);
+            }
+        }
+    }
+
+    fn replace<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        let slot = match self.find_order(command) {
+            Ok(slot) => slot,
+            Err(reason) => return out.rejected(command, reason),
+        };
+        let order = self.orders[slot as usize];
+        let book_index = order.book as usize;
+        let book = &self.books[book_index];
+        if book.halted {
+            return out.rejected(command, RejectReason::Halted);
+        }
+        if let Err(reason) = check_replace_fields(&book.spec, command) {
+            return out.rejected(command, reason);
+        }
+        let old = self.view(slot);
+        let new_price = if command.has_price {
+            command.price
+        } else {
+            old.price
+        };
+        let new_qty = if command.has_qty {
+            command.qty
+        } else {
+            old.qty
+        };
+        if new_qty <= old.filled {
+            out.cancelled(&old, CancelReason::ReplacedBelowFilled);
+            let total_qty = self.remove_order(slot);
+            return out.level(old.instrument, old.side, old.price, total_qty);
+        }
+        if order.post_only && self.best_crosses(book_index, order.side, Some(new_price)) {
+            return out.rejected(command, RejectReason::PostOnlyWouldTake);
+        }
+        let mut taker = OrderView {
+            price: new_price,
+            qty: new_qty,
+            ..old
+        };
+        out.replaced(&taker);
+        if new_price == old.price {
+            let total_qty = if taker.remaining() > old.remaining() {
+                // A larger open quantity goes to the back of the queue.
+                self.unlink_level(slot);
+                self.orders[slot as usize].qty = new_qty;
+                self.link_level_tail(slot)
+            } else {
+                self.orders[slot as usize].qty = new_qty;
+                let book = &mut self.books[book_index];
+                let level_index = book.level_index(old.price);
+                let level = &mut book.levels[level_index];
+                level.total_qty -= old.remaining() - taker.remaining();
+                level.total_qty
+            };
+            return out.level(old.instrument, old.side, old.price, total_qty);
+        }
+        let old_total_qty = self.unlink_level(slot);
+        out.level(old.instrument, old.side, old.price, old_total_qty);
+        self.orders[slot as usize].price = new_price;
+        self.orders[slot as usize].qty = new_qty;
+        let stopped = self.match_taker(book_index, &mut taker, Some(new_price), order.stp, out);
+        self.orders[slot as usize].filled = taker.filled;
+        if stopped || taker.remaining() == 0 {
+            self.forget(slot);
+        } else {
+            let total_qty = self.link_level_tail(slot);
+            out.level(old.instrument, old.side, new_price, total_qty);
+        }
+    }
+
+    fn mass_cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        if command.instrument != 0 && self.book_of(command.instrument).is_none() {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        }
+        let mut cancelled_count = 0u64;
+        if let Some(account_index) = self.account_by_id.get(u64::from(command.account)) {
+            let mut cursor = self.accounts[account_index as usize].head;
+            while cursor != NIL {
+                let next = self.orders[cursor as usize].account_next;
+                let view = self.view(cursor);
+                if command.instrument == 0 || view.instrument == command.instrument {
+                    out.cancelled(&view, CancelReason::MassCancel);
+                    let total_qty = self.remove_order(cursor);
+                    out.level(view.instrument, view.side, view.price, total_qty);
+                    cancelled_count += 1;
+                }
+                cursor = next;
+            }
+        }
+        out.mass_cancelled(command.account, command.instrument, cancelled_count);
+    }
+
+    fn set_halted<S: EventSink + ?Sized>(
+        &mut self,
+        command: &Command,
+        halted: bool,
+        out: &mut Emitter<'_, S>,
+    ) {
+        let Some(book_index) = self.book_of(command.instrument) else {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        };
+        self.books[book_index].halted = halted;
+        out.instrument_status(command.instrument, halted);
+    }
+
+    /// Puts a filled-in slot into the id maps, its account list and the counts.
+    fn remember(&mut self, slot: u32) {
+        let order = self.orders[slot as usize];
+        self.by_order_id.insert(order.order_id, slot);
+        if order.client_order_id != 0 {
+            self.by_client_id
+                .insert(client_key(order.account, order.client_order_id), slot);
+        }
+        self.books[order.book as usize].orders_count += 1;
+        self.orders_live += 1;
+        self.link_account_tail(slot);
+    }
+
+    /// Appends a slot to its account's list of live orders.
+    fn link_account_tail(&mut self, slot: u32) {
+        let account_index = self.orders[slot as usize].account_index;
+        let account = &mut self.accounts[account_index as usize];
+        let old_tail = account.tail;
+        account.tail = slot;
+        if old_tail == NIL {
+            account.head = slot;
+        } else {
+            self.orders[old_tail as usize].account_next = slot;
+        }
+        self.orders[slot as usize].account_prev = old_tail;
+        self.orders[slot as usize].account_next = NIL;
+    }
+
+    /// Takes a slot (already out of its level) out of the maps and lists and frees it.
+    fn forget(&mut self, slot: u32) {
+        let order = self.orders[slot as usize];
+        self.by_order_id.remove(order.order_id);
+        if order.client_order_id != 0 {
+            self.by_client_id
+                .remove(client_key(order.account, order.client_order_id));
+        }
+        let account = &mut self.accounts[order.account_index as usize];
+        if order.account_prev == NIL {
+            account.head = order.account_next;
+        }
+        if order.account_next == NIL {
+            account.tail = order.account_prev;
+        }
+        if order.account_prev != NIL {
+            self.orders[order.account_prev as usize].account_next = order.account_next;
+        }
+        if order.account_next != NIL {
+            self.orders[order.account_next as usize].account_prev = order.account_prev;
+        }
+        self.books[order.book as usize].orders_count -= 1;
+        self.orders_live -= 1;
+        self.orders[slot as usize] = Order::FREE;
+        self.orders[slot as usize].next = self.free_head;
+        self.free_head = slot;
+    }
+
+    /// Removes a resting order entirely; returns its level's total afterwards.
+    fn remove_order(&mut self, slot: u32) -> u64 {
+        let total_qty = self.unlink_level(slot);
+        self.forget(slot);
+        total_qty
+    }
+
+    /// Appends a slot to the tail of its price level; returns the level's new total.
+    fn link_level_tail(&mut self, slot: u32) -> u64 {
+        let order = self.orders[slot as usize];
+        let book = &mut self.books[order.book as usize];
+        let level_index = book.level_index(order.price);
+        let level = &mut book.levels[level_index];
+        let old_tail = level.tail;
+        level.tail = slot;
+        if old_tail == NIL {
+            level.head = slot;
+        }
+        level.total_qty += order.remaining();
+        level.orders_count += 1;
+        let total_qty = level.total_qty;
+        if level.orders_count == 1 {
+            book.mark_live(order.side, level_index);
+        }
+        if old_tail != NIL {
+            self.orders[old_tail as usize].next = slot;
+        }
+        self.orders[slot as usize].prev = old_tail;
+        self.orders[slot as usize].next = NIL;
+        total_qty
+    }
+
+    /// Takes a slot out of its price level; returns the level's total afterwards.
+    fn unlink_level(&mut self, slot: u32) -> u64 {
+        let order = self.orders[slot as usize];
+        let book = &mut self.books[order.book as usize];
+        let level_index = book.level_index(order.price);
+        let level = &mut book.levels[level_index];
+        if order.prev == NIL {
+            level.head = order.next;
+        }
+        if order.next == NIL {
+            level.tail = order.prev;
+        }
+        level.total_qty -= order.remaining();
+        level.orders_count -= 1;
+        let total_qty = level.total_qty;
+        if level.orders_count == 0 {
+            assert_eq!(total_qty, 0, "an empty level holds quantity");
+            book.mark_empty(order.side, level_index);
+        }
+        if order.prev != NIL {
+            self.orders[order.prev as usize].next = order.next;
+        }
+        if order.next != NIL {
+            self.orders[order.next as usize].prev = order.prev;
+        }
+        self.orders[slot as usize].prev = NIL;
+        self.orders[slot as usize].next = NIL;
+        total_qty
+    }
+
+    /// Level indexes of one side, best price first.
+    fn levels_best_first(&self, book_index: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
+        let book = &self.books[book_index];
+        std::iter::successors(book.best(side), move |&index| book.next_level(side, index))
+    }
+
+    /// L2 depth of one side of an instrument, best price first: (price, total quantity, orders).
+    pub fn depth(
+        &self,
+        instrument: u32,
+        side: Side,
+        levels_max: usize,
+    ) -> Option<Vec<(i64, u64, u32)>> {
+        let book_index = self.book_of(instrument)?;
+        let book = &self.books[book_index];
+        Some(
+            self.levels_best_first(book_index, side)
+                .take(levels_max)
+                .map(|index| {
+                    let level = &book.levels[index];
+                    (book.price_of(index), level.total_qty, level.orders_count)
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes the canonical state (see `docs/snapshot-format.md`) to `writer`.
+    pub fn write_state<W: StateWriter>(&self, writer: &mut W) {
+        writer.header();
+        writer.u64(self.next_order_id);
+        writer.u32(self.books.len() as u32);
+        for book in &self.books {
+            writer.instrument(&book.spec, book.halted);
+        }
+        writer.u32(self.accounts.len() as u32);
+        for account in &self.accounts {
+            writer.u32(account.id);
+        }
+        for (book_index, book) in self.books.iter().enumerate() {
+            for side in [Side::Buy, Side::Sell] {
+                writer.u32(self.levels_best_first(book_index, side).count() as u32);
+                for level_index in self.levels_best_first(book_index, side) {
+                    let level = &book.levels[level_index];
+                    writer.i64(book.price_of(level_index));
+                    writer.u32(level.orders_count);
+                    let mut cursor = level.head;
+                    while cursor != NIL {
+                        let order = &self.orders[cursor as usize];
+                        writer.order(&StoredOrder {
+                            order_id: order.order_id,
+                            client_order_id: order.client_order_id,
+                            account: order.account,
+                            qty: order.qty,
+                            filled: order.filled,
+                            stp: order.stp,
+                            post_only: order.post_only,
+                        });
+                        cursor = order.next;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A hash of the whole matcher state; equal states hash equal in every implementation.
+    pub fn state_hash(&self) -> u64 {
+        let mut hasher = crate::state::StateHasher::new();
+        self.write_state(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The canonical state as bytes, for snapshots.
+    pub fn encode_state(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_state(&mut bytes);
+        bytes
+    }
+
+    /// Rebuilds an engine from [`Engine::encode_state`] bytes. The configuration must name the
+    /// same instruments with the same parameters; limits may differ if the state fits them.
+    pub fn restore(config: MatcherConfig, bytes: &[u8]) -> Result<Engine, StateError> {
+        let mut engine = Engine::new(config).map_err(StateError::Config)?;
+        let mut reader = StateReader::new(bytes);
+        reader.header()?;
+        engine.next_order_id = reader.u64()?;
+        let instruments_count = reader.u32()? as usize;
+        if instruments_count != engine.books.len() {
+            return Err(StateError::ConfigMismatch(format!(
+                "state has {instruments_count} instruments, config has {}",
+                engine.books.len()
+            )));
+        }
+        for book in engine.books.iter_mut() {
+            book.halted = reader.instrument(&book.spec)?;
+        }
+        let accounts_count = reader.u32()? as usize;
+        if accounts_count > engine.config.limits.accounts_max as usize {
+            return Err(StateError::OverLimit("accounts_max"));
+        }
+        for _ in 0..accounts_count {
+            let id = reader.u32()?;
+            if engine.account_by_id.contains(u64::from(id)) {
+                return Err(StateError::Invalid(format!("account {id} listed twice")));
+            }
+            engine.account_index_or_register(id);
+        }
+        let mut slots_by_order_id = Vec::new();
+        for book_index in 0..engine.books.len() {
+            for side in [Side::Buy, Side::Sell] {
+                let mut previous_price = None;
+                for _ in 0..reader.u32()? {
+                    let price = reader.i64()?;
+                    engine.check_stored_level(book_index, side, price, previous_price)?;
+                    previous_price = Some(price);
+                    let orders_count = reader.u32()?;
+                    if orders_count == 0 {
+                        return Err(StateError::Invalid(format!("empty level at price {price}")));
+                    }
+                    for _ in 0..orders_count {
+                        let stored = reader.order()?;
+                        let slot = engine.restore_order(book_index, side, price, &stored)?;
+                        slots_by_order_id.push((stored.order_id, slot));
+                    }
+                }
+            }
+        }
+        reader.finish()?;
+        // Account lists are in order-id order, as they were when the orders arrived.
+        slots_by_order_id.sort_unstable();
+        for (_, slot) in slots_by_order_id {
+            engine.link_account_tail(slot);
+        }
+        Ok(engine)
+    }
+
+    fn check_stored_level(
+        &self,
+        book_index: usize,
+        side: Side,
+        price: i64,
+        previous_price: Option<i64>,
+    ) -> Result<(), StateError> {
+        let book = &self.books[book_index];
+        crate::rules::check_price(&book.spec, price)
+            .map_err(|_| StateError::Invalid(format!("level price {price} is not valid")))?;
+        let better_first = match (side, previous_price) {
+            (_, None) => true,
+            (Side::Buy, Some(previous)) => price < previous,
+            (Side::Sell, Some(previous)) => price > previous,
+        };
+        let level_index = book.level_index(price);
+        if !better_first || book.levels[level_index].orders_count != 0 {
+            return Err(StateError::Invalid(format!(
+                "levels out of order at {price}"
+            )));
+        }
+        if self.best_crosses(book_index, side, Some(price)) {
+            return Err(StateError::Invalid(format!("crossed book at {price}")));
+        }
+        Ok(())
+    }
+
+    fn restore_order(
+        &mut self,
+        book_index: usize,
+        side: Side,
+        price: i64,
+        stored: &StoredOrder,
+    ) -> Result<u32, StateError> {
+        let limits = self.config.limits;
+        if self.books[book_index].orders_count >= limits.orders_per_book_max {
+            return Err(StateError::OverLimit("orders_per_book_max"));
+        }
+        if self.free_head == NIL {
+            return Err(StateError::OverLimit("orders_max"));
+        }
+        if stored.order_id == 0 || stored.order_id >= self.next_order_id {
+            return Err(StateError::Invalid(format!(
+                "bad order id {}",
+                stored.order_id
+            )));
+        }
+        if stored.filled >= stored.qty {
+            return Err(StateError::Invalid(format!(
+                "order {} has nothing open",
+                stored.order_id
+            )));
+        }
+        if self.by_order_id.contains(stored.order_id)
+            || (stored.client_order_id != 0
+                && self
+                    .by_client_id
+                    .contains(client_key(stored.account, stored.client_order_id)))
+        {
+            return Err(StateError::Invalid(format!(
+                "order {} listed twice",
+                stored.order_id
+            )));
+        }
+        let account_index = self
+            .account_by_id
+            .get(u64::from(stored.account))
+            .ok_or_else(|| StateError::Invalid(format!("unknown account {}", stored.account)))?;
+        let slot = self.free_head;
+        self.free_head = self.orders[slot as usize].next;
+        self.orders[slot as usize] = Order {
+            order_id: stored.order_id,
+            client_order_id: stored.client_order_id,
+            price,
+            qty: stored.qty,
+            filled: stored.filled,
+            account: stored.account,
+            account_index,
+            book: book_index as u32,
+            prev: NIL,
+            next: NIL,
+            account_prev: NIL,
+            account_next: NIL,
+            side,
+            stp: stored.stp,
+            post_only: stored.post_only,
+        };
+        self.link_level_tail(slot);
+        // The id maps and counts are filled now, for the duplicate checks above; the account
+        // lists are linked by the caller once every order is known, in order-id order.
+        self.by_order_id.insert(stored.order_id, slot);
+        if stored.client_order_id != 0 {
+            self.by_client_id
+                .insert(client_key(stored.account, stored.client_order_id), slot);
+        }
+        self.books[book_index].orders_count += 1;
+        self.orders_live += 1;
+        Ok(slot)
+    }
+}

@@ -1,0 +1,493 @@
+//! The naive reference order book: one flat list of resting orders, searched linearly.
+//!
+//! It follows the same documented rules as [`crate::Engine`] with the plainest data structures
+//! there are, so that the two can be compared on random command streams. It is slow (every
+//! step scans every order) and is not meant for production use.
+
+use ringmatch_proto::{
+    CancelReason, Command, CommandType, OrderKind, RejectReason, SelfTradePrevention, Side,
+    TimeInForce,
+};
+
+use crate::config::{ConfigError, MatcherConfig};
+use crate::rules::{
+    check_place_fields, check_replace_fields, crosses, self_trade_action, Emitter, OrderView,
+    SelfTradeAction,
+};
+use crate::state::{StateHasher, StateWriter, StoredOrder};
+use crate::EventSink;
+
+#[derive(Debug, Clone, Copy)]
+struct NaiveOrder {
+    view: OrderView,
+    stp: SelfTradePrevention,
+    post_only: bool,
+    /// Time priority: smaller arrived (or last lost priority) earlier.
+    priority: u64,
+}
+
+/// The reference book.
+pub struct NaiveBook {
+    config: MatcherConfig,
+    halted: Vec<bool>,
+    orders: Vec<NaiveOrder>,
+    accounts: Vec<u32>,
+    next_order_id: u64,
+    next_priority: u64,
+}
+
+/// Whether a maker at `a` has better priority than one at `b` on the same side.
+fn better(side: Side, a: &NaiveOrder, b: &NaiveOrder) -> bool {
+    if a.view.price != b.view.price {
+        return match side {
+            Side::Buy => a.view.price > b.view.price,
+            Side::Sell => a.view.price < b.view.price,
+        };
+    }
+    a.priority < b.priority
+}
+
+impl NaiveBook {
+    /// An empty reference book.
+    pub fn new(config: MatcherConfig) -> Result<NaiveBook, ConfigError> {
+        config.validate()?;
+        Ok(NaiveBook {
+            halted: vec![false; config.instruments.len()],
+            config,
+            orders: Vec::new(),
+            accounts: Vec::new(),
+            next_order_id: 1,
+            next_priority: 0,
+        })
+    }
+
+    /// Runs one command, pushing its events to `sink`.
+    pub fn apply<S: EventSink + ?Sized>(&mut self, seq: u64, command: &Command, sink: &mut S) {
+        let mut out = Emitter::new(sink, seq, command);
+        match command.command_type {
+            CommandType::Place => self.place(command, &mut out),
+            CommandType::Cancel => self.cancel(command, &mut out),
+            CommandType::Replace => self.replace(command, &mut out),
+            CommandType::MassCancel => self.mass_cancel(command, &mut out),
+            CommandType::Halt | CommandType::Resume => {
+                match self.instrument_index(command.instrument) {
+                    None => out.rejected(command, RejectReason::UnknownInstrument),
+                    Some(index) => {
+                        let halted = command.command_type == CommandType::Halt;
+                        self.halted[index] = halted;
+                        out.instrument_status(command.instrument, halted);
+                    }
+                }
+            }
+        }
+    }
+
+    fn instrument_index(&self, instrument: u32) -> Option<usize> {
+        self.config
+            .instruments
+            .iter()
+            .position(|spec| spec.id == instrument)
+    }
+
+    fn level_total(&self, instrument: u32, side: Side, price: i64) -> u64 {
+        self.orders
+            .iter()
+            .filter(|o| {
+                o.view.instrument == instrument && o.view.side == side && o.view.price == price
+            })
+            .map(|o| o.view.remaining())
+            .sum()
+    }
+
+    /// Resting orders of one side of one instrument, best priority first.
+    fn side_in_priority(&self, instrument: u32, side: Side) -> Vec<NaiveOrder> {
+        let mut orders: Vec<NaiveOrder> = self
+            .orders
+            .iter()
+            .filter(|o| o.view.instrument == instrument && o.view.side == side)
+            .copied()
+            .collect();
+        orders.sort_by(|a, b| {
+            if better(side, a, b) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        orders
+    }
+
+    fn best_index(&self, instrument: u32, side: Side) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (index, order) in self.orders.iter().enumerate() {
+            if order.view.instrument != instrument || order.view.side != side {
+                continue;
+            }
+            if best.is_none_or(|current| better(side, order, &self.orders[current])) {
+                best = Some(index);
+            }
+        }
+        best
+    }
+
+    fn best_crosses(&self, instrument: u32, side: Side, limit: Option<i64>) -> bool {
+        self.best_index(instrument, side.opposite())
+            .is_some_and(|index| crosses(side, limit, self.orders[index].view.price))
+    }
+
+    fn position_of(&self, order_id: u64) -> Option<usize> {
+        self.orders.iter().position(|o| o.view.order_id == order_id)
+    }
+
+    fn find(&self, command: &Command) -> Result<usize, RejectReason> {
+        if command.order_id != 0 {
+            let index = self
+                .position_of(command.order_id)
+                .ok_or(RejectReason::UnknownOrder)?;
+            if self.orders[index].view.account != command.account {
+                return Err(RejectReason::NotYourOrder);
+            }
+            return Ok(index);
+        }
+        if command.client_order_id == 0 {
+            return Err(RejectReason::UnknownOrder);
+        }
+        self.orders
+            .iter()
+            .position(|o| {
+                o.view.account == command.account
+                    && o.view.client_order_id == command.client_order_id
+            })
+            .ok_or(RejectReason::UnknownOrder)
+    }
+
+    fn check_place(&self, index: usize, command: &Command) -> Result<(), RejectReason> {
+        if self.halted[index] {
+            return Err(RejectReason::Halted);
+        }
+        let spec = &self.config.instruments[index];
+        check_place_fields(spec, command)?;
+        if command.client_order_id != 0
+            && self.orders.iter().any(|o| {
+                o.view.account == command.account
+                    && o.view.client_order_id == command.client_order_id
+            })
+        {
+            return Err(RejectReason::DuplicateClientOrderId);
+        }
+        if !self.accounts.contains(&command.account)
+            && self.accounts.len() >= self.config.limits.accounts_max as usize
+        {
+            return Err(RejectReason::TooManyAccounts);
+        }
+        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+        if command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc {
+            let in_book = self
+                .orders
+                .iter()
+                .filter(|o| o.view.instrument == command.instrument)
+                .count();
+            if in_book >= self.config.limits.orders_per_book_max as usize {
+                return Err(RejectReason::BookFull);
+            }
+            if self.orders.len() >= self.config.limits.orders_max as usize {
+                return Err(RejectReason::EngineFull);
+            }
+        }
+        if command.post_only && self.best_crosses(command.instrument, command.side, limit) {
+            return Err(RejectReason::PostOnlyWouldTake);
+        }
+        if command.tif == TimeInForce::Fok {
+            let mut available_qty = 0u64;
+            let mut fillable = false;
+            for maker in self.side_in_priority(command.instrument, command.side.opposite()) {
+                if !crosses(command.side, limit, maker.view.price) {
+                    break;
+                }
+                match self_trade_action(command.stp, command.account, maker.view.account) {
+                    SelfTradeAction::Trade => available_qty += maker.view.remaining(),
+                    SelfTradeAction::CancelMaker => {}
+                    SelfTradeAction::CancelTaker | SelfTradeAction::CancelBoth => break,
+                }
+                if available_qty >= command.qty {
+                    fillable = true;
+                    break;
+                }
+            }
+            if !fillable {
+                return Err(RejectReason::FokNotFillable);
+            }
+        }
+        Ok(())
+    }
+
+    fn place<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        let Some(index) = self.instrument_index(command.instrument) else {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        };
+        if let Err(reason) = self.check_place(index, command) {
+            return out.rejected(command, reason);
+        }
+        if !self.accounts.contains(&command.account) {
+            self.accounts.push(command.account);
+        }
+        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+        let mut taker = OrderView {
+            order_id: self.next_order_id,
+            client_order_id: command.client_order_id,
+            account: command.account,
+            instrument: command.instrument,
+            side: command.side,
+            price: limit.unwrap_or(0),
+            qty: command.qty,
+            filled: 0,
+        };
+        self.next_order_id += 1;
+        out.accepted(&taker);
+        if self.match_taker(&mut taker, limit, command.stp, out) || taker.remaining() == 0 {
+            return;
+        }
+        match (command.kind, command.tif) {
+            (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
+            (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
+            (_, TimeInForce::Fok) => {
+                panic!("a fill-or-kill order passed its check but did not fill")
+            }
+            (OrderKind::Limit, TimeInForce::Gtc) => {
+                self.rest(taker, command.stp, command.post_only);
+                let total = self.level_total(taker.instrument, taker.side, taker.price);
+                out.level(taker.instrument, taker.side, taker.price, total);
+            }
+        }
+    }
+
+    fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool) {
+        self.orders.push(NaiveOrder {
+            view,
+            stp,
+            post_only,
+            priority: self.next_priority,
+        });
+        self.next_priority += 1;
+    }
+
+    /// Returns true when self-trade prevention cancelled the taker.
+    fn match_taker<S: EventSink + ?Sized>(
+        &mut self,
+        taker: &mut OrderView,
+        limit: Option<i64>,
+        stp: SelfTradePrevention,
+        out: &mut Emitter<'_, S>,
+    ) -> bool {
+        let maker_side = taker.side.opposite();
+        let mut level_price: Option<i64> = None;
+        let mut changed = false;
+        let mut stopped = false;
+        while taker.remaining() > 0 {
+            let Some(index) = self.best_index(taker.instrument, maker_side) else {
+                break;
+            };
+            let maker = self.orders[index];
+            let price = maker.view.price;
+            if !crosses(taker.side, limit, price) {
+                break;
+            }
+            if level_price != Some(price) {
+                if let (true, Some(previous)) = (changed, level_price) {
+                    let total = self.level_total(taker.instrument, maker_side, previous);
+                    out.level(taker.instrument, maker_side, previous, total);
+                }
+                level_price = Some(price);
+                changed = false;
+            }
+            match self_trade_action(stp, taker.account, maker.view.account) {
+                SelfTradeAction::Trade => {
+                    let qty = taker.remaining().min(maker.view.remaining());
+                    taker.filled += qty;
+                    self.orders[index].view.filled += qty;
+                    let maker_view = self.orders[index].view;
+                    out.fill(taker, &maker_view, price, qty);
+                    if maker_view.remaining() == 0 {
+                        self.orders.remove(index);
+                    }
+                    changed = true;
+                }
+                SelfTradeAction::CancelMaker => {
+                    out.cancelled(&maker.view, CancelReason::SelfTrade);
+                    self.orders.remove(index);
+                    changed = true;
+                }
+                SelfTradeAction::CancelTaker => {
+                    out.cancelled(taker, CancelReason::SelfTrade);
+                    stopped = true;
+                    break;
+                }
+                SelfTradeAction::CancelBoth => {
+                    out.cancelled(&maker.view, CancelReason::SelfTrade);
+                    self.orders.remove(index);
+                    changed = true;
+                    out.cancelled(taker, CancelReason::SelfTrade);
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        if let (true, Some(price)) = (changed, level_price) {
+            let total = self.level_total(taker.instrument, maker_side, price);
+            out.level(taker.instrument, maker_side, price, total);
+        }
+        stopped
+    }
+
+    fn cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        match self.find(command) {
+            Err(reason) => out.rejected(command, reason),
+            Ok(index) => {
+                let order = self.orders.remove(index);
+                out.cancelled(&order.view, CancelReason::User);
+                let view = order.view;
+                let total = self.level_total(view.instrument, view.side, view.price);
+                out.level(view.instrument, view.side, view.price, total);
+            }
+        }
+    }
+
+    fn replace<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        let index = match self.find(command) {
+            Ok(index) => index,
+            Err(reason) => return out.rejected(command, reason),
+        };
+        let order = self.orders[index];
+        let old = order.view;
+        let instrument_index = self
+            .instrument_index(old.instrument)
+            .expect("a resting order's instrument is configured");
+        if self.halted[instrument_index] {
+            return out.rejected(command, RejectReason::Halted);
+        }
+        if let Err(reason) =
+            check_replace_fields(&self.config.instruments[instrument_index], command)
+        {
+            return out.rejected(command, reason);
+        }
+        let new_price = if command.has_price {
+            command.price
+        } else {
+            old.price
+        };
+        let new_qty = if command.has_qty {
+            command.qty
+        } else {
+            old.qty
+        };
+        if new_qty <= old.filled {
+            self.orders.remove(index);
+            out.cancelled(&old, CancelReason::ReplacedBelowFilled);
+            let total = self.level_total(old.instrument, old.side, old.price);
+            return out.level(old.instrument, old.side, old.price, total);
+        }
+        if order.post_only && self.best_crosses(old.instrument, old.side, Some(new_price)) {
+            return out.rejected(command, RejectReason::PostOnlyWouldTake);
+        }
+        let mut taker = OrderView {
+            price: new_price,
+            qty: new_qty,
+            ..old
+        };
+        out.replaced(&taker);
+        if new_price == old.price {
+            if taker.remaining() > old.remaining() {
+                self.orders[index].priority = self.next_priority;
+                self.next_priority += 1;
+            }
+            self.orders[index].view = taker;
+            let total = self.level_total(old.instrument, old.side, old.price);
+            return out.level(old.instrument, old.side, old.price, total);
+        }
+        self.orders.remove(index);
+        let total = self.level_total(old.instrument, old.side, old.price);
+        out.level(old.instrument, old.side, old.price, total);
+        let stopped = self.match_taker(&mut taker, Some(new_price), order.stp, out);
+        if !stopped && taker.remaining() > 0 {
+            self.rest(taker, order.stp, order.post_only);
+            let total = self.level_total(old.instrument, old.side, new_price);
+            out.level(old.instrument, old.side, new_price, total);
+        }
+    }
+
+    fn mass_cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        if command.instrument != 0 && self.instrument_index(command.instrument).is_none() {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        }
+        let mut order_ids: Vec<u64> = self
+            .orders
+            .iter()
+            .filter(|o| {
+                o.view.account == command.account
+                    && (command.instrument == 0 || o.view.instrument == command.instrument)
+            })
+            .map(|o| o.view.order_id)
+            .collect();
+        order_ids.sort_unstable();
+        for order_id in &order_ids {
+            let index = self.position_of(*order_id).expect("listed order is live");
+            let view = self.orders.remove(index).view;
+            out.cancelled(&view, CancelReason::MassCancel);
+            let total = self.level_total(view.instrument, view.side, view.price);
+            out.level(view.instrument, view.side, view.price, total);
+        }
+        out.mass_cancelled(command.account, command.instrument, order_ids.len() as u64);
+    }
+
+    /// Writes the canonical state, exactly as [`crate::Engine::write_state`] would.
+    pub fn write_state<W: StateWriter>(&self, writer: &mut W) {
+        writer.header();
+        writer.u64(self.next_order_id);
+        writer.u32(self.config.instruments.len() as u32);
+        for (spec, halted) in self.config.instruments.iter().zip(&self.halted) {
+            writer.instrument(spec, *halted);
+        }
+        writer.u32(self.accounts.len() as u32);
+        for account in &self.accounts {
+            writer.u32(*account);
+        }
+        for spec in &self.config.instruments {
+            for side in [Side::Buy, Side::Sell] {
+                let orders = self.side_in_priority(spec.id, side);
+                let levels: Vec<&[NaiveOrder]> = orders
+                    .chunk_by(|a, b| a.view.price == b.view.price)
+                    .collect();
+                writer.u32(levels.len() as u32);
+                for level in levels {
+                    writer.i64(level[0].view.price);
+                    writer.u32(level.len() as u32);
+                    for order in level {
+                        writer.order(&StoredOrder {
+                            order_id: order.view.order_id,
+                            client_order_id: order.view.client_order_id,
+                            account: order.view.account,
+                            qty: order.view.qty,
+                            filled: order.view.filled,
+                            stp: order.stp,
+                            post_only: order.post_only,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state hash, equal to [`crate::Engine::state_hash`] for the same state.
+    pub fn state_hash(&self) -> u64 {
+        let mut hasher = StateHasher::new();
+        self.write_state(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The canonical state bytes.
+    pub fn encode_state(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        self.write_state(&mut bytes);
+        bytes
+    }
+}

@@ -1,0 +1,257 @@
+//! The rules both order books share: field validation and how each event is filled in.
+//!
+//! Keeping these in one place means the fast engine and the naive reference book can only
+//! differ in how they keep the book, which is exactly what the property tests compare.
+
+use ringmatch_proto::{
+    CancelReason, Command, CommandType, Event, EventType, Reason, RejectReason, Side,
+};
+
+use crate::config::InstrumentSpec;
+
+/// The parts of an order that events report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OrderView {
+    pub order_id: u64,
+    pub client_order_id: u64,
+    pub account: u32,
+    pub instrument: u32,
+    pub side: Side,
+    /// Limit price, or 0 for a market order.
+    pub price: i64,
+    /// Total order quantity (after any replace).
+    pub qty: u64,
+    pub filled: u64,
+}
+
+impl OrderView {
+    pub fn remaining(&self) -> u64 {
+        self.qty - self.filled
+    }
+}
+
+/// Checks a limit price against the instrument: on tick first, then inside the band.
+pub(crate) fn check_price(spec: &InstrumentSpec, price: i64) -> Result<(), RejectReason> {
+    if price % spec.tick_size != 0 {
+        return Err(RejectReason::PriceNotOnTick);
+    }
+    if price < spec.min_price || price > spec.max_price {
+        return Err(RejectReason::PriceOutOfRange);
+    }
+    Ok(())
+}
+
+/// Checks an order quantity: not zero, a lot multiple, at most the maximum.
+pub(crate) fn check_qty(spec: &InstrumentSpec, qty: u64) -> Result<(), RejectReason> {
+    if qty == 0 {
+        return Err(RejectReason::QuantityZero);
+    }
+    if qty % spec.lot_size != 0 {
+        return Err(RejectReason::QuantityNotLotMultiple);
+    }
+    if qty > spec.max_qty {
+        return Err(RejectReason::QuantityOverMax);
+    }
+    Ok(())
+}
+
+/// Field checks of a place command that need no book state, in their documented order.
+pub(crate) fn check_place_fields(
+    spec: &InstrumentSpec,
+    command: &Command,
+) -> Result<(), RejectReason> {
+    use ringmatch_proto::{OrderKind, TimeInForce};
+    if command.kind == OrderKind::Market && (command.post_only || command.tif == TimeInForce::Gtc) {
+        return Err(RejectReason::InvalidOrder);
+    }
+    if command.kind == OrderKind::Limit {
+        check_price(spec, command.price)?;
+    }
+    check_qty(spec, command.qty)
+}
+
+/// Field checks of a replace command that need no book state.
+pub(crate) fn check_replace_fields(
+    spec: &InstrumentSpec,
+    command: &Command,
+) -> Result<(), RejectReason> {
+    if !command.has_price && !command.has_qty {
+        return Err(RejectReason::InvalidOrder);
+    }
+    if command.has_price {
+        check_price(spec, command.price)?;
+    }
+    if command.has_qty {
+        check_qty(spec, command.qty)?;
+    }
+    Ok(())
+}
+
+/// Whether a taker on `side` with limit `limit` (None: market) trades with a maker at `price`.
+#[inline]
+pub(crate) fn crosses(side: Side, limit: Option<i64>, price: i64) -> bool {
+    match (side, limit) {
+        (_, None) => true,
+        (Side::Buy, Some(limit)) => price <= limit,
+        (Side::Sell, Some(limit)) => price >= limit,
+    }
+}
+
+/// Numbers events in order and stamps the fields every event of one command shares.
+pub(crate) struct Emitter<'a, S: crate::EventSink + ?Sized> {
+    sink: &'a mut S,
+    seq: u64,
+    timestamp_ns: u64,
+    command_type: CommandType,
+    index: u32,
+}
+
+impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
+    pub fn new(sink: &'a mut S, seq: u64, command: &Command) -> Self {
+        Emitter {
+            sink,
+            seq,
+            timestamp_ns: command.timestamp_ns,
+            command_type: command.command_type,
+            index: 0,
+        }
+    }
+
+    fn base(&self, event_type: EventType) -> Event {
+        let mut event = Event::empty(event_type, self.command_type);
+        event.seq = self.seq;
+        event.index = self.index;
+        event.timestamp_ns = self.timestamp_ns;
+        event
+    }
+
+    fn push(&mut self, event: Event) {
+        self.sink.push(&event);
+        self.index += 1;
+    }
+
+    fn order_event(&self, event_type: EventType, order: &OrderView) -> Event {
+        let mut event = self.base(event_type);
+        event.instrument = order.instrument;
+        event.account = order.account;
+        event.order_id = order.order_id;
+        event.client_order_id = order.client_order_id;
+        event.side = Some(order.side);
+        event.price = order.price;
+        event.qty = order.qty;
+        event.remaining = order.remaining();
+        event
+    }
+
+    pub fn rejected(&mut self, command: &Command, reason: RejectReason) {
+        let mut event = self.base(EventType::Rejected);
+        event.instrument = command.instrument;
+        event.account = command.account;
+        event.order_id = command.order_id;
+        event.client_order_id = command.client_order_id;
+        event.reason = Reason::Reject(reason);
+        match command.command_type {
+            CommandType::Place => {
+                event.side = Some(command.side);
+                event.price = command.price;
+                event.qty = command.qty;
+            }
+            CommandType::Replace => {
+                event.price = if command.has_price { command.price } else { 0 };
+                event.qty = if command.has_qty { command.qty } else { 0 };
+            }
+            _ => {}
+        }
+        self.push(event);
+    }
+
+    pub fn accepted(&mut self, order: &OrderView) {
+        let event = self.order_event(EventType::Accepted, order);
+        self.push(event);
+    }
+
+    /// `order` is the order after the replace.
+    pub fn replaced(&mut self, order: &OrderView) {
+        let event = self.order_event(EventType::Replaced, order);
+        self.push(event);
+    }
+
+    /// `qty` is the open quantity cancelled.
+    pub fn cancelled(&mut self, order: &OrderView, reason: CancelReason) {
+        let mut event = self.order_event(EventType::Cancelled, order);
+        event.qty = order.remaining();
+        event.remaining = 0;
+        event.reason = Reason::Cancel(reason);
+        self.push(event);
+    }
+
+    /// `taker` and `maker` are both as they are after the fill.
+    pub fn fill(&mut self, taker: &OrderView, maker: &OrderView, price: i64, qty: u64) {
+        let mut event = self.order_event(EventType::Fill, taker);
+        event.price = price;
+        event.qty = qty;
+        event.maker_account = maker.account;
+        event.maker_order_id = maker.order_id;
+        event.maker_client_order_id = maker.client_order_id;
+        event.maker_remaining = maker.remaining();
+        self.push(event);
+    }
+
+    pub fn level(&mut self, instrument: u32, side: Side, price: i64, total_qty: u64) {
+        let mut event = self.base(EventType::Level);
+        event.instrument = instrument;
+        event.side = Some(side);
+        event.price = price;
+        event.qty = total_qty;
+        self.push(event);
+    }
+
+    pub fn instrument_status(&mut self, instrument: u32, halted: bool) {
+        let event_type = if halted {
+            EventType::Halted
+        } else {
+            EventType::Resumed
+        };
+        let mut event = self.base(event_type);
+        event.instrument = instrument;
+        self.push(event);
+    }
+
+    pub fn mass_cancelled(&mut self, account: u32, instrument: u32, orders_count: u64) {
+        let mut event = self.base(EventType::MassCancelled);
+        event.account = account;
+        event.instrument = instrument;
+        event.qty = orders_count;
+        self.push(event);
+    }
+}
+
+/// How a self-trade check ends for one maker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SelfTradeAction {
+    /// Not a self trade, or STP off: trade.
+    Trade,
+    /// Cancel the taker's rest and stop.
+    CancelTaker,
+    /// Cancel the maker, keep going.
+    CancelMaker,
+    /// Cancel both and stop.
+    CancelBoth,
+}
+
+pub(crate) fn self_trade_action(
+    stp: ringmatch_proto::SelfTradePrevention,
+    taker_account: u32,
+    maker_account: u32,
+) -> SelfTradeAction {
+    use ringmatch_proto::SelfTradePrevention as Stp;
+    if taker_account != maker_account {
+        return SelfTradeAction::Trade;
+    }
+    match stp {
+        Stp::None => SelfTradeAction::Trade,
+        Stp::CancelTaker => SelfTradeAction::CancelTaker,
+        Stp::CancelMaker => SelfTradeAction::CancelMaker,
+        Stp::CancelBoth => SelfTradeAction::CancelBoth,
+    }
+}

@@ -1,0 +1,282 @@
+//! The canonical matcher state: one walk over the whole book state, in one fixed order, that
+//! is both hashed (the state hash) and written as bytes (the matcher part of a snapshot).
+//!
+//! The byte layout is in `docs/snapshot-format.md` ("matcher state"). Both the fast engine and
+//! the naive reference book write the same walk, so equal states give equal hashes and bytes.
+
+use ringmatch_proto::SelfTradePrevention;
+
+use crate::config::{ConfigError, InstrumentSpec};
+
+/// First four bytes of a matcher state: `RMMS`.
+pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
+
+/// Layout version of the matcher state.
+pub const STATE_VERSION: u32 = 1;
+
+/// One resting order as the state stores it (its book, side and price come from its level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOrder {
+    /// Engine order id.
+    pub order_id: u64,
+    /// Client order id, 0 for none.
+    pub client_order_id: u64,
+    /// Owner.
+    pub account: u32,
+    /// Total quantity.
+    pub qty: u64,
+    /// Quantity filled so far.
+    pub filled: u64,
+    /// Self-trade prevention mode (used when a replace makes it trade).
+    pub stp: SelfTradePrevention,
+    /// Post-only flag (checked again on replace).
+    pub post_only: bool,
+}
+
+/// Receives the canonical walk of a matcher state.
+pub trait StateWriter {
+    /// One byte.
+    fn u8(&mut self, value: u8);
+    /// Four bytes, little-endian.
+    fn u32(&mut self, value: u32);
+    /// Eight bytes, little-endian.
+    fn u64(&mut self, value: u64);
+
+    /// Eight bytes, little-endian two's complement.
+    fn i64(&mut self, value: i64) {
+        self.u64(value as u64);
+    }
+
+    /// Magic and version.
+    fn header(&mut self) {
+        for byte in STATE_MAGIC {
+            self.u8(byte);
+        }
+        self.u32(STATE_VERSION);
+    }
+
+    /// An instrument's parameters and its halted flag.
+    fn instrument(&mut self, spec: &InstrumentSpec, halted: bool) {
+        self.u32(spec.id);
+        self.i64(spec.tick_size);
+        self.u64(spec.lot_size);
+        self.i64(spec.min_price);
+        self.i64(spec.max_price);
+        self.u64(spec.max_qty);
+        self.u8(u8::from(halted));
+    }
+
+    /// One resting order.
+    fn order(&mut self, order: &StoredOrder) {
+        self.u64(order.order_id);
+        self.u64(order.client_order_id);
+        self.u32(order.account);
+        self.u64(order.qty);
+        self.u64(order.filled);
+        self.u8(order.stp.code());
+        self.u8(u8::from(order.post_only));
+    }
+}
+
+impl StateWriter for Vec<u8> {
+    fn u8(&mut self, value: u8) {
+        self.push(value);
+    }
+    fn u32(&mut self, value: u32) {
+        self.extend_from_slice(&value.to_le_bytes());
+    }
+    fn u64(&mut self, value: u64) {
+        self.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// A fast, platform-independent 64-bit hash of a state walk.
+pub struct StateHasher {
+    state: u64,
+    length: u64,
+}
+
+impl StateHasher {
+    /// A hasher with the fixed seed.
+    pub fn new() -> StateHasher {
+        StateHasher {
+            state: 0x243F_6A88_85A3_08D3,
+            length: 0,
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self, value: u64) {
+        self.state = (self.state.rotate_left(5) ^ value).wrapping_mul(0x517C_C1B7_2722_0A95);
+        self.length += 1;
+    }
+
+    /// The hash of everything written.
+    pub fn finish(&self) -> u64 {
+        // A final avalanche (from splitmix64) so nearby states give distant hashes.
+        let mut z = self.state ^ self.length.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Default for StateHasher {
+    fn default() -> Self {
+        StateHasher::new()
+    }
+}
+
+impl StateWriter for StateHasher {
+    fn u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+    fn u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+    fn u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+}
+
+/// Why matcher state bytes cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The bytes end before the state does.
+    #[error("matcher state truncated at byte {0}")]
+    Truncated(usize),
+    /// The magic is not `RMMS`.
+    #[error("not a matcher state (bad magic)")]
+    BadMagic,
+    /// The version is not one this build reads.
+    #[error("matcher state version {0} is not supported (this build reads {STATE_VERSION})")]
+    Version(u32),
+    /// Bytes follow the end of the state.
+    #[error("{0} unexpected bytes after the matcher state")]
+    TrailingBytes(usize),
+    /// The configuration does not describe the instruments of the state.
+    #[error("matcher state does not match the configuration: {0}")]
+    ConfigMismatch(String),
+    /// The configuration itself is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(ConfigError),
+    /// The state needs more capacity than the configured limits give.
+    #[error("matcher state does not fit the configured limit {0}")]
+    OverLimit(&'static str),
+    /// The state breaks a book invariant.
+    #[error("matcher state is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// Reads a state walk back, checking bounds on every read.
+pub struct StateReader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> StateReader<'a> {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        StateReader { bytes, offset: 0 }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
+        let end = self.offset + N;
+        let slice = self
+            .bytes
+            .get(self.offset..end)
+            .ok_or(StateError::Truncated(self.bytes.len()))?;
+        self.offset = end;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        Ok(out)
+    }
+
+    /// One byte.
+    pub fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Result<u32, StateError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> Result<u64, StateError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    /// A little-endian i64.
+    pub fn i64(&mut self) -> Result<i64, StateError> {
+        Ok(i64::from_le_bytes(self.take()?))
+    }
+
+    fn flag(&mut self) -> Result<bool, StateError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(StateError::Invalid(format!("flag byte {other}"))),
+        }
+    }
+
+    /// Magic and version.
+    pub fn header(&mut self) -> Result<(), StateError> {
+        if self.take::<4>()? != STATE_MAGIC {
+            return Err(StateError::BadMagic);
+        }
+        match self.u32()? {
+            STATE_VERSION => Ok(()),
+            other => Err(StateError::Version(other)),
+        }
+    }
+
+    /// An instrument, checked against `spec`; returns its halted flag.
+    pub fn instrument(&mut self, spec: &InstrumentSpec) -> Result<bool, StateError> {
+        let stored = (
+            self.u32()?,
+            self.i64()?,
+            self.u64()?,
+            self.i64()?,
+            self.i64()?,
+            self.u64()?,
+        );
+        let configured = (
+            spec.id,
+            spec.tick_size,
+            spec.lot_size,
+            spec.min_price,
+            spec.max_price,
+            spec.max_qty,
+        );
+        if stored != configured {
+            return Err(StateError::ConfigMismatch(format!(
+                "instrument (id, tick, lot, min, max, max_qty) is {stored:?} in the state but \
+                 {configured:?} in the config"
+            )));
+        }
+        self.flag()
+    }
+
+    /// One resting order.
+    pub fn order(&mut self) -> Result<StoredOrder, StateError> {
+        Ok(StoredOrder {
+            order_id: self.u64()?,
+            client_order_id: self.u64()?,
+            account: self.u32()?,
+            qty: self.u64()?,
+            filled: self.u64()?,
+            stp: SelfTradePrevention::from_code(self.u8()?)
+                .map_err(|error| StateError::Invalid(error.to_string()))?,
+            post_only: self.flag()?,
+        })
+    }
+
+    /// Checks that nothing follows the state.
+    pub fn finish(&self) -> Result<(), StateError> {
+        match self.bytes.len() - self.offset {
+            0 => Ok(()),
+            extra => Err(StateError::TrailingBytes(extra)),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A fixed-capacity open-addressing hash map from integer keys to slot indexes.
+//!
+//! Linear probing with backward-shift deletion: no tombstones, so the table never needs a
+//! rehash and never allocates after construction. The capacity is a power of two at least
+//! twice the most entries it may hold, which keeps probe sequences short.
+
+/// Marks an empty slot.
+const EMPTY: u32 = u32::MAX;
+
+/// A key the table can hash.
+pub(crate) trait TableKey: Copy + Eq + Default {
+    fn hash(self) -> u64;
+}
+
+impl TableKey for u64 {
+    #[inline]
+    fn hash(self) -> u64 {
+        self.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+impl TableKey for u128 {
+    #[inline]
+    fn hash(self) -> u64 {
+        let folded = (self as u64) ^ ((self >> 64) as u64).rotate_left(29);
+        folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((self >> 64) as u64)
+    }
+}
+
+pub(crate) struct FixedMap<K: TableKey> {
+    keys: Box<[K]>,
+    values: Box<[u32]>,
+    shift: u32,
+    mask: usize,
+    len: usize,
+    len_max: usize,
+}
+
+impl<K: TableKey> FixedMap<K> {
+    /// A map that can hold `len_max` entries without ever growing.
+    pub fn with_len_max(len_max: usize) -> Self {
+        let capacity = (len_max.max(1) * 2).next_power_of_two().max(16);
+        FixedMap {
+            keys: vec![K::default(); capacity].into_boxed_slice(),
+            values: vec![EMPTY; capacity].into_boxed_slice(),
+            shift: 64 - capacity.trailing_zeros(),
+            mask: capacity - 1,
+            len: 0,
+            len_max,
+        }
+    }
+
+    #[inline]
+    fn home(&self, key: K) -> usize {
+        (key.hash() >> self.shift) as usize
+    }
+
+    #[inline]
+    fn find(&self, key: K) -> Option<usize> {
+        let mut index = self.home(key);
+        loop {
+            if self.values[index] == EMPTY {
+                return None;
+            }
+            if self.keys[index] == key {
+                return Some(index);
+            }
+            index = (index + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, key: K) -> Option<u32> {
+        self.find(key).map(|index| self.values[index])
+    }
+
+    pub fn contains(&self, key: K) -> bool {
+        self.find(key).is_some()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Inserts a key that is not present. Panics past `len_max`: callers check limits first.
+    #[inline]
+    pub fn insert(&mut self, key: K, value: u32) {
+        assert!(value != EMPTY, "slot index {value} is the empty marker");
+        assert!(self.len < self.len_max, "fixed map over its len_max");
+        let mut index = self.home(key);
+        while self.values[index] != EMPTY {
+            assert!(self.keys[index] != key, "key inserted twice");
+            index = (index + 1) & self.mask;
+        }
+        self.keys[index] = key;
+        self.values[index] = value;
+        self.len += 1;
+    }
+
+    /// Replaces the value of a present key.
+    #[cfg(test)]
+    pub fn update(&mut self, key: K, value: u32) {
+        let index = self.find(key).expect("update of a missing key");
+        self.values[index] = value;
+    }
+
+    /// Removes a key, returning its value.
+    #[inline]
+    pub fn remove(&mut self, key: K) -> Option<u32> {
+        let found = self.find(key)?;
+        let value = self.values[found];
+        let mut hole = found;
+        let mut index = found;
+        loop {
+            index = (index + 1) & self.mask;
+            if self.values[index] == EMPTY {
+                break;
+            }
+            let home = self.home(self.keys[index]);
+            // The entry may move back into the hole if the hole lies between its home and
+            // where it sits now (cyclically).
+            let distance_from_home = index.wrapping_sub(home) & self.mask;
+            let distance_from_hole = index.wrapping_sub(hole) & self.mask;
+            if distance_from_home >= distance_from_hole {
+                self.keys[hole] = self.keys[index];
+                self.values[hole] = self.values[index];
+                hole = index;
+            }
+        }
+        self.values[hole] = EMPTY;
+        self.keys[hole] = K::default();
+        self.len -= 1;
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn matches_a_std_hash_map_under_churn() {
+        let mut map = FixedMap::<u64>::with_len_max(500);
+        let mut model = HashMap::new();
+        let mut state = 0x1234_5678u64;
+        for step in 0..200_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Small key space, so inserts, hits and removes all happen often.
+            let key = state % 1_000;
+            if let Some(value) = model.get(&key).copied() {
+                assert_eq!(map.get(key), Some(value));
+                if step % 3 == 0 {
+                    map.update(key, step);
+                    model.insert(key, step);
+                } else {
+                    assert_eq!(map.remove(key), Some(value));
+                    model.remove(&key);
+                }
+            } else {
+                assert_eq!(map.get(key), None);
+                if model.len() < 500 {
+                    map.insert(key, step);
+                    model.insert(key, step);
+                }
+            }
+            assert_eq!(map.len(), model.len());
+        }
+        for (key, value) in model {
+            assert_eq!(map.get(key), Some(value));
+        }
+    }
+
+    #[test]
+    fn wide_keys_work() {
+        let mut map = FixedMap::<u128>::with_len_max(64);
+        for account in 0..8u128 {
+            for id in 0..8u128 {
+                map.insert((account << 64) | id, (account * 8 + id) as u32);
+            }
+        }
+        assert_eq!(map.get((3 << 64) | 5), Some(29));
+        assert_eq!(map.remove((3 << 64) | 5), Some(29));
+        assert_eq!(map.get((3 << 64) | 5), None);
+        assert_eq!(map.get((5 << 64) | 3), Some(43));
+    }
+}

@@ -1,0 +1,257 @@
+//! Deterministic synthetic command streams: the exchange-core benchmark mix.
+//!
+//! One instrument, about 1,000 resting orders over about 750 price levels around a fixed mid,
+//! 1,000 accounts; commands are 9% GTC limit (half of them priced to trade), 3% IOC, 6%
+//! cancel and 82% replace (a price move on the order's own side). The generator runs its own
+//! [`Engine`] to learn which orders are still live, so every cancel and replace names a live
+//! order. The same seed always gives the same stream.
+
+use std::collections::HashMap;
+
+use ringmatch_proto::{Command, CommandType, EventType, Side, TimeInForce};
+
+use crate::{Engine, InstrumentSpec, Limits, MatcherConfig};
+
+/// A generated stream: `warmup` builds the resting book, `commands` is the measured mix.
+pub struct Workload {
+    /// Commands that build the initial book (all passive GTC limits).
+    pub warmup: Vec<Command>,
+    /// The mix.
+    pub commands: Vec<Command>,
+    /// How many of `commands` traded at least once (for reporting the mix).
+    pub trading_commands_count: usize,
+}
+
+/// Shape of the exchange-core mix.
+#[derive(Debug, Clone, Copy)]
+pub struct MixShape {
+    /// Resting orders the generator keeps the book near.
+    pub resting_target: usize,
+    /// Price levels on each side of the mid that passive orders use.
+    pub levels_per_side: i64,
+    /// Accounts, numbered from 1.
+    pub accounts_count: u32,
+    /// Mid price in ticks.
+    pub mid_price: i64,
+    /// How far past the mid (in ticks) aggressive orders reach.
+    pub aggressive_levels: i64,
+}
+
+impl Default for MixShape {
+    fn default() -> Self {
+        MixShape {
+            resting_target: 1_000,
+            levels_per_side: 375,
+            accounts_count: 1_000,
+            mid_price: 100_000,
+            aggressive_levels: 60,
+        }
+    }
+}
+
+/// The instrument the mix trades: id 1, tick 1, lot 1, prices 1 to 200,000.
+pub fn mix_instrument() -> InstrumentSpec {
+    InstrumentSpec {
+        id: 1,
+        symbol: "DEMO".into(),
+        tick_size: 1,
+        lot_size: 1,
+        min_price: 1,
+        max_price: 200_000,
+        max_qty: 1_000_000,
+    }
+}
+
+/// A matcher configuration that fits the mix.
+pub fn mix_config() -> MatcherConfig {
+    MatcherConfig {
+        instruments: vec![mix_instrument()],
+        limits: Limits {
+            orders_per_book_max: 100_000,
+            orders_max: 100_000,
+            accounts_max: 10_000,
+            instruments_max: 1,
+        },
+    }
+}
+
+/// splitmix64: small, fast, good enough for a workload.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+struct Generator {
+    shape: MixShape,
+    rng: Rng,
+    engine: Engine,
+    live: Vec<(u64, u32, Side)>,
+    position: HashMap<u64, usize>,
+    events: Vec<ringmatch_proto::Event>,
+    seq: u64,
+}
+
+impl Generator {
+    fn passive_price(&mut self, side: Side) -> i64 {
+        let offset = 1 + self.rng.below(self.shape.levels_per_side as u64) as i64;
+        match side {
+            Side::Buy => self.shape.mid_price - offset,
+            Side::Sell => self.shape.mid_price + offset,
+        }
+    }
+
+    fn aggressive_price(&mut self, side: Side) -> i64 {
+        let offset = 1 + self.rng.below(self.shape.aggressive_levels as u64) as i64;
+        match side {
+            Side::Buy => self.shape.mid_price + offset,
+            Side::Sell => self.shape.mid_price - offset,
+        }
+    }
+
+    fn side(&mut self) -> Side {
+        if self.rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    }
+
+    fn place(&mut self, tif: TimeInForce, aggressive: bool) -> Command {
+        let side = self.side();
+        let price = if aggressive {
+            self.aggressive_price(side)
+        } else {
+            self.passive_price(side)
+        };
+        let account = 1 + self.rng.below(u64::from(self.shape.accounts_count)) as u32;
+        let mut command = Command::limit(account, 1, side, price, 1 + self.rng.below(20));
+        command.tif = tif;
+        command
+    }
+
+    fn pick_live(&mut self) -> (u64, u32, Side) {
+        self.live[self.rng.below(self.live.len() as u64) as usize]
+    }
+
+    fn next_command(&mut self) -> Command {
+        let roll = self.rng.below(100);
+        let crowded = self.live.len() > self.shape.resting_target * 11 / 10;
+        let sparse = self.live.len() < self.shape.resting_target * 9 / 10 || self.live.is_empty();
+        let mut command = if roll < 9 && !crowded {
+            let aggressive = self.rng.below(2) == 0;
+            self.place(TimeInForce::Gtc, aggressive)
+        } else if roll < 12 {
+            self.place(TimeInForce::Ioc, true)
+        } else if (roll < 18 || crowded) && !sparse {
+            let (order_id, account, _) = self.pick_live();
+            let mut command = Command::empty(CommandType::Cancel);
+            command.account = account;
+            command.instrument = 1;
+            command.order_id = order_id;
+            command
+        } else if sparse {
+            self.place(TimeInForce::Gtc, false)
+        } else {
+            let (order_id, account, side) = self.pick_live();
+            let mut command = Command::empty(CommandType::Replace);
+            command.account = account;
+            command.instrument = 1;
+            command.order_id = order_id;
+            command.has_price = true;
+            command.price = self.passive_price(side);
+            command
+        };
+        self.seq += 1;
+        command.timestamp_ns = self.seq * 1_000;
+        command
+    }
+
+    /// Applies a command to the private engine and tracks which orders remain live.
+    /// Returns whether it traded.
+    fn observe(&mut self, command: &Command) -> bool {
+        self.events.clear();
+        self.engine.apply(self.seq, command, &mut self.events);
+        let mut traded = false;
+        for index in 0..self.events.len() {
+            let event = self.events[index];
+            match event.event_type {
+                EventType::Accepted if command.tif == TimeInForce::Gtc => {
+                    self.add_live(event.order_id, event.account, command.side);
+                }
+                EventType::Fill => {
+                    traded = true;
+                    if event.maker_remaining == 0 {
+                        self.remove_live(event.maker_order_id);
+                    }
+                    if event.remaining == 0 {
+                        self.remove_live(event.order_id);
+                    }
+                }
+                EventType::Cancelled => self.remove_live(event.order_id),
+                _ => {}
+            }
+        }
+        traded
+    }
+
+    fn add_live(&mut self, order_id: u64, account: u32, side: Side) {
+        self.position.insert(order_id, self.live.len());
+        self.live.push((order_id, account, side));
+    }
+
+    fn remove_live(&mut self, order_id: u64) {
+        if let Some(index) = self.position.remove(&order_id) {
+            self.live.swap_remove(index);
+            if let Some(moved) = self.live.get(index) {
+                self.position.insert(moved.0, index);
+            }
+        }
+    }
+}
+
+/// Generates the exchange-core mix: a warm-up that builds the book, then `commands_count`
+/// mixed commands.
+pub fn exchange_core_mix(commands_count: usize, seed: u64, shape: MixShape) -> Workload {
+    let mut generator = Generator {
+        shape,
+        rng: Rng(seed),
+        engine: Engine::new(mix_config()).expect("the mix configuration is valid"),
+        live: Vec::new(),
+        position: HashMap::new(),
+        events: Vec::new(),
+        seq: 0,
+    };
+    let mut warmup = Vec::with_capacity(shape.resting_target);
+    while generator.live.len() < shape.resting_target {
+        generator.seq += 1;
+        let mut command = generator.place(TimeInForce::Gtc, false);
+        command.timestamp_ns = generator.seq * 1_000;
+        generator.observe(&command);
+        warmup.push(command);
+    }
+    let mut commands = Vec::with_capacity(commands_count);
+    let mut trading_commands_count = 0;
+    for _ in 0..commands_count {
+        let command = generator.next_command();
+        if generator.observe(&command) {
+            trading_commands_count += 1;
+        }
+        commands.push(command);
+    }
+    Workload {
+        warmup,
+        commands,
+        trading_commands_count,
+    }
+}

@@ -1,0 +1,395 @@
+//! The input record: one command to the engine, 64 bytes.
+
+use crate::le::{first_non_zero, i64_at, put_i64, put_u32, put_u64, u32_at, u64_at};
+use crate::{wire_enum, DecodeError, COMMAND_SIZE_BYTES, WIRE_VERSION};
+
+wire_enum! {
+    /// What a command asks the engine to do.
+    CommandType, "command_type" {
+        /// Place a new order.
+        Place = 1, "place";
+        /// Cancel a resting order.
+        Cancel = 2, "cancel";
+        /// Change the price and/or quantity of a resting order.
+        Replace = 3, "replace";
+        /// Cancel every resting order of an account (optionally of one instrument).
+        MassCancel = 4, "mass_cancel";
+        /// Stop trading an instrument: new orders and replaces are rejected, cancels allowed.
+        Halt = 5, "halt";
+        /// Resume trading a halted instrument.
+        Resume = 6, "resume";
+    }
+}
+
+wire_enum! {
+    /// Side of an order.
+    Side, "side" {
+        /// A bid.
+        Buy = 1, "buy";
+        /// An ask.
+        Sell = 2, "sell";
+    }
+}
+
+impl Side {
+    /// The other side.
+    pub const fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+}
+
+wire_enum! {
+    /// Limit or market.
+    OrderKind, "kind" {
+        /// Trades at its limit price or better; may rest.
+        Limit = 1, "limit";
+        /// Trades at any price; never rests.
+        Market = 2, "market";
+    }
+}
+
+wire_enum! {
+    /// How long an order may live.
+    TimeInForce, "tif" {
+        /// Good till cancelled: the remainder rests in the book.
+        Gtc = 1, "gtc";
+        /// Immediate or cancel: the remainder is cancelled.
+        Ioc = 2, "ioc";
+        /// Fill or kill: fully filled at once, or rejected with nothing traded.
+        Fok = 3, "fok";
+    }
+}
+
+wire_enum! {
+    /// What happens when an order would trade with a resting order of its own account.
+    SelfTradePrevention, "stp" {
+        /// Trade anyway.
+        None = 0, "none";
+        /// Cancel the rest of the incoming (taker) order.
+        CancelTaker = 1, "cancel_taker";
+        /// Cancel the resting (maker) order and keep matching.
+        CancelMaker = 2, "cancel_maker";
+        /// Cancel both.
+        CancelBoth = 3, "cancel_both";
+    }
+}
+
+/// Flag bit: the order may only add liquidity.
+const FLAG_POST_ONLY: u8 = 1 << 0;
+/// Flag bit: a replace carries a new price.
+const FLAG_HAS_PRICE: u8 = 1 << 1;
+/// Flag bit: a replace carries a new quantity.
+const FLAG_HAS_QTY: u8 = 1 << 2;
+const FLAGS_DEFINED: u8 = FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY;
+
+/// One input command. Fields a command type does not use are zero (or the first enum value).
+///
+/// Orders are named by `order_id` (engine-assigned, never 0) or, when `order_id` is 0, by
+/// (`account`, `client_order_id`). A `client_order_id` of 0 means "none given".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Command {
+    /// What to do.
+    pub command_type: CommandType,
+    /// Who asks.
+    pub account: u32,
+    /// Which instrument; for `MassCancel`, 0 means every instrument.
+    pub instrument: u32,
+    /// Target order of a cancel or replace; 0 to name it by `client_order_id`.
+    pub order_id: u64,
+    /// The client's own id for the order; 0 means none.
+    pub client_order_id: u64,
+    /// Side of a new order.
+    pub side: Side,
+    /// Limit or market.
+    pub kind: OrderKind,
+    /// Time in force.
+    pub tif: TimeInForce,
+    /// Self-trade prevention mode.
+    pub stp: SelfTradePrevention,
+    /// Post-only: rejected if it would trade on arrival.
+    pub post_only: bool,
+    /// For a replace: whether `price` is a new price.
+    pub has_price: bool,
+    /// For a replace: whether `qty` is a new total quantity.
+    pub has_qty: bool,
+    /// Limit price in ticks (ignored for market orders).
+    pub price: i64,
+    /// Quantity in lots: the order quantity, or for a replace the new total quantity.
+    pub qty: u64,
+    /// Ingress timestamp stamped by the engine's front end (nanoseconds since the Unix epoch).
+    pub timestamp_ns: u64,
+}
+
+impl Command {
+    /// A command of the given type with every other field zero or default.
+    pub const fn empty(command_type: CommandType) -> Command {
+        Command {
+            command_type,
+            account: 0,
+            instrument: 0,
+            order_id: 0,
+            client_order_id: 0,
+            side: Side::Buy,
+            kind: OrderKind::Limit,
+            tif: TimeInForce::Gtc,
+            stp: SelfTradePrevention::None,
+            post_only: false,
+            has_price: false,
+            has_qty: false,
+            price: 0,
+            qty: 0,
+            timestamp_ns: 0,
+        }
+    }
+
+    /// A GTC limit order with no client order id.
+    pub const fn limit(account: u32, instrument: u32, side: Side, price: i64, qty: u64) -> Command {
+        let mut command = Command::empty(CommandType::Place);
+        command.account = account;
+        command.instrument = instrument;
+        command.side = side;
+        command.price = price;
+        command.qty = qty;
+        command
+    }
+
+    /// Writes the 64-byte record.
+    pub fn encode(&self, out: &mut [u8; COMMAND_SIZE_BYTES]) {
+        let mut flags = 0u8;
+        if self.post_only {
+            flags |= FLAG_POST_ONLY;
+        }
+        if self.has_price {
+            flags |= FLAG_HAS_PRICE;
+        }
+        if self.has_qty {
+            flags |= FLAG_HAS_QTY;
+        }
+        out[0] = WIRE_VERSION;
+        out[1] = self.command_type.code();
+        out[2] = self.side.code();
+        out[3] = self.kind.code();
+        out[4] = self.tif.code();
+        out[5] = self.stp.code();
+        out[6] = flags;
+        out[7] = 0;
+        put_u32(out, 8, self.account);
+        put_u32(out, 12, self.instrument);
+        put_u64(out, 16, self.order_id);
+        put_u64(out, 24, self.client_order_id);
+        put_i64(out, 32, self.price);
+        put_u64(out, 40, self.qty);
+        put_u64(out, 48, self.timestamp_ns);
+        put_u64(out, 56, 0);
+    }
+
+    /// The 64-byte record.
+    pub fn to_bytes(&self) -> [u8; COMMAND_SIZE_BYTES] {
+        let mut out = [0u8; COMMAND_SIZE_BYTES];
+        self.encode(&mut out);
+        out
+    }
+
+    /// Reads one record from the start of `bytes`, checking every field.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        if bytes.len() < COMMAND_SIZE_BYTES {
+            return Err(DecodeError::Short {
+                needed_bytes: COMMAND_SIZE_BYTES,
+                got_bytes: bytes.len(),
+            });
+        }
+        let bytes = &bytes[..COMMAND_SIZE_BYTES];
+        if bytes[0] != WIRE_VERSION {
+            return Err(DecodeError::Version(bytes[0]));
+        }
+        let command_type =
+            CommandType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {
+                record: "command",
+                code: bytes[1],
+            })?;
+        let flags = bytes[6];
+        if flags & !FLAGS_DEFINED != 0 {
+            return Err(DecodeError::BadFlags(flags));
+        }
+        if let Some(offset) = first_non_zero(bytes, 7, 8).or(first_non_zero(bytes, 56, 64)) {
+            return Err(DecodeError::Reserved { offset });
+        }
+        Ok(Command {
+            command_type,
+            side: Side::from_code(bytes[2])?,
+            kind: OrderKind::from_code(bytes[3])?,
+            tif: TimeInForce::from_code(bytes[4])?,
+            stp: SelfTradePrevention::from_code(bytes[5])?,
+            post_only: flags & FLAG_POST_ONLY != 0,
+            has_price: flags & FLAG_HAS_PRICE != 0,
+            has_qty: flags & FLAG_HAS_QTY != 0,
+            account: u32_at(bytes, 8),
+            instrument: u32_at(bytes, 12),
+            order_id: u64_at(bytes, 16),
+            client_order_id: u64_at(bytes, 24),
+            price: i64_at(bytes, 32),
+            qty: u64_at(bytes, 40),
+            timestamp_ns: u64_at(bytes, 48),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Command {
+        Command {
+            command_type: CommandType::Replace,
+            account: 0x0102_0304,
+            instrument: 7,
+            order_id: 0x1122_3344_5566_7788,
+            client_order_id: 42,
+            side: Side::Sell,
+            kind: OrderKind::Limit,
+            tif: TimeInForce::Ioc,
+            stp: SelfTradePrevention::CancelBoth,
+            post_only: true,
+            has_price: true,
+            has_qty: false,
+            price: -5,
+            qty: 300,
+            timestamp_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    /// The layout of `docs/wire-format.md`, byte by byte.
+    #[test]
+    fn layout_matches_the_documented_bytes() {
+        let bytes = sample().to_bytes();
+        let expected: [u8; 64] = [
+            1, 3, 2, 1, 2, 3, 0b011,
+            0, // version, type, side, kind, tif, stp, flags, reserved
+            0x04, 0x03, 0x02, 0x01, 7, 0, 0, 0, // account, instrument
+            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // order_id
+            42, 0, 0, 0, 0, 0, 0, 0, // client_order_id
+            0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // price -5
+            0x2c, 0x01, 0, 0, 0, 0, 0, 0, // qty 300
+            0x00, 0x00, 0x2a, 0x36, 0xfe, 0x9c, 0x97, 0x17, // timestamp_ns
+            0, 0, 0, 0, 0, 0, 0, 0, // reserved
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(Command::decode(&expected), Ok(sample()));
+    }
+
+    #[test]
+    fn every_enum_value_round_trips() {
+        for &command_type in CommandType::ALL {
+            for &side in Side::ALL {
+                for &kind in OrderKind::ALL {
+                    for &tif in TimeInForce::ALL {
+                        for &stp in SelfTradePrevention::ALL {
+                            let mut command = sample();
+                            command.command_type = command_type;
+                            command.side = side;
+                            command.kind = kind;
+                            command.tif = tif;
+                            command.stp = stp;
+                            assert_eq!(Command::decode(&command.to_bytes()), Ok(command));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_records_are_typed_errors() {
+        let good = sample().to_bytes();
+        let cases: &[(usize, u8, DecodeError)] = &[
+            (0, 2, DecodeError::Version(2)),
+            (
+                1,
+                0,
+                DecodeError::UnknownType {
+                    record: "command",
+                    code: 0,
+                },
+            ),
+            (
+                1,
+                7,
+                DecodeError::UnknownType {
+                    record: "command",
+                    code: 7,
+                },
+            ),
+            (
+                2,
+                3,
+                DecodeError::BadEnum {
+                    field: "side",
+                    value: 3,
+                },
+            ),
+            (
+                3,
+                0,
+                DecodeError::BadEnum {
+                    field: "kind",
+                    value: 0,
+                },
+            ),
+            (
+                4,
+                4,
+                DecodeError::BadEnum {
+                    field: "tif",
+                    value: 4,
+                },
+            ),
+            (
+                5,
+                4,
+                DecodeError::BadEnum {
+                    field: "stp",
+                    value: 4,
+                },
+            ),
+            (6, 0x08, DecodeError::BadFlags(0x08)),
+            (7, 1, DecodeError::Reserved { offset: 7 }),
+            (60, 1, DecodeError::Reserved { offset: 60 }),
+        ];
+        for (offset, value, error) in cases {
+            let mut bytes = good;
+            bytes[*offset] = *value;
+            assert_eq!(
+                Command::decode(&bytes).as_ref(),
+                Err(error),
+                "byte {offset}"
+            );
+        }
+        for length in 0..COMMAND_SIZE_BYTES {
+            assert_eq!(
+                Command::decode(&good[..length]),
+                Err(DecodeError::Short {
+                    needed_bytes: 64,
+                    got_bytes: length
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn no_byte_string_panics() {
+        // A cheap exhaustive sweep: every value of every byte position on a valid record.
+        let good = sample().to_bytes();
+        for offset in 0..COMMAND_SIZE_BYTES {
+            for value in 0..=255u8 {
+                let mut bytes = good;
+                bytes[offset] = value;
+                if let Ok(command) = Command::decode(&bytes) {
+                    assert_eq!(command.to_bytes(), bytes);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `ringmatch bench --matcher-only`: single-threaded matcher throughput on the exchange-core
+//! mix, fast engine and naive reference book side by side on the same command stream.
+
+use std::time::{Duration, Instant};
+
+use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape, Workload};
+use ringmatch_matcher::{CountingSink, Engine, NaiveBook, OrderMatcher};
+
+/// Options of a matcher-only run.
+#[derive(Debug, Clone, Copy)]
+pub struct MatcherBenchOptions {
+    /// Commands in the measured stream.
+    pub commands_count: usize,
+    /// Timed runs of the fast engine (the median is reported).
+    pub runs_count: usize,
+    /// Commands the naive book runs (it is far slower, so it gets a prefix of the stream).
+    pub naive_commands_count: usize,
+    /// Workload seed.
+    pub seed: u64,
+}
+
+/// What one implementation did.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Commands timed.
+    pub commands_count: usize,
+    /// Wall time of each run.
+    pub durations: Vec<Duration>,
+    /// State hash at the end (equal across runs and implementations on the same prefix).
+    pub state_hash: u64,
+    /// Events produced in one run.
+    pub events_count: u64,
+}
+
+impl RunResult {
+    /// Median commands per second over the runs.
+    pub fn median_commands_per_second(&self) -> f64 {
+        let mut rates: Vec<f64> = self
+            .durations
+            .iter()
+            .map(|duration| self.commands_count as f64 / duration.as_secs_f64())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    }
+
+    /// Median nanoseconds per command.
+    pub fn median_ns_per_command(&self) -> f64 {
+        1e9 / self.median_commands_per_second()
+    }
+}
+
+/// Times `commands` on a fresh matcher (after the warm-up), `runs_count` times.
+pub fn time_matcher<M: OrderMatcher>(
+    make: impl Fn() -> M,
+    workload: &Workload,
+    commands_count: usize,
+    runs_count: usize,
+) -> RunResult {
+    let mut durations = Vec::with_capacity(runs_count);
+    let mut state_hash = 0;
+    let mut events_count = 0;
+    for _ in 0..runs_count {
+        let mut matcher = make();
+        let mut sink = CountingSink::default();
+        let mut seq = 0u64;
+        for command in &workload.warmup {
+            seq += 1;
+            matcher.apply_command(seq, command, &mut sink);
+        }
+        let mut sink = CountingSink::default();
+        let started = Instant::now();
+        for command in &workload.commands[..commands_count] {
+            seq += 1;
+            matcher.apply_command(seq, command, &mut sink);
+        }
+        durations.push(started.elapsed());
+        state_hash = matcher.hash();
+        events_count = std::hint::black_box(sink).events_count;
+    }
+    RunResult {
+        commands_count,
+        durations,
+        state_hash,
+        events_count,
+    }
+}
+
+/// Runs the benchmark and prints a report.
+pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
+    let generated_at = Instant::now();
+    let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
+    println!(
+        "workload: exchange-core mix, seed {}, {} warm-up + {} commands, {:.1}% of commands \
+         traded (generated in {:.1?})",
+        options.seed,
+        workload.warmup.len(),
+        workload.commands.len(),
+        100.0 * workload.trading_commands_count as f64 / workload.commands.len() as f64,
+        generated_at.elapsed()
+    );
+    let fast = time_matcher(
+        || Engine::new(mix_config()).expect("valid mix config"),
+        &workload,
+        options.commands_count,
+        options.runs_count,
+    );
+    let naive_commands_count = options.naive_commands_count.min(options.commands_count);
+    let naive = time_matcher(
+        || NaiveBook::new(mix_config()).expect("valid mix config"),
+        &workload,
+        naive_commands_count,
+        1,
+    );
+    let fast_on_prefix = time_matcher(
+        || Engine::new(mix_config()).expect("valid mix config"),
+        &workload,
+        naive_commands_count,
+        1,
+    );
+    anyhow::ensure!(
+        fast_on_prefix.state_hash == naive.state_hash,
+        "fast engine and naive book disagree on the state hash after {naive_commands_count} commands"
+    );
+    println!(
+        "{:<14} {:>12} {:>6} {:>16} {:>12}",
+        "matcher", "commands", "runs", "median cmd/s", "ns/cmd"
+    );
+    for (name, result) in [("fast engine", &fast), ("naive book", &naive)] {
+        println!(
+            "{:<14} {:>12} {:>6} {:>16.0} {:>12.1}",
+            name,
+            result.commands_count,
+            result.durations.len(),
+            result.median_commands_per_second(),
+            result.median_ns_per_command()
+        );
+    }
+    println!(
+        "fast / naive: {:.1}x; state hashes equal after {} commands ({:#018x}); fast engine \
+         emitted {} events per run",
+        fast.median_commands_per_second() / naive.median_commands_per_second(),
+        naive_commands_count,
+        naive.state_hash,
+        fast.events_count
+    );
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The `ringmatch` service and tools: configuration, the command line, the JSON-lines
+//! scripting format and the benchmark drivers.
+//!
+//! This crate is the top of the dependency graph and the only one that knows about the
+//! command line, configuration files and the process's standard streams. The matching rules
+//! themselves live in `ringmatch-matcher`; this crate only wires inputs to them.
+
+pub mod bench;
+pub mod config;
+pub mod script;
