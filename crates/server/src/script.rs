@@ -358,10 +358,17 @@ pub fn event_to_json(event: &Event) -> String {
             if let Some(side) = event.side {
                 out.str("side", side.name());
             }
-            if event.price != 0 {
+            // A rejected place echoes its price and quantity even when zero (that may be
+            // why it was rejected); other commands echo only what they carried.
+            if event.command_type == CommandType::Place {
                 out.num("price", event.price);
+                out.num("qty", event.qty);
+            } else {
+                if event.price != 0 {
+                    out.num("price", event.price);
+                }
+                out.num_nonzero("qty", event.qty);
             }
-            out.num_nonzero("qty", event.qty);
         }
         EventType::Fill => {
             out.num("instrument", event.instrument);

@@ -1,0 +1,193 @@
+//! Proof that the matcher does not allocate while processing commands in steady state.
+//!
+//! A counting global allocator counts every allocation, reallocation and deallocation made by
+//! the test thread while the counter is armed. After a warm-up, 1,200,000 mixed commands (the
+//! exchange-core mix, with market, FOK, IOC, post-only, self-trade, mass cancel, halt/resume
+//! and invalid commands spliced in) run through the engine with the counter armed: the count
+//! must be zero. A control check arms the counter around a deliberate allocation, so the test
+//! cannot pass because the counter is broken.
+
+// A global allocator is unsafe by nature; this is the only unsafe code in the matcher's tests.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
+use ringmatch_matcher::{Engine, Event};
+use ringmatch_proto::{Command, CommandType, OrderKind, SelfTradePrevention, Side, TimeInForce};
+
+struct CountingAllocator;
+
+static ALLOCATIONS_COUNT: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // Const-initialised, so reading it never allocates.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count_if_armed() {
+    if ARMED.with(Cell::get) {
+        ALLOCATIONS_COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments
+// unchanged; counting touches only an atomic and a const thread-local, never the heap.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_if_armed();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count_if_armed();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_if_armed();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_if_armed();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Runs `f` with the counter armed and returns how many heap operations it made.
+fn heap_operations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS_COUNT.load(Ordering::Relaxed);
+    ARMED.with(|armed| armed.set(true));
+    f();
+    ARMED.with(|armed| armed.set(false));
+    ALLOCATIONS_COUNT.load(Ordering::Relaxed) - before
+}
+
+/// Every 23rd command is replaced by one of a rotating set of other command kinds, so the
+/// stream covers every command type and many rejection paths, not just the exchange-core mix.
+fn spliced(index: usize, base: Command) -> Command {
+    if index % 23 != 0 {
+        return base;
+    }
+    let account = base.account;
+    let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
+    match (index / 23) % 12 {
+        0 => {
+            command.kind = OrderKind::Market;
+            command.tif = TimeInForce::Ioc;
+        }
+        1 => {
+            command.side = Side::Buy;
+            command.tif = TimeInForce::Fok;
+            command.price = 100_050;
+            command.qty = 40;
+        }
+        2 => command.post_only = true,
+        3 => {
+            command.side = Side::Buy;
+            command.price = 100_030;
+            command.stp = SelfTradePrevention::CancelBoth;
+        }
+        4 => {
+            command.price = 99_990;
+            command.stp = SelfTradePrevention::CancelMaker;
+        }
+        5 => {
+            command = Command::empty(CommandType::MassCancel);
+            command.account = account;
+        }
+        6 => {
+            command = Command::empty(CommandType::Halt);
+            command.instrument = 1;
+        }
+        7 => {
+            command = Command::empty(CommandType::Resume);
+            command.instrument = 1;
+        }
+        8 => command.instrument = 99,
+        9 => command.price = 3_000_000,
+        10 => {
+            command = Command::empty(CommandType::Cancel);
+            command.account = account;
+            command.order_id = u64::MAX;
+        }
+        _ => {
+            command.client_order_id = 7;
+            command.tif = TimeInForce::Gtc;
+        }
+    }
+    command.timestamp_ns = base.timestamp_ns;
+    command
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let count = heap_operations_during(|| {
+        let boxed = std::hint::black_box(Box::new([0u8; 64]));
+        drop(boxed);
+    });
+    assert_eq!(count, 2, "one allocation and one deallocation");
+}
+
+#[test]
+fn steady_state_processing_does_not_allocate() {
+    const MEASURED_COUNT: usize = 1_200_000;
+    const WARMUP_COUNT: usize = 200_000;
+    let workload = exchange_core_mix(WARMUP_COUNT + MEASURED_COUNT, 7, MixShape::default());
+    let commands: Vec<Command> = workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .enumerate()
+        .map(|(index, command)| spliced(index, *command))
+        .collect();
+    let (warmup, measured) = commands.split_at(commands.len() - MEASURED_COUNT);
+
+    let mut engine = Engine::new(mix_config()).unwrap();
+    // The event buffer is the caller's; it is sized during warm-up and only cleared after.
+    let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
+    let mut seq = 0u64;
+    for command in warmup {
+        seq += 1;
+        events.clear();
+        engine.apply(seq, command, &mut events);
+    }
+
+    let mut events_count = 0u64;
+    let mut types_seen = [false; 16];
+    let count = heap_operations_during(|| {
+        for command in measured {
+            seq += 1;
+            events.clear();
+            engine.apply(seq, command, &mut events);
+            events_count += events.len() as u64;
+            for event in &events {
+                types_seen[event.event_type.code() as usize] = true;
+            }
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "the matcher allocated {count} times in {MEASURED_COUNT} commands"
+    );
+    assert!(
+        events_count > MEASURED_COUNT as u64,
+        "the commands did work: {events_count} events"
+    );
+    for event_type in ringmatch_proto::EventType::ALL {
+        assert!(
+            types_seen[event_type.code() as usize],
+            "no {event_type} event in the measured stream"
+        );
+    }
+}
