@@ -1,6 +1,6 @@
 //! Deterministic synthetic command streams: the exchange-core benchmark mix.
 //!
-//! One instrument, about 1,000 resting orders over about 750 price levels around a fixed mid,
+//! One instrument, about 1,000 resting orders over about 700 price levels around a fixed mid,
 //! 1,000 accounts; commands are 9% GTC limit (half of them priced to trade), 3% IOC, 6%
 //! cancel and 82% replace (a price move on the order's own side). The generator runs its own
 //! [`Engine`] to learn which orders are still live, so every cancel and replace names a live
@@ -41,7 +41,7 @@ impl Default for MixShape {
     fn default() -> Self {
         MixShape {
             resting_target: 1_000,
-            levels_per_side: 375,
+            levels_per_side: 720,
             accounts_count: 1_000,
             mid_price: 100_000,
             aggressive_levels: 60,
@@ -146,8 +146,8 @@ impl Generator {
 
     fn next_command(&mut self) -> Command {
         let roll = self.rng.below(100);
-        let crowded = self.live.len() > self.shape.resting_target * 11 / 10;
-        let sparse = self.live.len() < self.shape.resting_target * 9 / 10 || self.live.is_empty();
+        let crowded = self.live.len() > self.shape.resting_target * 115 / 100;
+        let sparse = self.live.len() < self.shape.resting_target * 95 / 100 || self.live.is_empty();
         let mut command = if roll < 9 && !crowded {
             let aggressive = self.rng.below(2) == 0;
             self.place(TimeInForce::Gtc, aggressive)

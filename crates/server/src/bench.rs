@@ -99,6 +99,22 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
         100.0 * workload.trading_commands_count as f64 / workload.commands.len() as f64,
         generated_at.elapsed()
     );
+    let book_shape = {
+        let mut engine = Engine::new(mix_config()).expect("valid mix config");
+        let mut sink = CountingSink::default();
+        for (index, command) in workload.warmup.iter().chain(&workload.commands).enumerate() {
+            engine.apply(index as u64 + 1, command, &mut sink);
+        }
+        let levels_count = |side| engine.depth(1, side, usize::MAX).map_or(0, |d| d.len());
+        (
+            engine.resting_orders_count(),
+            levels_count(ringmatch_proto::Side::Buy) + levels_count(ringmatch_proto::Side::Sell),
+        )
+    };
+    println!(
+        "book after the stream: {} resting orders over {} price levels",
+        book_shape.0, book_shape.1
+    );
     let fast = time_matcher(
         || Engine::new(mix_config()).expect("valid mix config"),
         &workload,

@@ -1,0 +1,158 @@
+//! The `ringmatch` command line as a user meets it: `feed` from a file and from stdin,
+//! malformed input, bad configuration, and complete help.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ringmatch(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmatch"))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn every_example_feeds_with_the_default_config() {
+    let examples = root().join("config/examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "jsonl") {
+            let output = ringmatch(&["feed", path.to_str().unwrap()], None);
+            assert!(output.status.success(), "{}: {output:?}", path.display());
+            assert!(!output.stdout.is_empty());
+            count += 1;
+        }
+    }
+    assert!(count >= 2, "examples missing");
+}
+
+#[test]
+fn the_demo_prints_the_documented_events() {
+    // docs/scripting.md shows this exact output for config/examples/demo.jsonl.
+    let output = ringmatch(&["feed", "config/examples/demo.jsonl"], None);
+    assert!(output.status.success(), "{output:?}");
+    let docs = std::fs::read_to_string(root().join("docs/scripting.md")).unwrap();
+    let stdout = text(&output.stdout);
+    assert!(stdout.lines().count() > 5);
+    for line in stdout.lines() {
+        assert!(
+            docs.contains(line),
+            "docs/scripting.md does not show {line}"
+        );
+    }
+}
+
+#[test]
+fn feed_reads_standard_input() {
+    let input = "{\"type\":\"place\",\"account\":1,\"instrument\":1,\"side\":\"buy\",\"price\":5,\"qty\":2}\n";
+    let output = ringmatch(&["feed", "-"], Some(input));
+    assert!(output.status.success());
+    assert_eq!(
+        text(&output.stdout),
+        "{\"seq\":1,\"type\":\"accepted\",\"instrument\":1,\"account\":1,\"order_id\":1,\"side\":\"buy\",\"price\":5,\"qty\":2}\n\
+         {\"seq\":1,\"type\":\"level\",\"instrument\":1,\"side\":\"buy\",\"price\":5,\"qty\":2}\n"
+    );
+}
+
+#[test]
+fn a_malformed_line_stops_the_feed_and_names_the_line() {
+    let input = "# a comment\n\
+                 {\"type\":\"place\",\"account\":1,\"instrument\":1,\"side\":\"buy\",\"price\":5,\"qty\":2}\n\
+                 \n\
+                 {\"type\":\"place\",\"account\":1,\"instrument\":1,\"side\":\"buy\",\"price\":5}\n\
+                 {\"type\":\"place\",\"account\":1,\"instrument\":1,\"side\":\"sell\",\"price\":5,\"qty\":2}\n";
+    let output = ringmatch(&["feed", "-"], Some(input));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("needs field `qty`"), "{stderr}");
+    let stdout = text(&output.stdout);
+    // Line 2 was applied; line 5 (which would have traded) was not.
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(!stdout.contains("fill"));
+}
+
+#[test]
+fn a_missing_file_or_bad_config_is_a_clear_error() {
+    let output = ringmatch(&["feed", "no/such/file.jsonl"], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("cannot open no/such/file.jsonl"));
+
+    let dir = std::env::temp_dir().join(format!("ringmatch-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "[limits]\norders_max = 10\nspeed = 3\n[[instruments]]\n",
+    )
+    .unwrap();
+    let output = ringmatch(
+        &["--config", config.to_str().unwrap(), "feed", "-"],
+        Some(""),
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("speed"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn help_describes_every_subcommand() {
+    let output = ringmatch(&["--help"], None);
+    assert!(output.status.success());
+    let help = text(&output.stdout);
+    for subcommand in ["feed", "bench"] {
+        assert!(help.contains(subcommand), "{help}");
+        let output = ringmatch(&[subcommand, "--help"], None);
+        assert!(output.status.success());
+        let sub_help = text(&output.stdout);
+        assert!(
+            sub_help.len() > 300,
+            "{subcommand} help is thin: {sub_help}"
+        );
+    }
+    assert!(text(&ringmatch(&["feed", "--help"], None).stdout).contains("docs/scripting.md"));
+    assert!(text(&ringmatch(&["bench", "--help"], None).stdout).contains("--matcher-only"));
+}
+
+#[test]
+fn bench_matcher_only_reports_both_books() {
+    let output = ringmatch(
+        &[
+            "bench",
+            "--matcher-only",
+            "--commands",
+            "20000",
+            "--runs",
+            "1",
+            "--naive-commands",
+            "2000",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("fast engine") && stdout.contains("naive book"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("state hashes equal"), "{stdout}");
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (warnings are errors) and every test.
+#
+# Usage: scripts/test.sh
+# Environment: PROPTEST_CASES (random streams in the property test, default 10000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        echo "scripts/test.sh: cargo not found. Install Rust 1.85 or newer with rustup" \
+             "(https://rustup.rs), then run this script again." >&2
+        exit 1
+    fi
+fi
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing the $component component"
+        rustup component add "$component"
+    fi
+done
+
+export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (property test: $PROPTEST_CASES random streams)"
+cargo test --workspace --locked --no-fail-fast
+
+step "all checks passed"
