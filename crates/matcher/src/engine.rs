@@ -267,6 +267,8 @@ impl Engine {
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
             CommandType::Halt => self.set_halted(command, true, &mut out),
             CommandType::Resume => self.set_halted(command, false, &mut out),
+            // The pipeline acts on a snapshot command; to the matcher it is a no-op.
+            CommandType::Snapshot => {}
         }
     }
 

@@ -69,6 +69,7 @@ impl NaiveBook {
             CommandType::Cancel => self.cancel(command, &mut out),
             CommandType::Replace => self.replace(command, &mut out),
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
+            CommandType::Snapshot => {}
             CommandType::Halt | CommandType::Resume => {
                 match self.instrument_index(command.instrument) {
                     None => out.rejected(command, RejectReason::UnknownInstrument),

@@ -18,6 +18,9 @@ wire_enum! {
         Halt = 5, "halt";
         /// Resume trading a halted instrument.
         Resume = 6, "resume";
+        /// Take a snapshot of the state after every earlier command. Changes no state and
+        /// produces no events; it flows through the ring so a snapshot has an exact sequence.
+        Snapshot = 7, "snapshot";
     }
 }
 
@@ -316,10 +319,10 @@ mod tests {
             ),
             (
                 1,
-                7,
+                8,
                 DecodeError::UnknownType {
                     record: "command",
-                    code: 7,
+                    code: 8,
                 },
             ),
             (

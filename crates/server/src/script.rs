@@ -94,6 +94,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
         ],
         CommandType::MassCancel => &["account", "instrument", "timestamp_ns"],
         CommandType::Halt | CommandType::Resume => &["instrument", "account", "timestamp_ns"],
+        CommandType::Snapshot => &["timestamp_ns"],
     }
 }
 
@@ -223,6 +224,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         CommandType::Halt | CommandType::Resume => {
             command.instrument = required(json.instrument, "instrument", command_type)?;
         }
+        CommandType::Snapshot => {}
     }
     Ok(command)
 }
@@ -272,6 +274,7 @@ pub fn command_to_json(command: &Command) -> String {
         CommandType::Halt | CommandType::Resume => {
             out.num("instrument", command.instrument);
         }
+        CommandType::Snapshot => {}
     }
     out.num_nonzero("timestamp_ns", command.timestamp_ns);
     out.finish()

@@ -1,0 +1,622 @@
+//! The journal writer: open (with recovery), append, group commit, roll over, retention.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::{Mmap, MmapMut};
+
+use crate::format::{
+    parse_segment_file_name, record_at, segment_file_name, JournalRecord, RecordAt, SegmentHeader,
+    RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
+};
+use crate::lock::DirLock;
+use crate::{sync_dir, JournalError};
+
+/// When appended records are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Never synced by the journal: records live in the page cache (survive a process crash,
+    /// not a power loss).
+    None,
+    /// Synced at the end of each ring batch: one sync covers the whole batch (group commit).
+    Batch,
+    /// Synced after every record.
+    Every,
+}
+
+impl Durability {
+    /// Parses `none`, `batch` or `every`.
+    pub fn from_name(name: &str) -> Option<Durability> {
+        match name {
+            "none" => Some(Durability::None),
+            "batch" => Some(Durability::Batch),
+            "every" => Some(Durability::Every),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Batch => "batch",
+            Durability::Every => "every",
+        }
+    }
+}
+
+/// What to do when damage is found before the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamagePolicy {
+    /// Refuse to open (the default).
+    Refuse,
+    /// Cut the journal at the damaged record; later segments are moved to `quarantine/`.
+    CutAtDamage,
+}
+
+/// Where and how the journal is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// Directory of the segment files.
+    pub dir: PathBuf,
+    /// Size of each preallocated segment file.
+    pub segment_size_bytes: u64,
+    /// Sync policy.
+    pub durability: Durability,
+}
+
+/// A torn tail that was cut off on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCut {
+    /// Segment holding the tail.
+    pub path: PathBuf,
+    /// Offset of the first byte cut.
+    pub offset: u64,
+    /// Non-zero bytes that were cut.
+    pub bytes_count: u64,
+    /// Sequence the first cut record would have had.
+    pub from_seq: u64,
+}
+
+/// Damage before the tail that the operator chose to cut at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamageCut {
+    /// Segment holding the damaged record.
+    pub path: PathBuf,
+    /// Offset of the damaged record.
+    pub offset: u64,
+    /// Sequence the damaged record should have had.
+    pub from_seq: u64,
+    /// What was wrong.
+    pub problem: String,
+    /// Segment files moved to the quarantine folder.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// What opening the journal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// First sequence held (equal to `next_seq` when the journal is empty).
+    pub first_seq: u64,
+    /// Sequence the next append must have.
+    pub next_seq: u64,
+    /// Segment files.
+    pub segments_count: usize,
+    /// A torn tail that was cut, if any.
+    pub tail_cut: Option<TailCut>,
+    /// Damage that was cut under [`DamagePolicy::CutAtDamage`], if any.
+    pub damage_cut: Option<DamageCut>,
+}
+
+/// Counters the journal keeps for metrics (read from any thread).
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Record bytes appended since start.
+    pub bytes_written: AtomicU64,
+    /// Records appended since start.
+    pub records_written: AtomicU64,
+    /// Syncs made since start.
+    pub syncs_count: AtomicU64,
+    /// Total time spent in syncs, nanoseconds.
+    pub sync_time_ns: AtomicU64,
+    /// Highest sequence known durable under the policy (or written, under `none`).
+    pub durable_seq: AtomicU64,
+    /// Sequence of the next append.
+    pub next_seq: AtomicU64,
+}
+
+struct ActiveSegment {
+    path: PathBuf,
+    _file: File,
+    map: MmapMut,
+    offset: usize,
+    synced_offset: usize,
+}
+
+/// The journal writer. Owns the data directory lock.
+pub struct Journal {
+    config: JournalConfig,
+    segment: ActiveSegment,
+    next_seq: u64,
+    first_seq: u64,
+    stats: Arc<JournalStats>,
+    _lock: DirLock,
+}
+
+/// Segment files of a directory, sorted by first sequence.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut segments = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|source| JournalError::io(dir, source))?;
+    for entry in entries {
+        let entry = entry.map_err(|source| JournalError::io(dir, source))?;
+        let name = entry.file_name();
+        if let Some(first_seq) = name.to_str().and_then(parse_segment_file_name) {
+            segments.push((first_seq, entry.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn map_read_only(path: &Path) -> Result<Mmap, JournalError> {
+    let file = File::open(path).map_err(|source| JournalError::io(path, source))?;
+    // SAFETY: the journal's files are only written by the process holding the directory lock,
+    // through the journal itself; concurrent readers see bytes that are either old or new, and
+    // every record is checked by length, CRC and sequence before use.
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.map_err(|source| JournalError::io(path, source))?;
+    Ok(map)
+}
+
+fn map_read_write(path: &Path) -> Result<(File, MmapMut), JournalError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| JournalError::io(path, source))?;
+    // SAFETY: as in `map_read_only`; in addition only this process (holding the lock) maps a
+    // segment writable, and only the journal writes through the map.
+    #[allow(unsafe_code)]
+    let map =
+        unsafe { MmapMut::map_mut(&file) }.map_err(|source| JournalError::io(path, source))?;
+    Ok((file, map))
+}
+
+/// The state of a scanned segment.
+struct Scanned {
+    path: PathBuf,
+    /// Offset just after the last valid record.
+    end_offset: usize,
+    /// Sequence after the last valid record.
+    next_seq: u64,
+    /// A bad record, if the scan stopped on one: (offset, problem).
+    bad: Option<(usize, String)>,
+}
+
+fn scan_segment(path: &Path, first_seq_by_name: u64) -> Result<Scanned, JournalError> {
+    let map = map_read_only(path)?;
+    let header = SegmentHeader::decode(&map).map_err(|problem| JournalError::BadSegment {
+        path: path.to_path_buf(),
+        problem,
+    })?;
+    if header.first_seq != first_seq_by_name || header.segment_size_bytes != map.len() as u64 {
+        return Err(JournalError::BadSegment {
+            path: path.to_path_buf(),
+            problem: format!(
+                "header says first sequence {} and size {}, file says {} and {}",
+                header.first_seq,
+                header.segment_size_bytes,
+                first_seq_by_name,
+                map.len()
+            ),
+        });
+    }
+    let mut offset = SEGMENT_HEADER_SIZE_BYTES;
+    let mut next_seq = header.first_seq;
+    let bad = loop {
+        match record_at(&map, offset) {
+            // The end of the data must be followed by nothing but zeroes; anything else is a
+            // partly written record whose length never made it.
+            RecordAt::End if non_zero_end(&map, offset) > offset => {
+                break Some((offset, "zero length followed by written bytes".into()))
+            }
+            RecordAt::End => break None,
+            RecordAt::Bad(problem) => break Some((offset, problem)),
+            RecordAt::Valid(record, length) => {
+                if record.seq != next_seq {
+                    break Some((offset, format!("record has sequence {}", record.seq)));
+                }
+                next_seq += 1;
+                offset += length;
+            }
+        }
+    };
+    Ok(Scanned {
+        path: path.to_path_buf(),
+        end_offset: offset,
+        next_seq,
+        bad,
+    })
+}
+
+/// Whether any valid record lies in `map` at an 8-aligned offset at or after `from`.
+fn valid_record_from(map: &[u8], from: usize) -> Option<(usize, u64)> {
+    let mut offset = from.next_multiple_of(8);
+    while offset + RECORD_SIZE_BYTES <= map.len() {
+        if let RecordAt::Valid(record, _) = record_at(map, offset) {
+            return Some((offset, record.seq));
+        }
+        offset += 8;
+    }
+    None
+}
+
+/// Offset one past the last non-zero byte of `map`, at or after `from`.
+fn non_zero_end(map: &[u8], from: usize) -> usize {
+    map[from..]
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(from, |index| from + index + 1)
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `config.dir`, recovering from a crash: a
+    /// torn tail is cut; damage before the tail is an error unless `policy` says to cut.
+    pub fn open(
+        config: JournalConfig,
+        policy: DamagePolicy,
+    ) -> Result<(Journal, OpenReport), JournalError> {
+        assert!(
+            config.segment_size_bytes >= (SEGMENT_HEADER_SIZE_BYTES + RECORD_SIZE_BYTES) as u64,
+            "segment_size_bytes is validated by the configuration"
+        );
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|source| JournalError::io(&config.dir, source))?;
+        let lock = DirLock::acquire(&config.dir)?;
+        remove_temp_files(&config.dir)?;
+        let mut segments = list_segments(&config.dir)?;
+        let mut tail_cut = None;
+        let mut damage_cut = None;
+        let mut next_seq = segments.first().map_or(1, |(first_seq, _)| *first_seq);
+        let first_seq = next_seq;
+        let mut kept_count = 0;
+        for index in 0..segments.len() {
+            let (first_by_name, path) = segments[index].clone();
+            if first_by_name != next_seq {
+                return Err(JournalError::Gap {
+                    path,
+                    expected: next_seq,
+                    found: first_by_name,
+                });
+            }
+            let scanned = scan_segment(&path, first_by_name)?;
+            next_seq = scanned.next_seq;
+            kept_count = index + 1;
+            let Some((offset, problem)) = scanned.bad.clone() else {
+                continue;
+            };
+            // Something that is not a record. If any valid record follows, it is damage before
+            // the tail; otherwise it is a torn tail.
+            let later = &segments[index + 1..];
+            let damage = Self::find_valid_after(&scanned, offset, later)?;
+            if damage && policy == DamagePolicy::Refuse {
+                return Err(JournalError::Corrupt {
+                    path,
+                    offset: offset as u64,
+                    seq: next_seq,
+                    problem,
+                });
+            }
+            let bytes_count = Self::zero_from(&scanned.path, offset)?;
+            let quarantined = Self::set_aside(&config.dir, later, damage)?;
+            if damage {
+                damage_cut = Some(DamageCut {
+                    path,
+                    offset: offset as u64,
+                    from_seq: next_seq,
+                    problem,
+                    quarantined,
+                });
+            } else {
+                tail_cut = Some(TailCut {
+                    path,
+                    offset: offset as u64,
+                    bytes_count,
+                    from_seq: next_seq,
+                });
+            }
+            break;
+        }
+        segments.truncate(kept_count);
+        let stats = Arc::new(JournalStats::default());
+        let segment = match segments.last() {
+            Some((first, path)) => {
+                let scanned = scan_segment(path, *first)?;
+                assert!(scanned.bad.is_none(), "a cut segment scans clean");
+                let (file, map) = map_read_write(path)?;
+                ActiveSegment {
+                    path: path.clone(),
+                    _file: file,
+                    map,
+                    offset: scanned.end_offset,
+                    synced_offset: scanned.end_offset,
+                }
+            }
+            None => Self::create_segment(&config, next_seq)?,
+        };
+        stats.next_seq.store(next_seq, Ordering::Relaxed);
+        stats.durable_seq.store(next_seq - 1, Ordering::Relaxed);
+        let report = OpenReport {
+            first_seq,
+            next_seq,
+            segments_count: segments.len().max(1),
+            tail_cut,
+            damage_cut,
+        };
+        Ok((
+            Journal {
+                config,
+                segment,
+                next_seq,
+                first_seq,
+                stats,
+                _lock: lock,
+            },
+            report,
+        ))
+    }
+
+    fn find_valid_after(
+        scanned: &Scanned,
+        offset: usize,
+        later: &[(u64, PathBuf)],
+    ) -> Result<bool, JournalError> {
+        let map = map_read_only(&scanned.path)?;
+        if valid_record_from(&map, offset + 8).is_some() {
+            return Ok(true);
+        }
+        for (first_seq, path) in later {
+            // A later segment with a valid header that holds records, or with a bad header,
+            // means data lies past the bad record.
+            match scan_segment(path, *first_seq) {
+                Ok(later_scan) if later_scan.next_seq == *first_seq && later_scan.bad.is_none() => {
+                }
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Zeroes `path` from `offset` on and syncs it; returns how many non-zero bytes there were.
+    fn zero_from(path: &Path, offset: usize) -> Result<u64, JournalError> {
+        let (_file, mut map) = map_read_write(path)?;
+        let end = non_zero_end(&map, offset);
+        map[offset..end].fill(0);
+        map.flush()
+            .map_err(|source| JournalError::io(path, source))?;
+        Ok((end - offset) as u64)
+    }
+
+    /// Removes later segments after a tail cut (they hold no records), or moves them to
+    /// `quarantine/` after a damage cut.
+    fn set_aside(
+        dir: &Path,
+        later: &[(u64, PathBuf)],
+        damage: bool,
+    ) -> Result<Vec<PathBuf>, JournalError> {
+        let mut moved = Vec::new();
+        if damage && !later.is_empty() {
+            let quarantine = dir.join("quarantine");
+            std::fs::create_dir_all(&quarantine)
+                .map_err(|source| JournalError::io(&quarantine, source))?;
+            for (_, path) in later {
+                let target = quarantine.join(path.file_name().expect("segment files have names"));
+                std::fs::rename(path, &target).map_err(|source| JournalError::io(path, source))?;
+                moved.push(target);
+            }
+        } else {
+            for (_, path) in later {
+                std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+            }
+        }
+        sync_dir(dir)?;
+        Ok(moved)
+    }
+
+    fn create_segment(
+        config: &JournalConfig,
+        first_seq: u64,
+    ) -> Result<ActiveSegment, JournalError> {
+        let path = config.dir.join(segment_file_name(first_seq));
+        let temp = config
+            .dir
+            .join(format!("{}.tmp", segment_file_name(first_seq)));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|source| JournalError::io(&temp, source))?;
+        // Real blocks, not a sparse file: appends never wait for block allocation and a full
+        // disk is found now, not in the middle of a write through the map.
+        // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            libc::posix_fallocate(
+                file.as_raw_fd(),
+                0,
+                config.segment_size_bytes as libc::off_t,
+            )
+        };
+        if result != 0 {
+            return Err(JournalError::io(
+                &temp,
+                std::io::Error::from_raw_os_error(result),
+            ));
+        }
+        let header = SegmentHeader {
+            first_seq,
+            segment_size_bytes: config.segment_size_bytes,
+        };
+        std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| JournalError::io(&temp, source))?;
+        drop(file);
+        std::fs::rename(&temp, &path).map_err(|source| JournalError::io(&path, source))?;
+        sync_dir(&config.dir)?;
+        let (file, map) = map_read_write(&path)?;
+        Ok(ActiveSegment {
+            path,
+            _file: file,
+            map,
+            offset: SEGMENT_HEADER_SIZE_BYTES,
+            synced_offset: SEGMENT_HEADER_SIZE_BYTES,
+        })
+    }
+
+    /// Sequence the next append must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// First sequence held.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Shared counters for metrics.
+    pub fn stats(&self) -> Arc<JournalStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The segment being written.
+    pub fn active_segment(&self) -> (&Path, u64) {
+        (&self.segment.path, self.segment.offset as u64)
+    }
+
+    /// Appends one record. Its sequence must be exactly the next one.
+    pub fn append(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
+        assert_eq!(record.seq, self.next_seq, "journal append out of sequence");
+        if self.segment.offset + RECORD_SIZE_BYTES > self.segment.map.len() {
+            self.roll()?;
+        }
+        let offset = self.segment.offset;
+        record.encode_into(&mut self.segment.map[offset..offset + RECORD_SIZE_BYTES]);
+        self.segment.offset += RECORD_SIZE_BYTES;
+        self.next_seq += 1;
+        self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
+        self.stats
+            .bytes_written
+            .fetch_add(RECORD_SIZE_BYTES as u64, Ordering::Relaxed);
+        self.stats.records_written.fetch_add(1, Ordering::Relaxed);
+        match self.config.durability {
+            Durability::Every => self.sync(),
+            Durability::None => {
+                self.stats
+                    .durable_seq
+                    .store(self.next_seq - 1, Ordering::Relaxed);
+                Ok(())
+            }
+            Durability::Batch => Ok(()),
+        }
+    }
+
+    /// End of a batch: under `batch`, syncs everything appended since the last sync.
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        match self.config.durability {
+            Durability::Batch => self.sync(),
+            Durability::None | Durability::Every => Ok(()),
+        }
+    }
+
+    /// Syncs everything appended so far to disk, whatever the policy.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        let segment = &mut self.segment;
+        if segment.offset > segment.synced_offset {
+            let started = std::time::Instant::now();
+            segment
+                .map
+                .flush_range(
+                    segment.synced_offset,
+                    segment.offset - segment.synced_offset,
+                )
+                .map_err(|source| JournalError::io(&segment.path, source))?;
+            segment.synced_offset = segment.offset;
+            self.stats.syncs_count.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .sync_time_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        self.stats
+            .durable_seq
+            .store(self.next_seq - 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), JournalError> {
+        if self.config.durability != Durability::None {
+            self.sync()?;
+        }
+        self.segment = Self::create_segment(&self.config, self.next_seq)?;
+        Ok(())
+    }
+
+    /// Removes (or moves to `archive`) every segment whose records all come before `seq`.
+    /// The active segment is never removed. Returns the segments removed or moved.
+    pub fn retain_from(
+        &mut self,
+        seq: u64,
+        archive: Option<&Path>,
+    ) -> Result<Vec<PathBuf>, JournalError> {
+        let segments = list_segments(&self.config.dir)?;
+        let mut removed = Vec::new();
+        for pair in segments.windows(2) {
+            let ((_, path), (next_first_seq, _)) = (&pair[0], &pair[1]);
+            if *next_first_seq > seq || *path == self.segment.path {
+                break;
+            }
+            match archive {
+                Some(folder) => {
+                    std::fs::create_dir_all(folder)
+                        .map_err(|source| JournalError::io(folder, source))?;
+                    let target = folder.join(path.file_name().expect("segment files have names"));
+                    std::fs::rename(path, &target)
+                        .map_err(|source| JournalError::io(path, source))?;
+                    removed.push(target);
+                }
+                None => {
+                    std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+                    removed.push(path.clone());
+                }
+            }
+            self.first_seq = *next_first_seq;
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.config.dir)?;
+        }
+        Ok(removed)
+    }
+}
+
+fn remove_temp_files(dir: &Path) -> Result<(), JournalError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| JournalError::io(dir, source))?;
+    for entry in entries {
+        let entry = entry.map_err(|source| JournalError::io(dir, source))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("journal-") && name.ends_with(".seg.tmp") {
+            std::fs::remove_file(entry.path())
+                .map_err(|source| JournalError::io(&entry.path(), source))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The snapshot store: compressed, checksummed state files written atomically.
+//!
+//! A snapshot is written to a temporary file, synced, renamed into place and the directory
+//! synced, so a crash leaves either the old set of snapshots or the new one, never half a
+//! file under a snapshot name. The newest `keep_count` snapshots are kept.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::format::{u32_at, u64_at};
+use crate::sync_dir;
+
+/// First bytes of a snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RMSNAPSH";
+/// Layout version of the snapshot file.
+pub const SNAPSHOT_VERSION: u32 = 1;
+const HEADER_SIZE_BYTES: usize = 64;
+const COMPRESSION_ZSTD: u32 = 1;
+
+/// A snapshot file on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Sequence of the last command applied to the state.
+    pub seq: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// File size.
+    pub size_bytes: u64,
+}
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error from the system.
+        source: std::io::Error,
+    },
+    /// The file is not a valid snapshot.
+    #[error("{path}: invalid snapshot: {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn io(path: &Path, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The folder of snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    dir: PathBuf,
+    keep_count: usize,
+}
+
+fn file_name(seq: u64) -> String {
+    format!("snapshot-{seq:020}.snap")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+impl SnapshotStore {
+    /// A store in `dir` (created if missing) keeping the newest `keep_count` snapshots.
+    pub fn open(dir: &Path, keep_count: usize) -> Result<SnapshotStore, SnapshotError> {
+        assert!(
+            keep_count >= 1,
+            "keep_count is validated by the configuration"
+        );
+        std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+        Ok(SnapshotStore {
+            dir: dir.to_path_buf(),
+            keep_count,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Snapshots on disk, newest first (by name; validity is checked on read).
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        let mut snapshots = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|source| io(&self.dir, source))? {
+            let entry = entry.map_err(|source| io(&self.dir, source))?;
+            let name = entry.file_name();
+            if let Some(seq) = name.to_str().and_then(parse_file_name) {
+                let size_bytes = entry
+                    .metadata()
+                    .map_err(|source| io(&entry.path(), source))?
+                    .len();
+                snapshots.push(SnapshotInfo {
+                    seq,
+                    path: entry.path(),
+                    size_bytes,
+                });
+            }
+        }
+        snapshots.sort_by_key(|info| std::cmp::Reverse(info.seq));
+        Ok(snapshots)
+    }
+
+    /// Writes the state after sequence `seq` and drops snapshots beyond `keep_count`.
+    pub fn write(&self, seq: u64, state: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+        let path = self.dir.join(file_name(seq));
+        let temp = self.dir.join(format!("{}.tmp", file_name(seq)));
+        let payload = zstd::bulk::compress(state, 3).map_err(|source| io(&path, source))?;
+        let mut header = [0u8; HEADER_SIZE_BYTES];
+        header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+        header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&COMPRESSION_ZSTD.to_le_bytes());
+        header[16..24].copy_from_slice(&seq.to_le_bytes());
+        header[24..32].copy_from_slice(&(state.len() as u64).to_le_bytes());
+        header[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        header[40..44].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        let header_crc = crc32c::crc32c(&header[0..60]);
+        header[60..64].copy_from_slice(&header_crc.to_le_bytes());
+        let mut file = std::fs::File::create(&temp).map_err(|source| io(&temp, source))?;
+        file.write_all(&header)
+            .and_then(|()| file.write_all(&payload))
+            .and_then(|()| file.sync_all())
+            .map_err(|source| io(&temp, source))?;
+        drop(file);
+        std::fs::rename(&temp, &path).map_err(|source| io(&path, source))?;
+        sync_dir(&self.dir)
+            .map_err(|error| io(&self.dir, std::io::Error::other(error.to_string())))?;
+        for old in self.list()?.into_iter().skip(self.keep_count) {
+            std::fs::remove_file(&old.path).map_err(|source| io(&old.path, source))?;
+        }
+        Ok(SnapshotInfo {
+            seq,
+            size_bytes: (HEADER_SIZE_BYTES + payload.len()) as u64,
+            path,
+        })
+    }
+
+    /// Reads, verifies and decompresses one snapshot; returns its state bytes.
+    pub fn read(&self, info: &SnapshotInfo) -> Result<Vec<u8>, SnapshotError> {
+        let bytes = std::fs::read(&info.path).map_err(|source| io(&info.path, source))?;
+        let invalid = |problem: String| SnapshotError::Invalid {
+            path: info.path.clone(),
+            problem,
+        };
+        if bytes.len() < HEADER_SIZE_BYTES {
+            return Err(invalid(format!("only {} bytes", bytes.len())));
+        }
+        if bytes[0..8] != SNAPSHOT_MAGIC {
+            return Err(invalid("bad magic".into()));
+        }
+        if crc32c::crc32c(&bytes[0..60]) != u32_at(&bytes, 60) {
+            return Err(invalid("header checksum mismatch".into()));
+        }
+        let version = u32_at(&bytes, 8);
+        if version != SNAPSHOT_VERSION || u32_at(&bytes, 12) != COMPRESSION_ZSTD {
+            return Err(invalid(format!(
+                "unsupported version {version} or compression"
+            )));
+        }
+        let seq = u64_at(&bytes, 16);
+        if seq != info.seq {
+            return Err(invalid(format!(
+                "file name says sequence {}, header {seq}",
+                info.seq
+            )));
+        }
+        let state_size = u64_at(&bytes, 24) as usize;
+        let payload_size = u64_at(&bytes, 32) as usize;
+        let payload = &bytes[HEADER_SIZE_BYTES..];
+        if payload.len() != payload_size {
+            return Err(invalid(format!(
+                "payload is {} bytes, header says {payload_size}",
+                payload.len()
+            )));
+        }
+        if crc32c::crc32c(payload) != u32_at(&bytes, 40) {
+            return Err(invalid("payload checksum mismatch".into()));
+        }
+        let state = zstd::bulk::decompress(payload, state_size)
+            .map_err(|error| invalid(format!("decompression failed: {error}")))?;
+        if state.len() != state_size {
+            return Err(invalid(format!(
+                "state is {} bytes, header says {state_size}",
+                state.len()
+            )));
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_keep_and_detect_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path(), 2).unwrap();
+        for seq in [10u64, 20, 30] {
+            store
+                .write(seq, format!("state after {seq}").as_bytes())
+                .unwrap();
+        }
+        let listed = store.list().unwrap();
+        assert_eq!(
+            listed.iter().map(|info| info.seq).collect::<Vec<_>>(),
+            vec![30, 20]
+        );
+        assert_eq!(store.read(&listed[0]).unwrap(), b"state after 30");
+
+        let mut bytes = std::fs::read(&listed[0].path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&listed[0].path, &bytes).unwrap();
+        let error = store.read(&listed[0]).unwrap_err().to_string();
+        assert!(error.contains("payload checksum mismatch"), "{error}");
+        assert_eq!(store.read(&listed[1]).unwrap(), b"state after 20");
+    }
+}

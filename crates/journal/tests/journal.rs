@@ -1,0 +1,305 @@
+//! The journal against real files: append and replay, roll-over, reopen, torn tails, damage
+//! before the tail, the directory lock, retention, and a journal checked in by version 1.
+
+use std::path::{Path, PathBuf};
+
+use ringmatch_journal::{
+    list_segments, DamagePolicy, Durability, Journal, JournalConfig, JournalError, JournalReader,
+    JournalRecord, RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
+};
+use ringmatch_proto::{Command, Side};
+
+fn record(seq: u64) -> JournalRecord {
+    let side = if seq % 2 == 0 { Side::Buy } else { Side::Sell };
+    let mut command = Command::limit(
+        seq as u32 % 7 + 1,
+        1,
+        side,
+        100 + (seq % 13) as i64,
+        seq % 5 + 1,
+    );
+    command.timestamp_ns = 1_000 * seq;
+    JournalRecord {
+        seq,
+        timestamp_ns: 1_000 * seq,
+        command,
+    }
+}
+
+fn config(dir: &Path, records_per_segment: usize, durability: Durability) -> JournalConfig {
+    JournalConfig {
+        dir: dir.to_path_buf(),
+        segment_size_bytes: (SEGMENT_HEADER_SIZE_BYTES + records_per_segment * RECORD_SIZE_BYTES)
+            as u64,
+        durability,
+    }
+}
+
+fn write(dir: &Path, count: u64, records_per_segment: usize) {
+    let (mut journal, report) = Journal::open(
+        config(dir, records_per_segment, Durability::Batch),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    for seq in report.next_seq..report.next_seq + count {
+        journal.append(&record(seq)).unwrap();
+        if seq % 10 == 0 {
+            journal.commit().unwrap();
+        }
+    }
+    journal.commit().unwrap();
+}
+
+fn read_all(dir: &Path, from_seq: u64) -> Vec<JournalRecord> {
+    JournalReader::open(dir, from_seq)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    list_segments(dir).unwrap().last().unwrap().1.clone()
+}
+
+#[test]
+fn records_replay_from_any_sequence_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 95, 10);
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 10);
+    write(dir.path(), 30, 10);
+    let all = read_all(dir.path(), 1);
+    assert_eq!(all.len(), 125);
+    assert!(all
+        .iter()
+        .enumerate()
+        .all(|(index, r)| *r == record(index as u64 + 1)));
+    for from in [1u64, 9, 10, 11, 57, 125] {
+        let tail = read_all(dir.path(), from);
+        assert_eq!(tail.first().map(|r| r.seq), Some(from));
+        assert_eq!(tail.len() as u64, 126 - from);
+    }
+    assert!(read_all(dir.path(), 126).is_empty());
+    let (journal, report) = Journal::open(
+        config(dir.path(), 10, Durability::None),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        (report.first_seq, report.next_seq, journal.next_seq()),
+        (1, 126, 126)
+    );
+    assert!(report.tail_cut.is_none());
+}
+
+#[test]
+fn segments_are_preallocated_with_real_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 3, 1000);
+    let path = last_segment(dir.path());
+    let metadata = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        metadata.len(),
+        (SEGMENT_HEADER_SIZE_BYTES + 1000 * RECORD_SIZE_BYTES) as u64
+    );
+    assert!(
+        metadata.blocks() * 512 >= metadata.len(),
+        "sparse segment: {} blocks",
+        metadata.blocks()
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_reported() {
+    fn half_written(bytes: &mut [u8], offset: usize) {
+        bytes[offset + 40..offset + RECORD_SIZE_BYTES].fill(0);
+    }
+    fn flipped_byte(bytes: &mut [u8], offset: usize) {
+        bytes[offset + 30] ^= 0x10;
+    }
+    fn zeroed_length(bytes: &mut [u8], offset: usize) {
+        bytes[offset..offset + 4].fill(0);
+    }
+    fn garbage_length(bytes: &mut [u8], offset: usize) {
+        bytes[offset] = 0x77;
+    }
+    let cases: [(&str, fn(&mut [u8], usize)); 4] = [
+        ("half-written record", half_written),
+        ("flipped byte", flipped_byte),
+        ("zeroed length", zeroed_length),
+        ("garbage length", garbage_length),
+    ];
+    for (name, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 25, 10);
+        let path = last_segment(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The last record (seq 25) is the 5th in the third segment.
+        let offset = SEGMENT_HEADER_SIZE_BYTES + 4 * RECORD_SIZE_BYTES;
+        damage(&mut bytes, offset);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (journal, report) = Journal::open(
+            config(dir.path(), 10, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        assert_eq!(report.next_seq, 25, "{name}");
+        let cut = report
+            .tail_cut
+            .unwrap_or_else(|| panic!("{name}: no cut reported"));
+        assert_eq!((cut.offset, cut.from_seq), (offset as u64, 25), "{name}");
+        assert!(cut.bytes_count > 0 || name == "zeroed length", "{name}");
+        drop(journal);
+        assert_eq!(read_all(dir.path(), 1).len(), 24, "{name}");
+        // Appending after the cut continues the sequence, and reopening is clean.
+        write(dir.path(), 3, 10);
+        assert_eq!(
+            read_all(dir.path(), 20)
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            (20..28).collect::<Vec<_>>()
+        );
+        let (_, report) = Journal::open(
+            config(dir.path(), 10, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        assert!(report.tail_cut.is_none(), "{name}");
+    }
+}
+
+#[test]
+fn damage_before_the_tail_stops_start_up_unless_the_operator_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 35, 10);
+    let segments = list_segments(dir.path()).unwrap();
+    let damaged = segments[1].1.clone();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let offset = SEGMENT_HEADER_SIZE_BYTES + 3 * RECORD_SIZE_BYTES;
+    bytes[offset + 50] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+
+    let error = match Journal::open(
+        config(dir.path(), 10, Durability::Batch),
+        DamagePolicy::Refuse,
+    ) {
+        Err(error) => error,
+        Ok(_) => panic!("damage before the tail was accepted"),
+    };
+    match &error {
+        JournalError::Corrupt {
+            path,
+            offset: at,
+            seq,
+            ..
+        } => {
+            assert_eq!((path, *at, *seq), (&damaged, offset as u64, 14));
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("offset") && message.contains("14") && message.contains("journal-"),
+        "{message}"
+    );
+    // Nothing was changed by the refusal.
+    assert_eq!(std::fs::read(&damaged).unwrap(), bytes);
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 4);
+    // The replay reader refuses too.
+    let replay: Vec<_> = JournalReader::open(dir.path(), 1).unwrap().collect();
+    assert!(matches!(
+        replay.last(),
+        Some(Err(JournalError::Corrupt { .. }))
+    ));
+
+    let (journal, report) = Journal::open(
+        config(dir.path(), 10, Durability::Batch),
+        DamagePolicy::CutAtDamage,
+    )
+    .unwrap();
+    let cut = report.damage_cut.expect("damage cut reported");
+    assert_eq!((cut.from_seq, cut.quarantined.len()), (14, 2));
+    assert_eq!(journal.next_seq(), 14);
+    drop(journal);
+    assert_eq!(read_all(dir.path(), 1).len(), 13);
+    assert!(dir
+        .path()
+        .join("quarantine")
+        .join(cut.quarantined[0].file_name().unwrap())
+        .exists());
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_journal, _) = Journal::open(
+        config(dir.path(), 10, Durability::None),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    let second = Journal::open(
+        config(dir.path(), 10, Durability::None),
+        DamagePolicy::Refuse,
+    );
+    assert!(matches!(second, Err(JournalError::Locked(_))));
+}
+
+#[test]
+fn retention_removes_or_archives_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 45, 10);
+    let (mut journal, _) = Journal::open(
+        config(dir.path(), 10, Durability::Batch),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    let archive = dir.path().join("archive");
+    // Segments start at 1, 11, 21, 31, 41: keeping from 25 drops the first two.
+    let moved = journal.retain_from(25, Some(&archive)).unwrap();
+    assert_eq!(moved.len(), 2);
+    assert_eq!(journal.first_seq(), 21);
+    assert_eq!(read_all(dir.path(), 21).len(), 25);
+    assert!(matches!(
+        JournalReader::open(dir.path(), 5),
+        Err(JournalError::Missing { .. })
+    ));
+    let removed = journal.retain_from(45, None).unwrap();
+    assert_eq!(removed.len(), 2);
+    assert_eq!(list_segments(&archive).unwrap().len(), 2);
+}
+
+/// A journal written by format version 1 is checked in. This build must read it, and must
+/// write the same bytes for the same records. `UPDATE_FIXTURES=1` rewrites it (only right
+/// together with a format version bump).
+#[test]
+fn the_checked_in_version_1_journal_still_reads() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v1");
+    let fresh = tempfile::tempdir().unwrap();
+    write(fresh.path(), 12, 8);
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        for (_, path) in list_segments(&fixture).unwrap() {
+            std::fs::remove_file(path).unwrap();
+        }
+        for (_, path) in list_segments(fresh.path()).unwrap() {
+            std::fs::copy(&path, fixture.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let records = read_all(&fixture, 1);
+    assert_eq!(records.len(), 12);
+    assert!(records
+        .iter()
+        .enumerate()
+        .all(|(index, r)| *r == record(index as u64 + 1)));
+    let checked_in = list_segments(&fixture).unwrap();
+    let written = list_segments(fresh.path()).unwrap();
+    assert_eq!(checked_in.len(), written.len());
+    for ((_, a), (_, b)) in checked_in.iter().zip(&written) {
+        assert_eq!(
+            std::fs::read(a).unwrap(),
+            std::fs::read(b).unwrap(),
+            "journal layout changed: bump JOURNAL_VERSION"
+        );
+    }
+}
