@@ -123,7 +123,8 @@ fn a_torn_tail_is_cut_and_reported() {
     fn garbage_length(bytes: &mut [u8], offset: usize) {
         bytes[offset] = 0x77;
     }
-    let cases: [(&str, fn(&mut [u8], usize)); 4] = [
+    type Damage = fn(&mut [u8], usize);
+    let cases: [(&str, Damage); 4] = [
         ("half-written record", half_written),
         ("flipped byte", flipped_byte),
         ("zeroed length", zeroed_length),
