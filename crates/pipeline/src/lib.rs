@@ -1,1 +1,622 @@
-//! placeholder
+//! The ring-buffer pipeline of ringmatch, built on the `disruptor` crate.
+//!
+//! ```text
+//!  producers (admin, bench, gateway) ─▶ INPUT RING ─┬─▶ Journaler  (append, group commit)
+//!                                                   └─▶ Replicator (mode `none`: pass on)
+//!                                                          │ both done
+//!                                                          ▼
+//!                                                       Matcher ─▶ OUTPUT RING ─▶ Publisher
+//!                                                          │                     (events file)
+//!                                                          └─▶ snapshot writer thread
+//! ```
+//!
+//! Every command gets its sequence from its input-ring slot (`base_seq + ring sequence`). The
+//! Journaler and the Replicator see each command in parallel; the Matcher sees a command only
+//! after both have finished its whole batch, so under the `batch` policy every command is on
+//! disk (one sync per batch) before it is matched. The Matcher writes events into the output
+//! ring, read by the Publisher. A snapshot command is journaled like any other and makes the
+//! Matcher encode its state after exactly the commands before it; a separate thread
+//! compresses and writes the file, so the Matcher pauses only for the encoding.
+//!
+//! Start-up ([`recover`]) loads the newest valid snapshot, replays the journal after it through
+//! the matcher, and lets the output sink skip what it already holds, before the rings start.
+//!
+//! This crate knows the rings, stages, threads and files of the engine, but nothing of the
+//! wire formats of Kafka or TCP, nor of configuration files or the command line.
+
+mod events_file;
+mod metrics;
+mod recovery;
+mod wait;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use disruptor::{
+    build_multi_producer, build_single_producer, MultiProducer, ProcessorSettings, Producer,
+    SingleConsumerBarrier, SingleProducer,
+};
+use ringmatch_journal::{Journal, JournalRecord, SnapshotStore};
+use ringmatch_matcher::{Engine, EventSink};
+use ringmatch_proto::{Command, CommandType, Event};
+
+pub use events_file::{
+    read_events, EventPosition, EventsFile, EventsFileError, EventsFileReport, EVENTS_FILE_VERSION,
+    EVENTS_HEADER_SIZE_BYTES, EVENTS_MAGIC,
+};
+pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
+pub use recovery::{recover, Recovered, RecoveryError, RecoveryOptions, ReplayProgress};
+pub use wait::{ConfiguredWait, WaitKind, PHASED_SLEEP};
+
+/// A slot of the input ring.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSlot {
+    /// The command, with its ingress timestamp.
+    pub command: Command,
+}
+
+/// A slot of the output ring.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSlot {
+    /// One event.
+    pub event: Event,
+}
+
+/// Cores to pin stage threads to (None: not pinned).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageCores {
+    /// The Journaler's core.
+    pub journaler: Option<usize>,
+    /// The Replicator's core.
+    pub replicator: Option<usize>,
+    /// The Matcher's core.
+    pub matcher: Option<usize>,
+    /// The Publisher's core.
+    pub publisher: Option<usize>,
+}
+
+/// What the journal does with segments wholly before the oldest kept snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep every segment.
+    Keep,
+    /// Delete them.
+    Delete,
+    /// Move them to this folder.
+    Archive(PathBuf),
+}
+
+/// Shape of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Slots of the input ring (a power of two).
+    pub input_ring_slots_count: usize,
+    /// Slots of the output ring (a power of two).
+    pub output_ring_slots_count: usize,
+    /// How idle stages wait.
+    pub wait: WaitKind,
+    /// Core pinning.
+    pub cores: StageCores,
+    /// Take a snapshot after every this many commands (0: never by count).
+    pub snapshot_every_commands: u64,
+    /// Journal segments retention.
+    pub retention: Retention,
+}
+
+/// Configuration problems found before any thread starts.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A ring size is not a power of two of at least 2.
+    #[error("{name} = {value} must be a power of two, at least 2")]
+    RingSize {
+        /// Which ring.
+        name: &'static str,
+        /// Its size.
+        value: usize,
+    },
+    /// A core id that this machine does not have.
+    #[error("cannot pin the {stage} to core {core}: this machine has cores {available:?}")]
+    BadCore {
+        /// Which stage.
+        stage: &'static str,
+        /// The id asked for.
+        core: usize,
+        /// The ids that exist.
+        available: Vec<usize>,
+    },
+}
+
+impl PipelineConfig {
+    /// Checks ring sizes and core ids (against the cores as seen before any pinning).
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        for (name, value) in [
+            ("input_ring_slots", self.input_ring_slots_count),
+            ("output_ring_slots", self.output_ring_slots_count),
+        ] {
+            if value < 2 || !value.is_power_of_two() {
+                return Err(PipelineError::RingSize { name, value });
+            }
+        }
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .iter()
+            .map(|core| core.id)
+            .collect();
+        let cores = self.cores;
+        for (stage, core) in [
+            ("journaler", cores.journaler),
+            ("replicator", cores.replicator),
+            ("matcher", cores.matcher),
+            ("publisher", cores.publisher),
+        ] {
+            if let Some(core) = core {
+                if !available.contains(&core) {
+                    return Err(PipelineError::BadCore {
+                        stage,
+                        core,
+                        available,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the Publisher puts events. Errors are fatal: implementations panic with the cause.
+pub trait OutputSink: Send + 'static {
+    /// One event, in (sequence, index) order.
+    fn push(&mut self, event: &Event);
+    /// The end of a ring batch: flush.
+    fn end_of_batch(&mut self);
+}
+
+impl OutputSink for EventsFile {
+    fn push(&mut self, event: &Event) {
+        if let Err(error) = EventsFile::push(self, event) {
+            panic!("events file write failed: {error}");
+        }
+    }
+
+    fn end_of_batch(&mut self) {
+        if let Err(error) = self.flush() {
+            panic!("events file write failed: {error}");
+        }
+    }
+}
+
+/// The input ring was full: the command was not taken. Try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("busy: the input ring is full")]
+pub struct Busy;
+
+type InputProducer = MultiProducer<InputSlot, SingleConsumerBarrier>;
+type OutputProducer = SingleProducer<OutputSlot, SingleConsumerBarrier>;
+
+/// A handle that puts commands on the input ring. Cloneable; every clone must be dropped
+/// (or the pipeline shut down) for the pipeline to stop.
+pub struct Submitter {
+    producer: InputProducer,
+    base_seq: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Clone for Submitter {
+    fn clone(&self) -> Self {
+        Submitter {
+            producer: self.producer.clone(),
+            base_seq: self.base_seq,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+impl Submitter {
+    /// Puts one command on the ring; returns its sequence, or [`Busy`] if the ring is full.
+    pub fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
+        match self.producer.try_publish(|slot| slot.command = *command) {
+            Ok(ring_seq) => {
+                let seq = self.base_seq + ring_seq as u64;
+                self.metrics
+                    .input_published_seq
+                    .fetch_max(seq, Ordering::Relaxed);
+                Ok(seq)
+            }
+            Err(_) => {
+                self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
+                Err(Busy)
+            }
+        }
+    }
+}
+
+/// A request from the Matcher to the snapshot writer.
+struct SnapshotRequest {
+    seq: u64,
+    state: Vec<u8>,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    submitter: Option<Submitter>,
+    metrics: Arc<Metrics>,
+    snapshot_writer: Option<JoinHandle<()>>,
+}
+
+/// Pushes matcher events into the output ring, waiting (spin, yield, sleep) while it is full.
+struct RingSink<'a> {
+    producer: &'a mut OutputProducer,
+}
+
+impl EventSink for RingSink<'_> {
+    #[inline]
+    fn push(&mut self, event: &Event) {
+        let mut polls = 0u32;
+        while self
+            .producer
+            .try_publish(|slot| slot.event = *event)
+            .is_err()
+        {
+            polls += 1;
+            if polls < 100 {
+                std::hint::spin_loop();
+            } else if polls < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(PHASED_SLEEP);
+            }
+        }
+    }
+}
+
+struct MatcherState {
+    engine: Engine,
+    output: OutputProducer,
+    recorder: StageRecorder,
+    snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
+    snapshot_every_commands: u64,
+    base_seq: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl MatcherState {
+    fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
+        let seq = self.base_seq + ring_seq as u64;
+        let command = &slot.command;
+        self.engine.apply(
+            seq,
+            command,
+            &mut RingSink {
+                producer: &mut self.output,
+            },
+        );
+        let by_count = self.snapshot_every_commands != 0 && seq % self.snapshot_every_commands == 0;
+        if command.command_type == CommandType::Snapshot || by_count {
+            self.snapshot(seq);
+        }
+        self.recorder.record(command.timestamp_ns, now_ns());
+        self.recorder.done(seq, end_of_batch);
+    }
+
+    fn snapshot(&mut self, seq: u64) {
+        let Some(sender) = &self.snapshots else {
+            return;
+        };
+        let started = Instant::now();
+        let state = self.engine.encode_state();
+        let pause_ns = started.elapsed().as_nanos() as u64;
+        if let Ok(mut pauses) = self.metrics.snapshot_pause.lock() {
+            pauses.saturating_record(pause_ns.max(1));
+        }
+        // The writer thread only stops when the pipeline does, so a send cannot fail while
+        // the matcher runs.
+        sender
+            .send(SnapshotRequest { seq, state })
+            .expect("snapshot writer is running");
+    }
+}
+
+struct JournalerState {
+    journal: Journal,
+    recorder: StageRecorder,
+    batch_timestamps_ns: Vec<u64>,
+    base_seq: u64,
+    retain_from_seq: Arc<AtomicU64>,
+    retained_from_seq: u64,
+    retention: Retention,
+}
+
+impl JournalerState {
+    fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
+        let seq = self.base_seq + ring_seq as u64;
+        let record = JournalRecord {
+            seq,
+            timestamp_ns: slot.command.timestamp_ns,
+            command: slot.command,
+        };
+        if let Err(error) = self.journal.append(&record) {
+            panic!("journal append of sequence {seq} failed: {error}");
+        }
+        self.batch_timestamps_ns.push(slot.command.timestamp_ns);
+        if end_of_batch {
+            if let Err(error) = self.journal.commit() {
+                panic!("journal sync after sequence {seq} failed: {error}");
+            }
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.apply_retention();
+        }
+        // Under `batch` the stage counts a command done only at the end of its batch, once
+        // synced; the Matcher cannot see the batch earlier either.
+        if end_of_batch {
+            self.recorder.done(seq, true);
+        }
+    }
+
+    fn apply_retention(&mut self) {
+        let retain_from = self.retain_from_seq.load(Ordering::Acquire);
+        if retain_from <= self.retained_from_seq {
+            return;
+        }
+        self.retained_from_seq = retain_from;
+        let archive = match &self.retention {
+            Retention::Keep => return,
+            Retention::Delete => None,
+            Retention::Archive(folder) => Some(folder.clone()),
+        };
+        if let Err(error) = self.journal.retain_from(retain_from, archive.as_deref()) {
+            panic!("journal retention failed: {error}");
+        }
+    }
+}
+
+impl Drop for JournalerState {
+    fn drop(&mut self) {
+        // A clean stop leaves everything on disk whatever the policy.
+        if let Err(error) = self.journal.sync() {
+            eprintln!("journal sync on shutdown failed: {error}");
+        }
+    }
+}
+
+struct PublisherState<S: OutputSink> {
+    sink: S,
+    recorder: StageRecorder,
+    batch_timestamps_ns: Vec<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: OutputSink> PublisherState<S> {
+    fn handle(&mut self, slot: &OutputSlot, end_of_batch: bool) {
+        let event = &slot.event;
+        self.sink.push(event);
+        if event.index == 0 {
+            self.batch_timestamps_ns.push(event.timestamp_ns);
+        }
+        self.metrics.events_written.fetch_add(1, Ordering::Relaxed);
+        if end_of_batch {
+            self.sink.end_of_batch();
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.recorder.done(event.seq, true);
+        }
+    }
+}
+
+/// Applies optional pinning and a thread name to the next handler of a builder.
+fn placed<B: ProcessorSettings<E, W>, E, W>(
+    builder: B,
+    core: Option<usize>,
+    name: &'static str,
+) -> B {
+    let builder = builder.thread_name(name);
+    match core {
+        Some(core) => builder.pin_at_core(core),
+        None => builder,
+    }
+}
+
+impl Pipeline {
+    /// Starts the stage threads. `engine` and `journal` must be recovered to the same point:
+    /// the next command gets `journal.next_seq()`.
+    pub fn start<S: OutputSink>(
+        config: &PipelineConfig,
+        engine: Engine,
+        journal: Journal,
+        sink: S,
+        snapshots: Option<SnapshotStore>,
+    ) -> Result<Pipeline, PipelineError> {
+        config.validate()?;
+        let base_seq = journal.next_seq();
+        let metrics = Arc::new(Metrics::new(
+            config.input_ring_slots_count as u64,
+            base_seq,
+            journal.stats(),
+        ));
+        let retain_from_seq = Arc::new(AtomicU64::new(0));
+        let (snapshot_sender, snapshot_writer) = match snapshots {
+            Some(store) => {
+                let (sender, receiver) = crossbeam_channel::bounded::<SnapshotRequest>(4);
+                let metrics = Arc::clone(&metrics);
+                let retain_from_seq = Arc::clone(&retain_from_seq);
+                let handle = std::thread::Builder::new()
+                    .name("snapshot-writer".into())
+                    .spawn(move || write_snapshots(&store, &receiver, &metrics, &retain_from_seq))
+                    .expect("spawn the snapshot writer");
+                (Some(sender), Some(handle))
+            }
+            None => (None, None),
+        };
+
+        let wait = ConfiguredWait(config.wait);
+        let output_metrics = Arc::clone(&metrics);
+        let publisher_core = config.cores.publisher;
+        let output_ring_slots_count = config.output_ring_slots_count;
+        let make_output = move || {
+            let metrics = output_metrics;
+            let builder = build_single_producer(
+                output_ring_slots_count,
+                || OutputSlot {
+                    event: Event::empty(ringmatch_proto::EventType::Level, CommandType::Place),
+                },
+                wait,
+            );
+            let recorder_metrics = Arc::clone(&metrics);
+            placed(builder, publisher_core, "publisher")
+                .handle_events_and_state_with(
+                    |state: &mut PublisherState<S>, slot: &OutputSlot, _seq, end_of_batch| {
+                        state.handle(slot, end_of_batch)
+                    },
+                    move || PublisherState {
+                        sink,
+                        recorder: StageRecorder::new(Stage::Published, recorder_metrics),
+                        batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
+                        metrics,
+                    },
+                )
+                .build()
+        };
+
+        let journaler_metrics = Arc::clone(&metrics);
+        let replicator_metrics = Arc::clone(&metrics);
+        let matcher_metrics = Arc::clone(&metrics);
+        let retention = config.retention.clone();
+        let input_ring_slots_count = config.input_ring_slots_count;
+        let snapshot_every_commands = config.snapshot_every_commands;
+        let builder = build_multi_producer(
+            input_ring_slots_count,
+            || InputSlot {
+                command: Command::empty(CommandType::Place),
+            },
+            wait,
+        );
+        let builder = placed(builder, config.cores.journaler, "journaler")
+            .handle_events_and_state_with(
+                |state: &mut JournalerState, slot: &InputSlot, seq, end_of_batch| {
+                    state.handle(slot, seq, end_of_batch)
+                },
+                move || JournalerState {
+                    journal,
+                    recorder: StageRecorder::new(Stage::Journaled, journaler_metrics),
+                    batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
+                    base_seq,
+                    retain_from_seq,
+                    retained_from_seq: 0,
+                    retention,
+                },
+            );
+        let builder = placed(builder, config.cores.replicator, "replicator")
+            .handle_events_and_state_with(
+                move |recorder: &mut StageRecorder, slot: &InputSlot, ring_seq, end_of_batch| {
+                    // Replication mode `none`: the stage is in place and measured, and passes
+                    // every command on.
+                    recorder.record(slot.command.timestamp_ns, now_ns());
+                    recorder.done(base_seq + ring_seq as u64, end_of_batch);
+                },
+                move || StageRecorder::new(Stage::Replicated, replicator_metrics),
+            );
+        let producer = placed(builder.and_then(), config.cores.matcher, "matcher")
+            .handle_events_and_state_with(
+                |state: &mut MatcherState, slot: &InputSlot, seq, end_of_batch| {
+                    state.handle(slot, seq, end_of_batch)
+                },
+                move || MatcherState {
+                    engine,
+                    output: make_output(),
+                    recorder: StageRecorder::new(Stage::Matched, Arc::clone(&matcher_metrics)),
+                    snapshots: snapshot_sender,
+                    snapshot_every_commands,
+                    base_seq,
+                    metrics: matcher_metrics,
+                },
+            )
+            .build();
+        Ok(Pipeline {
+            submitter: Some(Submitter {
+                producer,
+                base_seq,
+                metrics: Arc::clone(&metrics),
+            }),
+            metrics,
+            snapshot_writer,
+        })
+    }
+
+    /// A new handle for putting commands on the ring.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.as_ref().expect("running").clone()
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Stops taking input, drains both rings (every submitted command is journaled, matched
+    /// and published), syncs the journal, and finishes pending snapshots. Every other
+    /// [`Submitter`] must have been dropped, or this waits for them.
+    pub fn shutdown(mut self) {
+        // Dropping the last producer makes the disruptor drain the input ring and join its
+        // stages; the Matcher's state then drops the output producer, which drains and joins
+        // the Publisher; the Matcher's snapshot sender goes with it, ending the writer.
+        drop(self.submitter.take());
+        if let Some(writer) = self.snapshot_writer.take() {
+            writer
+                .join()
+                .expect("snapshot writer panics are fatal before this point");
+        }
+    }
+}
+
+fn write_snapshots(
+    store: &SnapshotStore,
+    receiver: &crossbeam_channel::Receiver<SnapshotRequest>,
+    metrics: &Metrics,
+    retain_from_seq: &AtomicU64,
+) {
+    for request in receiver {
+        match store.write(request.seq, &request.state) {
+            Ok(info) => {
+                if let Ok(mut last) = metrics.last_snapshot.lock() {
+                    *last = Some((info.seq, info.path.display().to_string(), info.size_bytes));
+                }
+                // Segments wholly before the oldest kept snapshot are no longer needed.
+                if let Ok(kept) = store.list() {
+                    if let Some(oldest) = kept.last() {
+                        retain_from_seq.fetch_max(oldest.seq + 1, Ordering::AcqRel);
+                    }
+                }
+            }
+            // A failed snapshot costs restart time, not correctness: the journal still holds
+            // everything. Report it and go on.
+            Err(error) => eprintln!(
+                "ringmatch: snapshot after sequence {} failed: {error}",
+                request.seq
+            ),
+        }
+    }
+}
+
+/// Installs a panic hook that prints the panic and ends the process at once with status 70,
+/// so a stage that panics stops the whole service instead of leaving the others waiting on
+/// it. The journal is intact: every record is checksummed and written in place, and records
+/// after the last sync are cut as a torn tail on the next start if they were lost.
+pub fn install_fatal_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        let thread = std::thread::current();
+        eprintln!(
+            "ringmatch: fatal: thread '{}' panicked; stopping the service",
+            thread.name().unwrap_or("unnamed")
+        );
+        std::process::exit(70);
+    }));
+}

@@ -1,0 +1,170 @@
+//! Counters and latency histograms the stages update and the admin surface reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use ringmatch_journal::JournalStats;
+
+/// The points of the pipeline whose latency from ingress is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The command is in the journal (durable per the policy).
+    Journaled = 0,
+    /// The replicator has passed the command.
+    Replicated = 1,
+    /// The matcher has applied the command.
+    Matched = 2,
+    /// The publisher has written the command's events.
+    Published = 3,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 4] = [
+        Stage::Journaled,
+        Stage::Replicated,
+        Stage::Matched,
+        Stage::Published,
+    ];
+
+    /// Name used in metrics and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Journaled => "journaled",
+            Stage::Replicated => "replicated",
+            Stage::Matched => "matched",
+            Stage::Published => "published",
+        }
+    }
+}
+
+/// Highest trackable latency: one minute.
+const LATENCY_NS_MAX: u64 = 60_000_000_000;
+
+/// A new latency histogram (1 ns to 60 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+/// Nanoseconds since the Unix epoch (the unit of ingress timestamps).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |duration| duration.as_nanos() as u64)
+}
+
+/// Everything the service measures.
+pub struct Metrics {
+    /// Last sequence each stage finished, by [`Stage`].
+    pub stage_seq: [AtomicU64; 4],
+    /// Latency from ingress to each stage, by [`Stage`] (nanoseconds).
+    pub stage_latency: [Mutex<Histogram<u64>>; 4],
+    /// Highest sequence published into the input ring.
+    pub input_published_seq: AtomicU64,
+    /// Slots in the input ring.
+    pub input_ring_slots_count: u64,
+    /// Submissions refused because the input ring was full.
+    pub busy_count: AtomicU64,
+    /// Events written to the output sink.
+    pub events_written: AtomicU64,
+    /// Replayed events the output sink already had.
+    pub events_skipped: AtomicU64,
+    /// How long the matcher paused for each snapshot (nanoseconds).
+    pub snapshot_pause: Mutex<Histogram<u64>>,
+    /// The newest snapshot written: (sequence, file, size in bytes).
+    pub last_snapshot: Mutex<Option<(u64, String, u64)>>,
+    /// Journal counters.
+    pub journal: Arc<JournalStats>,
+}
+
+impl Metrics {
+    /// Metrics for a pipeline whose input ring has `input_ring_slots_count` slots and whose
+    /// next command gets `next_seq`.
+    pub fn new(input_ring_slots_count: u64, next_seq: u64, journal: Arc<JournalStats>) -> Metrics {
+        let last = next_seq - 1;
+        Metrics {
+            stage_seq: std::array::from_fn(|_| AtomicU64::new(last)),
+            stage_latency: std::array::from_fn(|_| Mutex::new(new_histogram())),
+            input_published_seq: AtomicU64::new(last),
+            input_ring_slots_count,
+            busy_count: AtomicU64::new(0),
+            events_written: AtomicU64::new(0),
+            events_skipped: AtomicU64::new(0),
+            snapshot_pause: Mutex::new(new_histogram()),
+            last_snapshot: Mutex::new(None),
+            journal,
+        }
+    }
+
+    /// Commands in the input ring not yet matched.
+    pub fn input_ring_occupancy(&self) -> u64 {
+        self.input_published_seq
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.stage_seq[Stage::Matched as usize].load(Ordering::Relaxed))
+    }
+
+    /// A copy of one stage's histogram.
+    pub fn latency(&self, stage: Stage) -> Histogram<u64> {
+        self.stage_latency[stage as usize]
+            .lock()
+            .expect("metrics lock is never poisoned: recorders do not panic while holding it")
+            .clone()
+    }
+}
+
+/// A stage's own histogram, merged into the shared one at most every 50 ms so the stage
+/// rarely touches a lock.
+pub struct StageRecorder {
+    stage: Stage,
+    metrics: Arc<Metrics>,
+    local: Histogram<u64>,
+    last_merge: Instant,
+}
+
+const MERGE_INTERVAL: Duration = Duration::from_millis(50);
+
+impl StageRecorder {
+    /// A recorder for `stage`.
+    pub fn new(stage: Stage, metrics: Arc<Metrics>) -> StageRecorder {
+        StageRecorder {
+            stage,
+            metrics,
+            local: new_histogram(),
+            last_merge: Instant::now(),
+        }
+    }
+
+    /// Records the latency of a command stamped at `timestamp_ns`, as of `now_ns`.
+    #[inline]
+    pub fn record(&mut self, timestamp_ns: u64, now_ns: u64) {
+        let latency_ns = now_ns.saturating_sub(timestamp_ns).clamp(1, LATENCY_NS_MAX);
+        self.local.saturating_record(latency_ns);
+    }
+
+    /// Marks `seq` done; merges the local histogram when it is time.
+    #[inline]
+    pub fn done(&mut self, seq: u64, end_of_batch: bool) {
+        self.metrics.stage_seq[self.stage as usize].store(seq, Ordering::Release);
+        if end_of_batch && self.last_merge.elapsed() >= MERGE_INTERVAL {
+            self.merge();
+        }
+    }
+
+    fn merge(&mut self) {
+        if let Ok(mut shared) = self.metrics.stage_latency[self.stage as usize].try_lock() {
+            shared.add(&self.local).expect("histograms share bounds");
+            self.local.reset();
+            self.last_merge = Instant::now();
+        }
+    }
+}
+
+impl Drop for StageRecorder {
+    fn drop(&mut self) {
+        if let Ok(mut shared) = self.metrics.stage_latency[self.stage as usize].lock() {
+            let _ = shared.add(&self.local);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Start-up: newest valid snapshot, journal replay, output sink resume.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ringmatch_journal::{
+    DamagePolicy, Journal, JournalConfig, JournalError, JournalReader, OpenReport, SnapshotInfo,
+    SnapshotStore,
+};
+use ringmatch_matcher::{Engine, EventSink, MatcherConfig};
+use ringmatch_proto::Event;
+
+use crate::events_file::{EventsFile, EventsFileError, EventsFileReport};
+
+/// Where the durable state lives.
+#[derive(Debug, Clone)]
+pub struct RecoveryOptions {
+    /// The matcher configuration.
+    pub matcher: MatcherConfig,
+    /// The journal.
+    pub journal: JournalConfig,
+    /// What to do with damage before the journal's tail.
+    pub damage_policy: DamagePolicy,
+    /// The snapshot folder.
+    pub snapshot_dir: PathBuf,
+    /// Snapshots kept.
+    pub snapshots_kept_count: usize,
+    /// The events file.
+    pub events_path: PathBuf,
+}
+
+/// Progress of a replay, reported about once a second.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayProgress {
+    /// Commands replayed so far.
+    pub replayed_count: u64,
+    /// Commands to replay in all.
+    pub total_count: u64,
+    /// Commands per second so far.
+    pub rate_per_second: f64,
+    /// Estimated time left.
+    pub eta: Duration,
+}
+
+/// Why start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The journal could not be opened or read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The events file could not be opened or written.
+    #[error(transparent)]
+    Events(#[from] EventsFileError),
+    /// The snapshot folder could not be used.
+    #[error(transparent)]
+    Snapshot(#[from] ringmatch_journal::SnapshotError),
+    /// The configuration is invalid.
+    #[error("invalid matcher configuration: {0}")]
+    Config(#[from] ringmatch_matcher::ConfigError),
+    /// Neither a usable snapshot nor the journal reach back to the first command.
+    #[error(
+        "cannot rebuild the state: the journal starts at sequence {journal_first_seq} and no \
+         usable snapshot covers the commands before it"
+    )]
+    NoStartingPoint {
+        /// First sequence in the journal.
+        journal_first_seq: u64,
+    },
+}
+
+/// The recovered state, ready to start the pipeline.
+pub struct Recovered {
+    /// The matcher, at the journal's last command.
+    pub engine: Engine,
+    /// The journal, positioned for the next command.
+    pub journal: Journal,
+    /// What opening the journal found.
+    pub journal_report: OpenReport,
+    /// The snapshot used, if any.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Snapshots that were skipped, and why.
+    pub snapshot_problems: Vec<String>,
+    /// Commands replayed from the journal.
+    pub replayed_count: u64,
+    /// How long the replay took.
+    pub replay_duration: Duration,
+    /// The output sink, past everything replayed.
+    pub events: EventsFile,
+    /// What opening the events file found.
+    pub events_report: EventsFileReport,
+    /// The snapshot store.
+    pub snapshots: SnapshotStore,
+}
+
+struct EventsFileSink<'a>(&'a mut EventsFile);
+
+impl EventSink for EventsFileSink<'_> {
+    fn push(&mut self, event: &Event) {
+        if let Err(error) = self.0.push(event) {
+            panic!("events file write failed during replay: {error}");
+        }
+    }
+}
+
+/// Opens everything and rebuilds the matcher: the newest snapshot that reads, restores and
+/// lies within the journal, then the journal after it. `progress` is called about once a
+/// second during a replay.
+pub fn recover(
+    options: &RecoveryOptions,
+    progress: &mut dyn FnMut(ReplayProgress),
+) -> Result<Recovered, RecoveryError> {
+    let (journal, journal_report) = Journal::open(options.journal.clone(), options.damage_policy)?;
+    let next_seq = journal.next_seq();
+    let journal_first_seq = journal.first_seq();
+    let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
+    let mut snapshot_problems = Vec::new();
+    let mut chosen = None;
+    for info in snapshots.list()? {
+        if info.seq >= next_seq {
+            snapshot_problems.push(format!(
+                "{}: taken after sequence {}, but the journal ends at {}; not used",
+                info.path.display(),
+                info.seq,
+                next_seq - 1
+            ));
+            continue;
+        }
+        if info.seq + 1 < journal_first_seq {
+            snapshot_problems.push(format!(
+                "{}: the journal no longer reaches back to sequence {}; not used",
+                info.path.display(),
+                info.seq + 1
+            ));
+            continue;
+        }
+        let restored = snapshots
+            .read(&info)
+            .map_err(|error| error.to_string())
+            .and_then(|state| {
+                Engine::restore(options.matcher.clone(), &state)
+                    .map_err(|error| format!("{}: {error}", info.path.display()))
+            });
+        match restored {
+            Ok(engine) => {
+                chosen = Some((info, engine));
+                break;
+            }
+            Err(problem) => snapshot_problems.push(problem),
+        }
+    }
+    let (snapshot, mut engine) = match chosen {
+        Some((info, engine)) => (Some(info), engine),
+        None => {
+            if journal_first_seq > 1 {
+                return Err(RecoveryError::NoStartingPoint { journal_first_seq });
+            }
+            (None, Engine::new(options.matcher.clone())?)
+        }
+    };
+    let from_seq = snapshot.as_ref().map_or(1, |info| info.seq + 1);
+    let (mut events, events_report) = EventsFile::open(&options.events_path, next_seq)?;
+    let total_count = next_seq - from_seq;
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut replayed_count = 0u64;
+    let mut sink = EventsFileSink(&mut events);
+    for record in JournalReader::open(&options.journal.dir, from_seq)? {
+        let record = record?;
+        engine.apply(record.seq, &record.command, &mut sink);
+        replayed_count += 1;
+        if replayed_count % 65_536 == 0 && last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let rate_per_second = replayed_count as f64 / started.elapsed().as_secs_f64();
+            let left = total_count.saturating_sub(replayed_count) as f64;
+            progress(ReplayProgress {
+                replayed_count,
+                total_count,
+                rate_per_second,
+                eta: Duration::from_secs_f64(left / rate_per_second.max(1.0)),
+            });
+        }
+    }
+    assert_eq!(
+        replayed_count, total_count,
+        "the journal reader stopped before the journal's end"
+    );
+    events.flush()?;
+    Ok(Recovered {
+        engine,
+        journal,
+        journal_report,
+        snapshot,
+        snapshot_problems,
+        replayed_count,
+        replay_duration: started.elapsed(),
+        events,
+        events_report,
+        snapshots,
+    })
+}

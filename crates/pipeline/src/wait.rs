@@ -1,0 +1,87 @@
+//! Wait strategies for the stages, chosen at run time from configuration.
+//!
+//! The `disruptor` crate calls `wait_for` in a loop while a stage has nothing to do, with no
+//! state of its own between calls, so the phased strategy keeps its per-thread progress in a
+//! thread-local: how long this thread has been waiting for the same sequence.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use disruptor::wait_strategies::WaitStrategy;
+use disruptor::Sequence;
+
+/// Which wait strategy the stages use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    /// Spin without pause: lowest latency, burns a whole core per stage. Only for machines
+    /// with a dedicated core per stage.
+    BusySpin,
+    /// Yield the core to other threads on every empty poll.
+    Yielding,
+    /// Spin, then yield, then sleep with a bound (the default): low latency under load,
+    /// little CPU when idle, and safe on machines with fewer cores than stages.
+    Phased,
+}
+
+impl WaitKind {
+    /// Parses `busy_spin`, `yielding` or `phased`.
+    pub fn from_name(name: &str) -> Option<WaitKind> {
+        match name {
+            "busy_spin" => Some(WaitKind::BusySpin),
+            "yielding" => Some(WaitKind::Yielding),
+            "phased" => Some(WaitKind::Phased),
+            _ => None,
+        }
+    }
+
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitKind::BusySpin => "busy_spin",
+            WaitKind::Yielding => "yielding",
+            WaitKind::Phased => "phased",
+        }
+    }
+}
+
+/// Empty polls spent spinning before the phased strategy starts yielding.
+const PHASED_SPIN_COUNT: u32 = 2_000;
+/// Empty polls (spinning and yielding) before it starts sleeping.
+const PHASED_YIELD_UNTIL_COUNT: u32 = 2_200;
+/// The bound on one sleep: the most latency an idle stage adds when work arrives.
+pub const PHASED_SLEEP: Duration = Duration::from_micros(50);
+
+thread_local! {
+    /// (sequence waited for, empty polls so far) of this thread.
+    static PHASE: Cell<(Sequence, u32)> = const { Cell::new((-1, 0)) };
+}
+
+/// The configured strategy, as a `disruptor` wait strategy.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfiguredWait(pub WaitKind);
+
+impl WaitStrategy for ConfiguredWait {
+    #[inline]
+    fn wait_for(&self, sequence: Sequence) {
+        match self.0 {
+            WaitKind::BusySpin => std::hint::spin_loop(),
+            WaitKind::Yielding => std::thread::yield_now(),
+            WaitKind::Phased => {
+                let (waiting_for, polls) = PHASE.get();
+                let polls = if waiting_for == sequence {
+                    polls.saturating_add(1)
+                } else {
+                    0
+                };
+                PHASE.set((sequence, polls));
+                if polls < PHASED_SPIN_COUNT {
+                    std::hint::spin_loop();
+                } else if polls < PHASED_YIELD_UNTIL_COUNT {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(PHASED_SLEEP);
+                }
+            }
+        }
+    }
+}
