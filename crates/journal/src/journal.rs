@@ -262,6 +262,84 @@ fn non_zero_end(map: &[u8], from: usize) -> usize {
         .map_or(from, |index| from + index + 1)
 }
 
+/// One segment as `inspect` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// The file.
+    pub path: PathBuf,
+    /// First sequence (from the header).
+    pub first_seq: u64,
+    /// Valid records before the first problem or the end of data.
+    pub records_count: u64,
+    /// Bytes of valid records.
+    pub data_bytes: u64,
+    /// File size.
+    pub size_bytes: u64,
+}
+
+/// A read-only look at a journal, classifying any problem the way [`Journal::open`] would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// Segments in order.
+    pub segments: Vec<SegmentSummary>,
+    /// First sequence held.
+    pub first_seq: u64,
+    /// Sequence after the last valid record.
+    pub next_seq: u64,
+    /// A torn tail that the next open would cut: (segment, offset, problem).
+    pub torn_tail: Option<(PathBuf, u64, String)>,
+    /// Damage before the tail that would stop start-up: (segment, offset, sequence, problem).
+    pub damage: Option<(PathBuf, u64, u64, String)>,
+}
+
+/// Inspects the journal in `dir` without changing anything (no lock is taken).
+pub fn inspect(dir: &Path) -> Result<Inspection, JournalError> {
+    let segments = list_segments(dir)?;
+    let first_seq = segments.first().map_or(1, |(first, _)| *first);
+    let mut next_seq = first_seq;
+    let mut summaries = Vec::new();
+    let mut torn_tail = None;
+    let mut damage = None;
+    for (index, (first_by_name, path)) in segments.iter().enumerate() {
+        if *first_by_name != next_seq {
+            damage = Some((
+                path.clone(),
+                0,
+                next_seq,
+                format!("segment starts at sequence {first_by_name}"),
+            ));
+            break;
+        }
+        let scanned = scan_segment(path, *first_by_name)?;
+        let size_bytes = std::fs::metadata(path)
+            .map_err(|source| JournalError::io(path, source))?
+            .len();
+        summaries.push(SegmentSummary {
+            path: path.clone(),
+            first_seq: *first_by_name,
+            records_count: scanned.next_seq - first_by_name,
+            data_bytes: (scanned.end_offset - SEGMENT_HEADER_SIZE_BYTES) as u64,
+            size_bytes,
+        });
+        next_seq = scanned.next_seq;
+        if let Some((offset, problem)) = scanned.bad.clone() {
+            if Journal::find_valid_after(&scanned, offset, &segments[index + 1..])? {
+                damage = Some((path.clone(), offset as u64, next_seq, problem));
+            } else {
+                torn_tail = Some((path.clone(), offset as u64, problem));
+            }
+            break;
+        }
+    }
+    Ok(Inspection {
+        segments: summaries,
+        first_seq,
+        next_seq,
+        torn_tail,
+        damage,
+    })
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal in `config.dir`, recovering from a crash: a
     /// torn tail is cut; damage before the tail is an error unless `policy` says to cut.

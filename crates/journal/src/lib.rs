@@ -26,8 +26,8 @@ pub use format::{
     SEGMENT_MAGIC,
 };
 pub use journal::{
-    list_segments, DamageCut, DamagePolicy, Durability, Journal, JournalConfig, JournalStats,
-    OpenReport, TailCut,
+    inspect, list_segments, DamageCut, DamagePolicy, Durability, Inspection, Journal,
+    JournalConfig, JournalStats, OpenReport, SegmentSummary, TailCut,
 };
 pub use lock::DirLock;
 pub use reader::JournalReader;

@@ -1,7 +1,7 @@
 //! The TOML configuration file: instruments and limits, checked strictly (an unknown key is
 //! an error naming it, so a typo never silently falls back to a default).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ringmatch_matcher::{InstrumentSpec, Limits, MatcherConfig};
@@ -11,11 +11,145 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the service keeps its files.
+    #[serde(default)]
+    pub data: DataSection,
+    /// The journal.
+    #[serde(default)]
+    pub journal: JournalSection,
+    /// Snapshots.
+    #[serde(default)]
+    pub snapshots: SnapshotsSection,
+    /// Rings, wait strategy, pinning.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
+    /// The admin HTTP listener.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// Capacity limits of the matcher.
     #[serde(default)]
     pub limits: LimitsSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentSection>,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// Data directory: `journal/`, `snapshots/`, `events.bin` live here. Created if missing.
+    pub dir: PathBuf,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// `none`, `batch` (group commit at the end of each ring batch) or `every`.
+    pub durability: String,
+    /// Size of each preallocated segment file.
+    pub segment_size_bytes: u64,
+    /// What to do with segments wholly before the oldest kept snapshot: `keep`, `delete`,
+    /// `archive`.
+    pub retention: String,
+    /// Folder for `archive` retention (default: `<data>/archive`).
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        JournalSection {
+            durability: "batch".into(),
+            segment_size_bytes: 64 << 20,
+            retention: "keep".into(),
+            archive_dir: None,
+        }
+    }
+}
+
+/// `[snapshots]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotsSection {
+    /// Snapshot after every this many commands (0: off).
+    pub every_commands: u64,
+    /// Snapshot every this many seconds (0: off).
+    pub every_seconds: u64,
+    /// Snapshots kept.
+    pub keep: usize,
+}
+
+impl Default for SnapshotsSection {
+    fn default() -> Self {
+        SnapshotsSection {
+            every_commands: 1_000_000,
+            every_seconds: 0,
+            keep: 3,
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Input ring slots (a power of two).
+    pub input_ring_slots: usize,
+    /// Output ring slots (a power of two).
+    pub output_ring_slots: usize,
+    /// `phased` (default), `yielding` or `busy_spin`.
+    pub wait_strategy: String,
+    /// Cores to pin stages to.
+    pub cores: CoresSection,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            input_ring_slots: 1 << 16,
+            output_ring_slots: 1 << 18,
+            wait_strategy: "phased".into(),
+            cores: CoresSection::default(),
+        }
+    }
+}
+
+/// `[pipeline.cores]`: a core id per stage, or absent for no pinning.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoresSection {
+    /// The Journaler's core.
+    pub journaler: Option<usize>,
+    /// The Replicator's core.
+    pub replicator: Option<usize>,
+    /// The Matcher's core.
+    pub matcher: Option<usize>,
+    /// The Publisher's core.
+    pub publisher: Option<usize>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the admin HTTP listener (loopback; port 0 picks a free port).
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:8710".into(),
+        }
+    }
 }
 
 /// `[limits]`.
@@ -69,7 +203,98 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let config: Config = toml::from_str(text)?;
         config.matcher().validate()?;
+        config.durability()?;
+        config.retention()?;
+        config.wait()?;
+        anyhow::ensure!(
+            config.journal.segment_size_bytes >= 1 << 16,
+            "journal.segment_size_bytes must be at least 65536"
+        );
+        anyhow::ensure!(
+            config.snapshots.keep >= 1,
+            "snapshots.keep must be at least 1"
+        );
         Ok(config)
+    }
+
+    /// The journal's durability policy.
+    pub fn durability(&self) -> anyhow::Result<ringmatch_journal::Durability> {
+        ringmatch_journal::Durability::from_name(&self.journal.durability).ok_or_else(|| {
+            anyhow::anyhow!(
+                "journal.durability = {:?}: expected none, batch or every",
+                self.journal.durability
+            )
+        })
+    }
+
+    /// The journal retention.
+    pub fn retention(&self) -> anyhow::Result<ringmatch_pipeline::Retention> {
+        use ringmatch_pipeline::Retention;
+        match self.journal.retention.as_str() {
+            "keep" => Ok(Retention::Keep),
+            "delete" => Ok(Retention::Delete),
+            "archive" => Ok(Retention::Archive(
+                self.journal
+                    .archive_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data.dir.join("archive")),
+            )),
+            other => {
+                anyhow::bail!("journal.retention = {other:?}: expected keep, delete or archive")
+            }
+        }
+    }
+
+    /// The wait strategy.
+    pub fn wait(&self) -> anyhow::Result<ringmatch_pipeline::WaitKind> {
+        ringmatch_pipeline::WaitKind::from_name(&self.pipeline.wait_strategy).ok_or_else(|| {
+            anyhow::anyhow!(
+                "pipeline.wait_strategy = {:?}: expected phased, yielding or busy_spin",
+                self.pipeline.wait_strategy
+            )
+        })
+    }
+
+    /// The journal folder.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data.dir.join("journal")
+    }
+
+    /// The snapshot folder.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data.dir.join("snapshots")
+    }
+
+    /// The events file.
+    pub fn events_path(&self) -> PathBuf {
+        self.data.dir.join("events.bin")
+    }
+
+    /// The journal configuration.
+    pub fn journal_config(&self) -> anyhow::Result<ringmatch_journal::JournalConfig> {
+        Ok(ringmatch_journal::JournalConfig {
+            dir: self.journal_dir(),
+            segment_size_bytes: self.journal.segment_size_bytes,
+            durability: self.durability()?,
+        })
+    }
+
+    /// The pipeline configuration.
+    pub fn pipeline_config(&self) -> anyhow::Result<ringmatch_pipeline::PipelineConfig> {
+        let cores = &self.pipeline.cores;
+        Ok(ringmatch_pipeline::PipelineConfig {
+            input_ring_slots_count: self.pipeline.input_ring_slots,
+            output_ring_slots_count: self.pipeline.output_ring_slots,
+            wait: self.wait()?,
+            cores: ringmatch_pipeline::StageCores {
+                journaler: cores.journaler,
+                replicator: cores.replicator,
+                matcher: cores.matcher,
+                publisher: cores.publisher,
+            },
+            snapshot_every_commands: self.snapshots.every_commands,
+            retention: self.retention()?,
+        })
     }
 
     /// Reads, parses and validates a file.

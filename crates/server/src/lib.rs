@@ -1,5 +1,6 @@
-//! The `ringmatch` service and tools: configuration, the command line, the JSON-lines
-//! scripting format and the benchmark drivers.
+//! The `ringmatch` service and tools: configuration, the command line, the service itself
+//! (`serve`: recovery, pipeline, admin HTTP), the operator tools, the JSON-lines scripting
+//! format and the benchmark drivers.
 //!
 //! This crate is the top of the dependency graph and the only one that knows about the
 //! command line, configuration files and the process's standard streams. The matching rules
@@ -8,3 +9,5 @@
 pub mod bench;
 pub mod config;
 pub mod script;
+pub mod serve;
+pub mod tools;

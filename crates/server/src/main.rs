@@ -9,6 +9,7 @@ use ringmatch_matcher::Engine;
 use ringmatch_server::bench::{self, MatcherBenchOptions};
 use ringmatch_server::config::Config;
 use ringmatch_server::script::{self, FeedError};
+use ringmatch_server::tools;
 
 /// ringmatch: an exchange matching engine built the LMAX way.
 #[derive(Debug, Parser)]
@@ -24,6 +25,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Run the service: recover from the data directory, then take commands.
+    ///
+    /// Start-up loads the newest valid snapshot, replays the journal after it, and lets the
+    /// events file skip what it already holds. Then the pipeline runs (input ring, Journaler
+    /// and Replicator, Matcher, output ring, Publisher to `<data>/events.bin`) with an admin
+    /// HTTP listener on loopback: GET /status, GET /metrics, POST /snapshot, POST /commands
+    /// (JSON lines as in docs/scripting.md; answers once they are durable). SIGINT or SIGTERM
+    /// stop it cleanly: input stops, the rings drain, the journal is synced, exit status 0.
+    Serve {
+        /// If the journal is damaged before its tail, cut it there (later records are moved to
+        /// <data>/journal/quarantine/) instead of refusing to start. Commands after the damage
+        /// are lost: use only when the damaged file cannot be restored.
+        #[arg(long)]
+        cut_damaged_journal: bool,
+    },
+    /// Inspect, verify or print the journal (read-only; safe while the service runs).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommands,
+    },
+    /// List or verify snapshots (read-only).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommands,
+    },
+    /// Print the embedded events file.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommands,
+    },
     /// Run JSON-lines commands through the matcher and print the events as JSON lines.
     ///
     /// Reads one command per line (see docs/scripting.md); blank lines and lines starting
@@ -59,6 +90,41 @@ enum Commands {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum JournalCommands {
+    /// Check every record (length, CRC32C, sequence), replay the journal through a fresh
+    /// matcher, compare with the events file, and print the state hash. Exit status 1 on
+    /// damage before the tail or any event mismatch; a torn tail (cut on the next start) is
+    /// reported but is not a failure.
+    Verify,
+    /// List segments, sequences, and any torn tail or damage.
+    Inspect,
+    /// Print records as JSON lines: {"seq", "timestamp_ns", "command"}.
+    Dump {
+        /// First sequence to print.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most records to print.
+        #[arg(long, default_value_t = u64::MAX)]
+        count: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommands {
+    /// List snapshots, newest first.
+    List,
+    /// Read, check and restore every snapshot; print each one's state hash. Exit status 1 if
+    /// any is invalid.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommands {
+    /// Print every event of <data>/events.bin as the JSON lines of `ringmatch feed`.
+    Dump,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -70,13 +136,62 @@ fn main() -> ExitCode {
     }
 }
 
+fn status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     match cli.command {
+        Commands::Serve {
+            cut_damaged_journal,
+        } => {
+            let config = Config::load(&cli.config)?;
+            ringmatch_server::serve::serve(
+                &config,
+                ringmatch_server::serve::ServeOptions {
+                    cut_damaged_journal,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Journal { command } => {
+            let config = Config::load(&cli.config)?;
+            match command {
+                JournalCommands::Verify => Ok(status(tools::journal_verify(&config, &mut out)?)),
+                JournalCommands::Inspect => Ok(status(tools::journal_inspect(&config, &mut out)?)),
+                JournalCommands::Dump { from, count } => {
+                    tools::journal_dump(&config, from, count, &mut out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Commands::Snapshot { command } => {
+            let config = Config::load(&cli.config)?;
+            match command {
+                SnapshotCommands::List => {
+                    tools::snapshot_list(&config, &mut out)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                SnapshotCommands::Verify => Ok(status(tools::snapshot_verify(&config, &mut out)?)),
+            }
+        }
+        Commands::Events {
+            command: EventsCommands::Dump,
+        } => {
+            let config = Config::load(&cli.config)?;
+            tools::events_dump(&config.events_path(), &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Feed { file } => {
             let config = Config::load(&cli.config)?;
             let mut engine = Engine::new(config.matcher())?;
-            let stdout = std::io::stdout();
-            let mut output = std::io::BufWriter::new(stdout.lock());
+            let mut output = std::io::BufWriter::new(&mut out);
             let result = if file.as_os_str() == "-" {
                 script::feed(&mut engine, std::io::stdin().lock(), &mut output)
             } else {

@@ -1,0 +1,548 @@
+//! `ringmatch serve`: recover, start the pipeline and the admin HTTP listener, run until
+//! SIGINT or SIGTERM, then stop cleanly (stop input, drain the rings, sync the journal).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ringmatch_journal::DamagePolicy;
+use ringmatch_pipeline::{
+    install_fatal_panic_hook, now_ns, recover, Metrics, Pipeline, RecoveryOptions, Stage, Submitter,
+};
+use ringmatch_proto::{Command, CommandType};
+
+use crate::config::Config;
+use crate::script::parse_command;
+
+/// Prints one log line to standard error.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("ringmatch: {}", format_args!($($arg)*))
+    };
+}
+
+/// Options of `serve` beyond the configuration file.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Cut the journal at damage found before its tail instead of refusing to start.
+    pub cut_damaged_journal: bool,
+}
+
+/// Largest request body the admin listener accepts.
+const BODY_SIZE_MAX_BYTES: usize = 16 << 20;
+/// How long `POST /commands` waits for its commands to become durable.
+const DURABLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the service until a termination signal.
+pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
+    install_fatal_panic_hook();
+    let admin_address: SocketAddr =
+        config.admin.listen.parse().with_context(|| {
+            format!("admin.listen = {:?} is not an address", config.admin.listen)
+        })?;
+    anyhow::ensure!(
+        admin_address.ip().is_loopback(),
+        "admin.listen = {admin_address}: the admin listener serves loopback only"
+    );
+    let pipeline_config = config.pipeline_config()?;
+    pipeline_config.validate()?;
+    log!(
+        "starting: data directory {}, journal durability {}, wait strategy {}, {} instruments, \
+         snapshots every {} commands / {} s (keep {})",
+        config.data.dir.display(),
+        config.journal.durability,
+        config.pipeline.wait_strategy,
+        config.instruments.len(),
+        config.snapshots.every_commands,
+        config.snapshots.every_seconds,
+        config.snapshots.keep
+    );
+    std::fs::create_dir_all(&config.data.dir)
+        .with_context(|| format!("cannot create data directory {}", config.data.dir.display()))?;
+    let recovery = RecoveryOptions {
+        matcher: config.matcher(),
+        journal: config.journal_config()?,
+        damage_policy: if options.cut_damaged_journal {
+            DamagePolicy::CutAtDamage
+        } else {
+            DamagePolicy::Refuse
+        },
+        snapshot_dir: config.snapshot_dir(),
+        snapshots_kept_count: config.snapshots.keep,
+        events_path: config.events_path(),
+    };
+    let started = Instant::now();
+    let recovered = recover(&recovery, &mut |progress| {
+        log!(
+            "replay: {} of {} commands, {:.0} commands/s, about {:.1} s left",
+            progress.replayed_count,
+            progress.total_count,
+            progress.rate_per_second,
+            progress.eta.as_secs_f64()
+        )
+    })?;
+    report_recovery(&recovered);
+    let state_hash = recovered.engine.state_hash();
+    let next_seq = recovered.journal.next_seq();
+    log!(
+        "recovered in {:.3} s: next sequence {next_seq}, state hash {state_hash:#018x}",
+        started.elapsed().as_secs_f64()
+    );
+    let pipeline = Pipeline::start(
+        &pipeline_config,
+        recovered.engine,
+        recovered.journal,
+        recovered.events,
+        Some(recovered.snapshots),
+    )?;
+    let metrics = pipeline.metrics();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+
+    let listener = TcpListener::bind(admin_address)
+        .with_context(|| format!("cannot listen on {admin_address} (admin.listen)"))?;
+    listener.set_nonblocking(true)?;
+    log!("admin listening on http://{}", listener.local_addr()?);
+    let admin = {
+        let submitter = pipeline.submitter();
+        let metrics = Arc::clone(&metrics);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || run_admin(&listener, submitter, &metrics, &stop))?
+    };
+    let timer = (config.snapshots.every_seconds > 0).then(|| {
+        let mut submitter = pipeline.submitter();
+        let stop = Arc::clone(&stop);
+        let every = Duration::from_secs(config.snapshots.every_seconds);
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if last.elapsed() >= every {
+                    last = Instant::now();
+                    let mut command = Command::empty(CommandType::Snapshot);
+                    command.timestamp_ns = now_ns();
+                    if submitter.try_submit(&command).is_err() {
+                        log!("timed snapshot skipped: the input ring is full");
+                    }
+                }
+            }
+        })
+    });
+    log!("ready");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log!("stopping: no more input; draining the rings");
+    admin
+        .join()
+        .expect("admin thread panics are fatal before this point");
+    if let Some(timer) = timer {
+        timer
+            .join()
+            .expect("timer thread panics are fatal before this point");
+    }
+    pipeline.shutdown();
+    log!(
+        "stopped cleanly: last sequence {}, journal synced",
+        metrics.stage_seq[Stage::Published as usize]
+            .load(Ordering::Relaxed)
+            .max(metrics.stage_seq[Stage::Matched as usize].load(Ordering::Relaxed))
+    );
+    Ok(())
+}
+
+fn report_recovery(recovered: &ringmatch_pipeline::Recovered) {
+    let report = &recovered.journal_report;
+    if let Some(cut) = &report.tail_cut {
+        log!(
+            "journal: cut a torn tail of {} bytes at {} offset {}, from sequence {}",
+            cut.bytes_count,
+            cut.path.display(),
+            cut.offset,
+            cut.from_seq
+        );
+    }
+    if let Some(cut) = &report.damage_cut {
+        log!(
+            "journal: CUT AT DAMAGE (--cut-damaged-journal): {} offset {}, from sequence {} ({}); \
+             moved aside: {:?}",
+            cut.path.display(),
+            cut.offset,
+            cut.from_seq,
+            cut.problem,
+            cut.quarantined
+        );
+    }
+    for problem in &recovered.snapshot_problems {
+        log!("snapshot skipped: {problem}");
+    }
+    match &recovered.snapshot {
+        Some(info) => log!(
+            "snapshot: using {} (after sequence {})",
+            info.path.display(),
+            info.seq
+        ),
+        None => log!("snapshot: none used; replaying the whole journal"),
+    }
+    let events = &recovered.events_report;
+    log!(
+        "journal: sequences {}..{} in {} segments; replayed {} commands in {:.3} s; events file: \
+         {} records, resume point {:?}, cut {} bytes, dropped {} records ahead of the journal; \
+         {} replayed events were already out",
+        report.first_seq,
+        report.next_seq,
+        report.segments_count,
+        recovered.replayed_count,
+        recovered.replay_duration.as_secs_f64(),
+        events.records_count,
+        events.resume_point,
+        events.cut_bytes_count,
+        events.dropped_ahead_count,
+        recovered.events.skipped_count()
+    );
+}
+
+fn run_admin(
+    listener: &TcpListener,
+    mut submitter: Submitter,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(error) = handle_connection(stream, &mut submitter, metrics) {
+                    log!("admin: request failed: {error}");
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(error) => log!("admin: accept failed: {error}"),
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Response {
+    fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+fn handle_connection(
+    stream: TcpStream,
+    submitter: &mut Submitter,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(usize::MAX);
+            }
+        }
+    }
+    let response = if content_length > BODY_SIZE_MAX_BYTES {
+        Response::json(
+            413,
+            format!("{{\"error\":\"body over {BODY_SIZE_MAX_BYTES} bytes\"}}"),
+        )
+    } else {
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body)?;
+        route(method, path, &body, submitter, metrics)
+    };
+    let reason = match response.status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        response.status,
+        response.content_type,
+        response.body.len(),
+        response.body
+    )?;
+    stream.flush()
+}
+
+fn route(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    submitter: &mut Submitter,
+    metrics: &Metrics,
+) -> Response {
+    match (method, path) {
+        ("GET", "/status") => Response::json(200, status_json(metrics)),
+        ("GET", "/metrics") => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics_text(metrics),
+        },
+        ("POST", "/snapshot") => {
+            let mut command = Command::empty(CommandType::Snapshot);
+            command.timestamp_ns = now_ns();
+            match submitter.try_submit(&command) {
+                Ok(seq) => Response::json(202, format!("{{\"snapshot_after_seq\":{seq}}}")),
+                Err(busy) => Response::json(503, format!("{{\"error\":\"{busy}\"}}")),
+            }
+        }
+        ("POST", "/commands") => submit_commands(body, submitter, metrics),
+        (_, "/status" | "/metrics" | "/snapshot" | "/commands") => {
+            Response::json(405, "{\"error\":\"method not allowed\"}".into())
+        }
+        _ => Response::json(404, "{\"error\":\"no such path\"}".into()),
+    }
+}
+
+/// Parses every line first (a bad line rejects the whole request, nothing submitted), stamps
+/// each command with its ingress time, submits them in order, and answers once they are
+/// durable under the journal's policy.
+fn submit_commands(body: &[u8], submitter: &mut Submitter, metrics: &Metrics) -> Response {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Response::json(400, "{\"error\":\"body is not UTF-8\"}".into());
+    };
+    let mut commands = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_command(line) {
+            Ok(command) => commands.push(command),
+            Err(message) => {
+                let message = serde_json::to_string(&message).unwrap_or_default();
+                return Response::json(
+                    400,
+                    format!(
+                        "{{\"error\":{message},\"line\":{},\"submitted\":0}}",
+                        index + 1
+                    ),
+                );
+            }
+        }
+    }
+    let mut first_seq = None;
+    let mut last_seq = None;
+    let mut submitted = 0usize;
+    for command in &mut commands {
+        command.timestamp_ns = now_ns();
+        match submitter.try_submit(command) {
+            Ok(seq) => {
+                first_seq.get_or_insert(seq);
+                last_seq = Some(seq);
+                submitted += 1;
+            }
+            Err(busy) => {
+                return Response::json(
+                    503,
+                    format!(
+                        "{{\"error\":\"{busy}\",\"submitted\":{submitted},\"first_seq\":{},\"last_seq\":{}}}",
+                        json_option(first_seq),
+                        json_option(last_seq)
+                    ),
+                )
+            }
+        }
+    }
+    let durable = last_seq.is_none_or(|last| {
+        let deadline = Instant::now() + DURABLE_WAIT;
+        while metrics.journal.durable_seq.load(Ordering::Acquire) < last {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    });
+    Response::json(
+        200,
+        format!(
+            "{{\"submitted\":{submitted},\"first_seq\":{},\"last_seq\":{},\"durable\":{durable}}}",
+            json_option(first_seq),
+            json_option(last_seq)
+        ),
+    )
+}
+
+fn json_option(value: Option<u64>) -> String {
+    value.map_or_else(|| "null".into(), |value| value.to_string())
+}
+
+fn status_json(metrics: &Metrics) -> String {
+    let stage = |stage: Stage| metrics.stage_seq[stage as usize].load(Ordering::Relaxed);
+    let journal = &metrics.journal;
+    let last_snapshot = metrics
+        .last_snapshot
+        .lock()
+        .ok()
+        .and_then(|last| last.clone())
+        .map_or_else(
+            || "null".into(),
+            |(seq, path, size)| {
+                format!(
+                    "{{\"seq\":{seq},\"path\":{},\"size_bytes\":{size}}}",
+                    serde_json::to_string(&path).unwrap_or_default()
+                )
+            },
+        );
+    format!(
+        "{{\"stages\":{{\"published_input\":{},\"journaled\":{},\"replicated\":{},\"matched\":{},\"published\":{}}},\
+         \"input_ring\":{{\"slots\":{},\"occupancy\":{},\"busy_rejections\":{}}},\
+         \"journal\":{{\"next_seq\":{},\"durable_seq\":{},\"bytes_written\":{},\"records_written\":{},\"syncs\":{}}},\
+         \"events\":{{\"written\":{}}},\"last_snapshot\":{last_snapshot}}}",
+        metrics.input_published_seq.load(Ordering::Relaxed),
+        stage(Stage::Journaled),
+        stage(Stage::Replicated),
+        stage(Stage::Matched),
+        stage(Stage::Published),
+        metrics.input_ring_slots_count,
+        metrics.input_ring_occupancy(),
+        metrics.busy_count.load(Ordering::Relaxed),
+        journal.next_seq.load(Ordering::Relaxed),
+        journal.durable_seq.load(Ordering::Relaxed),
+        journal.bytes_written.load(Ordering::Relaxed),
+        journal.records_written.load(Ordering::Relaxed),
+        journal.syncs_count.load(Ordering::Relaxed),
+        metrics.events_written.load(Ordering::Relaxed),
+    )
+}
+
+fn metrics_text(metrics: &Metrics) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line("# HELP ringmatch_stage_sequence Last sequence each stage finished.".into());
+    line("# TYPE ringmatch_stage_sequence gauge".into());
+    for stage in Stage::ALL {
+        line(format!(
+            "ringmatch_stage_sequence{{stage=\"{}\"}} {}",
+            stage.name(),
+            metrics.stage_seq[stage as usize].load(Ordering::Relaxed)
+        ));
+    }
+    line("# HELP ringmatch_stage_latency_seconds Latency from ingress to each stage.".into());
+    line("# TYPE ringmatch_stage_latency_seconds summary".into());
+    for stage in Stage::ALL {
+        let histogram = metrics.latency(stage);
+        for quantile in [0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+            line(format!(
+                "ringmatch_stage_latency_seconds{{stage=\"{}\",quantile=\"{quantile}\"}} {:.9}",
+                stage.name(),
+                histogram.value_at_quantile(quantile) as f64 / 1e9
+            ));
+        }
+        line(format!(
+            "ringmatch_stage_latency_seconds_count{{stage=\"{}\"}} {}",
+            stage.name(),
+            histogram.len()
+        ));
+    }
+    let journal = &metrics.journal;
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "ringmatch_journal_bytes_total",
+            "Journal bytes appended.",
+            journal.bytes_written.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_journal_syncs_total",
+            "Journal syncs.",
+            journal.syncs_count.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_events_written_total",
+            "Events written to the output sink.",
+            metrics.events_written.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_busy_total",
+            "Submissions refused because the input ring was full.",
+            metrics.busy_count.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_journal_durable_sequence",
+            "Highest durable sequence.",
+            journal.durable_seq.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_input_ring_occupancy",
+            "Commands in the input ring not yet matched.",
+            metrics.input_ring_occupancy(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        line(format!("# HELP {name} {help}"));
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        line(format!("# TYPE {name} {kind}"));
+        line(format!("{name} {value}"));
+    }
+    line("# HELP ringmatch_journal_sync_seconds_total Time spent in journal syncs.".into());
+    line("# TYPE ringmatch_journal_sync_seconds_total counter".into());
+    line(format!(
+        "ringmatch_journal_sync_seconds_total {:.9}",
+        journal.sync_time_ns.load(Ordering::Relaxed) as f64 / 1e9
+    ));
+    if let Ok(pauses) = metrics.snapshot_pause.lock() {
+        line(
+            "# HELP ringmatch_snapshot_pause_seconds How long the matcher paused per snapshot."
+                .into(),
+        );
+        line("# TYPE ringmatch_snapshot_pause_seconds summary".into());
+        for quantile in [0.5, 1.0] {
+            line(format!(
+                "ringmatch_snapshot_pause_seconds{{quantile=\"{quantile}\"}} {:.9}",
+                pauses.value_at_quantile(quantile) as f64 / 1e9
+            ));
+        }
+        line(format!(
+            "ringmatch_snapshot_pause_seconds_count {}",
+            pauses.len()
+        ));
+    }
+    out
+}
