@@ -188,6 +188,7 @@ fn map_read_write(path: &Path) -> Result<(File, MmapMut), JournalError> {
 /// The state of a scanned segment.
 struct Scanned {
     path: PathBuf,
+    header: SegmentHeader,
     /// Offset just after the last valid record.
     end_offset: usize,
     /// Sequence after the last valid record.
@@ -202,7 +203,9 @@ fn scan_segment(path: &Path, first_seq_by_name: u64) -> Result<Scanned, JournalE
         path: path.to_path_buf(),
         problem,
     })?;
-    if header.first_seq != first_seq_by_name || header.segment_size_bytes != map.len() as u64 {
+    // A file shorter than its header says was truncated (by a copy, or a full disk): its
+    // records are scanned as far as they go, and the writer extends it again.
+    if header.first_seq != first_seq_by_name || header.segment_size_bytes < map.len() as u64 {
         return Err(JournalError::BadSegment {
             path: path.to_path_buf(),
             problem: format!(
@@ -236,6 +239,7 @@ fn scan_segment(path: &Path, first_seq_by_name: u64) -> Result<Scanned, JournalE
     };
     Ok(Scanned {
         path: path.to_path_buf(),
+        header,
         end_offset: offset,
         next_seq,
         bad,
@@ -414,6 +418,7 @@ impl Journal {
             Some((first, path)) => {
                 let scanned = scan_segment(path, *first)?;
                 assert!(scanned.bad.is_none(), "a cut segment scans clean");
+                extend_to(path, scanned.header.segment_size_bytes)?;
                 let (file, map) = map_read_write(path)?;
                 ActiveSegment {
                     path: path.clone(),
@@ -683,6 +688,25 @@ impl Journal {
         }
         Ok(removed)
     }
+}
+
+/// Makes a (truncated) segment file at least `size_bytes` long, with real zeroed blocks.
+fn extend_to(path: &Path, size_bytes: u64) -> Result<(), JournalError> {
+    let file = File::options()
+        .write(true)
+        .open(path)
+        .map_err(|source| JournalError::io(path, source))?;
+    let length = file.metadata().map_err(|source| JournalError::io(path, source))?.len();
+    if length >= size_bytes {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size_bytes as libc::off_t) };
+    if result != 0 {
+        return Err(JournalError::io(path, std::io::Error::from_raw_os_error(result)));
+    }
+    file.sync_all().map_err(|source| JournalError::io(path, source))
 }
 
 fn remove_temp_files(dir: &Path) -> Result<(), JournalError> {
