@@ -696,7 +696,10 @@ fn extend_to(path: &Path, size_bytes: u64) -> Result<(), JournalError> {
         .write(true)
         .open(path)
         .map_err(|source| JournalError::io(path, source))?;
-    let length = file.metadata().map_err(|source| JournalError::io(path, source))?.len();
+    let length = file
+        .metadata()
+        .map_err(|source| JournalError::io(path, source))?
+        .len();
     if length >= size_bytes {
         return Ok(());
     }
@@ -704,9 +707,13 @@ fn extend_to(path: &Path, size_bytes: u64) -> Result<(), JournalError> {
     #[allow(unsafe_code)]
     let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size_bytes as libc::off_t) };
     if result != 0 {
-        return Err(JournalError::io(path, std::io::Error::from_raw_os_error(result)));
+        return Err(JournalError::io(
+            path,
+            std::io::Error::from_raw_os_error(result),
+        ));
     }
-    file.sync_all().map_err(|source| JournalError::io(path, source))
+    file.sync_all()
+        .map_err(|source| JournalError::io(path, source))
 }
 
 fn remove_temp_files(dir: &Path) -> Result<(), JournalError> {

@@ -178,12 +178,24 @@ fn a_truncated_last_segment_is_cut_at_its_last_whole_record_and_extended() {
     let path = last_segment(dir.path());
     // Keep the header, four whole records and half of the fifth.
     let keep = SEGMENT_HEADER_SIZE_BYTES + 4 * RECORD_SIZE_BYTES + RECORD_SIZE_BYTES / 2;
-    std::fs::File::options().write(true).open(&path).unwrap().set_len(keep as u64).unwrap();
-    let (journal, report) = Journal::open(config(dir.path(), 10, Durability::Batch), DamagePolicy::Refuse).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(keep as u64)
+        .unwrap();
+    let (journal, report) = Journal::open(
+        config(dir.path(), 10, Durability::Batch),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
     assert_eq!(report.next_seq, 25);
     assert!(report.tail_cut.is_some());
     drop(journal);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), (SEGMENT_HEADER_SIZE_BYTES + 10 * RECORD_SIZE_BYTES) as u64);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        (SEGMENT_HEADER_SIZE_BYTES + 10 * RECORD_SIZE_BYTES) as u64
+    );
     write(dir.path(), 6, 10);
     assert_eq!(read_all(dir.path(), 1).len(), 30);
 }

@@ -104,18 +104,22 @@ pub struct PipelineConfig {
     pub snapshot_every_commands: u64,
     /// Journal segments retention.
     pub retention: Retention,
+    /// Fault injection for tests: the Matcher panics on reaching this sequence.
+    pub matcher_panic_at_seq: Option<u64>,
 }
 
 /// Configuration problems found before any thread starts.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// A ring size is not a power of two of at least 2.
-    #[error("{name} = {value} must be a power of two, at least 2")]
+    /// A ring size is not a power of two, or too small.
+    #[error("{name} = {value} must be a power of two, at least {minimum}")]
     RingSize {
         /// Which ring.
         name: &'static str,
         /// Its size.
         value: usize,
+        /// The smallest size allowed.
+        minimum: usize,
     },
     /// A core id that this machine does not have.
     #[error("cannot pin the {stage} to core {core}: this machine has cores {available:?}")]
@@ -132,12 +136,17 @@ pub enum PipelineError {
 impl PipelineConfig {
     /// Checks ring sizes and core ids (against the cores as seen before any pinning).
     pub fn validate(&self) -> Result<(), PipelineError> {
-        for (name, value) in [
-            ("input_ring_slots", self.input_ring_slots_count),
-            ("output_ring_slots", self.output_ring_slots_count),
+        // The multi-producer ring of `disruptor` needs at least 64 slots.
+        for (name, value, minimum) in [
+            ("input_ring_slots", self.input_ring_slots_count, 64),
+            ("output_ring_slots", self.output_ring_slots_count, 2),
         ] {
-            if value < 2 || !value.is_power_of_two() {
-                return Err(PipelineError::RingSize { name, value });
+            if value < minimum || !value.is_power_of_two() {
+                return Err(PipelineError::RingSize {
+                    name,
+                    value,
+                    minimum,
+                });
             }
         }
         let available: Vec<usize> = core_affinity::get_core_ids()
@@ -280,11 +289,15 @@ struct MatcherState {
     snapshot_every_commands: u64,
     base_seq: u64,
     metrics: Arc<Metrics>,
+    panic_at_seq: Option<u64>,
 }
 
 impl MatcherState {
     fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64;
+        if self.panic_at_seq == Some(seq) {
+            panic!("injected fault: the matcher panics at sequence {seq}");
+        }
         let command = &slot.command;
         self.engine.apply(
             seq,
@@ -490,6 +503,7 @@ impl Pipeline {
         let retention = config.retention.clone();
         let input_ring_slots_count = config.input_ring_slots_count;
         let snapshot_every_commands = config.snapshot_every_commands;
+        let panic_at_seq = config.matcher_panic_at_seq;
         let builder = build_multi_producer(
             input_ring_slots_count,
             || InputSlot {
@@ -535,6 +549,7 @@ impl Pipeline {
                     snapshot_every_commands,
                     base_seq,
                     metrics: matcher_metrics,
+                    panic_at_seq,
                 },
             )
             .build();

@@ -35,6 +35,7 @@ fn pipeline_config(snapshot_every_commands: u64) -> PipelineConfig {
         cores: StageCores::default(),
         snapshot_every_commands,
         retention: Retention::Keep,
+        matcher_panic_at_seq: None,
     }
 }
 
@@ -111,4 +112,66 @@ fn output_equals_a_clean_replay_across_restarts_and_snapshots() {
     assert_eq!(snapshot_seq, 20_000);
     assert_eq!(replayed, commands.len() as u64 - 20_000);
     assert!(read_events(&dir.path().join("events.bin")).unwrap() == expected);
+}
+
+#[test]
+fn a_full_ring_answers_busy_and_loses_nothing_it_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovered = recover(&options(dir.path(), Durability::Every), &mut |_| {}).unwrap();
+    let mut config = pipeline_config(0);
+    config.input_ring_slots_count = 64;
+    let pipeline = Pipeline::start(
+        &config,
+        recovered.engine,
+        recovered.journal,
+        recovered.events,
+        None,
+    )
+    .unwrap();
+    let mut submitter = pipeline.submitter();
+    let workload = exchange_core_mix(1_000, 5, MixShape::default());
+    let (mut taken, mut busy) = (0u64, 0u64);
+    for command in workload.warmup.iter().chain(&workload.commands) {
+        match submitter.try_submit(command) {
+            Ok(seq) => {
+                taken += 1;
+                assert_eq!(seq, taken, "sequences are given in order without gaps");
+            }
+            Err(_) => busy += 1,
+        }
+    }
+    assert!(
+        busy > 0,
+        "a 64-slot ring behind a sync per command must fill"
+    );
+    assert_eq!(
+        pipeline
+            .metrics()
+            .busy_count
+            .load(std::sync::atomic::Ordering::Relaxed),
+        busy
+    );
+    drop(submitter);
+    pipeline.shutdown();
+    let records: Vec<_> = JournalReader::open(&dir.path().join("journal"), 1)
+        .unwrap()
+        .collect();
+    assert_eq!(records.len() as u64, taken);
+    let (expected, _) = clean_replay(dir.path());
+    assert!(read_events(&dir.path().join("events.bin")).unwrap() == expected);
+}
+
+#[test]
+fn bad_core_ids_and_ring_sizes_are_errors_not_aborts() {
+    let mut config = pipeline_config(0);
+    config.cores.matcher = Some(4096);
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("core 4096"), "{error}");
+    let mut config = pipeline_config(0);
+    config.input_ring_slots_count = 1000;
+    assert!(config
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("power of two"));
 }

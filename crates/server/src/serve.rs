@@ -48,8 +48,16 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         admin_address.ip().is_loopback(),
         "admin.listen = {admin_address}: the admin listener serves loopback only"
     );
-    let pipeline_config = config.pipeline_config()?;
+    let mut pipeline_config = config.pipeline_config()?;
     pipeline_config.validate()?;
+    // Fault injection for the tests that prove a panicking stage stops the service.
+    if let Ok(value) = std::env::var("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ") {
+        let seq = value
+            .parse()
+            .with_context(|| format!("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ={value:?}"))?;
+        log!("FAULT INJECTION: the matcher will panic at sequence {seq}");
+        pipeline_config.matcher_panic_at_seq = Some(seq);
+    }
     log!(
         "starting: data directory {}, journal durability {}, wait strategy {}, {} instruments, \
          snapshots every {} commands / {} s (keep {})",

@@ -1,0 +1,241 @@
+//! Helpers for tests that run `ringmatch serve` as a real process.
+
+#![allow(dead_code)] // Each test file uses a different part.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ringmatch")
+}
+
+/// A data directory and a config file for it, with small limits so start-up is quick.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub fn new(extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ringmatch.toml");
+        let text = format!(
+            "[data]\ndir = \"{data}\"\n\
+             [journal]\ndurability = \"batch\"\nsegment_size_bytes = 262144\n\
+             [snapshots]\nevery_commands = 3000\nkeep = 2\n\
+             [pipeline]\ninput_ring_slots = 4096\noutput_ring_slots = 16384\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [limits]\norders_per_book_max = 100000\norders_max = 100000\naccounts_max = 10000\ninstruments_max = 2\n\
+             [[instruments]]\nid = 1\nsymbol = \"DEMO\"\ntick_size = 1\nlot_size = 1\nmin_price = 1\nmax_price = 200000\nmax_qty = 1000000\n\
+             {extra}",
+            data = dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn tool(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `serve`; returns once it logs `ready` (or panics with its log if it exits).
+    pub fn start(&self, args: &[&str]) -> Server {
+        self.start_with_env(args, &[])
+    }
+
+    /// Starts `serve` with extra environment variables.
+    pub fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let log_path = self.dir.path().join(format!("serve-{}.log", unique()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Server {
+            child,
+            log_path,
+            port: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = server.log();
+            if let Some(port) = log.lines().find_map(|line| {
+                line.strip_prefix("ringmatch: admin listening on http://127.0.0.1:")
+            }) {
+                server.port = port.trim().parse().unwrap();
+            }
+            if log.lines().any(|line| line == "ringmatch: ready") {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("serve exited with {status} before ready:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "serve not ready:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Runs `serve` expecting it to fail at start-up; returns (exit code, log).
+    pub fn start_fails(&self, args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub log_path: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The state hash `serve` logged after recovery.
+    pub fn recovered_hash(&self) -> String {
+        let log = self.log();
+        log.lines()
+            .find_map(|line| line.split("state hash ").nth(1))
+            .unwrap_or_else(|| panic!("no state hash in log:\n{log}"))
+            .to_string()
+    }
+
+    /// One HTTP request; returns (status, body), or None if the connection failed.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+        http(self.port, method, path, body)
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// JSON lines of `count` commands from the exchange-core mix with `seed`.
+pub fn command_lines(count: usize, seed: u64) -> Vec<String> {
+    let workload = ringmatch_matcher::workload::exchange_core_mix(count, seed, Default::default());
+    workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .map(ringmatch_server::script::command_to_json)
+        .collect()
+}
+
+/// The value of `key: value` in tool output.
+pub fn field(output: &str, key: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{output}"))
+        .to_string()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn last_segment(data: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
