@@ -24,6 +24,7 @@
 //! This crate knows the rings, stages, threads and files of the engine, but nothing of the
 //! wire formats of Kafka or TCP, nor of configuration files or the command line.
 
+mod baseline;
 mod events_file;
 mod metrics;
 mod recovery;
@@ -43,6 +44,7 @@ use ringmatch_journal::{Journal, JournalRecord, SnapshotStore};
 use ringmatch_matcher::{Engine, EventSink};
 use ringmatch_proto::{Command, CommandType, Event};
 
+pub use baseline::{CrossbeamPipeline, CrossbeamSubmitter};
 pub use events_file::{
     read_events, EventPosition, EventsFile, EventsFileError, EventsFileReport, EVENTS_FILE_VERSION,
     EVENTS_HEADER_SIZE_BYTES, EVENTS_MAGIC,
@@ -197,6 +199,22 @@ impl OutputSink for EventsFile {
     }
 }
 
+/// An output sink that only counts events (for benchmarks of the pipeline without the events
+/// file).
+#[derive(Debug, Default)]
+pub struct NullSink {
+    /// Events seen.
+    pub events_count: u64,
+}
+
+impl OutputSink for NullSink {
+    fn push(&mut self, _event: &Event) {
+        self.events_count += 1;
+    }
+
+    fn end_of_batch(&mut self) {}
+}
+
 /// The input ring was full: the command was not taken. Try again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("busy: the input ring is full")]
@@ -290,6 +308,7 @@ struct MatcherState {
     base_seq: u64,
     metrics: Arc<Metrics>,
     panic_at_seq: Option<u64>,
+    batch_timestamps_ns: Vec<u64>,
 }
 
 impl MatcherState {
@@ -310,8 +329,15 @@ impl MatcherState {
         if command.command_type == CommandType::Snapshot || by_count {
             self.snapshot(seq);
         }
-        self.recorder.record(command.timestamp_ns, now_ns());
-        self.recorder.done(seq, end_of_batch);
+        // One clock read per batch: the batch is handed on when the stage finishes it.
+        self.batch_timestamps_ns.push(command.timestamp_ns);
+        if end_of_batch {
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.recorder.done(seq, true);
+        }
     }
 
     fn snapshot(&mut self, seq: u64) {
@@ -401,6 +427,7 @@ struct PublisherState<S: OutputSink> {
     sink: S,
     recorder: StageRecorder,
     batch_timestamps_ns: Vec<u64>,
+    batch_events_count: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -411,9 +438,13 @@ impl<S: OutputSink> PublisherState<S> {
         if event.index == 0 {
             self.batch_timestamps_ns.push(event.timestamp_ns);
         }
-        self.metrics.events_written.fetch_add(1, Ordering::Relaxed);
+        self.batch_events_count += 1;
         if end_of_batch {
             self.sink.end_of_batch();
+            self.metrics
+                .events_written
+                .fetch_add(self.batch_events_count, Ordering::Relaxed);
+            self.batch_events_count = 0;
             let now = now_ns();
             for timestamp_ns in self.batch_timestamps_ns.drain(..) {
                 self.recorder.record(timestamp_ns, now);
@@ -491,6 +522,7 @@ impl Pipeline {
                         sink,
                         recorder: StageRecorder::new(Stage::Published, recorder_metrics),
                         batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
+                        batch_events_count: 0,
                         metrics,
                     },
                 )
@@ -528,13 +560,28 @@ impl Pipeline {
             );
         let builder = placed(builder, config.cores.replicator, "replicator")
             .handle_events_and_state_with(
-                move |recorder: &mut StageRecorder, slot: &InputSlot, ring_seq, end_of_batch| {
+                move |state: &mut (StageRecorder, Vec<u64>),
+                      slot: &InputSlot,
+                      ring_seq,
+                      end_of_batch| {
                     // Replication mode `none`: the stage is in place and measured, and passes
                     // every command on.
-                    recorder.record(slot.command.timestamp_ns, now_ns());
-                    recorder.done(base_seq + ring_seq as u64, end_of_batch);
+                    let (recorder, batch_timestamps_ns) = state;
+                    batch_timestamps_ns.push(slot.command.timestamp_ns);
+                    if end_of_batch {
+                        let now = now_ns();
+                        for timestamp_ns in batch_timestamps_ns.drain(..) {
+                            recorder.record(timestamp_ns, now);
+                        }
+                        recorder.done(base_seq + ring_seq as u64, true);
+                    }
                 },
-                move || StageRecorder::new(Stage::Replicated, replicator_metrics),
+                move || {
+                    (
+                        StageRecorder::new(Stage::Replicated, replicator_metrics),
+                        Vec::with_capacity(input_ring_slots_count),
+                    )
+                },
             );
         let producer = placed(builder.and_then(), config.cores.matcher, "matcher")
             .handle_events_and_state_with(
@@ -550,6 +597,7 @@ impl Pipeline {
                     base_seq,
                     metrics: matcher_metrics,
                     panic_at_seq,
+                    batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
                 },
             )
             .build();

@@ -44,10 +44,11 @@ impl WaitKind {
     }
 }
 
-/// Empty polls spent spinning before the phased strategy starts yielding.
-const PHASED_SPIN_COUNT: u32 = 2_000;
+/// Empty polls spent spinning before the phased strategy starts yielding. Short: on a machine
+/// with fewer cores than busy threads, a spinning stage takes the core its producer needs.
+const PHASED_SPIN_COUNT: u32 = 64;
 /// Empty polls (spinning and yielding) before it starts sleeping.
-const PHASED_YIELD_UNTIL_COUNT: u32 = 2_200;
+const PHASED_YIELD_UNTIL_COUNT: u32 = 2_000;
 /// The bound on one sleep: the most latency an idle stage adds when work arrives.
 pub const PHASED_SLEEP: Duration = Duration::from_micros(50);
 

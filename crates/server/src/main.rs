@@ -65,23 +65,49 @@ enum Commands {
         /// File of commands, or '-' for standard input.
         file: PathBuf,
     },
-    /// Measure throughput.
+    /// Measure throughput and latency.
     ///
-    /// `--matcher-only` runs the exchange-core mix (one instrument, ~1,000 resting orders
-    /// over ~750 levels, 1,000 accounts; 9% GTC, 3% IOC, 6% cancel, 82% replace) through the
-    /// fast matcher single-threaded, then a prefix of it through the naive reference book,
-    /// and prints median commands per second for both.
+    /// By default: open-loop load through the whole pipeline (input ring, Journaler and
+    /// Replicator, Matcher, output ring, Publisher) with the journal on, in-process, on the
+    /// exchange-core mix. Latency is measured from each command's intended send time (so
+    /// coordinated omission is corrected) to each stage; the report gives p50, p90, p99,
+    /// p99.9, p99.99 and max per stage, and writes .hgrm files, an HDR log and an SVG
+    /// percentile plot to --out. `--baseline crossbeam` runs the same topology on crossbeam
+    /// channels in the same command, side by side.
+    ///
+    /// `--matcher-only` instead runs the mix through the matcher alone, single-threaded (one
+    /// instrument, ~1,000 resting orders over ~700 levels, 1,000 accounts; 9% GTC, 3% IOC, 6%
+    /// cancel, 82% replace), then a prefix of it through the naive reference book.
     Bench {
         /// Benchmark the matcher alone, single-threaded, without rings or journal.
-        #[arg(long, required = true)]
+        #[arg(long)]
         matcher_only: bool,
         /// Commands in the measured stream.
         #[arg(long, default_value_t = 2_000_000)]
         commands: usize,
-        /// Timed runs of the fast engine; the median is reported.
+        /// Offered rate in commands per second (pipeline bench); absent: flat out.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Journal policy for the pipeline bench: none, batch or every.
+        #[arg(long, default_value = "none")]
+        durability: String,
+        /// Wait strategy for the pipeline bench: phased, yielding or busy_spin.
+        #[arg(long, default_value = "phased")]
+        wait: String,
+        /// Also run a baseline pipeline with the same topology: `crossbeam`.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Write events to an events file (otherwise the Publisher only counts them).
+        #[arg(long)]
+        events_file: bool,
+        /// Folder for histograms and the plot.
+        #[arg(long, default_value = "bench-out")]
+        out: PathBuf,
+        /// Timed runs: of the fast engine (matcher-only), or of each pipeline (alternating);
+        /// the median throughput is reported and latency histograms are merged.
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Commands run through the naive reference book (a prefix of the stream).
+        /// Commands run through the naive reference book (matcher-only; a prefix).
         #[arg(long, default_value_t = 200_000)]
         naive_commands: usize,
         /// Workload seed.
@@ -212,21 +238,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Bench {
             matcher_only,
             commands,
+            rate,
+            durability,
+            wait,
+            baseline,
+            events_file,
+            out,
             runs,
             naive_commands,
             seed,
         } => {
-            anyhow::ensure!(matcher_only, "only --matcher-only is available");
             anyhow::ensure!(
                 runs >= 1 && commands >= 1,
                 "--runs and --commands must be at least 1"
             );
-            bench::run(MatcherBenchOptions {
-                commands_count: commands,
-                runs_count: runs,
-                naive_commands_count: naive_commands,
-                seed,
-            })?;
+            if matcher_only {
+                bench::run(MatcherBenchOptions {
+                    commands_count: commands,
+                    runs_count: runs,
+                    naive_commands_count: naive_commands,
+                    seed,
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let baseline = match baseline.as_deref() {
+                None => false,
+                Some("crossbeam") => true,
+                Some(other) => anyhow::bail!("--baseline {other}: the only baseline is crossbeam"),
+            };
+            ringmatch_server::pipeline_bench::run(
+                &ringmatch_server::pipeline_bench::PipelineBenchOptions {
+                    commands_count: commands,
+                    rate_per_second: rate,
+                    durability: ringmatch_journal::Durability::from_name(&durability).ok_or_else(
+                        || {
+                            anyhow::anyhow!(
+                                "--durability {durability}: expected none, batch or every"
+                            )
+                        },
+                    )?,
+                    wait: ringmatch_pipeline::WaitKind::from_name(&wait).ok_or_else(|| {
+                        anyhow::anyhow!("--wait {wait}: expected phased, yielding or busy_spin")
+                    })?,
+                    baseline,
+                    events_file,
+                    out_dir: out,
+                    seed,
+                    repeat_count: runs,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,502 @@
+//! `ringmatch bench`: open-loop load through the whole pipeline (journal on), with the
+//! crossbeam-channel baseline of the same topology in the same run.
+//!
+//! Each command is stamped with its *intended* send time (start + i / rate), not the time it
+//! was actually sent, so time spent waiting behind a slow pipeline counts as latency
+//! (coordinated omission is corrected). Flat out, the intended time is the send time.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
+use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
+use ringmatch_matcher::Engine;
+use ringmatch_pipeline::{
+    now_ns, Busy, CrossbeamPipeline, EventsFile, Metrics, NullSink, OutputSink, Pipeline,
+    PipelineConfig, Retention, Stage, StageCores, WaitKind,
+};
+use ringmatch_proto::Command;
+
+/// Options of a pipeline benchmark.
+#[derive(Debug, Clone)]
+pub struct PipelineBenchOptions {
+    /// Commands sent (after the 1,000-order warm-up, which is sent too).
+    pub commands_count: usize,
+    /// Offered rate in commands per second; None: flat out.
+    pub rate_per_second: Option<u64>,
+    /// Journal policy.
+    pub durability: Durability,
+    /// Wait strategy of the ring pipeline.
+    pub wait: WaitKind,
+    /// Also run the crossbeam baseline.
+    pub baseline: bool,
+    /// Write events to an events file (otherwise the Publisher only counts them).
+    pub events_file: bool,
+    /// Where histograms and the plot go.
+    pub out_dir: PathBuf,
+    /// Workload seed.
+    pub seed: u64,
+    /// Runs of each implementation (alternating); throughput is the median, histograms are
+    /// merged over the runs.
+    pub repeat_count: usize,
+}
+
+/// What one implementation measured.
+pub struct BenchRun {
+    /// `ringmatch` or `crossbeam`.
+    pub name: &'static str,
+    /// Commands sent.
+    pub commands_count: u64,
+    /// From the first send to the last event published.
+    pub elapsed: Duration,
+    /// Latency from intended send time to each stage.
+    pub stages: Vec<(Stage, Histogram<u64>)>,
+    /// Times the producer found the input full.
+    pub busy_count: u64,
+    /// Throughput of each repeat, commands per second.
+    pub throughputs: Vec<f64>,
+}
+
+impl BenchRun {
+    /// Median commands per second over the repeats.
+    pub fn throughput(&self) -> f64 {
+        let mut sorted = self.throughputs.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    }
+
+    /// Folds another repeat of the same implementation into this one.
+    fn merge(&mut self, other: BenchRun) {
+        self.commands_count += other.commands_count;
+        self.elapsed += other.elapsed;
+        self.busy_count += other.busy_count;
+        self.throughputs.extend(other.throughputs);
+        for ((_, mine), (_, theirs)) in self.stages.iter_mut().zip(other.stages) {
+            mine.add(&theirs).expect("histograms share bounds");
+        }
+    }
+}
+
+trait Input {
+    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy>;
+}
+
+impl Input for ringmatch_pipeline::Submitter {
+    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
+        ringmatch_pipeline::Submitter::try_submit(self, command)
+    }
+}
+
+impl Input for ringmatch_pipeline::CrossbeamSubmitter {
+    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
+        ringmatch_pipeline::CrossbeamSubmitter::try_submit(self, command)
+    }
+}
+
+/// Sends every command open-loop at the offered rate.
+fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u64>) {
+    let interval_ns = rate_per_second.map(|rate| 1_000_000_000 / rate.max(1));
+    let start_ns = now_ns();
+    for (index, command) in commands.iter().enumerate() {
+        let mut command = *command;
+        command.timestamp_ns = match interval_ns {
+            Some(interval_ns) => {
+                let intended_ns = start_ns + index as u64 * interval_ns;
+                loop {
+                    let now = now_ns();
+                    if now >= intended_ns {
+                        break;
+                    }
+                    if intended_ns - now > 200_000 {
+                        std::thread::sleep(Duration::from_nanos(intended_ns - now - 100_000));
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                intended_ns
+            }
+            None => now_ns(),
+        };
+        let mut polls = 0u32;
+        while input.try_submit(&command).is_err() {
+            polls += 1;
+            if polls < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn fresh_journal(dir: &Path, durability: Durability) -> anyhow::Result<Journal> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let (journal, _) = Journal::open(
+        JournalConfig {
+            dir: dir.join("journal"),
+            segment_size_bytes: 256 << 20,
+            durability,
+        },
+        DamagePolicy::Refuse,
+    )?;
+    Ok(journal)
+}
+
+fn sink(options: &PipelineBenchOptions, dir: &Path) -> anyhow::Result<Box<dyn OutputSinkBox>> {
+    Ok(if options.events_file {
+        Box::new(EventsFile::open(&dir.join("events.bin"), 1)?.0)
+    } else {
+        Box::new(NullSink::default())
+    })
+}
+
+/// An object-safe output sink, so the bench can choose one at run time.
+trait OutputSinkBox: Send {
+    fn push_event(&mut self, event: &ringmatch_proto::Event);
+    fn end(&mut self);
+}
+
+impl<S: OutputSink> OutputSinkBox for S {
+    fn push_event(&mut self, event: &ringmatch_proto::Event) {
+        self.push(event);
+    }
+    fn end(&mut self) {
+        self.end_of_batch();
+    }
+}
+
+struct Boxed(Box<dyn OutputSinkBox>);
+
+impl OutputSink for Boxed {
+    fn push(&mut self, event: &ringmatch_proto::Event) {
+        self.0.push_event(event);
+    }
+    fn end_of_batch(&mut self) {
+        self.0.end();
+    }
+}
+
+fn collect(
+    name: &'static str,
+    metrics: &Metrics,
+    commands_count: usize,
+    elapsed: Duration,
+) -> BenchRun {
+    BenchRun {
+        name,
+        commands_count: commands_count as u64,
+        elapsed,
+        stages: Stage::ALL
+            .iter()
+            .map(|&stage| (stage, metrics.latency(stage)))
+            .collect(),
+        busy_count: metrics
+            .busy_count
+            .load(std::sync::atomic::Ordering::Relaxed),
+        throughputs: vec![commands_count as f64 / elapsed.as_secs_f64()],
+    }
+}
+
+fn run_ringmatch(
+    options: &PipelineBenchOptions,
+    commands: &[Command],
+    dir: &Path,
+) -> anyhow::Result<BenchRun> {
+    let journal = fresh_journal(dir, options.durability)?;
+    let config = PipelineConfig {
+        input_ring_slots_count: 1 << 16,
+        output_ring_slots_count: 1 << 18,
+        wait: options.wait,
+        cores: StageCores::default(),
+        snapshot_every_commands: 0,
+        retention: Retention::Keep,
+        matcher_panic_at_seq: None,
+    };
+    let engine = Engine::new(mix_config())?;
+    let pipeline = Pipeline::start(&config, engine, journal, Boxed(sink(options, dir)?), None)?;
+    let metrics = pipeline.metrics();
+    let mut submitter = pipeline.submitter();
+    let started = Instant::now();
+    drive(&mut submitter, commands, options.rate_per_second);
+    drop(submitter);
+    pipeline.shutdown();
+    Ok(collect(
+        "ringmatch",
+        &metrics,
+        commands.len(),
+        started.elapsed(),
+    ))
+}
+
+fn run_crossbeam(
+    options: &PipelineBenchOptions,
+    commands: &[Command],
+    dir: &Path,
+) -> anyhow::Result<BenchRun> {
+    let journal = fresh_journal(dir, options.durability)?;
+    let engine = Engine::new(mix_config())?;
+    let mut pipeline =
+        CrossbeamPipeline::start(1 << 16, engine, journal, Boxed(sink(options, dir)?));
+    let metrics = pipeline.metrics();
+    let started = Instant::now();
+    drive(pipeline.submitter(), commands, options.rate_per_second);
+    pipeline.shutdown();
+    Ok(collect(
+        "crossbeam",
+        &metrics,
+        commands.len(),
+        started.elapsed(),
+    ))
+}
+
+const QUANTILES: [(f64, &str); 6] = [
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (0.9999, "p99.99"),
+    (1.0, "max"),
+];
+
+fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1_000.0
+}
+
+/// Runs the benchmark, prints the report and writes the files.
+pub fn run(options: &PipelineBenchOptions) -> anyhow::Result<Vec<BenchRun>> {
+    std::fs::create_dir_all(&options.out_dir)?;
+    let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
+    let commands: Vec<Command> = workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect();
+    let rate = options.rate_per_second.map_or_else(
+        || "flat out".to_string(),
+        |rate| format!("{rate} commands/s offered"),
+    );
+    println!(
+        "pipeline bench: {} commands (exchange-core mix, seed {}), {rate}, journal {}, wait {}, \
+         output {}",
+        commands.len(),
+        options.seed,
+        options.durability.name(),
+        options.wait.name(),
+        if options.events_file {
+            "events file"
+        } else {
+            "counted only"
+        }
+    );
+    let scratch = options.out_dir.join("scratch");
+    let mut runs: Vec<BenchRun> = Vec::new();
+    for repeat in 0..options.repeat_count.max(1) {
+        let mut this_round = vec![run_ringmatch(
+            options,
+            &commands,
+            &scratch.join("ringmatch"),
+        )?];
+        if options.baseline {
+            this_round.push(run_crossbeam(
+                options,
+                &commands,
+                &scratch.join("crossbeam"),
+            )?);
+        }
+        for run in &this_round {
+            println!(
+                "  run {}: {} {:.0} commands/s",
+                repeat + 1,
+                run.name,
+                run.throughputs[0]
+            );
+        }
+        if runs.is_empty() {
+            runs = this_round;
+        } else {
+            for (total, run) in runs.iter_mut().zip(this_round) {
+                total.merge(run);
+            }
+        }
+    }
+    std::fs::remove_dir_all(&scratch)?;
+    print_report(&runs);
+    write_files(options, &runs)?;
+    Ok(runs)
+}
+
+fn print_report(runs: &[BenchRun]) {
+    for run in runs {
+        println!(
+            "{}: median {:.0} commands/s over {} runs ({} commands in {:.3} s), input full {} times",
+            run.name,
+            run.throughput(),
+            run.throughputs.len(),
+            run.commands_count,
+            run.elapsed.as_secs_f64(),
+            run.busy_count
+        );
+    }
+    let mut header = format!("{:<11} {:<11}", "pipeline", "stage");
+    for (_, name) in QUANTILES {
+        let _ = write!(header, " {:>10}", format!("{name} us"));
+    }
+    println!("{header}");
+    for run in runs {
+        for (stage, histogram) in &run.stages {
+            let mut line = format!("{:<11} {:<11}", run.name, stage.name());
+            for (quantile, _) in QUANTILES {
+                let _ = write!(line, " {:>10.1}", micros(histogram, quantile));
+            }
+            println!("{line}");
+        }
+    }
+    if let [ring, crossbeam] = runs {
+        println!(
+            "ringmatch / crossbeam median throughput: {:.2}x",
+            ring.throughput() / crossbeam.throughput()
+        );
+    }
+}
+
+/// The HdrHistogram percentile-distribution text format (`.hgrm`), in microseconds.
+fn hgrm(histogram: &Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    for step in histogram.iter_quantiles(5) {
+        let quantile = step.quantile_iterated_to();
+        let inverse = if quantile < 1.0 {
+            1.0 / (1.0 - quantile)
+        } else {
+            f64::INFINITY
+        };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {:14.2}",
+            step.value_iterated_to() as f64 / 1_000.0,
+            quantile,
+            step.count_since_last_iteration(),
+            inverse
+        );
+    }
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]",
+        histogram.mean() / 1_000.0,
+        histogram.stdev() / 1_000.0,
+        histogram.max() as f64 / 1_000.0,
+        histogram.len()
+    );
+    out
+}
+
+fn write_files(options: &PipelineBenchOptions, runs: &[BenchRun]) -> anyhow::Result<()> {
+    let mut log = Vec::new();
+    {
+        let mut serializer = V2DeflateSerializer::new();
+        let mut writer = IntervalLogWriterBuilder::new()
+            .add_comment("ringmatch bench: latency from intended send time, nanoseconds")
+            .with_start_time(std::time::SystemTime::now())
+            .begin_log_with(&mut log, &mut serializer)?;
+        for run in runs {
+            for (stage, histogram) in &run.stages {
+                let file = options
+                    .out_dir
+                    .join(format!("{}-{}.hgrm", run.name, stage.name()));
+                std::fs::write(&file, hgrm(histogram))?;
+                let tag = format!("{}-{}", run.name, stage.name());
+                writer
+                    .write_histogram(histogram, Duration::ZERO, run.elapsed, Tag::new(&tag))
+                    .map_err(|error| anyhow::anyhow!("writing the HDR log: {error:?}"))?;
+            }
+        }
+    }
+    std::fs::write(options.out_dir.join("latency.hlog"), log)?;
+    std::fs::write(options.out_dir.join("latency.svg"), svg_plot(runs))?;
+    println!(
+        "wrote {}: *.hgrm, latency.hlog, latency.svg",
+        options.out_dir.display()
+    );
+    Ok(())
+}
+
+/// A percentile plot: x is the percentile on a log scale of 1/(1-p), y the latency in µs
+/// (log scale), one line per pipeline and stage.
+pub fn svg_plot(runs: &[BenchRun]) -> String {
+    let (width, height, margin) = (900.0, 520.0, 70.0);
+    let nines_max = 5.0; // Up to p99.999.
+    let mut lines = Vec::new();
+    let mut value_max: f64 = 1.0;
+    let mut value_min: f64 = f64::MAX;
+    for run in runs {
+        for (stage, histogram) in &run.stages {
+            if histogram.is_empty() {
+                continue;
+            }
+            let mut points = Vec::new();
+            for step in 0..=200 {
+                let nines = nines_max * step as f64 / 200.0;
+                let quantile = 1.0 - 10f64.powf(-nines);
+                let value = (histogram.value_at_quantile(quantile) as f64 / 1_000.0).max(0.1);
+                value_max = value_max.max(value);
+                value_min = value_min.min(value);
+                points.push((nines, value));
+            }
+            lines.push((
+                format!("{} {}", run.name, stage.name()),
+                run.name == "ringmatch",
+                points,
+            ));
+        }
+    }
+    let log_min = value_min.min(value_max).max(0.1).log10().floor();
+    let log_max = value_max.log10().ceil().max(log_min + 1.0);
+    let x = |nines: f64| margin + (width - 2.0 * margin) * nines / nines_max;
+    let y = |value: f64| {
+        height - margin - (height - 2.0 * margin) * (value.log10() - log_min) / (log_max - log_min)
+    };
+    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Latency by percentile (from intended send time)</text>\n",
+        width / 2.0
+    );
+    for nines in 0..=nines_max as usize {
+        let label = ["p0", "p90", "p99", "p99.9", "p99.99", "p99.999"][nines];
+        let px = x(nines as f64);
+        let _ = writeln!(svg, "<line x1=\"{px}\" y1=\"{}\" x2=\"{px}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{px}\" y=\"{}\" text-anchor=\"middle\">{label}</text>", margin, height - margin, height - margin + 18.0);
+    }
+    for decade in log_min as i32..=log_max as i32 {
+        let value = 10f64.powi(decade);
+        let py = y(value);
+        let _ = writeln!(svg, "<line x1=\"{margin}\" y1=\"{py}\" x2=\"{}\" y2=\"{py}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} us</text>", width - margin, margin - 6.0, py + 4.0, value);
+    }
+    for (index, (label, solid, points)) in lines.iter().enumerate() {
+        let colour = colours[index % colours.len()];
+        let dash = if *solid {
+            ""
+        } else {
+            " stroke-dasharray=\"6 4\""
+        };
+        let path: Vec<String> = points
+            .iter()
+            .map(|(n, v)| format!("{:.1},{:.1}", x(*n), y(*v)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
+            path.join(" ")
+        );
+        let legend_y = margin + 16.0 * index as f64;
+        let _ = writeln!(svg, "<line x1=\"{}\" y1=\"{legend_y}\" x2=\"{}\" y2=\"{legend_y}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{label}</text>", margin + 10.0, margin + 40.0, margin + 46.0, legend_y + 4.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
