@@ -82,6 +82,18 @@ enum Commands {
         /// Benchmark the matcher alone, single-threaded, without rings or journal.
         #[arg(long)]
         matcher_only: bool,
+        /// Benchmark start-up instead: write --commands through the pipeline with a snapshot
+        /// every --snapshot-every commands, then time a restart with snapshots and a full
+        /// replay without them.
+        #[arg(long)]
+        restart: bool,
+        /// With --restart: snapshot every this many commands.
+        #[arg(long, default_value_t = 1_000_000)]
+        snapshot_every: u64,
+        /// Measure how long the matcher pauses for a snapshot at 100,000 and 1,000,000
+        /// resting orders.
+        #[arg(long)]
+        snapshot_pause: bool,
         /// Commands in the measured stream.
         #[arg(long, default_value_t = 2_000_000)]
         commands: usize,
@@ -237,6 +249,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Commands::Bench {
             matcher_only,
+            restart,
+            snapshot_every,
+            snapshot_pause,
             commands,
             rate,
             durability,
@@ -252,6 +267,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runs >= 1 && commands >= 1,
                 "--runs and --commands must be at least 1"
             );
+            if restart {
+                ringmatch_server::pipeline_bench::run_restart(
+                    commands,
+                    snapshot_every,
+                    &out,
+                    seed,
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if snapshot_pause {
+                ringmatch_server::pipeline_bench::run_snapshot_pause(&out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if matcher_only {
                 bench::run(MatcherBenchOptions {
                     commands_count: commands,

@@ -500,3 +500,174 @@ pub fn svg_plot(runs: &[BenchRun]) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+/// `ringmatch bench --restart`: how long start-up takes after `commands_count` commands with a
+/// snapshot every `snapshot_every_commands`, and how fast a full replay (no snapshot) runs.
+pub fn run_restart(
+    commands_count: usize,
+    snapshot_every_commands: u64,
+    out_dir: &Path,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use ringmatch_pipeline::{recover, RecoveryOptions};
+    let dir = out_dir.join("restart-data");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let options = RecoveryOptions {
+        matcher: mix_config(),
+        journal: JournalConfig {
+            dir: dir.join("journal"),
+            segment_size_bytes: 256 << 20,
+            durability: Durability::None,
+        },
+        damage_policy: DamagePolicy::Refuse,
+        snapshot_dir: dir.join("snapshots"),
+        snapshots_kept_count: 3,
+        events_path: dir.join("events.bin"),
+    };
+    println!(
+        "restart bench: generating {commands_count} commands (exchange-core mix, seed {seed})"
+    );
+    let workload = exchange_core_mix(commands_count, seed, MixShape::default());
+    let commands: Vec<Command> = workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect();
+    drop(workload);
+    let recovered = recover(&options, &mut |_| {})?;
+    let config = PipelineConfig {
+        input_ring_slots_count: 1 << 16,
+        output_ring_slots_count: 1 << 18,
+        wait: WaitKind::Phased,
+        cores: StageCores::default(),
+        snapshot_every_commands,
+        retention: Retention::Keep,
+        matcher_panic_at_seq: None,
+    };
+    let pipeline = Pipeline::start(
+        &config,
+        recovered.engine,
+        recovered.journal,
+        recovered.events,
+        Some(recovered.snapshots),
+    )?;
+    let started = Instant::now();
+    let mut submitter = pipeline.submitter();
+    drive(&mut submitter, &commands, None);
+    drop(submitter);
+    pipeline.shutdown();
+    println!(
+        "wrote {} commands through the pipeline (journal none, events file, snapshot every {snapshot_every_commands}) in {:.1} s",
+        commands.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(commands);
+
+    for (label, keep_snapshots) in [
+        ("with snapshots", true),
+        ("full replay, no snapshot", false),
+    ] {
+        if !keep_snapshots {
+            std::fs::rename(dir.join("snapshots"), dir.join("snapshots-aside"))?;
+        }
+        let mut times = Vec::new();
+        let mut replayed = 0;
+        let mut replay_seconds = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let recovered = recover(&options, &mut |_| {})?;
+            times.push(started.elapsed().as_secs_f64());
+            replayed = recovered.replayed_count;
+            replay_seconds.push(recovered.replay_duration.as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        replay_seconds.sort_by(f64::total_cmp);
+        let rate = if replayed >= 100_000 {
+            format!(
+                " at {:.2} million/s",
+                replayed as f64 / replay_seconds[1] / 1e6
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "restart {label}: ready in {:.3} s (median of 3: journal open and scan, snapshot \
+             load, replay of {replayed} commands{rate})",
+            times[1]
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// `ringmatch bench --snapshot-pause`: how long the matcher pauses (encodes its state) for a
+/// snapshot at 100,000 and 1,000,000 resting orders, and how long the writer thread then takes
+/// to compress and store it.
+pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
+    use ringmatch_journal::SnapshotStore;
+    use ringmatch_matcher::{CountingSink, InstrumentSpec, Limits, MatcherConfig};
+    use ringmatch_proto::Side;
+    for resting_count in [100_000u32, 1_000_000] {
+        let config = MatcherConfig {
+            instruments: vec![InstrumentSpec {
+                id: 1,
+                symbol: "DEMO".into(),
+                tick_size: 1,
+                lot_size: 1,
+                min_price: 1,
+                max_price: 1_000_000,
+                max_qty: 1_000_000,
+            }],
+            limits: Limits {
+                orders_per_book_max: resting_count,
+                orders_max: resting_count,
+                accounts_max: 10_000,
+                instruments_max: 1,
+            },
+        };
+        let mut engine = Engine::new(config)?;
+        let mut sink = CountingSink::default();
+        for index in 0..resting_count {
+            // Bids below 500,000 and asks above it, spread over many levels, never crossing.
+            let (side, price) = if index % 2 == 0 {
+                (Side::Buy, 499_999 - i64::from(index % 200_000))
+            } else {
+                (Side::Sell, 500_001 + i64::from(index % 200_000))
+            };
+            let mut command =
+                Command::limit(1 + index % 1_000, 1, side, price, 1 + u64::from(index % 50));
+            command.client_order_id = u64::from(index) + 1;
+            engine.apply(u64::from(index) + 1, &command, &mut sink);
+        }
+        anyhow::ensure!(
+            engine.resting_orders_count() == resting_count,
+            "orders did not all rest"
+        );
+        let mut pauses = Vec::new();
+        let mut state = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            state = engine.encode_state();
+            pauses.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        pauses.sort_by(f64::total_cmp);
+        let dir = out_dir.join("snapshot-pause");
+        let store = SnapshotStore::open(&dir, 1)?;
+        let started = Instant::now();
+        let info = store.write(u64::from(resting_count), &state)?;
+        let write_ms = started.elapsed().as_secs_f64() * 1e3;
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "snapshot at {resting_count} resting orders: matcher pause {:.1} ms (median of 5, encode {} bytes); \
+             writer thread {:.1} ms to compress, write and sync {} bytes",
+            pauses[2],
+            state.len(),
+            write_ms,
+            info.size_bytes
+        );
+    }
+    Ok(())
+}
