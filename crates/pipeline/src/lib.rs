@@ -273,20 +273,35 @@ pub struct Pipeline {
     snapshot_writer: Option<JoinHandle<()>>,
 }
 
-/// Pushes matcher events into the output ring, waiting (spin, yield, sleep) while it is full.
+/// Events of one command gathered before they go into the output ring in one batch claim, so
+/// the Publisher sees a command's events together and the ring's cursor moves once.
+const OUTPUT_CHUNK_EVENTS_MAX: usize = 256;
+
+/// Collects matcher events and publishes them into the output ring in batches, waiting (spin,
+/// yield, sleep) while the ring is full. Its buffer is allocated once, at start.
 struct RingSink<'a> {
     producer: &'a mut OutputProducer,
+    pending: &'a mut Vec<Event>,
+    chunk_max: usize,
 }
 
-impl EventSink for RingSink<'_> {
-    #[inline]
-    fn push(&mut self, event: &Event) {
+impl RingSink<'_> {
+    fn flush(&mut self) {
+        let count = self.pending.len();
+        if count == 0 {
+            return;
+        }
         let mut polls = 0u32;
-        while self
-            .producer
-            .try_publish(|slot| slot.event = *event)
-            .is_err()
-        {
+        loop {
+            let pending = &*self.pending;
+            let published = self.producer.try_batch_publish(count, |slots| {
+                for (slot, event) in slots.zip(pending) {
+                    slot.event = *event;
+                }
+            });
+            if published.is_ok() {
+                break;
+            }
             polls += 1;
             if polls < 100 {
                 std::hint::spin_loop();
@@ -296,6 +311,17 @@ impl EventSink for RingSink<'_> {
                 std::thread::sleep(PHASED_SLEEP);
             }
         }
+        self.pending.clear();
+    }
+}
+
+impl EventSink for RingSink<'_> {
+    #[inline]
+    fn push(&mut self, event: &Event) {
+        if self.pending.len() == self.chunk_max {
+            self.flush();
+        }
+        self.pending.push(*event);
     }
 }
 
@@ -309,6 +335,8 @@ struct MatcherState {
     metrics: Arc<Metrics>,
     panic_at_seq: Option<u64>,
     batch_timestamps_ns: Vec<u64>,
+    pending_events: Vec<Event>,
+    output_chunk_max: usize,
 }
 
 impl MatcherState {
@@ -318,13 +346,13 @@ impl MatcherState {
             panic!("injected fault: the matcher panics at sequence {seq}");
         }
         let command = &slot.command;
-        self.engine.apply(
-            seq,
-            command,
-            &mut RingSink {
-                producer: &mut self.output,
-            },
-        );
+        let mut sink = RingSink {
+            producer: &mut self.output,
+            pending: &mut self.pending_events,
+            chunk_max: self.output_chunk_max,
+        };
+        self.engine.apply(seq, command, &mut sink);
+        sink.flush();
         let by_count = self.snapshot_every_commands != 0 && seq % self.snapshot_every_commands == 0;
         if command.command_type == CommandType::Snapshot || by_count {
             self.snapshot(seq);
@@ -598,6 +626,8 @@ impl Pipeline {
                     metrics: matcher_metrics,
                     panic_at_seq,
                     batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
+                    pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
+                    output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(output_ring_slots_count),
                 },
             )
             .build();

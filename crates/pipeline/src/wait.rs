@@ -5,7 +5,7 @@
 //! thread-local: how long this thread has been waiting for the same sequence.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use disruptor::wait_strategies::WaitStrategy;
 use disruptor::Sequence;
@@ -18,8 +18,9 @@ pub enum WaitKind {
     BusySpin,
     /// Yield the core to other threads on every empty poll.
     Yielding,
-    /// Spin, then yield, then sleep with a bound (the default): low latency under load,
-    /// little CPU when idle, and safe on machines with fewer cores than stages.
+    /// Spin briefly, then yield for up to a millisecond, then sleep at most 50 us at a time
+    /// (the default): low latency under load, little CPU when idle, and safe on machines with
+    /// fewer cores than stages.
     Phased,
 }
 
@@ -47,14 +48,16 @@ impl WaitKind {
 /// Empty polls spent spinning before the phased strategy starts yielding. Short: on a machine
 /// with fewer cores than busy threads, a spinning stage takes the core its producer needs.
 const PHASED_SPIN_COUNT: u32 = 64;
-/// Empty polls (spinning and yielding) before it starts sleeping.
-const PHASED_YIELD_UNTIL_COUNT: u32 = 2_000;
+/// How long a stage yields (staying ready to run) before it starts sleeping. Long enough that
+/// a busy pipeline does not sleep between batches, short enough that an idle one stops
+/// burning a core within a millisecond.
+pub const PHASED_YIELD_FOR: Duration = Duration::from_millis(1);
 /// The bound on one sleep: the most latency an idle stage adds when work arrives.
 pub const PHASED_SLEEP: Duration = Duration::from_micros(50);
 
 thread_local! {
-    /// (sequence waited for, empty polls so far) of this thread.
-    static PHASE: Cell<(Sequence, u32)> = const { Cell::new((-1, 0)) };
+    /// (sequence waited for, empty polls so far, when the yielding began) of this thread.
+    static PHASE: Cell<(Sequence, u32, Option<Instant>)> = const { Cell::new((-1, 0, None)) };
 }
 
 /// The configured strategy, as a `disruptor` wait strategy.
@@ -67,22 +70,28 @@ impl WaitStrategy for ConfiguredWait {
         match self.0 {
             WaitKind::BusySpin => std::hint::spin_loop(),
             WaitKind::Yielding => std::thread::yield_now(),
-            WaitKind::Phased => {
-                let (waiting_for, polls) = PHASE.get();
-                let polls = if waiting_for == sequence {
-                    polls.saturating_add(1)
-                } else {
-                    0
-                };
-                PHASE.set((sequence, polls));
-                if polls < PHASED_SPIN_COUNT {
-                    std::hint::spin_loop();
-                } else if polls < PHASED_YIELD_UNTIL_COUNT {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(PHASED_SLEEP);
-                }
-            }
+            WaitKind::Phased => phased_wait(sequence),
         }
+    }
+}
+
+fn phased_wait(sequence: Sequence) {
+    let (waiting_for, polls, yielding_since) = PHASE.get();
+    let (polls, yielding_since) = if waiting_for == sequence {
+        (polls.saturating_add(1), yielding_since)
+    } else {
+        (0, None)
+    };
+    if polls < PHASED_SPIN_COUNT {
+        PHASE.set((sequence, polls, None));
+        std::hint::spin_loop();
+        return;
+    }
+    let since = yielding_since.unwrap_or_else(Instant::now);
+    PHASE.set((sequence, polls, Some(since)));
+    if since.elapsed() < PHASED_YIELD_FOR {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(PHASED_SLEEP);
     }
 }
