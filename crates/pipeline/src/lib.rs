@@ -394,6 +394,8 @@ struct JournalerState {
     retain_from_seq: Arc<AtomicU64>,
     retained_from_seq: u64,
     retention: Retention,
+    sync_latency: hdrhistogram::Histogram<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl JournalerState {
@@ -409,8 +411,21 @@ impl JournalerState {
         }
         self.batch_timestamps_ns.push(slot.command.timestamp_ns);
         if end_of_batch {
+            let commit_started = Instant::now();
             if let Err(error) = self.journal.commit() {
                 panic!("journal sync after sequence {seq} failed: {error}");
+            }
+            if self.journal.config().durability == ringmatch_journal::Durability::Batch {
+                self.sync_latency
+                    .saturating_record((commit_started.elapsed().as_nanos() as u64).max(1));
+                if self.sync_latency.len() >= 64 {
+                    if let Ok(mut shared) = self.metrics.journal_sync.try_lock() {
+                        shared
+                            .add(&self.sync_latency)
+                            .expect("histograms share bounds");
+                        self.sync_latency.reset();
+                    }
+                }
             }
             let now = now_ns();
             for timestamp_ns in self.batch_timestamps_ns.drain(..) {
@@ -444,6 +459,9 @@ impl JournalerState {
 
 impl Drop for JournalerState {
     fn drop(&mut self) {
+        if let Ok(mut shared) = self.metrics.journal_sync.lock() {
+            let _ = shared.add(&self.sync_latency);
+        }
         // A clean stop leaves everything on disk whatever the policy.
         if let Err(error) = self.journal.sync() {
             eprintln!("journal sync on shutdown failed: {error}");
@@ -558,6 +576,7 @@ impl Pipeline {
         };
 
         let journaler_metrics = Arc::clone(&metrics);
+        let journaler_sync_metrics = Arc::clone(&metrics);
         let replicator_metrics = Arc::clone(&metrics);
         let matcher_metrics = Arc::clone(&metrics);
         let retention = config.retention.clone();
@@ -584,6 +603,8 @@ impl Pipeline {
                     retain_from_seq,
                     retained_from_seq: 0,
                     retention,
+                    sync_latency: new_histogram(),
+                    metrics: journaler_sync_metrics,
                 },
             );
         let builder = placed(builder, config.cores.replicator, "replicator")

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub events_skipped: AtomicU64,
     /// How long the matcher paused for each snapshot (nanoseconds).
     pub snapshot_pause: Mutex<Histogram<u64>>,
+    /// How long each journal commit (sync at the end of a batch) took (nanoseconds).
+    pub journal_sync: Mutex<Histogram<u64>>,
     /// The newest snapshot written: (sequence, file, size in bytes).
     pub last_snapshot: Mutex<Option<(u64, String, u64)>>,
     /// Journal counters.
@@ -93,6 +95,7 @@ impl Metrics {
             events_written: AtomicU64::new(0),
             events_skipped: AtomicU64::new(0),
             snapshot_pause: Mutex::new(new_histogram()),
+            journal_sync: Mutex::new(new_histogram()),
             last_snapshot: Mutex::new(None),
             journal,
         }

@@ -535,6 +535,20 @@ fn metrics_text(metrics: &Metrics) -> String {
         "ringmatch_journal_sync_seconds_total {:.9}",
         journal.sync_time_ns.load(Ordering::Relaxed) as f64 / 1e9
     ));
+    if let Ok(syncs) = metrics.journal_sync.lock() {
+        line("# HELP ringmatch_journal_sync_latency_seconds Time of each end-of-batch journal sync (policy batch).".into());
+        line("# TYPE ringmatch_journal_sync_latency_seconds summary".into());
+        for quantile in [0.5, 0.99, 1.0] {
+            line(format!(
+                "ringmatch_journal_sync_latency_seconds{{quantile=\"{quantile}\"}} {:.9}",
+                syncs.value_at_quantile(quantile) as f64 / 1e9
+            ));
+        }
+        line(format!(
+            "ringmatch_journal_sync_latency_seconds_count {}",
+            syncs.len()
+        ));
+    }
     if let Ok(pauses) = metrics.snapshot_pause.lock() {
         line(
             "# HELP ringmatch_snapshot_pause_seconds How long the matcher paused per snapshot."
