@@ -18,7 +18,7 @@ pub enum WaitKind {
     BusySpin,
     /// Yield the core to other threads on every empty poll.
     Yielding,
-    /// Spin briefly, then yield for up to a millisecond, then sleep at most 50 us at a time
+    /// Spin briefly, then yield for up to 100 us, then sleep at most 50 us at a time
     /// (the default): low latency under load, little CPU when idle, and safe on machines with
     /// fewer cores than stages.
     Phased,
@@ -49,9 +49,9 @@ impl WaitKind {
 /// with fewer cores than busy threads, a spinning stage takes the core its producer needs.
 const PHASED_SPIN_COUNT: u32 = 64;
 /// How long a stage yields (staying ready to run) before it starts sleeping. Long enough that
-/// a busy pipeline does not sleep between batches, short enough that an idle one stops
-/// burning a core within a millisecond.
-pub const PHASED_YIELD_FOR: Duration = Duration::from_millis(1);
+/// a busy pipeline rarely sleeps between batches; short, because on a machine with fewer cores
+/// than stages every yielding stage delays the stage that has work.
+pub const PHASED_YIELD_FOR: Duration = Duration::from_micros(100);
 /// The bound on one sleep: the most latency an idle stage adds when work arrives.
 pub const PHASED_SLEEP: Duration = Duration::from_micros(50);
 
