@@ -58,6 +58,9 @@ pub use wait::{ConfiguredWait, WaitKind, PHASED_SLEEP};
 pub struct InputSlot {
     /// The command, with its ingress timestamp.
     pub command: Command,
+    /// The order-entry session it came from (0: none). Not journaled: it only routes the
+    /// command's events back.
+    pub session: u32,
 }
 
 /// A slot of the output ring.
@@ -65,6 +68,8 @@ pub struct InputSlot {
 pub struct OutputSlot {
     /// One event.
     pub event: Event,
+    /// The session whose command caused it (0: none, or a replayed command).
+    pub session: u32,
 }
 
 /// Cores to pin stage threads to (None: not pinned).
@@ -78,6 +83,8 @@ pub struct StageCores {
     pub matcher: Option<usize>,
     /// The Publisher's core.
     pub publisher: Option<usize>,
+    /// The Responder's core.
+    pub responder: Option<usize>,
 }
 
 /// What the journal does with segments wholly before the oldest kept snapshot.
@@ -162,6 +169,7 @@ impl PipelineConfig {
             ("replicator", cores.replicator),
             ("matcher", cores.matcher),
             ("publisher", cores.publisher),
+            ("responder", cores.responder),
         ] {
             if let Some(core) = core {
                 if !available.contains(&core) {
@@ -221,7 +229,44 @@ impl OutputSink for NullSink {
 pub struct Busy;
 
 type InputProducer = MultiProducer<InputSlot, SingleConsumerBarrier>;
-type OutputProducer = SingleProducer<OutputSlot, SingleConsumerBarrier>;
+/// The output ring's producer: one consumer (the Publisher), or two (Publisher and Responder).
+enum OutputProducer {
+    Publisher(SingleProducer<OutputSlot, SingleConsumerBarrier>),
+    PublisherAndResponder(SingleProducer<OutputSlot, disruptor::MultiConsumerBarrier>),
+}
+
+impl OutputProducer {
+    fn try_publish_all(&mut self, session: u32, events: &[Event]) -> bool {
+        // The batch iterator type of `disruptor` is not exported, so each arm has its closure.
+        match self {
+            OutputProducer::Publisher(producer) => producer
+                .try_batch_publish(events.len(), |slots| {
+                    for (slot, event) in slots.zip(events) {
+                        slot.event = *event;
+                        slot.session = session;
+                    }
+                })
+                .is_ok(),
+            OutputProducer::PublisherAndResponder(producer) => producer
+                .try_batch_publish(events.len(), |slots| {
+                    for (slot, event) in slots.zip(events) {
+                        slot.event = *event;
+                        slot.session = session;
+                    }
+                })
+                .is_ok(),
+        }
+    }
+}
+
+/// Where the Responder sends events: the order-entry sessions. Runs on its own stage thread,
+/// beside the Publisher, on the output ring.
+pub trait EventRouter: Send + 'static {
+    /// One event, caused by a command of `session` (0: none).
+    fn route(&mut self, session: u32, event: &Event);
+    /// The end of a ring batch.
+    fn end_of_batch(&mut self);
+}
 
 /// A handle that puts commands on the input ring. Cloneable; every clone must be dropped
 /// (or the pipeline shut down) for the pipeline to stop.
@@ -244,7 +289,15 @@ impl Clone for Submitter {
 impl Submitter {
     /// Puts one command on the ring; returns its sequence, or [`Busy`] if the ring is full.
     pub fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
-        match self.producer.try_publish(|slot| slot.command = *command) {
+        self.try_submit_from(0, command)
+    }
+
+    /// Puts one command from an order-entry session on the ring.
+    pub fn try_submit_from(&mut self, session: u32, command: &Command) -> Result<u64, Busy> {
+        match self.producer.try_publish(|slot| {
+            slot.command = *command;
+            slot.session = session;
+        }) {
             Ok(ring_seq) => {
                 let seq = self.base_seq + ring_seq as u64;
                 self.metrics
@@ -281,6 +334,7 @@ const OUTPUT_CHUNK_EVENTS_MAX: usize = 256;
 /// yield, sleep) while the ring is full. Its buffer is allocated once, at start.
 struct RingSink<'a> {
     producer: &'a mut OutputProducer,
+    session: u32,
     pending: &'a mut Vec<Event>,
     chunk_max: usize,
 }
@@ -293,13 +347,7 @@ impl RingSink<'_> {
         }
         let mut polls = 0u32;
         loop {
-            let pending = &*self.pending;
-            let published = self.producer.try_batch_publish(count, |slots| {
-                for (slot, event) in slots.zip(pending) {
-                    slot.event = *event;
-                }
-            });
-            if published.is_ok() {
+            if self.producer.try_publish_all(self.session, self.pending) {
                 break;
             }
             polls += 1;
@@ -348,6 +396,7 @@ impl MatcherState {
         let command = &slot.command;
         let mut sink = RingSink {
             producer: &mut self.output,
+            session: slot.session,
             pending: &mut self.pending_events,
             chunk_max: self.output_chunk_max,
         };
@@ -523,6 +572,19 @@ impl Pipeline {
         sink: S,
         snapshots: Option<SnapshotStore>,
     ) -> Result<Pipeline, PipelineError> {
+        Self::start_with_router(config, engine, journal, sink, snapshots, None)
+    }
+
+    /// Like [`Pipeline::start`], with a Responder stage that hands every event to `router`
+    /// (in parallel with the Publisher) when one is given.
+    pub fn start_with_router<S: OutputSink>(
+        config: &PipelineConfig,
+        engine: Engine,
+        journal: Journal,
+        sink: S,
+        snapshots: Option<SnapshotStore>,
+        router: Option<Box<dyn EventRouter>>,
+    ) -> Result<Pipeline, PipelineError> {
         config.validate()?;
         let base_seq = journal.next_seq();
         let metrics = Arc::new(Metrics::new(
@@ -549,17 +611,19 @@ impl Pipeline {
         let output_metrics = Arc::clone(&metrics);
         let publisher_core = config.cores.publisher;
         let output_ring_slots_count = config.output_ring_slots_count;
+        let responder_core = config.cores.responder;
         let make_output = move || {
             let metrics = output_metrics;
             let builder = build_single_producer(
                 output_ring_slots_count,
                 || OutputSlot {
                     event: Event::empty(ringmatch_proto::EventType::Level, CommandType::Place),
+                    session: 0,
                 },
                 wait,
             );
             let recorder_metrics = Arc::clone(&metrics);
-            placed(builder, publisher_core, "publisher")
+            let builder = placed(builder, publisher_core, "publisher")
                 .handle_events_and_state_with(
                     |state: &mut PublisherState<S>, slot: &OutputSlot, _seq, end_of_batch| {
                         state.handle(slot, end_of_batch)
@@ -571,8 +635,26 @@ impl Pipeline {
                         batch_events_count: 0,
                         metrics,
                     },
-                )
-                .build()
+                );
+            match router {
+                None => OutputProducer::Publisher(builder.build()),
+                Some(router) => OutputProducer::PublisherAndResponder(
+                    placed(builder, responder_core, "responder")
+                        .handle_events_and_state_with(
+                            |router: &mut Box<dyn EventRouter>,
+                             slot: &OutputSlot,
+                             _seq,
+                             end_of_batch| {
+                                router.route(slot.session, &slot.event);
+                                if end_of_batch {
+                                    router.end_of_batch();
+                                }
+                            },
+                            move || router,
+                        )
+                        .build(),
+                ),
+            }
         };
 
         let journaler_metrics = Arc::clone(&metrics);
@@ -587,6 +669,7 @@ impl Pipeline {
             input_ring_slots_count,
             || InputSlot {
                 command: Command::empty(CommandType::Place),
+                session: 0,
             },
             wait,
         );

@@ -26,6 +26,9 @@ pub struct Config {
     /// The admin HTTP listener.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The TCP order-entry gateway.
+    #[serde(default)]
+    pub gateway: GatewaySection,
     /// Capacity limits of the matcher.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -134,6 +137,61 @@ pub struct CoresSection {
     pub matcher: Option<usize>,
     /// The Publisher's core.
     pub publisher: Option<usize>,
+    /// The Responder's core.
+    pub responder: Option<usize>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Whether `serve` listens for order-entry sessions.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: String,
+    /// Longest frame accepted (bytes after the length prefix).
+    pub frame_size_max_bytes: usize,
+    /// Most sessions at once.
+    pub sessions_max: usize,
+    /// Most commands per second per session.
+    pub session_commands_per_second_max: u32,
+    /// Most frames queued for one session before it is dropped as a slow consumer.
+    pub session_queue_depth_max: usize,
+    /// Heartbeat interval, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// A session silent this long is dropped, milliseconds.
+    pub session_timeout_ms: u64,
+    /// Who may log in.
+    pub logins: Vec<LoginSection>,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            enabled: false,
+            listen: "127.0.0.1:8711".into(),
+            frame_size_max_bytes: 4096,
+            sessions_max: 2000,
+            session_commands_per_second_max: 100_000,
+            session_queue_depth_max: 65_536,
+            heartbeat_interval_ms: 1000,
+            session_timeout_ms: 5000,
+            logins: Vec::new(),
+        }
+    }
+}
+
+/// One `[[gateway.logins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSection {
+    /// The account (or, for a drop copy, the login id).
+    pub account: u32,
+    /// `"<salt hex>:<sha256(salt ‖ token) hex>"`, as printed by `ringmatch hash-token`.
+    pub token_hash: String,
+    /// If given, a read-only drop-copy login receiving every event of these accounts.
+    #[serde(default)]
+    pub drop_copy_accounts: Vec<u32>,
 }
 
 /// `[admin]`.
@@ -214,6 +272,9 @@ impl Config {
             config.snapshots.keep >= 1,
             "snapshots.keep must be at least 1"
         );
+        if config.gateway.enabled {
+            config.gateway_config()?;
+        }
         Ok(config)
     }
 
@@ -255,6 +316,61 @@ impl Config {
         })
     }
 
+    /// The gateway configuration (credentials parsed and checked).
+    pub fn gateway_config(&self) -> anyhow::Result<ringmatch_gateway::GatewayConfig> {
+        let section = &self.gateway;
+        let listen: std::net::SocketAddr = section.listen.parse().map_err(|_| {
+            anyhow::anyhow!("gateway.listen = {:?} is not an address", section.listen)
+        })?;
+        anyhow::ensure!(
+            section.frame_size_max_bytes >= 128,
+            "gateway.frame_size_max_bytes must be at least 128"
+        );
+        anyhow::ensure!(
+            section.sessions_max >= 1,
+            "gateway.sessions_max must be at least 1"
+        );
+        anyhow::ensure!(
+            section.session_commands_per_second_max >= 1,
+            "gateway.session_commands_per_second_max must be at least 1"
+        );
+        anyhow::ensure!(
+            section.session_queue_depth_max >= 16,
+            "gateway.session_queue_depth_max must be at least 16"
+        );
+        anyhow::ensure!(
+            section.heartbeat_interval_ms >= 10 && section.session_timeout_ms > section.heartbeat_interval_ms,
+            "gateway.session_timeout_ms must be longer than gateway.heartbeat_interval_ms (at least 10)"
+        );
+        let mut credentials = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for login in &section.logins {
+            anyhow::ensure!(
+                seen.insert(login.account),
+                "gateway.logins: account {} is listed twice",
+                login.account
+            );
+            credentials.push(
+                ringmatch_gateway::Credential::parse(
+                    login.account,
+                    &login.token_hash,
+                    login.drop_copy_accounts.clone(),
+                )
+                .map_err(|problem| anyhow::anyhow!("gateway.logins: {problem}"))?,
+            );
+        }
+        Ok(ringmatch_gateway::GatewayConfig {
+            listen,
+            frame_size_max_bytes: section.frame_size_max_bytes,
+            sessions_max: section.sessions_max,
+            session_commands_per_second_max: section.session_commands_per_second_max,
+            session_queue_depth_max: section.session_queue_depth_max,
+            heartbeat_interval: std::time::Duration::from_millis(section.heartbeat_interval_ms),
+            session_timeout: std::time::Duration::from_millis(section.session_timeout_ms),
+            credentials,
+        })
+    }
+
     /// The journal folder.
     pub fn journal_dir(&self) -> PathBuf {
         self.data.dir.join("journal")
@@ -291,6 +407,7 @@ impl Config {
                 replicator: cores.replicator,
                 matcher: cores.matcher,
                 publisher: cores.publisher,
+                responder: cores.responder,
             },
             snapshot_every_commands: self.snapshots.every_commands,
             retention: self.retention()?,

@@ -50,6 +50,12 @@ enum Commands {
         #[command(subcommand)]
         command: SnapshotCommands,
     },
+    /// Print the `token_hash` to put in `[[gateway.logins]]` for a login token (a fresh random
+    /// salt each time; the token itself is never stored).
+    HashToken {
+        /// The secret token the client will send at login (at most 64 bytes).
+        token: String,
+    },
     /// Print the embedded events file.
     Events {
         #[command(subcommand)]
@@ -218,6 +224,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 SnapshotCommands::Verify => Ok(status(tools::snapshot_verify(&config, &mut out)?)),
             }
+        }
+        Commands::HashToken { token } => {
+            anyhow::ensure!(
+                !token.is_empty()
+                    && token.len() <= ringmatch_gateway::protocol::TOKEN_SIZE_MAX_BYTES,
+                "the token must be 1 to 64 bytes"
+            );
+            let mut salt = [0u8; 16];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut salt)?;
+            writeln!(
+                out,
+                "token_hash = \"{}\"",
+                ringmatch_gateway::hash_token(&salt, token.as_bytes())
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         Commands::Events {
             command: EventsCommands::Dump,

@@ -100,14 +100,44 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         "recovered in {:.3} s: next sequence {next_seq}, state hash {state_hash:#018x}",
         started.elapsed().as_secs_f64()
     );
-    let pipeline = Pipeline::start(
+    let gateway_config = config
+        .gateway
+        .enabled
+        .then(|| config.gateway_config())
+        .transpose()?;
+    let (router, registrations) = match gateway_config {
+        Some(_) => {
+            let (router, registrations) = ringmatch_gateway::responder();
+            (
+                Some(Box::new(router) as Box<dyn ringmatch_pipeline::EventRouter>),
+                Some(registrations),
+            )
+        }
+        None => (None, None),
+    };
+    let pipeline = Pipeline::start_with_router(
         &pipeline_config,
         recovered.engine,
         recovered.journal,
         recovered.events,
         Some(recovered.snapshots),
+        router,
     )?;
     let metrics = pipeline.metrics();
+    let gateway = match (gateway_config, registrations) {
+        (Some(gateway_config), Some(registrations)) => {
+            let listen = gateway_config.listen;
+            let gateway = ringmatch_gateway::Gateway::start(
+                gateway_config,
+                pipeline.submitter(),
+                registrations,
+            )
+            .with_context(|| format!("cannot listen on {listen} (gateway.listen)"))?;
+            log!("gateway listening on {}", gateway.local_addr());
+            Some(gateway)
+        }
+        _ => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
@@ -149,6 +179,9 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     log!("stopping: no more input; draining the rings");
+    if let Some(gateway) = gateway {
+        gateway.shutdown(Duration::from_secs(2));
+    }
     admin
         .join()
         .expect("admin thread panics are fatal before this point");

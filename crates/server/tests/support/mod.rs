@@ -74,6 +74,7 @@ impl Setup {
             child,
             log_path,
             port: 0,
+            gateway_port: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -82,6 +83,12 @@ impl Setup {
                 line.strip_prefix("ringmatch: admin listening on http://127.0.0.1:")
             }) {
                 server.port = port.trim().parse().unwrap();
+            }
+            if let Some(port) = log
+                .lines()
+                .find_map(|line| line.strip_prefix("ringmatch: gateway listening on 127.0.0.1:"))
+            {
+                server.gateway_port = Some(port.trim().parse().unwrap());
             }
             if log.lines().any(|line| line == "ringmatch: ready") {
                 return server;
@@ -122,6 +129,7 @@ pub struct Server {
     pub child: Child,
     pub log_path: PathBuf,
     pub port: u16,
+    pub gateway_port: Option<u16>,
 }
 
 impl Server {

@@ -1,0 +1,537 @@
+//! The gateway end to end through real loopback sockets, on a real pipeline (journal on disk):
+//! logins, own-account enforcement, malformed and truncated frames, slow readers, rate limits,
+//! heartbeats, cancel-on-disconnect, drop copy, and a thousand idle sessions.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ringmatch_gateway::protocol::frame_type;
+use ringmatch_gateway::{
+    hash_token, responder, Client, ClientError, Credential, ErrorCode, Frame, Gateway,
+    GatewayConfig, LoginOptions,
+};
+use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
+use ringmatch_matcher::{Engine, InstrumentSpec, Limits, MatcherConfig};
+use ringmatch_pipeline::{NullSink, Pipeline, PipelineConfig, Retention, StageCores, WaitKind};
+use ringmatch_proto::{CancelReason, EventType, Reason, RejectReason, Side};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    pipeline: Option<Pipeline>,
+    gateway: Option<Gateway>,
+}
+
+impl Harness {
+    fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(
+            JournalConfig {
+                dir: dir.path().join("journal"),
+                segment_size_bytes: 8 << 20,
+                durability: Durability::None,
+            },
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        let engine = Engine::new(MatcherConfig {
+            instruments: vec![InstrumentSpec {
+                id: 1,
+                symbol: "DEMO".into(),
+                tick_size: 1,
+                lot_size: 1,
+                min_price: 1,
+                max_price: 100_000,
+                max_qty: 1_000_000,
+            }],
+            limits: Limits {
+                orders_per_book_max: 200_000,
+                orders_max: 200_000,
+                accounts_max: 100,
+                instruments_max: 1,
+            },
+        })
+        .unwrap();
+        let (router, registrations) = responder();
+        let pipeline = Pipeline::start_with_router(
+            &PipelineConfig {
+                input_ring_slots_count: 1 << 14,
+                output_ring_slots_count: 1 << 16,
+                wait: WaitKind::Phased,
+                cores: StageCores::default(),
+                snapshot_every_commands: 0,
+                retention: Retention::Keep,
+                matcher_panic_at_seq: None,
+            },
+            engine,
+            journal,
+            NullSink::default(),
+            None,
+            Some(Box::new(router)),
+        )
+        .unwrap();
+        let mut credentials: Vec<Credential> = (1..=3)
+            .map(|account| {
+                Credential::parse(
+                    account,
+                    &hash_token(b"test-salt", format!("token-{account}").as_bytes()),
+                    vec![],
+                )
+                .unwrap()
+            })
+            .collect();
+        credentials.push(
+            Credential::parse(900, &hash_token(b"other-salt", b"drop-copy"), vec![1, 2]).unwrap(),
+        );
+        let mut config = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            frame_size_max_bytes: 1024,
+            sessions_max: 2_000,
+            session_commands_per_second_max: 1_000_000,
+            session_queue_depth_max: 4_096,
+            heartbeat_interval: Duration::from_millis(200),
+            session_timeout: Duration::from_secs(5),
+            credentials,
+        };
+        tweak(&mut config);
+        let gateway = Gateway::start(config, pipeline.submitter(), registrations).unwrap();
+        Harness {
+            _dir: dir,
+            pipeline: Some(pipeline),
+            gateway: Some(gateway),
+        }
+    }
+
+    fn address(&self) -> std::net::SocketAddr {
+        self.gateway.as_ref().unwrap().local_addr()
+    }
+
+    fn login(&self, account: u32) -> Client {
+        Client::connect(
+            self.address(),
+            account,
+            format!("token-{account}").as_bytes(),
+            LoginOptions::default(),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown(Duration::from_secs(5));
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.shutdown();
+        }
+    }
+}
+
+fn server_error(result: Result<Client, ClientError>) -> u16 {
+    match result {
+        Err(ClientError::Server { code, .. }) => code,
+        Err(other) => panic!("expected a server error, got {other}"),
+        Ok(_) => panic!("expected a server error, got a session"),
+    }
+}
+
+fn events_of(frames: &[Frame]) -> Vec<ringmatch_proto::Event> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Event(event) => Some(*event),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn logins_are_checked_and_orders_before_login_refused() {
+    let harness = Harness::start(|_| {});
+    assert_eq!(
+        server_error(Client::connect(
+            harness.address(),
+            1,
+            b"wrong",
+            LoginOptions::default()
+        )),
+        ErrorCode::LoginFailed as u16
+    );
+    assert_eq!(
+        server_error(Client::connect(
+            harness.address(),
+            77,
+            b"token-77",
+            LoginOptions::default()
+        )),
+        ErrorCode::LoginFailed as u16
+    );
+
+    let mut raw = TcpStream::connect(harness.address()).unwrap();
+    let mut bytes = Vec::new();
+    ringmatch_gateway::encode_frame(
+        &Frame::Command(ringmatch_proto::Command::limit(1, 1, Side::Buy, 10, 1)),
+        &mut bytes,
+    );
+    raw.write_all(&bytes).unwrap();
+    let reply = read_all(&mut raw);
+    assert!(
+        matches!(decode_first(&reply), Some(Frame::Error { code, .. }) if code == ErrorCode::NotLoggedIn as u16),
+        "{reply:?}"
+    );
+
+    let mut client = harness.login(1);
+    client.place_limit(1, Side::Buy, 100, 5, 42).unwrap();
+    let frames = client
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Level),
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            frames[0],
+            Frame::Ack {
+                client_order_id: 42,
+                seq: 1
+            }
+        ),
+        "{frames:?}"
+    );
+    let events = events_of(&frames);
+    assert_eq!(
+        (
+            events[0].event_type,
+            events[0].account,
+            events[0].client_order_id
+        ),
+        (EventType::Accepted, 1, 42)
+    );
+}
+
+#[test]
+fn a_session_acts_only_for_its_own_account() {
+    let harness = Harness::start(|_| {});
+    let mut alice = harness.login(1);
+    let mut bob = harness.login(2);
+    alice.place_limit(1, Side::Sell, 500, 3, 1).unwrap();
+    let frames = alice
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    let order_id = events_of(&frames)[0].order_id;
+    // Bob names Alice's order, and even claims to be Alice: the gateway sends it as Bob's.
+    let mut command = ringmatch_proto::Command::empty(ringmatch_proto::CommandType::Cancel);
+    command.account = 1;
+    command.order_id = order_id;
+    bob.send(&command).unwrap();
+    let frames = bob
+        .recv_until(WAIT, |frame| matches!(frame, Frame::Event(_)))
+        .unwrap();
+    let rejected = events_of(&frames)[0];
+    assert_eq!(
+        (rejected.event_type, rejected.account, rejected.reason),
+        (
+            EventType::Rejected,
+            2,
+            Reason::Reject(RejectReason::NotYourOrder)
+        )
+    );
+    // Bob buys from Alice: Alice, the maker, hears about the fill too.
+    bob.place_limit(1, Side::Buy, 500, 2, 2).unwrap();
+    let frames = alice
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
+        )
+        .unwrap();
+    let fill = *events_of(&frames).last().unwrap();
+    assert_eq!(
+        (
+            fill.maker_account,
+            fill.account,
+            fill.qty,
+            fill.maker_remaining
+        ),
+        (1, 2, 2, 1)
+    );
+}
+
+fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+fn decode_first(bytes: &[u8]) -> Option<Frame> {
+    match ringmatch_gateway::decode_frame(bytes, 1 << 16) {
+        Ok(ringmatch_gateway::Decoded::Frame(frame, _)) => Some(frame),
+        _ => None,
+    }
+}
+
+#[test]
+fn malformed_truncated_and_oversized_frames_end_only_their_own_session() {
+    let harness = Harness::start(|_| {});
+    let mut healthy = harness.login(3);
+    let cases: Vec<(Vec<u8>, Option<ErrorCode>)> = vec![
+        (
+            vec![0xde, 0xad, 0xbe, 0xef, 0x01, 0x02],
+            Some(ErrorCode::FrameTooLarge),
+        ),
+        (vec![0, 0, 0, 0], Some(ErrorCode::MalformedFrame)),
+        (vec![1, 0, 0, 0, 99], Some(ErrorCode::MalformedFrame)),
+        (
+            vec![2, 0, 0, 0, frame_type::HEARTBEAT, 7],
+            Some(ErrorCode::MalformedFrame),
+        ),
+        (
+            {
+                let mut bytes = vec![65, 0, 0, 0, frame_type::COMMAND];
+                bytes.extend_from_slice(&[0xff; 64]);
+                bytes
+            },
+            Some(ErrorCode::MalformedFrame),
+        ),
+        // Half a frame, then the client goes away.
+        (vec![65, 0, 0, 0, frame_type::COMMAND, 1, 1], None),
+    ];
+    for (bytes, expected) in cases {
+        let mut client = harness.login(1);
+        let mut raw = client_stream(&mut client);
+        raw.write_all(&bytes).unwrap();
+        match expected {
+            Some(code) => {
+                let reply = read_all(&mut raw);
+                let error = frames_of(&reply)
+                    .into_iter()
+                    .find(|frame| matches!(frame, Frame::Error { .. }));
+                assert!(
+                    matches!(error, Some(Frame::Error { code: got, .. }) if got == code as u16),
+                    "{bytes:?}: {reply:?}"
+                );
+            }
+            None => drop(raw),
+        }
+    }
+    // The healthy session never noticed.
+    healthy.place_limit(1, Side::Buy, 10, 1, 5).unwrap();
+    let frames = healthy
+        .recv_until(WAIT, |frame| matches!(frame, Frame::Event(_)))
+        .unwrap();
+    assert!(frames.iter().any(|frame| matches!(
+        frame,
+        Frame::Ack {
+            client_order_id: 5,
+            ..
+        }
+    )));
+}
+
+fn client_stream(client: &mut Client) -> TcpStream {
+    // Drain the login reply so later reads see only the answer to the test's bytes.
+    let _ = client.recv(Duration::from_millis(10));
+    client_socket(client)
+}
+
+fn client_socket(client: &Client) -> TcpStream {
+    ringmatch_gateway::client::raw_socket(client)
+        .try_clone()
+        .unwrap()
+}
+
+fn frames_of(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    while let Ok(ringmatch_gateway::Decoded::Frame(frame, length)) =
+        ringmatch_gateway::decode_frame(bytes, 1 << 16)
+    {
+        frames.push(frame);
+        bytes = &bytes[length..];
+    }
+    frames
+}
+
+#[test]
+fn a_session_that_does_not_read_is_dropped_without_slowing_others() {
+    let harness = Harness::start(|config| config.session_queue_depth_max = 64);
+    let mut slow = harness.login(1);
+    let mut other = harness.login(2);
+    let mut dropped = false;
+    for index in 0..200_000u64 {
+        if slow
+            .place_limit(1, Side::Buy, 1 + (index % 1_000) as i64, 1, index + 1)
+            .is_err()
+        {
+            dropped = true;
+            break;
+        }
+        if index % 5_000 == 0 {
+            if let Ok(frames) = other.recv_until(Duration::from_millis(1), |_| false) {
+                drop(frames);
+            }
+        }
+    }
+    // Reading now shows the end: an error frame (slow consumer) or a closed connection.
+    let mut saw_end = dropped;
+    while !saw_end {
+        match slow.recv(WAIT) {
+            Ok(Some(Frame::Error { code, .. })) => {
+                assert_eq!(code, ErrorCode::SlowConsumer as u16);
+                saw_end = true;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the slow session was never dropped"),
+            Err(_) => saw_end = true,
+        }
+    }
+    other.place_limit(1, Side::Sell, 99_000, 1, 7).unwrap();
+    let frames = other
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 7),
+        )
+        .unwrap();
+    assert!(!frames.is_empty());
+}
+
+#[test]
+fn the_rate_limit_throttles_and_heartbeats_keep_sessions_alive() {
+    let harness = Harness::start(|config| {
+        config.session_commands_per_second_max = 50;
+        config.session_timeout = Duration::from_millis(600);
+    });
+    let mut client = harness.login(1);
+    for index in 0..200u64 {
+        client.place_limit(1, Side::Buy, 10, 1, index + 1).unwrap();
+    }
+    let mut throttled = 0;
+    let mut acked = 0;
+    while let Ok(Some(frame)) = client.recv(Duration::from_millis(300)) {
+        match frame {
+            Frame::Throttled { .. } => throttled += 1,
+            Frame::Ack { .. } => acked += 1,
+            _ => {}
+        }
+        if throttled + acked == 200 {
+            break;
+        }
+    }
+    assert_eq!(throttled + acked, 200);
+    assert!(
+        throttled >= 100 && acked >= 50,
+        "throttled {throttled}, acked {acked}"
+    );
+
+    // A session that heartbeats stays; a silent one is dropped after the timeout.
+    let mut silent = harness.login(2);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(200));
+        client.heartbeat().unwrap();
+    }
+    let frames = silent.recv_until(WAIT, |frame| matches!(frame, Frame::Error { .. }));
+    assert!(
+        matches!(frames.as_deref(), Ok([.., Frame::Error { code, .. }]) if *code == ErrorCode::Timeout as u16),
+        "{frames:?}"
+    );
+    client.place_limit(1, Side::Buy, 11, 1, 999).unwrap();
+    assert!(client
+        .recv_until(WAIT, |frame| matches!(
+            frame,
+            Frame::Ack {
+                client_order_id: 999,
+                ..
+            } | Frame::Throttled {
+                client_order_id: 999
+            }
+        ))
+        .is_ok());
+}
+
+#[test]
+fn cancel_on_disconnect_and_drop_copy() {
+    let harness = Harness::start(|_| {});
+    let mut drop_copy = Client::connect(
+        harness.address(),
+        900,
+        b"drop-copy",
+        LoginOptions::default(),
+    )
+    .unwrap();
+    let mut careful = Client::connect(
+        harness.address(),
+        1,
+        b"token-1",
+        LoginOptions {
+            cancel_on_disconnect: true,
+        },
+    )
+    .unwrap();
+    let mut casual = harness.login(2);
+    careful.place_limit(1, Side::Buy, 100, 1, 1).unwrap();
+    careful.place_limit(1, Side::Buy, 101, 1, 2).unwrap();
+    casual.place_limit(1, Side::Sell, 200, 1, 3).unwrap();
+    careful.recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 2 && event.event_type == EventType::Accepted)).unwrap();
+    casual
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    drop(careful);
+    drop(casual);
+    // The drop copy sees both accounts' orders, then account 1's orders cancelled on
+    // disconnect, and account 2's order still there (no cancel for it).
+    let frames = drop_copy
+        .recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Cancelled && event.client_order_id == 2))
+        .unwrap();
+    let events = events_of(&frames);
+    let accepted: Vec<(u32, u64)> = events
+        .iter()
+        .filter(|e| e.event_type == EventType::Accepted)
+        .map(|e| (e.account, e.client_order_id))
+        .collect();
+    assert!(
+        accepted.contains(&(1, 1)) && accepted.contains(&(1, 2)) && accepted.contains(&(2, 3)),
+        "{accepted:?}"
+    );
+    let cancelled: Vec<u64> = events
+        .iter()
+        .filter(|e| e.reason == Reason::Cancel(CancelReason::MassCancel))
+        .map(|e| e.client_order_id)
+        .collect();
+    assert_eq!(cancelled, vec![1, 2]);
+    assert!(!events
+        .iter()
+        .any(|e| e.event_type == EventType::Cancelled && e.account == 2));
+    // A drop-copy session is read-only.
+    drop_copy.place_limit(1, Side::Buy, 1, 1, 1).unwrap();
+    let frames = drop_copy
+        .recv_until(WAIT, |frame| matches!(frame, Frame::Error { .. }))
+        .unwrap();
+    assert!(
+        matches!(frames.last(), Some(Frame::Error { code, .. }) if *code == ErrorCode::ReadOnlySession as u16)
+    );
+}
+
+#[test]
+fn a_thousand_idle_sessions_and_a_busy_one() {
+    let harness = Harness::start(|config| config.session_timeout = Duration::from_secs(30));
+    let idle: Vec<Client> = (0..1_000)
+        .map(|index| harness.login(1 + index % 3))
+        .collect();
+    assert_eq!(harness.gateway.as_ref().unwrap().sessions_count(), 1_000);
+    let mut busy = harness.login(3);
+    for index in 0..1_000u64 {
+        busy.place_limit(1, Side::Buy, 1 + index as i64, 1, index + 1)
+            .unwrap();
+    }
+    busy.recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 1_000 && event.event_type == EventType::Accepted)).unwrap();
+    drop(idle);
+}

@@ -1,0 +1,119 @@
+//! Order entry through `ringmatch serve`: clients log in over TCP, rest orders, the service is
+//! killed with kill -9, restarted, and the clients reconnect and act on the orders they had:
+//! the restored order state is what the journal says.
+
+mod support;
+
+use std::time::Duration;
+
+use ringmatch_gateway::{hash_token, Client, Frame, LoginOptions};
+use ringmatch_proto::{CancelReason, EventType, Reason, Side};
+use support::{field, stdout, Setup};
+
+fn setup() -> Setup {
+    let logins: String = (1..=2)
+        .map(|account| {
+            format!(
+                "[[gateway.logins]]\naccount = {account}\ntoken_hash = \"{}\"\n",
+                hash_token(b"test-salt-1234", format!("token-{account}").as_bytes())
+            )
+        })
+        .collect();
+    Setup::new(&format!(
+        "[gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n{logins}"
+    ))
+}
+
+fn connect(port: u16, account: u32) -> Client {
+    Client::connect(
+        ("127.0.0.1", port),
+        account,
+        format!("token-{account}").as_bytes(),
+        LoginOptions::default(),
+    )
+    .unwrap()
+}
+
+fn accepted_order_id(client: &mut Client, client_order_id: u64) -> u64 {
+    let frames = client
+        .recv_until(Duration::from_secs(10), |frame| {
+            matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted && event.client_order_id == client_order_id)
+        })
+        .unwrap();
+    match frames.last() {
+        Some(Frame::Event(event)) => event.order_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
+    let setup = setup();
+    let server = setup.start(&[]);
+    let port = server.gateway_port.expect("gateway port in the log");
+    let mut alice = connect(port, 1);
+    let mut bob = connect(port, 2);
+    alice.place_limit(1, Side::Buy, 100, 5, 11).unwrap();
+    let alice_order = accepted_order_id(&mut alice, 11);
+    bob.place_limit(1, Side::Sell, 120, 7, 21).unwrap();
+    let bob_order = accepted_order_id(&mut bob, 21);
+    // Bob's second order trades 2 against Alice's bid before the crash.
+    bob.place_limit(1, Side::Sell, 100, 2, 22).unwrap();
+    alice
+        .recv_until(
+            Duration::from_secs(10),
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
+        )
+        .unwrap();
+    server.kill9();
+
+    let expected_hash = field(&stdout(&setup.tool(&["journal", "verify"])), "state_hash");
+    let server = setup.start(&[]);
+    assert_eq!(server.recovered_hash(), expected_hash);
+    let port = server.gateway_port.unwrap();
+    let mut alice = connect(port, 1);
+    let mut bob = connect(port, 2);
+    // Alice's bid is still there with 3 left; Bob's ask at 120 with all 7.
+    alice.cancel(alice_order).unwrap();
+    let frames = alice
+        .recv_until(Duration::from_secs(10), |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Cancelled))
+        .unwrap();
+    let Some(Frame::Event(cancelled)) = frames.last() else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(
+        (cancelled.order_id, cancelled.qty, cancelled.reason),
+        (alice_order, 3, Reason::Cancel(CancelReason::User))
+    );
+    bob.replace(bob_order, None, Some(4)).unwrap();
+    let frames = bob
+        .recv_until(
+            Duration::from_secs(10),
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Replaced),
+        )
+        .unwrap();
+    let Some(Frame::Event(replaced)) = frames.last() else {
+        panic!("{frames:?}")
+    };
+    assert_eq!(
+        (
+            replaced.order_id,
+            replaced.qty,
+            replaced.remaining,
+            replaced.price
+        ),
+        (bob_order, 4, 4, 120)
+    );
+    // Bob cannot touch Alice's orders.
+    bob.cancel(alice_order).unwrap();
+    let frames = bob
+        .recv_until(
+            Duration::from_secs(10),
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Rejected),
+        )
+        .unwrap();
+    assert!(matches!(frames.last(), Some(Frame::Event(event)) if event.account == 2));
+    drop((alice, bob));
+    assert_eq!(server.terminate(), Some(0));
+    assert!(stdout(&setup.tool(&["journal", "verify"])).contains("equal to a clean replay"));
+}
