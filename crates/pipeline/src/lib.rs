@@ -26,6 +26,7 @@
 
 mod baseline;
 mod events_file;
+mod market_data;
 mod metrics;
 mod recovery;
 mod wait;
@@ -49,6 +50,7 @@ pub use events_file::{
     read_events, EventPosition, EventsFile, EventsFileError, EventsFileReport, EVENTS_FILE_VERSION,
     EVENTS_HEADER_SIZE_BYTES, EVENTS_MAGIC,
 };
+pub use market_data::{L2Book, MarketData};
 pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
 pub use recovery::{recover, Recovered, RecoveryError, RecoveryOptions, ReplayProgress};
 pub use wait::{ConfiguredWait, WaitKind, PHASED_SLEEP};
@@ -323,6 +325,7 @@ struct SnapshotRequest {
 pub struct Pipeline {
     submitter: Option<Submitter>,
     metrics: Arc<Metrics>,
+    market_data: Arc<MarketData>,
     snapshot_writer: Option<JoinHandle<()>>,
 }
 
@@ -520,6 +523,8 @@ impl Drop for JournalerState {
 
 struct PublisherState<S: OutputSink> {
     sink: S,
+    market_data: Arc<MarketData>,
+    batch_levels: Vec<Event>,
     recorder: StageRecorder,
     batch_timestamps_ns: Vec<u64>,
     batch_events_count: u64,
@@ -530,12 +535,17 @@ impl<S: OutputSink> PublisherState<S> {
     fn handle(&mut self, slot: &OutputSlot, end_of_batch: bool) {
         let event = &slot.event;
         self.sink.push(event);
+        if event.event_type == ringmatch_proto::EventType::Level {
+            self.batch_levels.push(*event);
+        }
         if event.index == 0 {
             self.batch_timestamps_ns.push(event.timestamp_ns);
         }
         self.batch_events_count += 1;
         if end_of_batch {
             self.sink.end_of_batch();
+            self.market_data.apply_all(&self.batch_levels);
+            self.batch_levels.clear();
             self.metrics
                 .events_written
                 .fetch_add(self.batch_events_count, Ordering::Relaxed);
@@ -607,6 +617,8 @@ impl Pipeline {
             None => (None, None),
         };
 
+        let market_data = Arc::new(MarketData::from_engine(&engine));
+        let publisher_market_data = Arc::clone(&market_data);
         let wait = ConfiguredWait(config.wait);
         let output_metrics = Arc::clone(&metrics);
         let publisher_core = config.cores.publisher;
@@ -630,6 +642,8 @@ impl Pipeline {
                     },
                     move || PublisherState {
                         sink,
+                        market_data: publisher_market_data,
+                        batch_levels: Vec::with_capacity(output_ring_slots_count),
                         recorder: StageRecorder::new(Stage::Published, recorder_metrics),
                         batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
                         batch_events_count: 0,
@@ -742,6 +756,7 @@ impl Pipeline {
                 metrics: Arc::clone(&metrics),
             }),
             metrics,
+            market_data,
             snapshot_writer,
         })
     }
@@ -754,6 +769,11 @@ impl Pipeline {
     /// The shared metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// The L2 books as of the last published batch.
+    pub fn market_data(&self) -> Arc<MarketData> {
+        Arc::clone(&self.market_data)
     }
 
     /// Stops taking input, drains both rings (every submitted command is journaled, matched

@@ -198,14 +198,18 @@ pub struct LoginSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// Address of the admin HTTP listener (loopback; port 0 picks a free port).
+    /// Address of the admin HTTP listener (port 0 picks a free port).
     pub listen: String,
+    /// Hash of the admin token (`ringmatch hash-token`); required when `listen` is not a
+    /// loopback address. When set, every request needs `Authorization: Bearer <token>`.
+    pub token_hash: Option<String>,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: "127.0.0.1:8710".into(),
+            token_hash: None,
         }
     }
 }

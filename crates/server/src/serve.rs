@@ -44,9 +44,17 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         config.admin.listen.parse().with_context(|| {
             format!("admin.listen = {:?} is not an address", config.admin.listen)
         })?;
+    let admin_token = config
+        .admin
+        .token_hash
+        .as_deref()
+        .map(|stored| ringmatch_gateway::Credential::parse(0, stored, Vec::new()))
+        .transpose()
+        .map_err(|problem| anyhow::anyhow!("admin.token_hash: {problem}"))?;
     anyhow::ensure!(
-        admin_address.ip().is_loopback(),
-        "admin.listen = {admin_address}: the admin listener serves loopback only"
+        admin_address.ip().is_loopback() || admin_token.is_some(),
+        "admin.listen = {admin_address} is not a loopback address: set admin.token_hash \
+         (ringmatch hash-token) so that requests must carry the admin token"
     );
     let mut pipeline_config = config.pipeline_config()?;
     pipeline_config.validate()?;
@@ -148,12 +156,16 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     log!("admin listening on http://{}", listener.local_addr()?);
     let admin = {
-        let submitter = pipeline.submitter();
-        let metrics = Arc::clone(&metrics);
+        let mut admin = Admin {
+            submitter: pipeline.submitter(),
+            metrics: Arc::clone(&metrics),
+            market_data: pipeline.market_data(),
+            token: admin_token,
+        };
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || run_admin(&listener, submitter, &metrics, &stop))?
+            .spawn(move || run_admin(&listener, &mut admin, &stop))?
     };
     let timer = (config.snapshots.every_seconds > 0).then(|| {
         let mut submitter = pipeline.submitter();
@@ -251,16 +263,19 @@ fn report_recovery(recovered: &ringmatch_pipeline::Recovered) {
     );
 }
 
-fn run_admin(
-    listener: &TcpListener,
-    mut submitter: Submitter,
-    metrics: &Metrics,
-    stop: &AtomicBool,
-) {
+/// What the admin listener works with.
+struct Admin {
+    submitter: Submitter,
+    metrics: Arc<Metrics>,
+    market_data: Arc<ringmatch_pipeline::MarketData>,
+    token: Option<ringmatch_gateway::Credential>,
+}
+
+fn run_admin(listener: &TcpListener, admin: &mut Admin, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(error) = handle_connection(stream, &mut submitter, metrics) {
+                if let Err(error) = handle_connection(stream, admin) {
                     log!("admin: request failed: {error}");
                 }
             }
@@ -288,11 +303,7 @@ impl Response {
     }
 }
 
-fn handle_connection(
-    stream: TcpStream,
-    submitter: &mut Submitter,
-    metrics: &Metrics,
-) -> std::io::Result<()> {
+fn handle_connection(stream: TcpStream, admin: &mut Admin) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -301,6 +312,7 @@ fn handle_connection(
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut content_length = 0usize;
+    let mut bearer: Option<String> = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
@@ -310,9 +322,19 @@ fn handle_connection(
             if name.trim().eq_ignore_ascii_case("content-length") {
                 content_length = value.trim().parse().unwrap_or(usize::MAX);
             }
+            if name.trim().eq_ignore_ascii_case("authorization") {
+                bearer = value.trim().strip_prefix("Bearer ").map(str::to_string);
+            }
         }
     }
-    let response = if content_length > BODY_SIZE_MAX_BYTES {
+    let authorized = admin.token.as_ref().is_none_or(|token| {
+        bearer
+            .as_deref()
+            .is_some_and(|given| token.verify(given.as_bytes()))
+    });
+    let response = if !authorized {
+        Response::json(401, "{\"error\":\"admin token required\"}".into())
+    } else if content_length > BODY_SIZE_MAX_BYTES {
         Response::json(
             413,
             format!("{{\"error\":\"body over {BODY_SIZE_MAX_BYTES} bytes\"}}"),
@@ -320,11 +342,12 @@ fn handle_connection(
     } else {
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
-        route(method, path, &body, submitter, metrics)
+        route(method, path, &body, admin)
     };
     let reason = match response.status {
         200 => "OK",
         202 => "Accepted",
+        401 => "Unauthorized",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -344,13 +367,15 @@ fn handle_connection(
     stream.flush()
 }
 
-fn route(
-    method: &str,
-    path: &str,
-    body: &[u8],
-    submitter: &mut Submitter,
-    metrics: &Metrics,
-) -> Response {
+fn route(method: &str, path: &str, body: &[u8], admin: &mut Admin) -> Response {
+    let submitter = &mut admin.submitter;
+    let metrics = &*admin.metrics;
+    if let Some(rest) = path.strip_prefix("/book/") {
+        if method != "GET" {
+            return Response::json(405, "{\"error\":\"method not allowed\"}".into());
+        }
+        return book_json(&admin.market_data, rest);
+    }
     match (method, path) {
         ("GET", "/status") => Response::json(200, status_json(metrics)),
         ("GET", "/metrics") => Response {
@@ -440,6 +465,42 @@ fn submit_commands(body: &[u8], submitter: &mut Submitter, metrics: &Metrics) ->
             "{{\"submitted\":{submitted},\"first_seq\":{},\"last_seq\":{},\"durable\":{durable}}}",
             json_option(first_seq),
             json_option(last_seq)
+        ),
+    )
+}
+
+/// `GET /book/<instrument>[?levels=N]`: L2 depth, best first (20 levels unless asked).
+fn book_json(market_data: &ringmatch_pipeline::MarketData, rest: &str) -> Response {
+    let (instrument, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let levels = query
+        .strip_prefix("levels=")
+        .map_or(Some(20), |value| value.parse::<usize>().ok());
+    let (Ok(instrument), Some(levels)) = (instrument.parse::<u32>(), levels) else {
+        return Response::json(
+            400,
+            "{\"error\":\"use /book/<instrument id>[?levels=N]\"}".into(),
+        );
+    };
+    let Some(book) = market_data.book(instrument) else {
+        return Response::json(
+            404,
+            format!("{{\"error\":\"unknown instrument {instrument}\"}}"),
+        );
+    };
+    let (bids, asks) = book.top(levels);
+    let render = |levels: Vec<(i64, u64)>| {
+        levels
+            .iter()
+            .map(|(price, qty)| format!("[{price},{qty}]"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Response::json(
+        200,
+        format!(
+            "{{\"instrument\":{instrument},\"bids\":[{}],\"asks\":[{}]}}",
+            render(bids),
+            render(asks)
         ),
     )
 }

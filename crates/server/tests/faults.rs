@@ -203,7 +203,10 @@ fn bad_configuration_fails_fast_with_a_clear_message() {
     std::fs::write(&public.config, text).unwrap();
     let (code, log) = public.start_fails(&[]);
     assert_eq!(code, Some(1));
-    assert!(log.contains("loopback only"), "{log}");
+    assert!(
+        log.contains("not a loopback address: set admin.token_hash"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -240,6 +243,13 @@ fn bad_admin_requests_are_refused_and_nothing_is_half_applied() {
         metrics.contains("ringmatch_journal_syncs_total"),
         "{metrics}"
     );
+    let (status, book) = server.request("GET", "/book/1", "").unwrap();
+    assert_eq!(
+        (status, book.as_str()),
+        (200, "{\"instrument\":1,\"bids\":[[5,1]],\"asks\":[]}")
+    );
+    assert_eq!(server.request("GET", "/book/9", "").unwrap().0, 404);
+    assert_eq!(server.request("GET", "/book/x", "").unwrap().0, 400);
     let (status, body) = server.request("POST", "/snapshot", "").unwrap();
     assert_eq!((status, body.as_str()), (202, "{\"snapshot_after_seq\":2}"));
     assert_eq!(server.terminate(), Some(0));
@@ -293,4 +303,32 @@ fn a_panicking_stage_stops_the_service_promptly_with_the_journal_intact() {
     assert_eq!(server.recovered_hash(), expected_hash);
     assert_eq!(server.terminate(), Some(0));
     assert!(stdout(&setup.tool(&["journal", "verify"])).contains("equal to a clean replay"));
+}
+
+#[test]
+fn an_admin_token_is_required_when_one_is_configured() {
+    let hash = ringmatch_gateway::hash_token(b"admin-salt-1234", b"admin-secret");
+    let setup = Setup::new("");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"127.0.0.1:0\"\ntoken_hash = \"{hash}\"\n"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let server = setup.start(&[]);
+    assert_eq!(server.request("GET", "/status", "").unwrap().0, 401);
+    let authorized = |token: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET /status HTTP/1.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(authorized("admin-secret").starts_with("HTTP/1.1 200"));
+    assert!(authorized("wrong").starts_with("HTTP/1.1 401"));
+    assert_eq!(server.terminate(), Some(0));
 }
