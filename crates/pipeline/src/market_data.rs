@@ -11,6 +11,9 @@ use std::sync::Mutex;
 use ringmatch_matcher::Engine;
 use ringmatch_proto::{Event, EventType, Side};
 
+/// Price levels, best first: (price in ticks, total quantity in lots).
+pub type Levels = Vec<(i64, u64)>;
+
 /// One instrument's L2 book: price → total quantity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct L2Book {
@@ -35,7 +38,7 @@ impl L2Book {
     }
 
     /// The best `levels_max` bids (highest first) and asks (lowest first).
-    pub fn top(&self, levels_max: usize) -> (Vec<(i64, u64)>, Vec<(i64, u64)>) {
+    pub fn top(&self, levels_max: usize) -> (Levels, Levels) {
         (
             self.bids
                 .iter()
