@@ -426,34 +426,73 @@ fn write_files(options: &PipelineBenchOptions, runs: &[BenchRun]) -> anyhow::Res
     Ok(())
 }
 
+/// Writes `<name>.hgrm`, `<name>.hlog` and `<name>.svg` for one latency histogram.
+pub fn write_histogram_files(
+    dir: &Path,
+    name: &str,
+    histogram: &Histogram<u64>,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(format!("{name}.hgrm")), hgrm(histogram))?;
+    let mut log = Vec::new();
+    {
+        let mut serializer = V2DeflateSerializer::new();
+        let mut writer = IntervalLogWriterBuilder::new()
+            .add_comment("ringmatch: latency from intended send time, nanoseconds")
+            .with_start_time(std::time::SystemTime::now())
+            .begin_log_with(&mut log, &mut serializer)?;
+        writer
+            .write_histogram(histogram, Duration::ZERO, elapsed, Tag::new(name))
+            .map_err(|error| anyhow::anyhow!("writing the HDR log: {error:?}"))?;
+    }
+    std::fs::write(dir.join(format!("{name}.hlog")), log)?;
+    std::fs::write(
+        dir.join(format!("{name}.svg")),
+        svg_series(&[(name.to_string(), true, histogram)]),
+    )?;
+    Ok(())
+}
+
 /// A percentile plot: x is the percentile on a log scale of 1/(1-p), y the latency in µs
 /// (log scale), one line per pipeline and stage.
 pub fn svg_plot(runs: &[BenchRun]) -> String {
+    let series: Vec<(String, bool, &Histogram<u64>)> = runs
+        .iter()
+        .flat_map(|run| {
+            run.stages.iter().map(move |(stage, histogram)| {
+                (
+                    format!("{} {}", run.name, stage.name()),
+                    run.name == "ringmatch",
+                    histogram,
+                )
+            })
+        })
+        .collect();
+    svg_series(&series)
+}
+
+/// A percentile plot of labelled histograms (solid or dashed lines).
+pub fn svg_series(series: &[(String, bool, &Histogram<u64>)]) -> String {
     let (width, height, margin) = (900.0, 520.0, 70.0);
     let nines_max = 5.0; // Up to p99.999.
     let mut lines = Vec::new();
     let mut value_max: f64 = 1.0;
     let mut value_min: f64 = f64::MAX;
-    for run in runs {
-        for (stage, histogram) in &run.stages {
-            if histogram.is_empty() {
-                continue;
-            }
-            let mut points = Vec::new();
-            for step in 0..=200 {
-                let nines = nines_max * step as f64 / 200.0;
-                let quantile = 1.0 - 10f64.powf(-nines);
-                let value = (histogram.value_at_quantile(quantile) as f64 / 1_000.0).max(0.1);
-                value_max = value_max.max(value);
-                value_min = value_min.min(value);
-                points.push((nines, value));
-            }
-            lines.push((
-                format!("{} {}", run.name, stage.name()),
-                run.name == "ringmatch",
-                points,
-            ));
+    for (label, solid, histogram) in series {
+        if histogram.is_empty() {
+            continue;
         }
+        let mut points = Vec::new();
+        for step in 0..=200 {
+            let nines = nines_max * step as f64 / 200.0;
+            let quantile = 1.0 - 10f64.powf(-nines);
+            let value = (histogram.value_at_quantile(quantile) as f64 / 1_000.0).max(0.1);
+            value_max = value_max.max(value);
+            value_min = value_min.min(value);
+            points.push((nines, value));
+        }
+        lines.push((label.clone(), *solid, points));
     }
     let log_min = value_min.min(value_max).max(0.1).log10().floor();
     let log_max = value_max.log10().ceil().max(log_min + 1.0);
