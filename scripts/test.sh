@@ -36,4 +36,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (property test: $PROPTEST_CASES random streams)"
 cargo test --workspace --locked --no-fail-fast
 
+step "fuzz: order-entry frame decoder (30 s)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    bash scripts/fuzz.sh 30
+else
+    echo "SKIPPED: no nightly toolchain on this machine, so no libFuzzer run;" \
+         "the decoder's exhaustive and random-input unit tests above still ran"
+fi
+
 step "all checks passed"

@@ -176,6 +176,9 @@ pub enum FrameError {
     /// A text field is not UTF-8.
     #[error("text is not UTF-8")]
     Text,
+    /// Reserved bytes are not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
 }
 
 /// The outcome of looking at received bytes.
@@ -238,6 +241,9 @@ pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Decoded, Fra
             if token_length > TOKEN_SIZE_MAX_BYTES || body.len() != 10 + token_length {
                 return Err(bad_length());
             }
+            if body[2] != 0 || body[3] != 0 {
+                return Err(FrameError::Reserved);
+            }
             Frame::Login {
                 version: body[0],
                 flags: body[1],
@@ -256,7 +262,10 @@ pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Decoded, Fra
             }
         }
         frame_type::ERROR => {
-            if body.len() < 4 || body.len() != 4 + u16_at(body, 2) as usize {
+            if body.len() < 4
+                || body.len() != 4 + u16_at(body, 2) as usize
+                || body.len() > 4 + ERROR_TEXT_SIZE_MAX_BYTES
+            {
                 return Err(bad_length());
             }
             Frame::Error {
@@ -340,7 +349,11 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&heartbeat_interval_ms.to_le_bytes());
         }
         Frame::Error { code, text } => {
-            let text = &text.as_bytes()[..text.len().min(ERROR_TEXT_SIZE_MAX_BYTES)];
+            let mut end = text.len().min(ERROR_TEXT_SIZE_MAX_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = &text.as_bytes()[..end];
             out.push(frame_type::ERROR);
             out.extend_from_slice(&code.to_le_bytes());
             out.extend_from_slice(&(text.len() as u16).to_le_bytes());
@@ -494,7 +507,12 @@ mod tests {
                 for value in [0u8, 1, 0x7f, 0x80, 0xff] {
                     let mut bytes = good.clone();
                     bytes[offset] = value;
-                    let _ = decode_frame(&bytes, 1024);
+                    // Whatever decodes must re-encode to exactly the bytes it came from.
+                    if let Ok(Decoded::Frame(frame, length)) = decode_frame(&bytes, 1024) {
+                        let mut encoded = Vec::new();
+                        encode_frame(&frame, &mut encoded);
+                        assert_eq!(encoded, bytes[..length], "{frame:?}");
+                    }
                 }
             }
         }

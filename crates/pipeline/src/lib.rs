@@ -359,7 +359,7 @@ impl RingSink<'_> {
             } else if polls < 200 {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(PHASED_SLEEP);
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
         }
         self.pending.clear();

@@ -18,9 +18,9 @@ pub enum WaitKind {
     BusySpin,
     /// Yield the core to other threads on every empty poll.
     Yielding,
-    /// Spin briefly, then yield for up to 100 us, then sleep at most 50 us at a time
-    /// (the default): low latency under load, little CPU when idle, and safe on machines with
-    /// fewer cores than stages.
+    /// Spin briefly, then yield for up to 100 us, then sleep, first briefly and then longer
+    /// while idle, at most 200 us at a time (the default): low latency under load, little CPU
+    /// when idle, and safe on machines with fewer cores than stages.
     Phased,
 }
 
@@ -52,12 +52,34 @@ const PHASED_SPIN_COUNT: u32 = 64;
 /// a busy pipeline rarely sleeps between batches; short, because on a machine with fewer cores
 /// than stages every yielding stage delays the stage that has work.
 pub const PHASED_YIELD_FOR: Duration = Duration::from_micros(100);
-/// The bound on one sleep: the most latency an idle stage adds when work arrives.
-pub const PHASED_SLEEP: Duration = Duration::from_micros(50);
+/// The first sleep of an idle stage. Sleeps then double while the stage stays idle, up to
+/// [`PHASED_SLEEP`]: a stage that just ran wakes quickly, a long-idle one costs little CPU.
+pub const PHASED_SLEEP_FIRST: Duration = Duration::from_micros(5);
+/// The bound on one sleep: the most latency a long-idle stage adds when work arrives.
+pub const PHASED_SLEEP: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// (sequence waited for, empty polls so far, when the yielding began) of this thread.
     static PHASE: Cell<(Sequence, u32, Option<Instant>)> = const { Cell::new((-1, 0, None)) };
+    /// Whether this thread's timer slack is already set.
+    static TIMER_SLACK_SET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Asks the kernel to wake this thread's sleeps within about a microsecond (the default slack
+/// of 50 us would make every short sleep at least that long). Best effort: a failure leaves
+/// the default, which only makes sleeps longer.
+fn tighten_timer_slack() {
+    if TIMER_SLACK_SET.get() {
+        return;
+    }
+    TIMER_SLACK_SET.set(true);
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and changes only this thread's
+    // timer slack; no memory is passed to the kernel.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
+    }
 }
 
 /// The configured strategy, as a `disruptor` wait strategy.
@@ -89,9 +111,14 @@ fn phased_wait(sequence: Sequence) {
     }
     let since = yielding_since.unwrap_or_else(Instant::now);
     PHASE.set((sequence, polls, Some(since)));
-    if since.elapsed() < PHASED_YIELD_FOR {
+    let idle = since.elapsed();
+    if idle < PHASED_YIELD_FOR {
         std::thread::yield_now();
     } else {
-        std::thread::sleep(PHASED_SLEEP);
+        tighten_timer_slack();
+        // Sleep about as long as the stage has already been idle past the yield window,
+        // between the first and the longest sleep.
+        let sleep = (idle - PHASED_YIELD_FOR).clamp(PHASED_SLEEP_FIRST, PHASED_SLEEP);
+        std::thread::sleep(sleep);
     }
 }
