@@ -184,6 +184,15 @@ impl Client {
         self.send(&command)
     }
 
+    /// Asks for the account's resting orders (on `instrument`, or all when 0): the answer is
+    /// one `order_status` event per order, then an `open_orders_end` event with the count.
+    pub fn open_orders(&mut self, instrument: u32) -> Result<(), ClientError> {
+        let mut command = Command::empty(CommandType::OpenOrders);
+        command.account = self.account;
+        command.instrument = instrument;
+        self.send(&command)
+    }
+
     /// Sends a heartbeat.
     pub fn heartbeat(&mut self) -> Result<(), ClientError> {
         self.send_frame(&Frame::Heartbeat)

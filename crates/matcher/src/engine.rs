@@ -269,6 +269,7 @@ impl Engine {
             CommandType::Resume => self.set_halted(command, false, &mut out),
             // The pipeline acts on a snapshot command; to the matcher it is a no-op.
             CommandType::Snapshot => {}
+            CommandType::OpenOrders => self.open_orders(command, &mut out),
         }
     }
 
@@ -636,6 +637,25 @@ impl Engine {
             }
         }
         out.mass_cancelled(command.account, command.instrument, cancelled_count);
+    }
+
+    fn open_orders<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        if command.instrument != 0 && self.book_of(command.instrument).is_none() {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        }
+        let mut listed_count = 0u64;
+        if let Some(account_index) = self.account_by_id.get(u64::from(command.account)) {
+            let mut cursor = self.accounts[account_index as usize].head;
+            while cursor != NIL {
+                let view = self.view(cursor);
+                if command.instrument == 0 || view.instrument == command.instrument {
+                    out.order_status(&view);
+                    listed_count += 1;
+                }
+                cursor = self.orders[cursor as usize].account_next;
+            }
+        }
+        out.open_orders_end(command.account, command.instrument, listed_count);
     }
 
     fn set_halted<S: EventSink + ?Sized>(

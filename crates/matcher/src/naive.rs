@@ -70,6 +70,7 @@ impl NaiveBook {
             CommandType::Replace => self.replace(command, &mut out),
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
             CommandType::Snapshot => {}
+            CommandType::OpenOrders => self.open_orders(command, &mut out),
             CommandType::Halt | CommandType::Resume => {
                 match self.instrument_index(command.instrument) {
                     None => out.rejected(command, RejectReason::UnknownInstrument),
@@ -414,6 +415,26 @@ impl NaiveBook {
             let total = self.level_total(old.instrument, old.side, new_price);
             out.level(old.instrument, old.side, new_price, total);
         }
+    }
+
+    fn open_orders<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
+        if command.instrument != 0 && self.instrument_index(command.instrument).is_none() {
+            return out.rejected(command, RejectReason::UnknownInstrument);
+        }
+        let mut listed: Vec<OrderView> = self
+            .orders
+            .iter()
+            .filter(|o| {
+                o.view.account == command.account
+                    && (command.instrument == 0 || o.view.instrument == command.instrument)
+            })
+            .map(|o| o.view)
+            .collect();
+        listed.sort_by_key(|view| view.order_id);
+        for view in &listed {
+            out.order_status(view);
+        }
+        out.open_orders_end(command.account, command.instrument, listed.len() as u64);
     }
 
     fn mass_cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {

@@ -217,6 +217,19 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         self.push(event);
     }
 
+    pub fn order_status(&mut self, order: &OrderView) {
+        let event = self.order_event(EventType::OrderStatus, order);
+        self.push(event);
+    }
+
+    pub fn open_orders_end(&mut self, account: u32, instrument: u32, orders_count: u64) {
+        let mut event = self.base(EventType::OpenOrdersEnd);
+        event.account = account;
+        event.instrument = instrument;
+        event.qty = orders_count;
+        self.push(event);
+    }
+
     pub fn mass_cancelled(&mut self, account: u32, instrument: u32, orders_count: u64) {
         let mut event = self.base(EventType::MassCancelled);
         event.account = account;

@@ -41,7 +41,7 @@ fn config() -> MatcherConfig {
         ],
         limits: Limits {
             orders_per_book_max: 8,
-            orders_max: 14,
+            orders_max: 12,
             accounts_max: 4,
             instruments_max: 3,
         },
@@ -99,7 +99,11 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
     } else {
         qty
     };
-    if raw.command_type == CommandType::MassCancel && raw.off_tick {
+    if matches!(
+        raw.command_type,
+        CommandType::MassCancel | CommandType::OpenOrders
+    ) && raw.off_tick
+    {
         command.instrument = 0;
     }
     command
@@ -111,6 +115,7 @@ fn raw_command() -> impl Strategy<Value = Raw> {
         2 => Just(CommandType::Cancel),
         4 => Just(CommandType::Replace),
         1 => Just(CommandType::MassCancel),
+        1 => Just(CommandType::OpenOrders),
         1 => Just(CommandType::Halt),
         2 => Just(CommandType::Resume),
     ];
@@ -268,7 +273,7 @@ fn random_streams_hit_every_kind_of_outcome() {
     let strategy = stream();
     let mut event_types = HashSet::new();
     let mut reasons = HashSet::new();
-    for _ in 0..400 {
+    for _ in 0..800 {
         let (raws, _) = strategy.new_tree(&mut runner).unwrap().current();
         let mut engine = Engine::new(config()).unwrap();
         for (index, raw) in raws.iter().enumerate() {

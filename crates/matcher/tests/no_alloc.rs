@@ -81,7 +81,7 @@ fn spliced(index: usize, base: Command) -> Command {
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 12 {
+    match (index / 23) % 13 {
         0 => {
             command.kind = OrderKind::Market;
             command.tif = TimeInForce::Ioc;
@@ -120,6 +120,10 @@ fn spliced(index: usize, base: Command) -> Command {
             command = Command::empty(CommandType::Cancel);
             command.account = account;
             command.order_id = u64::MAX;
+        }
+        11 => {
+            command = Command::empty(CommandType::OpenOrders);
+            command.account = account;
         }
         _ => {
             command.client_order_id = 7;

@@ -21,6 +21,8 @@ wire_enum! {
         /// Take a snapshot of the state after every earlier command. Changes no state and
         /// produces no events; it flows through the ring so a snapshot has an exact sequence.
         Snapshot = 7, "snapshot";
+        /// List the account's resting orders (optionally of one instrument). Changes no state.
+        OpenOrders = 8, "open_orders";
     }
 }
 
@@ -319,10 +321,10 @@ mod tests {
             ),
             (
                 1,
-                8,
+                9,
                 DecodeError::UnknownType {
                     record: "command",
-                    code: 8,
+                    code: 9,
                 },
             ),
             (

@@ -24,6 +24,10 @@ wire_enum! {
         Resumed = 8, "resumed";
         /// A mass cancel finished; `qty` holds the number of orders it cancelled.
         MassCancelled = 9, "mass_cancelled";
+        /// One resting order, in answer to `open_orders`.
+        OrderStatus = 10, "order_status";
+        /// The end of an `open_orders` answer; `qty` holds the number of orders listed.
+        OpenOrdersEnd = 11, "open_orders_end";
     }
 }
 
@@ -364,10 +368,10 @@ mod tests {
             (0, 0, DecodeError::Version(0)),
             (
                 1,
-                10,
+                12,
                 DecodeError::UnknownType {
                     record: "event",
-                    code: 10,
+                    code: 12,
                 },
             ),
             (

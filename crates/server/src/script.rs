@@ -95,6 +95,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
         CommandType::MassCancel => &["account", "instrument", "timestamp_ns"],
         CommandType::Halt | CommandType::Resume => &["instrument", "account", "timestamp_ns"],
         CommandType::Snapshot => &["timestamp_ns"],
+        CommandType::OpenOrders => &["account", "instrument", "timestamp_ns"],
     }
 }
 
@@ -218,7 +219,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 command.qty = json.qty.unwrap_or(0);
             }
         }
-        CommandType::MassCancel => {
+        CommandType::MassCancel | CommandType::OpenOrders => {
             command.account = required(json.account, "account", command_type)?;
         }
         CommandType::Halt | CommandType::Resume => {
@@ -267,7 +268,7 @@ pub fn command_to_json(command: &Command) -> String {
                 out.num("qty", command.qty);
             }
         }
-        CommandType::MassCancel => {
+        CommandType::MassCancel | CommandType::OpenOrders => {
             out.num("account", command.account);
             out.num_nonzero("instrument", u64::from(command.instrument));
         }
@@ -338,7 +339,10 @@ pub fn event_to_json(event: &Event) -> String {
         Reason::Cancel(reason) => out.str("reason", reason.name()),
     }
     match event.event_type {
-        EventType::Accepted | EventType::Cancelled | EventType::Replaced => {
+        EventType::Accepted
+        | EventType::Cancelled
+        | EventType::Replaced
+        | EventType::OrderStatus => {
             out.num("instrument", event.instrument);
             out.num("account", event.account);
             out.num("order_id", event.order_id);
@@ -348,7 +352,10 @@ pub fn event_to_json(event: &Event) -> String {
             }
             out.num("price", event.price);
             out.num("qty", event.qty);
-            if event.event_type == EventType::Replaced {
+            if matches!(
+                event.event_type,
+                EventType::Replaced | EventType::OrderStatus
+            ) {
                 out.num("remaining", event.remaining);
             }
         }
@@ -400,7 +407,7 @@ pub fn event_to_json(event: &Event) -> String {
         EventType::Halted | EventType::Resumed => {
             out.num("instrument", event.instrument);
         }
-        EventType::MassCancelled => {
+        EventType::MassCancelled | EventType::OpenOrdersEnd => {
             out.num("account", event.account);
             out.num_nonzero("instrument", u64::from(event.instrument));
             out.num("count", event.qty);

@@ -46,6 +46,58 @@ fn accepted_order_id(client: &mut Client, client_order_id: u64) -> u64 {
     }
 }
 
+/// (order id, client order id, side, price, total qty, open qty) of an order-status event.
+type OrderState = (u64, u64, Option<Side>, i64, u64, u64);
+
+fn state_of(event: &ringmatch_proto::Event) -> OrderState {
+    (
+        event.order_id,
+        event.client_order_id,
+        event.side,
+        event.price,
+        event.qty,
+        event.remaining,
+    )
+}
+
+/// Replays the journal on a fresh matcher and asks it for the account's open orders.
+fn open_orders_in_journal(setup: &Setup, account: u32) -> Vec<OrderState> {
+    let config = ringmatch_server::config::Config::load(&setup.config).unwrap();
+    let mut engine = ringmatch_matcher::Engine::new(config.matcher()).unwrap();
+    let mut events = Vec::new();
+    let mut last_seq = 0;
+    for record in ringmatch_journal::JournalReader::open(&config.journal_dir(), 1).unwrap() {
+        let Ok(record) = record else { break };
+        engine.apply(record.seq, &record.command, &mut events);
+        last_seq = record.seq;
+    }
+    let mut query = ringmatch_proto::Command::empty(ringmatch_proto::CommandType::OpenOrders);
+    query.account = account;
+    let mut answer = Vec::new();
+    engine.apply(last_seq + 1, &query, &mut answer);
+    answer
+        .iter()
+        .filter(|event| event.event_type == EventType::OrderStatus)
+        .map(state_of)
+        .collect()
+}
+
+fn open_orders_of(client: &mut Client) -> Vec<OrderState> {
+    client.open_orders(0).unwrap();
+    let frames = client
+        .recv_until(Duration::from_secs(10), |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::OpenOrdersEnd))
+        .unwrap();
+    frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Event(event) if event.event_type == EventType::OrderStatus => {
+                Some(state_of(event))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
     let setup = setup();
@@ -68,11 +120,20 @@ fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
     server.kill9();
 
     let expected_hash = field(&stdout(&setup.tool(&["journal", "verify"])), "state_hash");
+    let expected_orders = [
+        open_orders_in_journal(&setup, 1),
+        open_orders_in_journal(&setup, 2),
+    ];
+    assert_eq!(expected_orders[0].len(), 1, "{expected_orders:?}");
+    assert_eq!(expected_orders[1].len(), 1, "{expected_orders:?}");
     let server = setup.start(&[]);
     assert_eq!(server.recovered_hash(), expected_hash);
     let port = server.gateway_port.unwrap();
     let mut alice = connect(port, 1);
     let mut bob = connect(port, 2);
+    // Reconnected clients see exactly the open orders the journal says they have.
+    assert_eq!(open_orders_of(&mut alice), expected_orders[0]);
+    assert_eq!(open_orders_of(&mut bob), expected_orders[1]);
     // Alice's bid is still there with 3 left; Bob's ask at 120 with all 7.
     alice.cancel(alice_order).unwrap();
     let frames = alice
