@@ -150,16 +150,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>, submitter: Su
 }
 
 async fn refuse(mut stream: TcpStream, code: ErrorCode, text: &str) {
-    let mut bytes = Vec::new();
-    encode_frame(
-        &Frame::Error {
-            code: code as u16,
-            text: text.into(),
-        },
-        &mut bytes,
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
-    let _ = stream.shutdown().await;
+    write_error(&mut stream, code, text).await;
 }
 
 /// Reads until one whole frame is buffered; Ok(None) on a clean end of stream.
@@ -303,7 +294,12 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     let _ = writer_task.await;
 }
 
-async fn write_error(writer: &mut OwnedWriteHalf, code: ErrorCode, text: &str) {
+/// Sends an error frame (for at most a second) and closes the writing side.
+async fn write_error<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    code: ErrorCode,
+    text: &str,
+) {
     let mut bytes = Vec::new();
     encode_frame(
         &Frame::Error {

@@ -293,28 +293,11 @@ fn session(
     let mut bytes = Vec::with_capacity(128);
     let end_ns = start_ns + duration.as_nanos() as u64;
     let mut index = 0u64;
-    loop {
-        let intended_ns = match interval_ns {
-            Some(interval) => {
-                let intended = start_ns + index * interval;
-                if intended >= end_ns {
-                    break;
-                }
-                wait_until(intended);
-                intended
-            }
-            None => {
-                let now = now_ns();
-                if now >= end_ns {
-                    break;
-                }
-                // Flat out still keeps a bounded number of commands in flight.
-                while outstanding.load(Ordering::Relaxed) > 2_000 {
-                    std::thread::yield_now();
-                }
-                now.max(start_ns)
-            }
-        };
+    while let Some(intended_ns) = next_send(start_ns, index, interval_ns, end_ns) {
+        // Flat out still keeps a bounded number of commands in flight.
+        while interval_ns.is_none() && outstanding.load(Ordering::Relaxed) > 2_000 {
+            std::thread::yield_now();
+        }
         let command = mix.next(account);
         pending.lock().expect("not poisoned").push_back(intended_ns);
         outstanding.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +376,26 @@ fn receive(
     }
 }
 
-fn wait_until(intended_ns: u64) {
+/// The intended send time of command `index`, once it has come (None: the run is over).
+/// Open-loop: the schedule never waits for answers. Flat out, it is simply now.
+fn next_send(start_ns: u64, index: u64, interval_ns: Option<u64>, end_ns: u64) -> Option<u64> {
+    match interval_ns {
+        Some(interval) => {
+            let intended = start_ns + index * interval;
+            (intended < end_ns).then(|| {
+                wait_until(intended);
+                intended
+            })
+        }
+        None => {
+            let now = now_ns().max(start_ns);
+            (now < end_ns).then_some(now)
+        }
+    }
+}
+
+/// Sleeps (coarsely) then yields until `intended_ns`.
+pub fn wait_until(intended_ns: u64) {
     loop {
         let now = now_ns();
         if now >= intended_ns {
@@ -458,24 +460,7 @@ fn run_echo(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
     let mut frame = vec![0u8; frame_size];
     frame[0..4].copy_from_slice(&((frame_size - 4) as u32).to_le_bytes());
     let mut index = 0u64;
-    loop {
-        let intended = match interval_ns {
-            Some(interval) => {
-                let intended = start_ns + index * interval;
-                if intended >= end_ns {
-                    break;
-                }
-                wait_until(intended);
-                intended
-            }
-            None => {
-                let now = now_ns();
-                if now >= end_ns {
-                    break;
-                }
-                now
-            }
-        };
+    while let Some(intended) = next_send(start_ns, index, interval_ns, end_ns) {
         frame[5..13].copy_from_slice(&intended.to_le_bytes());
         sender.write_all(&frame)?;
         sent.fetch_add(1, Ordering::Relaxed);

@@ -106,17 +106,7 @@ fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u6
         command.timestamp_ns = match interval_ns {
             Some(interval_ns) => {
                 let intended_ns = start_ns + index as u64 * interval_ns;
-                loop {
-                    let now = now_ns();
-                    if now >= intended_ns {
-                        break;
-                    }
-                    if intended_ns - now > 200_000 {
-                        std::thread::sleep(Duration::from_nanos(intended_ns - now - 100_000));
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
+                crate::loadgen::wait_until(intended_ns);
                 intended_ns
             }
             None => now_ns(),

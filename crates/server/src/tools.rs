@@ -31,6 +31,15 @@ pub fn journal_inspect(config: &Config, out: &mut dyn Write) -> anyhow::Result<b
     }
     writeln!(out, "first_seq: {}", inspection.first_seq)?;
     writeln!(out, "next_seq: {}", inspection.next_seq)?;
+    write_problems(&inspection, out)?;
+    Ok(inspection.damage.is_none())
+}
+
+/// Prints a torn tail (cut on the next start) and damage (which stops it), if any.
+fn write_problems(
+    inspection: &ringmatch_journal::Inspection,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     if let Some((path, offset, problem)) = &inspection.torn_tail {
         writeln!(
             out,
@@ -45,7 +54,7 @@ pub fn journal_inspect(config: &Config, out: &mut dyn Write) -> anyhow::Result<b
             path.display()
         )?;
     }
-    Ok(inspection.damage.is_none())
+    Ok(())
 }
 
 /// `journal dump`: records as JSON lines.
@@ -131,19 +140,8 @@ pub fn journal_verify(config: &Config, out: &mut dyn Write) -> anyhow::Result<bo
         inspection.first_seq, inspection.next_seq
     )?;
     writeln!(out, "segments: {}", inspection.segments.len())?;
-    if let Some((path, offset, problem)) = &inspection.torn_tail {
-        writeln!(
-            out,
-            "torn_tail: {} offset {offset}: {problem} (cut on next start)",
-            path.display()
-        )?;
-    }
-    if let Some((path, offset, seq, problem)) = &inspection.damage {
-        writeln!(
-            out,
-            "DAMAGE: {} offset {offset}, sequence {seq}: {problem}",
-            path.display()
-        )?;
+    write_problems(&inspection, out)?;
+    if inspection.damage.is_some() {
         ok = false;
     }
     let (mut engine, from_seq) = if inspection.first_seq > 1 {

@@ -178,3 +178,60 @@ fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
     assert_eq!(server.terminate(), Some(0));
     assert!(stdout(&setup.tool(&["journal", "verify"])).contains("equal to a clean replay"));
 }
+
+#[test]
+fn loadgen_drives_sessions_open_loop_and_reports_latency() {
+    let setup = setup();
+    let server = setup.start(&[]);
+    let port = server.gateway_port.unwrap();
+    let out = setup.dir.path().join("load");
+    let output = std::process::Command::new(support::binary())
+        .args([
+            "loadgen",
+            "--gateway",
+            &format!("127.0.0.1:{port}"),
+            "--login",
+            "1:token-1",
+            "--login",
+            "2:token-2",
+        ])
+        .args(["--rate", "2000", "--duration-secs", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // 2 sessions at 1,000/s each for one second: every command answered, none refused.
+    assert!(
+        text.contains("ringmatch: 2000 sent, 2000 answered, 0 refused"),
+        "{text}"
+    );
+    assert!(text.contains("ringmatch latency us: p50"), "{text}");
+    for file in ["ringmatch.hgrm", "ringmatch.hlog", "ringmatch.svg"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    assert_eq!(server.terminate(), Some(0));
+    let verify = stdout(&setup.tool(&["journal", "verify"]));
+    assert!(verify.contains("journal: sequences 1..2001"), "{verify}");
+
+    let echo = std::process::Command::new(support::binary())
+        .args([
+            "loadgen",
+            "--echo",
+            "--rate",
+            "2000",
+            "--duration-secs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&echo.stdout).into_owned();
+    assert!(
+        text.contains("tcp-echo: 2000 sent, 2000 answered"),
+        "{text}"
+    );
+}
