@@ -13,9 +13,16 @@ use ringmatch_server::tools;
 
 /// ringmatch: an exchange matching engine built the LMAX way.
 #[derive(Debug, Parser)]
-#[command(name = "ringmatch", version, about, long_about = None)]
+#[command(
+    name = "ringmatch",
+    version,
+    about = "ringmatch: an exchange matching engine built the LMAX way (sequenced commands, \
+             journal first, deterministic matching, exactly-once output)",
+    long_about = None
+)]
 struct Cli {
-    /// Configuration file (TOML): instruments and limits.
+    /// Configuration file (TOML): data directory, journal, snapshots, pipeline, gateway,
+    /// admin, limits and instruments; every key is documented in config/default.toml.
     #[arg(long, global = true, default_value = "config/default.toml")]
     config: PathBuf,
 
@@ -29,10 +36,12 @@ enum Commands {
     ///
     /// Start-up loads the newest valid snapshot, replays the journal after it, and lets the
     /// events file skip what it already holds. Then the pipeline runs (input ring, Journaler
-    /// and Replicator, Matcher, output ring, Publisher to `<data>/events.bin`) with an admin
-    /// HTTP listener on loopback: GET /status, GET /metrics, POST /snapshot, POST /commands
-    /// (JSON lines as in docs/scripting.md; answers once they are durable). SIGINT or SIGTERM
-    /// stop it cleanly: input stops, the rings drain, the journal is synced, exit status 0.
+    /// and Replicator, Matcher, output ring, Publisher to `<data>/events.bin` and, with the
+    /// gateway enabled, the Responder) with the TCP order-entry gateway ([gateway],
+    /// docs/order-entry-protocol.md) and an admin HTTP listener: GET /status, GET /metrics,
+    /// GET /book/<instrument>, POST /snapshot, POST /commands (JSON lines as in
+    /// docs/scripting.md; answers once they are durable). SIGINT or SIGTERM stop it cleanly:
+    /// input stops, the rings drain, the journal is synced, exit status 0.
     Serve {
         /// If the journal is damaged before its tail, cut it there (later records are moved to
         /// <data>/journal/quarantine/) instead of refusing to start. Commands after the damage

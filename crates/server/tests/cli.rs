@@ -119,7 +119,16 @@ fn help_describes_every_subcommand() {
     let output = ringmatch(&["--help"], None);
     assert!(output.status.success());
     let help = text(&output.stdout);
-    for subcommand in ["feed", "bench"] {
+    for subcommand in [
+        "serve",
+        "journal",
+        "snapshot",
+        "events",
+        "loadgen",
+        "hash-token",
+        "feed",
+        "bench",
+    ] {
         assert!(help.contains(subcommand), "{help}");
         let output = ringmatch(&[subcommand, "--help"], None);
         assert!(output.status.success());
@@ -128,6 +137,16 @@ fn help_describes_every_subcommand() {
             sub_help.len() > 300,
             "{subcommand} help is thin: {sub_help}"
         );
+    }
+    for nested in [
+        ["journal", "verify"],
+        ["journal", "dump"],
+        ["snapshot", "verify"],
+        ["events", "dump"],
+    ] {
+        let output = ringmatch(&[nested[0], nested[1], "--help"], None);
+        assert!(output.status.success(), "{nested:?}");
+        assert!(text(&output.stdout).len() > 150, "{nested:?} help is thin");
     }
     assert!(text(&ringmatch(&["feed", "--help"], None).stdout).contains("docs/scripting.md"));
     assert!(text(&ringmatch(&["bench", "--help"], None).stdout).contains("--matcher-only"));
