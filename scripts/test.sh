@@ -33,6 +33,22 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "kafka: a real broker for the suite (scripts/kafka.sh; KAFKA_BOOTSTRAP=host:port uses yours)"
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+    KAFKA_BOOTSTRAP=$(bash scripts/kafka.sh start | tail -n 1)
+    # Stop the broker however this script ends, tests passing or not.
+    trap 'bash scripts/kafka.sh stop' EXIT
+fi
+export KAFKA_BOOTSTRAP
+echo "broker at $KAFKA_BOOTSTRAP"
+topic="ringmatch-smoke-$$"
+bash scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --create --topic "$topic" --partitions 2 --replication-factor 1
+bash scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --list | grep -qx "$topic"
+bash scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
+    --delete --topic "$topic"
+
 step "cargo test (property test: $PROPTEST_CASES random streams)"
 cargo test --workspace --locked --no-fail-fast
 

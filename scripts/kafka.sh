@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# A real Apache Kafka broker (KRaft, single node, 4.3.1) for tests and local use.
+#
+# Usage: scripts/kafka.sh start|stop|status
+#        scripts/kafka.sh tool CLASS [ARGS...]   (runs a Kafka tool class, e.g.
+#        org.apache.kafka.tools.TopicCommand, with the cached jars)
+#
+# `start` resolves Kafka's jars through Maven into a cache outside the source tree
+# ($RINGMATCH_KAFKA_CACHE, default ~/.cache/ringmatch/kafka-4.3.1; offline once cached), formats
+# a fresh storage directory, starts a combined broker+controller with the machine's Java on
+# loopback ports that do not clash with a default Kafka (broker 19092, controller 19093;
+# $RINGMATCH_KAFKA_PORT moves both), waits until it answers and prints the bootstrap address.
+# Settings suit a 2-core machine: a small heap, replication factor 1 and transaction state log
+# min ISR 1. `stop` stops it cleanly (SIGTERM, then waits). Tests use KAFKA_BOOTSTRAP=host:port
+# to point at an existing broker instead.
+set -euo pipefail
+
+version=4.3.1
+cache="${RINGMATCH_KAFKA_CACHE:-$HOME/.cache/ringmatch/kafka-$version}"
+port="${RINGMATCH_KAFKA_PORT:-19092}"
+controller_port=$((port + 1))
+run="${RINGMATCH_KAFKA_RUN:-${TMPDIR:-/tmp}/ringmatch-kafka-$port}"
+pid_file="$run/kafka.pid"
+
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "scripts/kafka.sh: $1 is needed: install $2 (Debian: apt-get install $3)" >&2
+        exit 1
+    fi
+}
+
+fetch() {
+    if [ -f "$cache/.complete" ]; then
+        return
+    fi
+    need java "a Java 17 runtime" openjdk-17-jre-headless
+    need mvn "Apache Maven" maven
+    echo "scripts/kafka.sh: resolving Kafka $version through Maven into $cache"
+    mkdir -p "$cache/lib"
+    cat > "$cache/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>ringmatch</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$version</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$version</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>2.0.17</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>2.26.1</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.26.1</version></dependency>
+  </dependencies>
+</project>
+POM
+    mvn -q -B -f "$cache/pom.xml" dependency:copy-dependencies -DoutputDirectory="$cache/lib" -DincludeScope=runtime
+    touch "$cache/.complete"
+}
+
+running() {
+    [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
+answers() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && \
+        grep -q "Kafka Server started" "$run/kafka.log" 2>/dev/null
+}
+
+start() {
+    if running; then
+        echo "127.0.0.1:$port"
+        return
+    fi
+    fetch
+    need java "a Java 17 runtime" openjdk-17-jre-headless
+    rm -rf "$run"
+    mkdir -p "$run/data"
+    cat > "$run/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$run/data
+num.partitions=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+PROPS
+    cat > "$run/log4j2.properties" <<LOG
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$run/kafka.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+LOG
+    local classpath="$cache/lib/*"
+    local java_options=(-Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j2.configurationFile="$run/log4j2.properties")
+    java "${java_options[@]}" -cp "$classpath" kafka.tools.StorageTool format \
+        --config "$run/server.properties" --cluster-id "$(java -cp "$classpath" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
+        >"$run/format.log" 2>&1 || {
+        echo "scripts/kafka.sh: formatting the storage failed:" >&2
+        cat "$run/format.log" >&2
+        exit 1
+    }
+    nohup java "${java_options[@]}" -cp "$classpath" kafka.Kafka "$run/server.properties" \
+        >"$run/stdout.log" 2>&1 &
+    echo $! > "$pid_file"
+    for _ in $(seq 1 600); do
+        if answers; then
+            echo "127.0.0.1:$port"
+            return
+        fi
+        if ! running; then
+            echo "scripts/kafka.sh: the broker exited while starting:" >&2
+            tail -n 30 "$run/stdout.log" "$run/kafka.log" >&2 2>/dev/null || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "scripts/kafka.sh: the broker did not answer within 60 s" >&2
+    stop
+    exit 1
+}
+
+stop() {
+    if ! running; then
+        rm -f "$pid_file"
+        return
+    fi
+    local pid
+    pid=$(cat "$pid_file")
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pid_file"
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    tool)
+        shift
+        fetch
+        exec java -Xmx256m -Dlog4j2.configurationFile=/dev/null -cp "$cache/lib/*" "$@" ;;
+    status)
+        if running && answers; then echo "running: 127.0.0.1:$port (pid $(cat "$pid_file"))"; else echo "stopped"; exit 1; fi ;;
+    *) echo "usage: scripts/kafka.sh start|stop|status|tool CLASS [ARGS...]" >&2; exit 2 ;;
+esac
