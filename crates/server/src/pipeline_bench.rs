@@ -193,21 +193,26 @@ fn collect(
     }
 }
 
+/// The pipeline shape every benchmark uses: 64k input slots, 256k output slots, no pinning.
+fn bench_pipeline_config(wait: WaitKind, snapshot_every_commands: u64) -> PipelineConfig {
+    PipelineConfig {
+        input_ring_slots_count: 1 << 16,
+        output_ring_slots_count: 1 << 18,
+        wait,
+        cores: StageCores::default(),
+        snapshot_every_commands,
+        retention: Retention::Keep,
+        matcher_panic_at_seq: None,
+    }
+}
+
 fn run_ringmatch(
     options: &PipelineBenchOptions,
     commands: &[Command],
     dir: &Path,
 ) -> anyhow::Result<BenchRun> {
     let journal = fresh_journal(dir, options.durability)?;
-    let config = PipelineConfig {
-        input_ring_slots_count: 1 << 16,
-        output_ring_slots_count: 1 << 18,
-        wait: options.wait,
-        cores: StageCores::default(),
-        snapshot_every_commands: 0,
-        retention: Retention::Keep,
-        matcher_panic_at_seq: None,
-    };
+    let config = bench_pipeline_config(options.wait, 0);
     let engine = Engine::new(mix_config())?;
     let pipeline = Pipeline::start(&config, engine, journal, Boxed(sink(options, dir)?), None)?;
     let metrics = pipeline.metrics();
@@ -386,28 +391,33 @@ fn hgrm(histogram: &Histogram<u64>) -> String {
     out
 }
 
-fn write_files(options: &PipelineBenchOptions, runs: &[BenchRun]) -> anyhow::Result<()> {
+/// An HDR interval log (V2, compressed) holding each tagged histogram once.
+fn hdr_log(histograms: &[(String, &Histogram<u64>, Duration)]) -> anyhow::Result<Vec<u8>> {
     let mut log = Vec::new();
-    {
-        let mut serializer = V2DeflateSerializer::new();
-        let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment("ringmatch bench: latency from intended send time, nanoseconds")
-            .with_start_time(std::time::SystemTime::now())
-            .begin_log_with(&mut log, &mut serializer)?;
-        for run in runs {
-            for (stage, histogram) in &run.stages {
-                let file = options
-                    .out_dir
-                    .join(format!("{}-{}.hgrm", run.name, stage.name()));
-                std::fs::write(&file, hgrm(histogram))?;
-                let tag = format!("{}-{}", run.name, stage.name());
-                writer
-                    .write_histogram(histogram, Duration::ZERO, run.elapsed, Tag::new(&tag))
-                    .map_err(|error| anyhow::anyhow!("writing the HDR log: {error:?}"))?;
-            }
+    let mut serializer = V2DeflateSerializer::new();
+    let mut writer = IntervalLogWriterBuilder::new()
+        .add_comment("ringmatch: latency from intended send time, nanoseconds")
+        .with_start_time(std::time::SystemTime::now())
+        .begin_log_with(&mut log, &mut serializer)?;
+    for (tag, histogram, elapsed) in histograms {
+        writer
+            .write_histogram(*histogram, Duration::ZERO, *elapsed, Tag::new(tag))
+            .map_err(|error| anyhow::anyhow!("writing the HDR log: {error:?}"))?;
+    }
+    drop(writer);
+    Ok(log)
+}
+
+fn write_files(options: &PipelineBenchOptions, runs: &[BenchRun]) -> anyhow::Result<()> {
+    let mut tagged = Vec::new();
+    for run in runs {
+        for (stage, histogram) in &run.stages {
+            let tag = format!("{}-{}", run.name, stage.name());
+            std::fs::write(options.out_dir.join(format!("{tag}.hgrm")), hgrm(histogram))?;
+            tagged.push((tag, histogram, run.elapsed));
         }
     }
-    std::fs::write(options.out_dir.join("latency.hlog"), log)?;
+    std::fs::write(options.out_dir.join("latency.hlog"), hdr_log(&tagged)?)?;
     std::fs::write(options.out_dir.join("latency.svg"), svg_plot(runs))?;
     println!(
         "wrote {}: *.hgrm, latency.hlog, latency.svg",
@@ -425,17 +435,7 @@ pub fn write_histogram_files(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(format!("{name}.hgrm")), hgrm(histogram))?;
-    let mut log = Vec::new();
-    {
-        let mut serializer = V2DeflateSerializer::new();
-        let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment("ringmatch: latency from intended send time, nanoseconds")
-            .with_start_time(std::time::SystemTime::now())
-            .begin_log_with(&mut log, &mut serializer)?;
-        writer
-            .write_histogram(histogram, Duration::ZERO, elapsed, Tag::new(name))
-            .map_err(|error| anyhow::anyhow!("writing the HDR log: {error:?}"))?;
-    }
+    let log = hdr_log(&[(name.to_string(), histogram, elapsed)])?;
     std::fs::write(dir.join(format!("{name}.hlog")), log)?;
     std::fs::write(
         dir.join(format!("{name}.svg")),
@@ -567,15 +567,7 @@ pub fn run_restart(
         .collect();
     drop(workload);
     let recovered = recover(&options, &mut |_| {})?;
-    let config = PipelineConfig {
-        input_ring_slots_count: 1 << 16,
-        output_ring_slots_count: 1 << 18,
-        wait: WaitKind::Phased,
-        cores: StageCores::default(),
-        snapshot_every_commands,
-        retention: Retention::Keep,
-        matcher_panic_at_seq: None,
-    };
+    let config = bench_pipeline_config(WaitKind::Phased, snapshot_every_commands);
     let pipeline = Pipeline::start(
         &config,
         recovered.engine,
