@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Apache Kafka broker (KRaft, single node, 4.3.1) for tests and local use.
 #
-# Usage: scripts/kafka.sh start|stop|status
+# Usage: scripts/kafka.sh start|stop|restart|status
 #        scripts/kafka.sh tool CLASS [ARGS...]   (runs a Kafka tool class, e.g.
 #        org.apache.kafka.tools.TopicCommand, with the cached jars)
 #
@@ -11,7 +11,8 @@
 # loopback ports that do not clash with a default Kafka (broker 19092, controller 19093;
 # $RINGMATCH_KAFKA_PORT moves both), waits until it answers and prints the bootstrap address.
 # Settings suit a 2-core machine: a small heap, replication factor 1 and transaction state log
-# min ISR 1. `stop` stops it cleanly (SIGTERM, then waits). Tests use KAFKA_BOOTSTRAP=host:port
+# min ISR 1. `stop` stops it cleanly (SIGTERM, then waits). `restart` stops it and starts it
+# again on the same storage (topics and transactions kept), as the broker-restart test needs. Tests use KAFKA_BOOTSTRAP=host:port
 # to point at an existing broker instead.
 set -euo pipefail
 
@@ -65,6 +66,7 @@ answers() {
         grep -q "Kafka Server started" "$run/kafka.log" 2>/dev/null
 }
 
+# start [keep]: a fresh, empty broker; with "keep", the storage of the last run is kept (restart).
 start() {
     if running; then
         echo "127.0.0.1:$port"
@@ -72,7 +74,11 @@ start() {
     fi
     fetch
     need java "a Java 17 runtime" openjdk-17-jre-headless
-    rm -rf "$run"
+    local keep=${1:-}
+    if [ "$keep" != keep ] || [ ! -f "$run/formatted" ]; then
+        keep=
+        rm -rf "$run"
+    fi
     mkdir -p "$run/data"
     cat > "$run/server.properties" <<PROPS
 process.roles=broker,controller
@@ -102,13 +108,17 @@ appender.file.layout.pattern=[%d] %p %m (%c)%n
 LOG
     local classpath="$cache/lib/*"
     local java_options=(-Xms256m -Xmx512m -XX:+UseG1GC -Dlog4j2.configurationFile="$run/log4j2.properties")
-    java "${java_options[@]}" -cp "$classpath" kafka.tools.StorageTool format \
-        --config "$run/server.properties" --cluster-id "$(java -cp "$classpath" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
-        >"$run/format.log" 2>&1 || {
-        echo "scripts/kafka.sh: formatting the storage failed:" >&2
-        cat "$run/format.log" >&2
-        exit 1
-    }
+    if [ -z "$keep" ]; then
+        java "${java_options[@]}" -cp "$classpath" kafka.tools.StorageTool format \
+            --config "$run/server.properties" --cluster-id "$(java -cp "$classpath" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
+            >"$run/format.log" 2>&1 || {
+            echo "scripts/kafka.sh: formatting the storage failed:" >&2
+            cat "$run/format.log" >&2
+            exit 1
+        }
+        touch "$run/formatted"
+    fi
+    : > "$run/kafka.log"
     nohup java "${java_options[@]}" -cp "$classpath" kafka.Kafka "$run/server.properties" \
         >"$run/stdout.log" 2>&1 &
     echo $! > "$pid_file"
@@ -148,11 +158,16 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    restart) stop; start keep ;;
     tool)
         shift
         fetch
-        exec java -Xmx256m -Dlog4j2.configurationFile=/dev/null -cp "$cache/lib/*" "$@" ;;
+        quiet="$cache/tool-log4j2.properties"
+        [ -f "$quiet" ] || printf '%s\n' 'rootLogger.level=WARN' 'rootLogger.appenderRef.err.ref=err' \
+            'appender.err.type=Console' 'appender.err.name=err' 'appender.err.target=SYSTEM_ERR' \
+            'appender.err.layout.type=PatternLayout' 'appender.err.layout.pattern=%p %m%n' > "$quiet"
+        exec java -Xmx256m -Dlog4j2.configurationFile="$quiet" -cp "$cache/lib/*" "$@" ;;
     status)
         if running && answers; then echo "running: 127.0.0.1:$port (pid $(cat "$pid_file"))"; else echo "stopped"; exit 1; fi ;;
-    *) echo "usage: scripts/kafka.sh start|stop|status|tool CLASS [ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: scripts/kafka.sh start|stop|restart|status|tool CLASS [ARGS...]" >&2; exit 2 ;;
 esac
