@@ -72,6 +72,7 @@ pub struct EventsFile {
     last_event: Option<Event>,
     written_count: u64,
     skipped_count: u64,
+    report: EventsFileReport,
 }
 
 impl EventsFile {
@@ -157,6 +158,7 @@ impl EventsFile {
                 last_event,
                 written_count: 0,
                 skipped_count: 0,
+                report: report.clone(),
             },
             report,
         ))
@@ -203,6 +205,11 @@ impl EventsFile {
     /// Events written since open.
     pub fn written_count(&self) -> u64 {
         self.written_count
+    }
+
+    /// What opening the file found.
+    pub fn report(&self) -> &EventsFileReport {
+        &self.report
     }
 
     /// Replayed events skipped since open.

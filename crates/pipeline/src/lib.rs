@@ -52,7 +52,10 @@ pub use events_file::{
 };
 pub use market_data::{L2Book, MarketData};
 pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
-pub use recovery::{recover, Recovered, RecoveryError, RecoveryOptions, ReplayProgress};
+pub use recovery::{
+    recover, recover_with, Recovered, RecoveryError, RecoveryOptions, ReplayProgress,
+    ResumableOutput,
+};
 pub use wait::{ConfiguredWait, WaitKind, PHASED_SLEEP};
 
 /// A slot of the input ring.

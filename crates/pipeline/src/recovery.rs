@@ -10,7 +10,30 @@ use ringmatch_journal::{
 use ringmatch_matcher::{Engine, EventSink, MatcherConfig};
 use ringmatch_proto::Event;
 
-use crate::events_file::{EventsFile, EventsFileError, EventsFileReport};
+use crate::events_file::{EventsFile, EventsFileError};
+use crate::OutputSink;
+
+/// An output sink that knows what it already holds, so that start-up can replay into it and
+/// it skips every event it has. Replayed events go through [`OutputSink::push`] and one
+/// [`OutputSink::end_of_batch`] at the end of the replay.
+pub trait ResumableOutput: OutputSink {
+    /// The first command whose events the output may lack: replay must run every command
+    /// from this sequence on (1 when the output is empty). A snapshot is used only if it was
+    /// taken before this sequence.
+    fn replay_from_seq(&self) -> u64;
+    /// Replayed events skipped because the output already held them.
+    fn skipped_count(&self) -> u64;
+}
+
+impl ResumableOutput for EventsFile {
+    fn replay_from_seq(&self) -> u64 {
+        self.report().resume_point.map_or(1, |(seq, _)| seq)
+    }
+
+    fn skipped_count(&self) -> u64 {
+        EventsFile::skipped_count(self)
+    }
+}
 
 /// Where the durable state lives.
 #[derive(Debug, Clone)]
@@ -25,7 +48,7 @@ pub struct RecoveryOptions {
     pub snapshot_dir: PathBuf,
     /// Snapshots kept.
     pub snapshots_kept_count: usize,
-    /// The events file.
+    /// The events file (used by [`recover`]; [`recover_with`] takes any output).
     pub events_path: PathBuf,
 }
 
@@ -51,6 +74,9 @@ pub enum RecoveryError {
     /// The events file could not be opened or written.
     #[error(transparent)]
     Events(#[from] EventsFileError),
+    /// The output sink could not be opened, or holds what the journal does not.
+    #[error("output: {0}")]
+    Output(String),
     /// The snapshot folder could not be used.
     #[error(transparent)]
     Snapshot(#[from] ringmatch_journal::SnapshotError),
@@ -59,17 +85,20 @@ pub enum RecoveryError {
     Config(#[from] ringmatch_matcher::ConfigError),
     /// Neither a usable snapshot nor the journal reach back to the first command.
     #[error(
-        "cannot rebuild the state: the journal starts at sequence {journal_first_seq} and no \
-         usable snapshot covers the commands before it"
+        "cannot rebuild the output: the journal starts at sequence {journal_first_seq} and no \
+         usable snapshot was taken before sequence {replay_from_seq}, the first command whose \
+         events the output may lack"
     )]
     NoStartingPoint {
         /// First sequence in the journal.
         journal_first_seq: u64,
+        /// The first command the output may lack events of.
+        replay_from_seq: u64,
     },
 }
 
 /// The recovered state, ready to start the pipeline.
-pub struct Recovered {
+pub struct Recovered<O = EventsFile> {
     /// The matcher, at the journal's last command.
     pub engine: Engine,
     /// The journal, positioned for the next command.
@@ -85,33 +114,46 @@ pub struct Recovered {
     /// How long the replay took.
     pub replay_duration: Duration,
     /// The output sink, past everything replayed.
-    pub events: EventsFile,
-    /// What opening the events file found.
-    pub events_report: EventsFileReport,
+    pub output: O,
     /// The snapshot store.
     pub snapshots: SnapshotStore,
 }
 
-struct EventsFileSink<'a>(&'a mut EventsFile);
+struct ReplaySink<'a, O>(&'a mut O);
 
-impl EventSink for EventsFileSink<'_> {
+impl<O: OutputSink> EventSink for ReplaySink<'_, O> {
     fn push(&mut self, event: &Event) {
-        if let Err(error) = self.0.push(event) {
-            panic!("events file write failed during replay: {error}");
-        }
+        OutputSink::push(self.0, event);
     }
 }
 
-/// Opens everything and rebuilds the matcher: the newest snapshot that reads, restores and
-/// lies within the journal, then the journal after it. `progress` is called about once a
-/// second during a replay.
+/// [`recover_with`] into the events file at `options.events_path`.
 pub fn recover(
     options: &RecoveryOptions,
     progress: &mut dyn FnMut(ReplayProgress),
 ) -> Result<Recovered, RecoveryError> {
+    recover_with(
+        options,
+        |journal_next_seq| Ok(EventsFile::open(&options.events_path, journal_next_seq)?.0),
+        progress,
+    )
+}
+
+/// Opens everything and rebuilds the matcher and the output: the journal, then the output
+/// (`open_output` gets the journal's next sequence), then the newest snapshot that reads,
+/// restores, lies within the journal and was taken before the first command whose events
+/// the output may lack; then the journal after it, replayed into the output, which skips
+/// what it holds. `progress` is called about once a second during a replay.
+pub fn recover_with<O: ResumableOutput>(
+    options: &RecoveryOptions,
+    open_output: impl FnOnce(u64) -> Result<O, RecoveryError>,
+    progress: &mut dyn FnMut(ReplayProgress),
+) -> Result<Recovered<O>, RecoveryError> {
     let (journal, journal_report) = Journal::open(options.journal.clone(), options.damage_policy)?;
     let next_seq = journal.next_seq();
     let journal_first_seq = journal.first_seq();
+    let mut output = open_output(next_seq)?;
+    let replay_from_seq = output.replay_from_seq().min(next_seq);
     let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
     let mut snapshot_problems = Vec::new();
     let mut chosen = None;
@@ -122,6 +164,16 @@ pub fn recover(
                 info.path.display(),
                 info.seq,
                 next_seq - 1
+            ));
+            continue;
+        }
+        if info.seq >= replay_from_seq {
+            snapshot_problems.push(format!(
+                "{}: taken after sequence {}, but the output may lack events from sequence {} \
+                 on; not used",
+                info.path.display(),
+                info.seq,
+                replay_from_seq
             ));
             continue;
         }
@@ -152,18 +204,20 @@ pub fn recover(
         Some((info, engine)) => (Some(info), engine),
         None => {
             if journal_first_seq > 1 {
-                return Err(RecoveryError::NoStartingPoint { journal_first_seq });
+                return Err(RecoveryError::NoStartingPoint {
+                    journal_first_seq,
+                    replay_from_seq,
+                });
             }
             (None, Engine::new(options.matcher.clone())?)
         }
     };
     let from_seq = snapshot.as_ref().map_or(1, |info| info.seq + 1);
-    let (mut events, events_report) = EventsFile::open(&options.events_path, next_seq)?;
     let total_count = next_seq - from_seq;
     let started = Instant::now();
     let mut last_report = started;
     let mut replayed_count = 0u64;
-    let mut sink = EventsFileSink(&mut events);
+    let mut sink = ReplaySink(&mut output);
     for record in JournalReader::open(&options.journal.dir, from_seq)? {
         let record = record?;
         engine.apply(record.seq, &record.command, &mut sink);
@@ -184,7 +238,7 @@ pub fn recover(
         replayed_count, total_count,
         "the journal reader stopped before the journal's end"
     );
-    events.flush()?;
+    output.end_of_batch();
     Ok(Recovered {
         engine,
         journal,
@@ -193,8 +247,7 @@ pub fn recover(
         snapshot_problems,
         replayed_count,
         replay_duration: started.elapsed(),
-        events,
-        events_report,
+        output,
         snapshots,
     })
 }

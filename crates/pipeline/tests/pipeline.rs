@@ -48,7 +48,7 @@ fn run(dir: &Path, commands: &[Command], snapshot_every_commands: u64) -> (u64, 
         &pipeline_config(snapshot_every_commands),
         recovered.engine,
         recovered.journal,
-        recovered.events,
+        recovered.output,
         Some(recovered.snapshots),
     )
     .unwrap();
@@ -124,7 +124,7 @@ fn a_full_ring_answers_busy_and_loses_nothing_it_took() {
         &config,
         recovered.engine,
         recovered.journal,
-        recovered.events,
+        recovered.output,
         None,
     )
     .unwrap();
@@ -174,7 +174,7 @@ fn retention_deletes_segments_before_the_oldest_kept_snapshot() {
         &config,
         recovered.engine,
         recovered.journal,
-        recovered.events,
+        recovered.output,
         Some(recovered.snapshots),
     )
     .unwrap();

@@ -32,6 +32,12 @@ pub struct Config {
     /// Capacity limits of the matcher.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Output record format.
+    #[serde(default)]
+    pub output: OutputSection,
+    /// Kafka output (off unless `bootstrap` is set).
+    #[serde(default)]
+    pub kafka: KafkaSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentSection>,
 }
@@ -214,6 +220,73 @@ impl Default for AdminSection {
     }
 }
 
+/// `[output]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// Kafka record values: `binary` (the 128-byte event record) or `json` (the JSON lines of
+    /// `ringmatch feed`). The embedded events file is always binary.
+    pub format: String,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            format: "binary".into(),
+        }
+    }
+}
+
+/// `[kafka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// `host:port[,host:port...]`; empty keeps the embedded events-file sink.
+    pub bootstrap: String,
+    /// Topic of every event but price levels.
+    pub events_topic: String,
+    /// Topic of price-level updates.
+    pub market_data_topic: String,
+    /// Partitions per topic (instrument id modulo this picks the partition).
+    pub partitions: i32,
+    /// Replication factor of topics created at start-up.
+    pub replication_factor: i32,
+    /// Create missing topics at start-up.
+    pub create_topics: bool,
+    /// `exactly_once` (transactional) or `at_least_once` (idempotent, no transactions).
+    pub delivery: String,
+    /// The producer's `transactional.id`: one engine at a time may hold it.
+    pub transactional_id: String,
+    /// Commit at least this often while events flow.
+    pub commit_interval_ms: u64,
+    /// Commit once this many events are in the open transaction.
+    pub commit_events_max: usize,
+    /// How long start-up waits for the broker.
+    pub connect_timeout_ms: u64,
+    /// Extra librdkafka producer properties, applied last (for example `linger.ms`).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        let defaults = ringmatch_kafka::KafkaConfig::new("");
+        KafkaSection {
+            bootstrap: String::new(),
+            events_topic: defaults.events_topic,
+            market_data_topic: defaults.market_data_topic,
+            partitions: defaults.partitions,
+            replication_factor: defaults.replication_factor,
+            create_topics: defaults.create_topics,
+            delivery: "exactly_once".into(),
+            transactional_id: defaults.transactional_id,
+            commit_interval_ms: defaults.commit_interval.as_millis() as u64,
+            commit_events_max: defaults.commit_events_max,
+            connect_timeout_ms: defaults.connect_timeout.as_millis() as u64,
+            properties: Default::default(),
+        }
+    }
+}
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -279,6 +352,12 @@ impl Config {
         if config.gateway.enabled {
             config.gateway_config()?;
         }
+        anyhow::ensure!(
+            matches!(config.output.format.as_str(), "binary" | "json"),
+            "output.format = {:?}: expected binary or json",
+            config.output.format
+        );
+        config.kafka_config()?;
         Ok(config)
     }
 
@@ -373,6 +452,41 @@ impl Config {
             session_timeout: std::time::Duration::from_millis(section.session_timeout_ms),
             credentials,
         })
+    }
+
+    /// The Kafka output configuration, or `None` when `kafka.bootstrap` is empty.
+    pub fn kafka_config(&self) -> anyhow::Result<Option<ringmatch_kafka::KafkaConfig>> {
+        let section = &self.kafka;
+        if section.bootstrap.trim().is_empty() {
+            return Ok(None);
+        }
+        let format = match self.output.format.as_str() {
+            "binary" => ringmatch_kafka::OutputFormat::Binary,
+            "json" => ringmatch_kafka::OutputFormat::Json,
+            other => anyhow::bail!("output.format = {other:?}: expected binary or json"),
+        };
+        let config = ringmatch_kafka::KafkaConfig {
+            bootstrap: section.bootstrap.clone(),
+            events_topic: section.events_topic.clone(),
+            market_data_topic: section.market_data_topic.clone(),
+            partitions: section.partitions,
+            replication_factor: section.replication_factor,
+            create_topics: section.create_topics,
+            delivery: ringmatch_kafka::Delivery::parse(&section.delivery)
+                .map_err(|problem| anyhow::anyhow!("kafka.delivery: {problem}"))?,
+            transactional_id: section.transactional_id.clone(),
+            commit_interval: std::time::Duration::from_millis(section.commit_interval_ms),
+            commit_events_max: section.commit_events_max,
+            connect_timeout: std::time::Duration::from_millis(section.connect_timeout_ms),
+            format,
+            properties: section
+                .properties
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        };
+        config.validate()?;
+        Ok(Some(config))
     }
 
     /// The journal folder.

@@ -48,6 +48,11 @@ enum Commands {
         /// are lost: use only when the damaged file cannot be restored.
         #[arg(long)]
         cut_damaged_journal: bool,
+        /// Publish events to Kafka at these bootstrap servers (host:port[,...]) instead of the
+        /// embedded events file; overrides kafka.bootstrap in the config ([kafka],
+        /// docs/kafka.md).
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka_bootstrap: Option<String>,
     },
     /// Inspect, verify or print the journal (read-only; safe while the service runs).
     Journal {
@@ -238,12 +243,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Commands::Serve {
             cut_damaged_journal,
+            kafka_bootstrap,
         } => {
             let config = Config::load(&cli.config)?;
             ringmatch_server::serve::serve(
                 &config,
                 ringmatch_server::serve::ServeOptions {
                     cut_damaged_journal,
+                    kafka_bootstrap,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

@@ -572,7 +572,7 @@ pub fn run_restart(
         &config,
         recovered.engine,
         recovered.journal,
-        recovered.events,
+        recovered.output,
         Some(recovered.snapshots),
     )?;
     let started = Instant::now();

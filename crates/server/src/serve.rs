@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ringmatch_journal::DamagePolicy;
+use ringmatch_kafka::{EventEncoder, KafkaMetrics, KafkaOutput, OutputFormat};
 use ringmatch_pipeline::{
-    install_fatal_panic_hook, now_ns, recover, Metrics, Pipeline, RecoveryOptions, Stage, Submitter,
+    install_fatal_panic_hook, now_ns, recover, recover_with, Metrics, Pipeline, PipelineConfig,
+    Recovered, RecoveryError, RecoveryOptions, ResumableOutput, Stage, Submitter,
 };
 use ringmatch_proto::{Command, CommandType};
 
@@ -26,10 +28,12 @@ macro_rules! log {
 }
 
 /// Options of `serve` beyond the configuration file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Cut the journal at damage found before its tail instead of refusing to start.
     pub cut_damaged_journal: bool,
+    /// Publish to Kafka at these bootstrap servers (overrides `kafka.bootstrap`).
+    pub kafka_bootstrap: Option<String>,
 }
 
 /// Largest request body the admin listener accepts.
@@ -40,6 +44,12 @@ const DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// Runs the service until a termination signal.
 pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
     install_fatal_panic_hook();
+    let mut config = config.clone();
+    if let Some(bootstrap) = &options.kafka_bootstrap {
+        config.kafka.bootstrap = bootstrap.clone();
+    }
+    let config = &config;
+    let kafka_config = config.kafka_config()?;
     let admin_address: SocketAddr =
         config.admin.listen.parse().with_context(|| {
             format!("admin.listen = {:?} is not an address", config.admin.listen)
@@ -92,7 +102,7 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         events_path: config.events_path(),
     };
     let started = Instant::now();
-    let recovered = recover(&recovery, &mut |progress| {
+    let mut progress = |progress: ringmatch_pipeline::ReplayProgress| {
         log!(
             "replay: {} of {} commands, {:.0} commands/s, about {:.1} s left",
             progress.replayed_count,
@@ -100,7 +110,96 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
             progress.rate_per_second,
             progress.eta.as_secs_f64()
         )
-    })?;
+    };
+    match kafka_config {
+        None => {
+            log!(
+                "output: the embedded events file {}",
+                config.events_path().display()
+            );
+            let recovered = recover(&recovery, &mut progress)?;
+            let events = recovered.output.report();
+            log!(
+                "events file: {} records, resume point {:?}, cut {} bytes, dropped {} records \
+                 ahead of the journal",
+                events.records_count,
+                events.resume_point,
+                events.cut_bytes_count,
+                events.dropped_ahead_count,
+            );
+            run(
+                config,
+                pipeline_config,
+                admin_address,
+                admin_token,
+                started,
+                recovered,
+                None,
+            )
+        }
+        Some(kafka_config) => {
+            log!(
+                "output: Kafka at {} (topics {:?} and {:?}, {} partitions, delivery {}, \
+                 transactional.id {:?}, format {:?})",
+                kafka_config.bootstrap,
+                kafka_config.events_topic,
+                kafka_config.market_data_topic,
+                kafka_config.partitions,
+                config.kafka.delivery,
+                kafka_config.transactional_id,
+                kafka_config.format
+            );
+            let encoder = match kafka_config.format {
+                OutputFormat::Binary => EventEncoder::Binary,
+                OutputFormat::Json => EventEncoder::Json(crate::script::event_to_json),
+            };
+            let recovered = recover_with(
+                &recovery,
+                |journal_next_seq| {
+                    let (output, report) =
+                        KafkaOutput::open(&kafka_config, encoder, journal_next_seq)
+                            .map_err(|error| RecoveryError::Output(error.to_string()))?;
+                    for topic in &report.created_topics {
+                        log!("kafka: created topic {topic:?}");
+                    }
+                    log!(
+                        "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} \
+                         s); last committed event {:?}; replay from sequence {}",
+                        report.open_duration.as_secs_f64(),
+                        report.topics_duration.as_secs_f64(),
+                        report.fence_duration.as_secs_f64(),
+                        report.resume.max(),
+                        output.replay_from_seq()
+                    );
+                    Ok(output)
+                },
+                &mut progress,
+            )?;
+            let kafka_metrics = recovered.output.metrics();
+            run(
+                config,
+                pipeline_config,
+                admin_address,
+                admin_token,
+                started,
+                recovered,
+                Some(kafka_metrics),
+            )
+        }
+    }
+}
+
+/// Starts the pipeline on the recovered state and output, the gateway and the admin
+/// listener, and runs until a termination signal.
+fn run<O: ResumableOutput>(
+    config: &Config,
+    pipeline_config: PipelineConfig,
+    admin_address: SocketAddr,
+    admin_token: Option<ringmatch_gateway::Credential>,
+    started: Instant,
+    recovered: Recovered<O>,
+    kafka: Option<Arc<KafkaMetrics>>,
+) -> anyhow::Result<()> {
     report_recovery(&recovered);
     let state_hash = recovered.engine.state_hash();
     let next_seq = recovered.journal.next_seq();
@@ -127,7 +226,7 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         &pipeline_config,
         recovered.engine,
         recovered.journal,
-        recovered.events,
+        recovered.output,
         Some(recovered.snapshots),
         router,
     )?;
@@ -161,6 +260,7 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
             metrics: Arc::clone(&metrics),
             market_data: pipeline.market_data(),
             token: admin_token,
+            kafka,
         };
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -212,7 +312,7 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report_recovery(recovered: &ringmatch_pipeline::Recovered) {
+fn report_recovery<O: ResumableOutput>(recovered: &Recovered<O>) {
     let report = &recovered.journal_report;
     if let Some(cut) = &report.tail_cut {
         log!(
@@ -245,21 +345,15 @@ fn report_recovery(recovered: &ringmatch_pipeline::Recovered) {
         ),
         None => log!("snapshot: none used; replaying the whole journal"),
     }
-    let events = &recovered.events_report;
     log!(
-        "journal: sequences {}..{} in {} segments; replayed {} commands in {:.3} s; events file: \
-         {} records, resume point {:?}, cut {} bytes, dropped {} records ahead of the journal; \
-         {} replayed events were already out",
+        "journal: sequences {}..{} in {} segments; replayed {} commands in {:.3} s; {} replayed \
+         events were already out",
         report.first_seq,
         report.next_seq,
         report.segments_count,
         recovered.replayed_count,
         recovered.replay_duration.as_secs_f64(),
-        events.records_count,
-        events.resume_point,
-        events.cut_bytes_count,
-        events.dropped_ahead_count,
-        recovered.events.skipped_count()
+        recovered.output.skipped_count()
     );
 }
 
@@ -269,6 +363,7 @@ struct Admin {
     metrics: Arc<Metrics>,
     market_data: Arc<ringmatch_pipeline::MarketData>,
     token: Option<ringmatch_gateway::Credential>,
+    kafka: Option<Arc<KafkaMetrics>>,
 }
 
 fn run_admin(listener: &TcpListener, admin: &mut Admin, stop: &AtomicBool) {
@@ -377,11 +472,16 @@ fn route(method: &str, path: &str, body: &[u8], admin: &mut Admin) -> Response {
         return book_json(&admin.market_data, rest);
     }
     match (method, path) {
-        ("GET", "/status") => Response::json(200, status_json(metrics)),
+        ("GET", "/status") => Response::json(200, status_json(metrics, admin.kafka.as_deref())),
         ("GET", "/metrics") => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
-            body: metrics_text(metrics),
+            body: metrics_text(metrics)
+                + &admin
+                    .kafka
+                    .as_ref()
+                    .map(|kafka| kafka.prometheus_text())
+                    .unwrap_or_default(),
         },
         ("POST", "/snapshot") => {
             let mut command = Command::empty(CommandType::Snapshot);
@@ -509,7 +609,7 @@ fn json_option(value: Option<u64>) -> String {
     value.map_or_else(|| "null".into(), |value| value.to_string())
 }
 
-fn status_json(metrics: &Metrics) -> String {
+fn status_json(metrics: &Metrics, kafka: Option<&KafkaMetrics>) -> String {
     let stage = |stage: Stage| metrics.stage_seq[stage as usize].load(Ordering::Relaxed);
     let journal = &metrics.journal;
     let last_snapshot = metrics
@@ -530,7 +630,7 @@ fn status_json(metrics: &Metrics) -> String {
         "{{\"stages\":{{\"published_input\":{},\"journaled\":{},\"replicated\":{},\"matched\":{},\"published\":{}}},\
          \"input_ring\":{{\"slots\":{},\"occupancy\":{},\"busy_rejections\":{}}},\
          \"journal\":{{\"next_seq\":{},\"durable_seq\":{},\"bytes_written\":{},\"records_written\":{},\"syncs\":{}}},\
-         \"events\":{{\"written\":{}}},\"last_snapshot\":{last_snapshot}}}",
+         \"events\":{{\"written\":{}}},\"last_snapshot\":{last_snapshot},\"kafka\":{}}}",
         metrics.input_published_seq.load(Ordering::Relaxed),
         stage(Stage::Journaled),
         stage(Stage::Replicated),
@@ -545,6 +645,16 @@ fn status_json(metrics: &Metrics) -> String {
         journal.records_written.load(Ordering::Relaxed),
         journal.syncs_count.load(Ordering::Relaxed),
         metrics.events_written.load(Ordering::Relaxed),
+        kafka.map_or_else(
+            || "null".into(),
+            |kafka| format!(
+                "{{\"committed_seq\":{},\"events_committed\":{},\"events_pending\":{},\"commits\":{}}}",
+                kafka.committed_seq.load(Ordering::Relaxed),
+                kafka.events_committed.load(Ordering::Relaxed),
+                kafka.events_pending.load(Ordering::Relaxed),
+                kafka.commits.load(Ordering::Relaxed),
+            )
+        ),
     )
 }
 

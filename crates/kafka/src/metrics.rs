@@ -1,0 +1,113 @@
+//! What the Kafka Publisher measures: output lag, commit latency, volume and errors.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Largest latency the histograms hold: one hour, in nanoseconds.
+const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+/// Shared counters and histograms of the Kafka Publisher.
+#[derive(Debug)]
+pub struct KafkaMetrics {
+    /// Output lag per event: from the command's ingress timestamp to the commit (or confirmed
+    /// flush) that made the event visible to consumers, in nanoseconds.
+    pub output_lag: Mutex<Histogram<u64>>,
+    /// How long each commit (or flush) took, in nanoseconds.
+    pub commit_latency: Mutex<Histogram<u64>>,
+    /// Events committed (visible to consumers).
+    pub events_committed: AtomicU64,
+    /// Value bytes committed.
+    pub bytes_committed: AtomicU64,
+    /// Transactions committed (or flushes confirmed).
+    pub commits: AtomicU64,
+    /// Sequence of the newest committed event (0: none yet).
+    pub committed_seq: AtomicU64,
+    /// Events handed to the producer thread, not yet committed.
+    pub events_pending: AtomicU64,
+    /// Replayed events skipped because Kafka held them.
+    pub events_skipped: AtomicU64,
+    /// Errors the publisher retried (the broker away, timeouts).
+    pub errors_retriable: AtomicU64,
+    /// Transactions aborted and produced again.
+    pub errors_aborted: AtomicU64,
+    /// Producers rebuilt after a fatal error.
+    pub errors_fatal: AtomicU64,
+    /// Local queue full (back-pressure from librdkafka).
+    pub errors_queue_full: AtomicU64,
+}
+
+impl Default for KafkaMetrics {
+    fn default() -> Self {
+        KafkaMetrics {
+            output_lag: Mutex::new(histogram()),
+            commit_latency: Mutex::new(histogram()),
+            events_committed: AtomicU64::new(0),
+            bytes_committed: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed_seq: AtomicU64::new(0),
+            events_pending: AtomicU64::new(0),
+            events_skipped: AtomicU64::new(0),
+            errors_retriable: AtomicU64::new(0),
+            errors_aborted: AtomicU64::new(0),
+            errors_fatal: AtomicU64::new(0),
+            errors_queue_full: AtomicU64::new(0),
+        }
+    }
+}
+
+impl KafkaMetrics {
+    /// Prometheus text lines (counters and lag quantiles), each name prefixed `ringmatch_kafka_`.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let counters = [
+            ("events_committed_total", &self.events_committed),
+            ("bytes_committed_total", &self.bytes_committed),
+            ("commits_total", &self.commits),
+            ("committed_seq", &self.committed_seq),
+            ("events_pending", &self.events_pending),
+            ("events_skipped_total", &self.events_skipped),
+        ];
+        for (name, value) in counters {
+            out.push_str(&format!(
+                "ringmatch_kafka_{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        for (kind, value) in [
+            ("retriable", &self.errors_retriable),
+            ("aborted", &self.errors_aborted),
+            ("fatal", &self.errors_fatal),
+            ("queue_full", &self.errors_queue_full),
+        ] {
+            out.push_str(&format!(
+                "ringmatch_kafka_errors_total{{kind=\"{kind}\"}} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        for (name, histogram) in [
+            ("output_lag_seconds", &self.output_lag),
+            ("commit_latency_seconds", &self.commit_latency),
+        ] {
+            let Ok(histogram) = histogram.lock() else {
+                continue;
+            };
+            for quantile in [0.5, 0.9, 0.99, 0.999] {
+                out.push_str(&format!(
+                    "ringmatch_kafka_{name}{{quantile=\"{quantile}\"}} {:.9}\n",
+                    histogram.value_at_quantile(quantile) as f64 / 1e9
+                ));
+            }
+            out.push_str(&format!(
+                "ringmatch_kafka_{name}_count {}\n",
+                histogram.len()
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,664 @@
+//! The Kafka output sink and its producer thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use ringmatch_pipeline::{OutputSink, ResumableOutput};
+use ringmatch_proto::Event;
+
+use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
+use crate::resume::{read_resume_points, ResumePoints};
+use crate::topics::{base_config, ensure_topics};
+use crate::{
+    is_fenced, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_DELIVERED,
+    HEADER_INDEX, HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
+};
+
+/// Events handed to the producer thread in one message at most.
+const BATCH_EVENTS_MAX: usize = 4096;
+/// Batches waiting for the producer thread at most; then the Publisher waits (and the output
+/// ring fills behind it).
+const BATCHES_QUEUED_MAX: usize = 64;
+/// How long one commit (or flush) may take before it is retried.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between retries while the broker is away.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// What opening the Kafka output found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Topics created at start-up.
+    pub created_topics: Vec<String>,
+    /// The last committed event of every partition.
+    pub resume: ResumePoints,
+    /// How long connecting, fencing and reading the resume points took.
+    pub open_duration: Duration,
+    /// Of which: checking (or creating) the topics.
+    pub topics_duration: Duration,
+    /// Of which: initialising transactions (fencing older producers, aborting their open
+    /// transaction).
+    pub fence_duration: Duration,
+}
+
+/// The Kafka output sink: skips what Kafka holds, hands the rest to the producer thread.
+pub struct KafkaOutput {
+    partitions: i32,
+    encoder: EventEncoder,
+    resume: ResumePoints,
+    replay_from_seq: u64,
+    batch: Vec<Event>,
+    sender: Option<Sender<Vec<Event>>>,
+    thread: Option<JoinHandle<()>>,
+    metrics: Arc<KafkaMetrics>,
+    skipped_count: u64,
+    value: Vec<u8>,
+}
+
+impl KafkaOutput {
+    /// Connects, checks or creates the topics, initialises the producer (fencing any older
+    /// one with the same transactional id), reads the resume points and starts the producer
+    /// thread. `journal_next_seq` is the journal's next sequence: Kafka holding an event of a
+    /// later command is an error.
+    pub fn open(
+        config: &KafkaConfig,
+        encoder: EventEncoder,
+        journal_next_seq: u64,
+    ) -> Result<(KafkaOutput, OpenReport), KafkaOutputError> {
+        config.validate()?;
+        let started = Instant::now();
+        let created_topics = ensure_topics(config)?;
+        let topics_duration = started.elapsed();
+        let failures = Arc::new(DeliveryFailures::default());
+        let producer = build_producer(config, &failures)?;
+        if config.delivery == Delivery::ExactlyOnce {
+            producer
+                .init_transactions(config.connect_timeout)
+                .map_err(|error| match error.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut,
+                    ) => KafkaOutputError::Unreachable {
+                        bootstrap: config.bootstrap.clone(),
+                        timeout: config.connect_timeout,
+                        detail: format!("initialising transactions: {error}"),
+                    },
+                    _ => KafkaOutputError::Kafka {
+                        context: format!(
+                            "initialising transactions for transactional.id {:?}",
+                            config.transactional_id
+                        ),
+                        source: error,
+                    },
+                })?;
+        }
+        let fence_duration = started.elapsed() - topics_duration;
+        let resume = read_resume_points(config)?;
+        for (topic, partitions) in [
+            (&config.events_topic, &resume.events),
+            (&config.market_data_topic, &resume.market_data),
+        ] {
+            for (partition, point) in partitions.iter().enumerate() {
+                if let Some((seq, _)) = point.last {
+                    if seq >= journal_next_seq {
+                        return Err(KafkaOutputError::AheadOfJournal {
+                            topic: topic.clone(),
+                            partition: partition as i32,
+                            seq,
+                            journal_next_seq,
+                        });
+                    }
+                }
+            }
+        }
+        let metrics = Arc::new(KafkaMetrics::default());
+        let confirmed = match config.delivery {
+            Delivery::ExactlyOnce => resume.max(),
+            Delivery::AtLeastOnce => resume.all().filter_map(|point| point.delivered).max(),
+        };
+        let (sender, receiver) = crossbeam_channel::bounded(BATCHES_QUEUED_MAX);
+        let producer_loop = ProducerLoop {
+            config: config.clone(),
+            encoder,
+            producer,
+            failures,
+            receiver,
+            unconfirmed: Vec::new(),
+            unconfirmed_bytes: 0,
+            in_transaction: false,
+            transaction_started: Instant::now(),
+            confirmed,
+            metrics: Arc::clone(&metrics),
+            value: Vec::with_capacity(512),
+            last_complaint: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-producer".into())
+            .spawn(move || producer_loop.run())
+            .map_err(|error| KafkaOutputError::Config(format!("spawn a thread: {error}")))?;
+        let replay_from_seq = resume.replay_from_seq(config.delivery);
+        let report = OpenReport {
+            created_topics,
+            resume: resume.clone(),
+            open_duration: started.elapsed(),
+            topics_duration,
+            fence_duration,
+        };
+        Ok((
+            KafkaOutput {
+                partitions: config.partitions,
+                encoder,
+                resume,
+                replay_from_seq,
+                batch: Vec::with_capacity(BATCH_EVENTS_MAX),
+                sender: Some(sender),
+                thread: Some(thread),
+                metrics,
+                skipped_count: 0,
+                value: Vec::with_capacity(512),
+            },
+            report,
+        ))
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> Arc<KafkaMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Hands the gathered events to the producer thread, waiting while its queue is full.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS_MAX));
+        self.metrics
+            .events_pending
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let sender = self.sender.as_ref().expect("open until dropped");
+        if sender.send(batch).is_err() {
+            panic!("the Kafka producer thread stopped");
+        }
+    }
+}
+
+impl OutputSink for KafkaOutput {
+    fn push(&mut self, event: &Event) {
+        let topic = topic_of(event);
+        let partition = partition_of(event, self.partitions) as usize;
+        let point = match topic {
+            TopicKind::Events => &self.resume.events[partition],
+            TopicKind::MarketData => &self.resume.market_data[partition],
+        };
+        if let Some(last) = point.last {
+            let position = (event.seq, event.index);
+            if position <= last {
+                if position == last {
+                    self.encoder.encode(event, &mut self.value);
+                    assert!(
+                        self.value == point.last_value,
+                        "replay produced a different event at the resume point {last:?} than \
+                         Kafka holds at offset {} of partition {partition}",
+                        point.offset
+                    );
+                }
+                self.skipped_count += 1;
+                self.metrics.events_skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.batch.push(*event);
+        if self.batch.len() >= BATCH_EVENTS_MAX {
+            self.send_batch();
+        }
+    }
+
+    fn end_of_batch(&mut self) {
+        self.send_batch();
+    }
+}
+
+impl ResumableOutput for KafkaOutput {
+    fn replay_from_seq(&self) -> u64 {
+        self.replay_from_seq
+    }
+
+    fn skipped_count(&self) -> u64 {
+        self.skipped_count
+    }
+}
+
+impl Drop for KafkaOutput {
+    /// Hands over what is left and waits until the producer thread committed it all.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        self.send_batch();
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Delivery failures reported by librdkafka (`at_least_once` checks them after each flush).
+#[derive(Default)]
+struct DeliveryFailures {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+struct Context {
+    failures: Arc<DeliveryFailures>,
+}
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, _)) = result {
+            self.failures.count.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.failures.first.lock() {
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+fn build_producer(
+    config: &KafkaConfig,
+    failures: &Arc<DeliveryFailures>,
+) -> Result<BaseProducer<Context>, KafkaOutputError> {
+    let mut client: ClientConfig = base_config(config, "producer");
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "262144");
+    match config.delivery {
+        Delivery::ExactlyOnce => {
+            client
+                .set("transactional.id", &config.transactional_id)
+                .set("transaction.timeout.ms", "60000");
+        }
+        // No timeout: while the broker is away, events wait; they are never dropped.
+        Delivery::AtLeastOnce => {
+            client.set("message.timeout.ms", "0");
+        }
+    }
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+        .create_with_context(Context {
+            failures: Arc::clone(failures),
+        })
+        .map_err(|source| KafkaOutputError::Kafka {
+            context: "creating the producer (check kafka.properties)".into(),
+            source,
+        })
+}
+
+/// What an error leaves behind.
+enum Recovery {
+    /// Nothing was lost: retry the same step.
+    Retry,
+    /// The open transaction is gone (aborted, or a new producer): produce every unconfirmed
+    /// event again.
+    Reproduce,
+}
+
+/// The producer thread: produces batches, commits, and recovers from every error but
+/// fencing.
+struct ProducerLoop {
+    config: KafkaConfig,
+    encoder: EventEncoder,
+    producer: BaseProducer<Context>,
+    failures: Arc<DeliveryFailures>,
+    receiver: Receiver<Vec<Event>>,
+    /// Produced (or about to be), not yet committed: produced again after an abort.
+    unconfirmed: Vec<Event>,
+    unconfirmed_bytes: u64,
+    in_transaction: bool,
+    transaction_started: Instant,
+    /// The newest event known to be in Kafka (the `ringmatch.delivered` mark).
+    confirmed: Option<(u64, u32)>,
+    metrics: Arc<KafkaMetrics>,
+    value: Vec<u8>,
+    last_complaint: Option<Instant>,
+}
+
+impl ProducerLoop {
+    fn run(mut self) {
+        loop {
+            let wait = if self.unconfirmed.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                self.config
+                    .commit_interval
+                    .saturating_sub(self.transaction_started.elapsed())
+            };
+            match self.receiver.recv_timeout(wait) {
+                Ok(batch) => {
+                    if self.unconfirmed.is_empty() {
+                        self.transaction_started = Instant::now();
+                    }
+                    let from = self.unconfirmed.len();
+                    self.unconfirmed.extend_from_slice(&batch);
+                    self.produce_from(from);
+                    self.producer.poll(Duration::ZERO);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    return;
+                }
+            }
+            let due = self.transaction_started.elapsed() >= self.config.commit_interval
+                || self.unconfirmed.len() >= self.config.commit_events_max;
+            if !self.unconfirmed.is_empty() && due {
+                self.commit();
+            }
+        }
+    }
+
+    /// Produces `unconfirmed[from..]`, recovering from errors until it is all handed over.
+    fn produce_from(&mut self, mut from: usize) {
+        loop {
+            match self.try_produce_from(from) {
+                Ok(()) => return,
+                Err((reached, error)) => match self.recover(error) {
+                    Recovery::Retry => from = reached,
+                    Recovery::Reproduce => from = 0,
+                },
+            }
+        }
+    }
+
+    fn try_produce_from(&mut self, from: usize) -> Result<(), (usize, KafkaError)> {
+        if self.config.delivery == Delivery::ExactlyOnce && !self.in_transaction {
+            self.producer
+                .begin_transaction()
+                .map_err(|error| (from, error))?;
+            self.in_transaction = true;
+        }
+        if from == 0 {
+            self.unconfirmed_bytes = 0;
+        }
+        let delivered = match self.confirmed {
+            Some((seq, index)) => format!("{seq}.{index}"),
+            None => String::new(),
+        };
+        for position in from..self.unconfirmed.len() {
+            let event = self.unconfirmed[position];
+            self.encoder.encode(&event, &mut self.value);
+            let topic = match topic_of(&event) {
+                TopicKind::Events => self.config.events_topic.as_str(),
+                TopicKind::MarketData => self.config.market_data_topic.as_str(),
+            };
+            let seq = event.seq.to_string();
+            let index = event.index.to_string();
+            let version = KAFKA_RECORD_VERSION.to_string();
+            let key = event.instrument.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(4)
+                .insert(Header {
+                    key: HEADER_SEQ,
+                    value: Some(seq.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_INDEX,
+                    value: Some(index.as_bytes()),
+                })
+                .insert(Header {
+                    key: HEADER_VERSION,
+                    value: Some(version.as_bytes()),
+                });
+            if self.config.delivery == Delivery::AtLeastOnce {
+                headers = headers.insert(Header {
+                    key: HEADER_DELIVERED,
+                    value: Some(delivered.as_bytes()),
+                });
+            }
+            let mut record = BaseRecord::to(topic)
+                .partition(partition_of(&event, self.config.partitions))
+                .key(key.as_bytes())
+                .payload(self.value.as_slice())
+                .headers(headers);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        self.metrics
+                            .errors_queue_full
+                            .fetch_add(1, Ordering::Relaxed);
+                        record = back;
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                    Err((error, _)) => return Err((position, error)),
+                }
+            }
+            self.unconfirmed_bytes += self.value.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (or flushes and checks deliveries), recovering from
+    /// errors until it succeeds.
+    fn commit(&mut self) {
+        while !self.unconfirmed.is_empty() {
+            let started = Instant::now();
+            match self.try_commit() {
+                Ok(()) => {
+                    self.committed(started.elapsed());
+                    return;
+                }
+                Err(error) => {
+                    if let Recovery::Reproduce = self.recover(error) {
+                        self.produce_from(0);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_commit(&mut self) -> Result<(), KafkaError> {
+        match self.config.delivery {
+            Delivery::ExactlyOnce => {
+                self.producer.commit_transaction(COMMIT_TIMEOUT)?;
+                self.in_transaction = false;
+                Ok(())
+            }
+            Delivery::AtLeastOnce => {
+                self.producer.flush(COMMIT_TIMEOUT)?;
+                if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    self.complain(&format!("the producer failed ({code}: {reason})"));
+                    return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fatal));
+                }
+                if self.failures.count.swap(0, Ordering::Relaxed) > 0 {
+                    let first = self
+                        .failures
+                        .first
+                        .lock()
+                        .ok()
+                        .and_then(|mut first| first.take())
+                        .unwrap_or_default();
+                    self.complain(&format!("delivery failed ({first}); producing again"));
+                    // Not retriable as is: rebuild and produce what Kafka lacks.
+                    return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fatal));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn committed(&mut self, took: Duration) {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        if let Ok(mut lag) = self.metrics.output_lag.lock() {
+            for event in &self.unconfirmed {
+                if event.index == 0 {
+                    lag.saturating_record(now_ns.saturating_sub(event.timestamp_ns).max(1));
+                }
+            }
+        }
+        if let Ok(mut latency) = self.metrics.commit_latency.lock() {
+            latency.saturating_record((took.as_nanos() as u64).max(1));
+        }
+        let count = self.unconfirmed.len() as u64;
+        let last = self
+            .unconfirmed
+            .last()
+            .map(|event| (event.seq, event.index));
+        self.metrics
+            .events_committed
+            .fetch_add(count, Ordering::Relaxed);
+        self.metrics
+            .bytes_committed
+            .fetch_add(self.unconfirmed_bytes, Ordering::Relaxed);
+        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .events_pending
+            .fetch_sub(count, Ordering::Relaxed);
+        if let Some((seq, _)) = last {
+            self.metrics.committed_seq.store(seq, Ordering::Relaxed);
+        }
+        self.confirmed = last.or(self.confirmed);
+        self.unconfirmed.clear();
+        self.unconfirmed_bytes = 0;
+        self.transaction_started = Instant::now();
+        if self.last_complaint.take().is_some() {
+            eprintln!("ringmatch: kafka: committing again");
+        }
+    }
+
+    /// Handles an error of a produce, commit or flush: fencing stops the service; a retriable
+    /// error waits; an abortable one aborts; anything else builds a new producer.
+    fn recover(&mut self, error: KafkaError) -> Recovery {
+        if is_fenced(&error) {
+            panic!(
+                "kafka: {}",
+                KafkaOutputError::Fenced {
+                    transactional_id: self.config.transactional_id.clone()
+                }
+            );
+        }
+        let (retriable, requires_abort, fatal) = match &error {
+            KafkaError::Transaction(rd) => {
+                (rd.is_retriable(), rd.txn_requires_abort(), rd.is_fatal())
+            }
+            KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => (true, false, false),
+            _ => (false, self.in_transaction, true),
+        };
+        if retriable {
+            self.metrics
+                .errors_retriable
+                .fetch_add(1, Ordering::Relaxed);
+            self.complain(&format!("{error}; retrying"));
+            std::thread::sleep(RETRY_PAUSE);
+            return Recovery::Retry;
+        }
+        if requires_abort && !fatal {
+            self.metrics.errors_aborted.fetch_add(1, Ordering::Relaxed);
+            self.complain(&format!(
+                "{error}; aborting the transaction and producing again"
+            ));
+            loop {
+                match self.producer.abort_transaction(COMMIT_TIMEOUT) {
+                    Ok(()) => {
+                        self.in_transaction = false;
+                        return Recovery::Reproduce;
+                    }
+                    Err(error) if is_fenced(&error) => return self.recover(error),
+                    Err(KafkaError::Transaction(rd)) if rd.is_retriable() => {
+                        std::thread::sleep(RETRY_PAUSE)
+                    }
+                    Err(error) => {
+                        self.complain(&format!("abort failed: {error}"));
+                        break;
+                    }
+                }
+            }
+        }
+        self.rebuild(&error);
+        Recovery::Reproduce
+    }
+
+    /// A new producer (fencing the old one), then the resume points read again from Kafka:
+    /// whatever a partition already holds is dropped from the unconfirmed events.
+    fn rebuild(&mut self, cause: &KafkaError) {
+        self.metrics.errors_fatal.fetch_add(1, Ordering::Relaxed);
+        self.complain(&format!("{cause}; starting a new producer"));
+        self.in_transaction = false;
+        let producer = loop {
+            match build_producer(&self.config, &self.failures) {
+                Ok(producer) => {
+                    if self.config.delivery == Delivery::AtLeastOnce {
+                        break producer;
+                    }
+                    match producer.init_transactions(COMMIT_TIMEOUT) {
+                        Ok(()) => break producer,
+                        Err(error) if is_fenced(&error) => {
+                            self.recover(error);
+                        }
+                        Err(error) => self.complain(&format!("initialising: {error}; retrying")),
+                    }
+                }
+                Err(error) => self.complain(&format!("{error}; retrying")),
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        };
+        self.producer = producer;
+        self.failures.count.store(0, Ordering::Relaxed);
+        let resume = loop {
+            match read_resume_points(&self.config) {
+                Ok(resume) => break resume,
+                Err(error) => self.complain(&format!("{error}; retrying")),
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        };
+        let partitions = self.config.partitions;
+        let before = self.unconfirmed.len();
+        self.unconfirmed.retain(|event| {
+            let partition = partition_of(event, partitions) as usize;
+            let point = match topic_of(event) {
+                TopicKind::Events => &resume.events[partition],
+                TopicKind::MarketData => &resume.market_data[partition],
+            };
+            point
+                .last
+                .is_none_or(|last| (event.seq, event.index) > last)
+        });
+        let already = (before - self.unconfirmed.len()) as u64;
+        if already > 0 {
+            self.metrics
+                .events_pending
+                .fetch_sub(already, Ordering::Relaxed);
+            self.metrics
+                .events_committed
+                .fetch_add(already, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs a problem, at most once a second while it lasts.
+    fn complain(&mut self, problem: &str) {
+        if self
+            .last_complaint
+            .is_none_or(|last| last.elapsed() >= Duration::from_secs(1))
+        {
+            eprintln!("ringmatch: kafka: {problem}");
+            self.last_complaint = Some(Instant::now());
+        }
+    }
+}

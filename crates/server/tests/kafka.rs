@@ -1,0 +1,396 @@
+//! `ringmatch serve` publishing to a real Kafka broker (`KAFKA_BOOTSTRAP`; scripts/test.sh
+//! starts one): kill -9 under load many times, a second engine fencing the first, at least
+//! once delivery, JSON values, and bad configurations. Every run ends by reading both topics
+//! with read_committed and comparing them, partition by partition and byte for byte, with the
+//! events of a clean replay of the journal.
+//!
+//! `RINGMATCH_KAFKA_CRASH_ROUNDS` sets the number of kills (default 10); the seed is printed
+//! (`RINGMATCH_CRASH_SEED` repeats a run).
+
+mod kafka_support;
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_support::{assert_exactly_once, bootstrap, read_committed, Names};
+use support::{command_lines, Server, Setup};
+
+const PARTITIONS: i32 = 3;
+
+/// A second tradable instrument, so events land on more than one partition.
+const SECOND_INSTRUMENT: &str = "[[instruments]]\nid = 2\nsymbol = \"TWO\"\ntick_size = 1\n\
+     lot_size = 1\nmin_price = 1\nmax_price = 200000\nmax_qty = 1000000\n";
+
+/// The exchange-core mix, with every fifth command on instrument 2 and every fifth on
+/// instrument 3 (not configured: rejected), so all three partitions get events.
+fn load_lines(count: usize, seed: u64) -> Vec<String> {
+    command_lines(count, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| match index % 5 {
+            0 => line.replace("\"instrument\":1", "\"instrument\":2"),
+            1 => line.replace("\"instrument\":1", "\"instrument\":3"),
+            _ => line,
+        })
+        .collect()
+}
+
+/// Posts batches of command lines to `serve` until stopped or the server goes away.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(port: u16, lines: &Arc<Vec<String>>, next: &Arc<AtomicU64>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (lines, next, stop) = (Arc::clone(lines), Arc::clone(next), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = next.fetch_add(50, Ordering::Relaxed) as usize % (lines.len() - 50);
+                    let body = lines[start..start + 50].join("\n");
+                    match support::http(port, "POST", "/commands", &body) {
+                        Some((200, _)) => {}
+                        Some((503, _)) => std::thread::sleep(Duration::from_millis(2)),
+                        Some(other) => panic!("unexpected response {other:?}"),
+                        None => return,
+                    }
+                }
+            })
+        };
+        Load { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+fn status(server: &Server) -> serde_json::Value {
+    let (code, body) = server.request("GET", "/status", "").expect("status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until every matched event is committed to Kafka.
+fn wait_committed(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(server);
+        let matched = status["stages"]["matched"].as_u64().unwrap();
+        let published = status["stages"]["published"].as_u64().unwrap();
+        let pending = status["kafka"]["events_pending"].as_u64().unwrap();
+        if published >= matched && pending == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events not committed: {status}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("RINGMATCH_CRASH_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
+#[test]
+fn kill_9_under_load_then_kafka_holds_every_event_exactly_once() {
+    let bootstrap = bootstrap();
+    let rounds: u64 = std::env::var("RINGMATCH_KAFKA_CRASH_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(10);
+    let seed = seed();
+    eprintln!("kafka crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
+    let mut random = seed;
+    let mut next_random = move || {
+        random ^= random >> 12;
+        random ^= random << 25;
+        random ^= random >> 27;
+        random.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let names = Names::new("crash");
+    let setup = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    let lines = Arc::new(load_lines(100_000, seed));
+    let next = Arc::new(AtomicU64::new(0));
+    for round in 0..rounds {
+        let server = setup.start(&[]);
+        let load = Load::start(server.port, &lines, &next);
+        std::thread::sleep(Duration::from_millis(200 + next_random() % 800));
+        server.kill9();
+        load.stop();
+        eprintln!("kafka crash test: round {round} killed");
+    }
+    let server = setup.start(&[]);
+    let log = server.log();
+    assert!(
+        log.contains("replayed events were already out"),
+        "the restart read the resume point from Kafka:\n{log}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let events_count = assert_exactly_once(&bootstrap, &names, PARTITIONS, &setup.config);
+    assert!(
+        events_count > 1_000,
+        "the load did real work: {events_count}"
+    );
+    eprintln!("kafka crash test: {events_count} events, each exactly once");
+}
+
+#[test]
+fn a_second_engine_fences_the_first_and_nothing_is_doubled() {
+    let bootstrap = bootstrap();
+    let names = Names::new("fence");
+    let first = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    let lines = Arc::new(load_lines(20_000, seed()));
+    let next = Arc::new(AtomicU64::new(0));
+    let engine_a = first.start(&[]);
+    let load = Load::start(engine_a.port, &lines, &next);
+    std::thread::sleep(Duration::from_millis(700));
+    load.stop();
+    wait_committed(&engine_a);
+
+    // The standby: the same journal (copied while the first engine is idle) and the same
+    // transactional id, in its own data directory.
+    let second = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    copy_dir(&first.data(), &second.data());
+    let engine_b = second.start(&[]);
+
+    // The first engine's next output meets the fence: it stops with the documented error.
+    let (code, body) = engine_a
+        .request(
+            "POST",
+            "/commands",
+            "{\"type\":\"place\",\"account\":7,\"instrument\":1,\"side\":\"buy\",\"price\":5,\"qty\":1,\"client_order_id\":1}",
+        )
+        .expect("the first engine takes the command");
+    assert_eq!(code, 200, "{body}");
+    let (exit, log) = engine_a.wait_exit(Duration::from_secs(60));
+    assert_eq!(exit, Some(70), "{log}");
+    assert!(
+        log.contains("fenced: another engine initialised transactional.id"),
+        "{log}"
+    );
+
+    // The second engine carries on and its output is the clean replay of its journal.
+    let load = Load::start(engine_b.port, &lines, &next);
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop();
+    assert_eq!(engine_b.terminate(), Some(0));
+    let events_count = assert_exactly_once(&bootstrap, &names, PARTITIONS, &second.config);
+    assert!(events_count > 100, "{events_count}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn at_least_once_survives_kills_and_consumers_can_dedupe_by_headers() {
+    let bootstrap = bootstrap();
+    let names = Names::new("alo");
+    let setup = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "delivery = \"at_least_once\"")
+    ));
+    let lines = Arc::new(load_lines(50_000, seed()));
+    let next = Arc::new(AtomicU64::new(0));
+    for round in 0..3u64 {
+        let server = setup.start(&[]);
+        let load = Load::start(server.port, &lines, &next);
+        std::thread::sleep(Duration::from_millis(300 + 250 * round));
+        server.kill9();
+        load.stop();
+    }
+    let server = setup.start(&[]);
+    assert_eq!(server.terminate(), Some(0));
+    let replay = kafka_support::clean_replay(&setup.config);
+    let expected = kafka_support::split(&replay, PARTITIONS, |event| event.to_bytes().to_vec());
+    let mut duplicates = 0;
+    for (topic_index, topic) in [&names.events, &names.market_data].into_iter().enumerate() {
+        let found = read_committed(&bootstrap, topic, PARTITIONS);
+        for partition in 0..PARTITIONS as usize {
+            // What a consumer does: drop a record at or before the last (seq, index) it saw.
+            let mut deduped = Vec::new();
+            let mut last = None;
+            for record in &found[partition] {
+                if last.is_some_and(|last| (record.seq, record.index) <= last) {
+                    duplicates += 1;
+                    continue;
+                }
+                last = Some((record.seq, record.index));
+                deduped.push(record.clone());
+            }
+            assert!(
+                deduped == expected[topic_index][partition],
+                "{topic} partition {partition}: {} records after dedupe, {} in a clean replay",
+                deduped.len(),
+                expected[topic_index][partition].len()
+            );
+        }
+    }
+    eprintln!(
+        "at least once: {} events, {duplicates} duplicates dropped by the consumer",
+        replay.len()
+    );
+}
+
+#[test]
+fn json_values_are_the_feed_lines() {
+    let bootstrap = bootstrap();
+    let names = Names::new("json");
+    let setup = Setup::new(&format!(
+        "[output]\nformat = \"json\"\n{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    let server = setup.start(&[]);
+    let body = load_lines(300, 7).join("\n");
+    let (code, response) = server.request("POST", "/commands", &body).unwrap();
+    assert_eq!(code, 200, "{response}");
+    assert_eq!(server.terminate(), Some(0));
+    let replay = kafka_support::clean_replay(&setup.config);
+    let expected = kafka_support::split(&replay, PARTITIONS, |event| {
+        ringmatch_server::script::event_to_json(event).into_bytes()
+    });
+    for (topic_index, topic) in [&names.events, &names.market_data].into_iter().enumerate() {
+        let found = read_committed(&bootstrap, topic, PARTITIONS);
+        for partition in 0..PARTITIONS as usize {
+            assert!(
+                found[partition] == expected[topic_index][partition],
+                "{topic} partition {partition} differs"
+            );
+        }
+        assert!(found.iter().any(|records| !records.is_empty()));
+    }
+    let first: serde_json::Value = serde_json::from_slice(
+        &read_committed(&bootstrap, &names.events, PARTITIONS)
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap()
+            .value,
+    )
+    .expect("values are JSON");
+    assert!(first["type"].is_string(), "{first}");
+}
+
+/// A journal with some commands in it, written without Kafka; returns its `journal verify`.
+fn journal_with_commands(setup: &Setup) -> String {
+    let server = setup.start(&[]);
+    let body = load_lines(200, 3).join("\n");
+    let (code, response) = server.request("POST", "/commands", &body).unwrap();
+    assert_eq!(code, 200, "{response}");
+    assert_eq!(server.terminate(), Some(0));
+    let output = setup.tool(&["journal", "verify"]);
+    assert!(output.status.success());
+    support::stdout(&output)
+}
+
+#[test]
+fn bad_kafka_configurations_fail_clearly_and_leave_the_journal_alone() {
+    let bootstrap = bootstrap();
+    let names = Names::new("bad");
+    let setup = Setup::new(SECOND_INSTRUMENT);
+    let before = journal_with_commands(&setup);
+    let cases: Vec<(Vec<String>, String, &str)> = vec![
+        (
+            vec!["--kafka-bootstrap".into(), "127.0.0.1:1".into()],
+            String::new(),
+            "cannot reach Kafka at 127.0.0.1:1",
+        ),
+        (
+            vec!["--kafka-bootstrap".into(), bootstrap.clone()],
+            "create_topics = false".into(),
+            "does not exist and kafka.create_topics is false",
+        ),
+        (
+            vec!["--kafka-bootstrap".into(), bootstrap.clone()],
+            "[kafka.properties]\n\"no.such.property\" = \"1\"".into(),
+            "check kafka.properties",
+        ),
+        (
+            vec!["--kafka-bootstrap".into(), bootstrap.clone()],
+            "[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.username\" = \"x\"".into(),
+            "check kafka.properties",
+        ),
+    ];
+    for (args, kafka_extra, expected) in cases {
+        let config = format!(
+            "[kafka]\nevents_topic = \"{}\"\nmarket_data_topic = \"{}\"\ntransactional_id = \"{}\"\n\
+             connect_timeout_ms = 3000\n{kafka_extra}\n",
+            names.events, names.market_data, names.transactional_id
+        );
+        let text = std::fs::read_to_string(&setup.config).unwrap();
+        let base = text.split("[kafka]").next().unwrap().to_string();
+        std::fs::write(&setup.config, format!("{base}{config}")).unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let (code, log) = setup.start_fails(&args);
+        assert_ne!(code, Some(0), "{log}");
+        assert!(log.contains(expected), "expected {expected:?} in:\n{log}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let output = setup.tool(&["journal", "verify"]);
+        assert!(output.status.success(), "journal damaged after: {log}");
+        assert_eq!(
+            support::stdout(&output),
+            before,
+            "journal changed after: {log}"
+        );
+    }
+
+    // A topic with another partition count than configured.
+    let names = Names::new("partitions");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let base = text.split("[kafka]").next().unwrap().to_string();
+    std::fs::write(
+        &setup.config,
+        format!("{base}{}", names.section(&bootstrap, 2, "")),
+    )
+    .unwrap();
+    let server = setup.start(&[]);
+    assert_eq!(server.terminate(), Some(0));
+    std::fs::write(
+        &setup.config,
+        format!("{base}{}", names.section(&bootstrap, 5, "")),
+    )
+    .unwrap();
+    let (code, log) = setup.start_fails(&[]);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("has 2 partitions but kafka.partitions = 5"),
+        "{log}"
+    );
+}
