@@ -31,8 +31,8 @@ use std::time::Duration;
 pub use metrics::KafkaMetrics;
 pub use output::{KafkaOutput, OpenReport};
 pub use record::{
-    partition_of, topic_of, EventEncoder, OutputFormat, TopicKind, HEADER_DELIVERED, HEADER_INDEX,
-    HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
+    partition_of, topic_of, EventEncoder, OutputFormat, TopicKind, HEADER_INDEX, HEADER_SEQ,
+    HEADER_VERSION, KAFKA_RECORD_VERSION,
 };
 pub use resume::{read_resume_points, PartitionResume, ResumePoints};
 
@@ -42,8 +42,9 @@ pub enum Delivery {
     /// A transactional producer: consumers reading `read_committed` see every event exactly
     /// once, in order.
     ExactlyOnce,
-    /// An idempotent producer without transactions: lower latency; after a crash a consumer
-    /// may see an event twice and drops it by its (sequence, index) headers.
+    /// An idempotent producer without transactions: lower latency; consumers read everything
+    /// (no read_committed needed) and drop an event at or before the last (sequence, index)
+    /// they saw in that partition, in case a retry after a crash doubled it.
     AtLeastOnce,
 }
 

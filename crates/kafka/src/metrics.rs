@@ -1,7 +1,7 @@
 //! What the Kafka Publisher measures: output lag, commit latency, volume and errors.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
@@ -20,8 +20,9 @@ pub struct KafkaMetrics {
     pub output_lag: Mutex<Histogram<u64>>,
     /// How long each commit (or flush) took, in nanoseconds.
     pub commit_latency: Mutex<Histogram<u64>>,
-    /// Events committed (visible to consumers).
-    pub events_committed: AtomicU64,
+    /// Events committed (visible to consumers), replayed ones included; shared with the
+    /// pipeline, whose snapshot writer waits on it.
+    pub events_committed: Arc<AtomicU64>,
     /// Value bytes committed.
     pub bytes_committed: AtomicU64,
     /// Transactions committed (or flushes confirmed).
@@ -47,7 +48,7 @@ impl Default for KafkaMetrics {
         KafkaMetrics {
             output_lag: Mutex::new(histogram()),
             commit_latency: Mutex::new(histogram()),
-            events_committed: AtomicU64::new(0),
+            events_committed: Arc::new(AtomicU64::new(0)),
             bytes_committed: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             committed_seq: AtomicU64::new(0),
@@ -66,7 +67,7 @@ impl KafkaMetrics {
     pub fn prometheus_text(&self) -> String {
         let mut out = String::new();
         let counters = [
-            ("events_committed_total", &self.events_committed),
+            ("events_committed_total", &*self.events_committed),
             ("bytes_committed_total", &self.bytes_committed),
             ("commits_total", &self.commits),
             ("committed_seq", &self.committed_seq),

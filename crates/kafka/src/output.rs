@@ -19,8 +19,8 @@ use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
 use crate::resume::{read_resume_points, ResumePoints};
 use crate::topics::{base_config, ensure_topics};
 use crate::{
-    is_fenced, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_DELIVERED,
-    HEADER_INDEX, HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
+    is_fenced, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_INDEX, HEADER_SEQ,
+    HEADER_VERSION, KAFKA_RECORD_VERSION,
 };
 
 /// Events handed to the producer thread in one message at most.
@@ -54,12 +54,12 @@ pub struct KafkaOutput {
     partitions: i32,
     encoder: EventEncoder,
     resume: ResumePoints,
-    replay_from_seq: u64,
     batch: Vec<Event>,
     sender: Option<Sender<Vec<Event>>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<KafkaMetrics>,
     skipped_count: u64,
+    taken_count: u64,
     value: Vec<u8>,
 }
 
@@ -119,10 +119,6 @@ impl KafkaOutput {
             }
         }
         let metrics = Arc::new(KafkaMetrics::default());
-        let confirmed = match config.delivery {
-            Delivery::ExactlyOnce => resume.max(),
-            Delivery::AtLeastOnce => resume.all().filter_map(|point| point.delivered).max(),
-        };
         let (sender, receiver) = crossbeam_channel::bounded(BATCHES_QUEUED_MAX);
         let producer_loop = ProducerLoop {
             config: config.clone(),
@@ -134,7 +130,6 @@ impl KafkaOutput {
             unconfirmed_bytes: 0,
             in_transaction: false,
             transaction_started: Instant::now(),
-            confirmed,
             metrics: Arc::clone(&metrics),
             value: Vec::with_capacity(512),
             last_complaint: None,
@@ -143,7 +138,6 @@ impl KafkaOutput {
             .name("kafka-producer".into())
             .spawn(move || producer_loop.run())
             .map_err(|error| KafkaOutputError::Config(format!("spawn a thread: {error}")))?;
-        let replay_from_seq = resume.replay_from_seq(config.delivery);
         let report = OpenReport {
             created_topics,
             resume: resume.clone(),
@@ -156,12 +150,12 @@ impl KafkaOutput {
                 partitions: config.partitions,
                 encoder,
                 resume,
-                replay_from_seq,
                 batch: Vec::with_capacity(BATCH_EVENTS_MAX),
                 sender: Some(sender),
                 thread: Some(thread),
                 metrics,
                 skipped_count: 0,
+                taken_count: 0,
                 value: Vec::with_capacity(512),
             },
             report,
@@ -214,6 +208,7 @@ impl OutputSink for KafkaOutput {
                 return;
             }
         }
+        self.taken_count += 1;
         self.batch.push(*event);
         if self.batch.len() >= BATCH_EVENTS_MAX {
             self.send_batch();
@@ -223,11 +218,19 @@ impl OutputSink for KafkaOutput {
     fn end_of_batch(&mut self) {
         self.send_batch();
     }
+
+    fn durable_events_counter(&self) -> Option<Arc<AtomicU64>> {
+        Some(Arc::clone(&self.metrics.events_committed))
+    }
+
+    fn taken_events_count(&self) -> u64 {
+        self.taken_count
+    }
 }
 
 impl ResumableOutput for KafkaOutput {
-    fn replay_from_seq(&self) -> u64 {
-        self.replay_from_seq
+    fn holds_events(&self) -> bool {
+        self.resume.max().is_some()
     }
 
     fn skipped_count(&self) -> u64 {
@@ -332,8 +335,6 @@ struct ProducerLoop {
     unconfirmed_bytes: u64,
     in_transaction: bool,
     transaction_started: Instant,
-    /// The newest event known to be in Kafka (the `ringmatch.delivered` mark).
-    confirmed: Option<(u64, u32)>,
     metrics: Arc<KafkaMetrics>,
     value: Vec<u8>,
     last_complaint: Option<Instant>,
@@ -396,10 +397,6 @@ impl ProducerLoop {
         if from == 0 {
             self.unconfirmed_bytes = 0;
         }
-        let delivered = match self.confirmed {
-            Some((seq, index)) => format!("{seq}.{index}"),
-            None => String::new(),
-        };
         for position in from..self.unconfirmed.len() {
             let event = self.unconfirmed[position];
             self.encoder.encode(&event, &mut self.value);
@@ -411,7 +408,7 @@ impl ProducerLoop {
             let index = event.index.to_string();
             let version = KAFKA_RECORD_VERSION.to_string();
             let key = event.instrument.to_string();
-            let mut headers = OwnedHeaders::new_with_capacity(4)
+            let headers = OwnedHeaders::new_with_capacity(4)
                 .insert(Header {
                     key: HEADER_SEQ,
                     value: Some(seq.as_bytes()),
@@ -424,12 +421,6 @@ impl ProducerLoop {
                     key: HEADER_VERSION,
                     value: Some(version.as_bytes()),
                 });
-            if self.config.delivery == Delivery::AtLeastOnce {
-                headers = headers.insert(Header {
-                    key: HEADER_DELIVERED,
-                    value: Some(delivered.as_bytes()),
-                });
-            }
             let mut record = BaseRecord::to(topic)
                 .partition(partition_of(&event, self.config.partitions))
                 .key(key.as_bytes())
@@ -534,7 +525,6 @@ impl ProducerLoop {
         if let Some((seq, _)) = last {
             self.metrics.committed_seq.store(seq, Ordering::Relaxed);
         }
-        self.confirmed = last.or(self.confirmed);
         self.unconfirmed.clear();
         self.unconfirmed_bytes = 0;
         self.transaction_started = Instant::now();

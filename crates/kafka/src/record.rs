@@ -12,9 +12,6 @@ pub const HEADER_SEQ: &str = "ringmatch.seq";
 pub const HEADER_INDEX: &str = "ringmatch.index";
 /// Header: [`KAFKA_RECORD_VERSION`], ASCII decimal.
 pub const HEADER_VERSION: &str = "ringmatch.version";
-/// Header (delivery `at_least_once` only): `seq.index` of the newest event whose delivery
-/// the producer had confirmed when it sent this record; empty when none.
-pub const HEADER_DELIVERED: &str = "ringmatch.delivered";
 
 /// Which of the two topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,16 +85,6 @@ pub(crate) fn parse_header<T: std::str::FromStr>(value: Option<&[u8]>) -> Option
     std::str::from_utf8(value?).ok()?.parse().ok()
 }
 
-/// Parses a [`HEADER_DELIVERED`] value: `seq.index`, or empty for none.
-pub(crate) fn parse_position(value: &[u8]) -> Option<Option<(u64, u32)>> {
-    if value.is_empty() {
-        return Some(None);
-    }
-    let text = std::str::from_utf8(value).ok()?;
-    let (seq, index) = text.split_once('.')?;
-    Some(Some((seq.parse().ok()?, index.parse().ok()?)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,13 +132,10 @@ mod tests {
     }
 
     #[test]
-    fn delivered_positions_parse_or_are_refused() {
-        assert_eq!(parse_position(b""), Some(None));
-        assert_eq!(parse_position(b"12.3"), Some(Some((12, 3))));
-        assert_eq!(parse_position(b"12"), None);
-        assert_eq!(parse_position(b"x.3"), None);
+    fn header_values_are_ascii_decimal() {
         assert_eq!(parse_header::<u64>(Some(b"17")), Some(17));
         assert_eq!(parse_header::<u64>(Some(b"-1")), None);
+        assert_eq!(parse_header::<u32>(Some(b"4294967296")), None);
         assert_eq!(parse_header::<u64>(None), None);
     }
 }

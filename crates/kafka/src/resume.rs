@@ -9,11 +9,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::record::{parse_header, parse_position};
+use crate::record::parse_header;
 use crate::topics::reader;
 use crate::{
-    Delivery, KafkaConfig, KafkaOutputError, HEADER_DELIVERED, HEADER_INDEX, HEADER_SEQ,
-    HEADER_VERSION, KAFKA_RECORD_VERSION,
+    KafkaConfig, KafkaOutputError, HEADER_INDEX, HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
 };
 
 /// The last committed event of one partition.
@@ -25,8 +24,6 @@ pub struct PartitionResume {
     pub last_value: Vec<u8>,
     /// Its offset (-1 when none).
     pub offset: i64,
-    /// Its `ringmatch.delivered` header (delivery `at_least_once`).
-    pub delivered: Option<(u64, u32)>,
 }
 
 /// The last committed event of every partition of both topics.
@@ -47,18 +44,6 @@ impl ResumePoints {
     /// The highest (sequence, index) any partition holds.
     pub fn max(&self) -> Option<(u64, u32)> {
         self.all().filter_map(|partition| partition.last).max()
-    }
-
-    /// The first command whose events Kafka may lack. Exactly once: transactions commit in
-    /// order, so what Kafka holds is a prefix of the event stream, ending at the highest
-    /// (sequence, index) of any partition. At least once: every event up to the newest
-    /// `ringmatch.delivered` mark was confirmed before that mark was written.
-    pub fn replay_from_seq(&self, delivery: Delivery) -> u64 {
-        let through = match delivery {
-            Delivery::ExactlyOnce => self.max(),
-            Delivery::AtLeastOnce => self.all().filter_map(|partition| partition.delivered).max(),
-        };
-        through.map_or(1, |(seq, _)| seq)
     }
 }
 
@@ -215,18 +200,12 @@ fn parse_record(
     let mut seq = None;
     let mut index = None;
     let mut version = None;
-    let mut delivered = None;
     if let Some(headers) = message.headers() {
         for header in headers.iter() {
             match header.key {
                 HEADER_SEQ => seq = parse_header::<u64>(header.value),
                 HEADER_INDEX => index = parse_header::<u32>(header.value),
                 HEADER_VERSION => version = parse_header::<u32>(header.value),
-                HEADER_DELIVERED => {
-                    delivered = Some(parse_position(header.value.unwrap_or_default()).ok_or_else(
-                        || bad(format!("header {HEADER_DELIVERED} is not `seq.index`")),
-                    )?)
-                }
                 _ => {}
             }
         }
@@ -254,6 +233,5 @@ fn parse_record(
         last: Some((seq, index)),
         last_value: message.payload().unwrap_or_default().to_vec(),
         offset: message.offset(),
-        delivered: delivered.flatten(),
     })
 }

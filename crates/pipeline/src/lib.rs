@@ -191,11 +191,46 @@ impl PipelineConfig {
 }
 
 /// Where the Publisher puts events. Errors are fatal: implementations panic with the cause.
+///
+/// A snapshot file is written only once the output durably holds every event of the commands
+/// before it, so start-up can always replay from any snapshot into the output. A sink that
+/// makes events durable at [`OutputSink::end_of_batch`] needs nothing more; a sink that makes
+/// them durable later (Kafka commits on its own thread) says so with
+/// [`OutputSink::durable_events_counter`].
 pub trait OutputSink: Send + 'static {
     /// One event, in (sequence, index) order.
     fn push(&mut self, event: &Event);
     /// The end of a ring batch: flush.
     fn end_of_batch(&mut self);
+    /// A counter of the events taken (pushed and not skipped) that are durable, replayed ones
+    /// included, when that happens after `end_of_batch`; `None` (the default): every event is
+    /// durable once its batch ended.
+    fn durable_events_counter(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
+    /// Events taken so far (pushed and not skipped), for sinks with a durable counter.
+    fn taken_events_count(&self) -> u64 {
+        0
+    }
+}
+
+/// How the snapshot writer learns that the output durably holds a number of live events.
+enum OutputDurability {
+    /// Counted by the Publisher after each `end_of_batch` (`Metrics::events_written`).
+    AtEndOfBatch,
+    /// The sink's own counter, which had counted `base` replayed events at start.
+    Counter { counter: Arc<AtomicU64>, base: u64 },
+}
+
+impl OutputDurability {
+    fn durable_live_events(&self, metrics: &Metrics) -> u64 {
+        match self {
+            OutputDurability::AtEndOfBatch => metrics.events_written.load(Ordering::Acquire),
+            OutputDurability::Counter { counter, base } => {
+                counter.load(Ordering::Acquire).saturating_sub(*base)
+            }
+        }
+    }
 }
 
 impl OutputSink for EventsFile {
@@ -322,6 +357,9 @@ impl Submitter {
 struct SnapshotRequest {
     seq: u64,
     state: Vec<u8>,
+    /// Live events the Matcher had emitted up to and including command `seq`: the file is
+    /// written once the output durably holds that many.
+    events_before: u64,
 }
 
 /// The running pipeline.
@@ -343,6 +381,7 @@ struct RingSink<'a> {
     session: u32,
     pending: &'a mut Vec<Event>,
     chunk_max: usize,
+    events_count: &'a mut u64,
 }
 
 impl RingSink<'_> {
@@ -375,6 +414,7 @@ impl EventSink for RingSink<'_> {
         if self.pending.len() == self.chunk_max {
             self.flush();
         }
+        *self.events_count += 1;
         self.pending.push(*event);
     }
 }
@@ -391,6 +431,7 @@ struct MatcherState {
     batch_timestamps_ns: Vec<u64>,
     pending_events: Vec<Event>,
     output_chunk_max: usize,
+    events_count: u64,
 }
 
 impl MatcherState {
@@ -405,6 +446,7 @@ impl MatcherState {
             session: slot.session,
             pending: &mut self.pending_events,
             chunk_max: self.output_chunk_max,
+            events_count: &mut self.events_count,
         };
         self.engine.apply(seq, command, &mut sink);
         sink.flush();
@@ -433,11 +475,25 @@ impl MatcherState {
         if let Ok(mut pauses) = self.metrics.snapshot_pause.lock() {
             pauses.saturating_record(pause_ns.max(1));
         }
-        // The writer thread only stops when the pipeline does, so a send cannot fail while
-        // the matcher runs.
-        sender
-            .send(SnapshotRequest { seq, state })
-            .expect("snapshot writer is running");
+        // The Matcher never waits for the writer: when the writer is behind (it waits for the
+        // output to hold the events before each snapshot, and the output may be waiting for
+        // its broker), this snapshot is skipped and counted. A later one covers it.
+        match sender.try_send(SnapshotRequest {
+            seq,
+            state,
+            events_before: self.events_count,
+        }) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                self.metrics
+                    .snapshots_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // The writer thread only stops when the pipeline does.
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                panic!("the snapshot writer stopped")
+            }
+        }
     }
 }
 
@@ -606,6 +662,13 @@ impl Pipeline {
             journal.stats(),
         ));
         let retain_from_seq = Arc::new(AtomicU64::new(0));
+        let durability = match sink.durable_events_counter() {
+            Some(counter) => OutputDurability::Counter {
+                counter,
+                base: sink.taken_events_count(),
+            },
+            None => OutputDurability::AtEndOfBatch,
+        };
         let (snapshot_sender, snapshot_writer) = match snapshots {
             Some(store) => {
                 let (sender, receiver) = crossbeam_channel::bounded::<SnapshotRequest>(4);
@@ -613,7 +676,9 @@ impl Pipeline {
                 let retain_from_seq = Arc::clone(&retain_from_seq);
                 let handle = std::thread::Builder::new()
                     .name("snapshot-writer".into())
-                    .spawn(move || write_snapshots(&store, &receiver, &metrics, &retain_from_seq))
+                    .spawn(move || {
+                        write_snapshots(&store, &receiver, &metrics, &retain_from_seq, &durability)
+                    })
                     .expect("spawn the snapshot writer");
                 (Some(sender), Some(handle))
             }
@@ -749,6 +814,7 @@ impl Pipeline {
                     batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
                     pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                     output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(output_ring_slots_count),
+                    events_count: 0,
                 },
             )
             .build();
@@ -800,8 +866,24 @@ fn write_snapshots(
     receiver: &crossbeam_channel::Receiver<SnapshotRequest>,
     metrics: &Metrics,
     retain_from_seq: &AtomicU64,
+    durability: &OutputDurability,
 ) {
     for request in receiver {
+        // The output must hold every event before the snapshot first: start-up replays from
+        // the snapshot and could not produce those events again.
+        let waiting_since = Instant::now();
+        let mut reported = false;
+        while durability.durable_live_events(metrics) < request.events_before {
+            if !reported && waiting_since.elapsed() >= std::time::Duration::from_secs(5) {
+                eprintln!(
+                    "ringmatch: snapshot after sequence {} waits for the output to hold its \
+                     events",
+                    request.seq
+                );
+                reported = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         match store.write(request.seq, &request.state) {
             Ok(info) => {
                 if let Ok(mut last) = metrics.last_snapshot.lock() {

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub snapshot_pause: Mutex<Histogram<u64>>,
     /// How long each journal commit (sync at the end of a batch) took (nanoseconds).
     pub journal_sync: Mutex<Histogram<u64>>,
+    /// Snapshots skipped because the writer was still busy with earlier ones.
+    pub snapshots_skipped: AtomicU64,
     /// The newest snapshot written: (sequence, file, size in bytes).
     pub last_snapshot: Mutex<Option<(u64, String, u64)>>,
     /// Journal counters.
@@ -96,6 +98,7 @@ impl Metrics {
             events_skipped: AtomicU64::new(0),
             snapshot_pause: Mutex::new(new_histogram()),
             journal_sync: Mutex::new(new_histogram()),
+            snapshots_skipped: AtomicU64::new(0),
             last_snapshot: Mutex::new(None),
             journal,
         }

@@ -17,17 +17,17 @@ use crate::OutputSink;
 /// it skips every event it has. Replayed events go through [`OutputSink::push`] and one
 /// [`OutputSink::end_of_batch`] at the end of the replay.
 pub trait ResumableOutput: OutputSink {
-    /// The first command whose events the output may lack: replay must run every command
-    /// from this sequence on (1 when the output is empty). A snapshot is used only if it was
-    /// taken before this sequence.
-    fn replay_from_seq(&self) -> u64;
+    /// Whether the output holds any event. Every snapshot was written only once the output
+    /// durably held all events before it (see [`OutputSink`]), so any snapshot can be replayed
+    /// from, unless the output was emptied since: then the journal is replayed from its start.
+    fn holds_events(&self) -> bool;
     /// Replayed events skipped because the output already held them.
     fn skipped_count(&self) -> u64;
 }
 
 impl ResumableOutput for EventsFile {
-    fn replay_from_seq(&self) -> u64 {
-        self.report().resume_point.map_or(1, |(seq, _)| seq)
+    fn holds_events(&self) -> bool {
+        self.report().resume_point.is_some()
     }
 
     fn skipped_count(&self) -> u64 {
@@ -85,15 +85,19 @@ pub enum RecoveryError {
     Config(#[from] ringmatch_matcher::ConfigError),
     /// Neither a usable snapshot nor the journal reach back to the first command.
     #[error(
-        "cannot rebuild the output: the journal starts at sequence {journal_first_seq} and no \
-         usable snapshot was taken before sequence {replay_from_seq}, the first command whose \
-         events the output may lack"
+        "cannot rebuild the state and the output: the journal starts at sequence \
+         {journal_first_seq} and no usable snapshot covers the commands before it{}",
+        if *output_empty {
+            " (the output holds no event, so only a replay of the whole journal could fill it)"
+        } else {
+            ""
+        }
     )]
     NoStartingPoint {
         /// First sequence in the journal.
         journal_first_seq: u64,
-        /// The first command the output may lack events of.
-        replay_from_seq: u64,
+        /// The output held no event, so snapshots were not used.
+        output_empty: bool,
     },
 }
 
@@ -141,9 +145,9 @@ pub fn recover(
 
 /// Opens everything and rebuilds the matcher and the output: the journal, then the output
 /// (`open_output` gets the journal's next sequence), then the newest snapshot that reads,
-/// restores, lies within the journal and was taken before the first command whose events
-/// the output may lack; then the journal after it, replayed into the output, which skips
-/// what it holds. `progress` is called about once a second during a replay.
+/// restores and lies within the journal (none if the output is empty); then the journal
+/// after it, replayed into the output, which skips what it holds. `progress` is called about
+/// once a second during a replay.
 pub fn recover_with<O: ResumableOutput>(
     options: &RecoveryOptions,
     open_output: impl FnOnce(u64) -> Result<O, RecoveryError>,
@@ -153,7 +157,7 @@ pub fn recover_with<O: ResumableOutput>(
     let next_seq = journal.next_seq();
     let journal_first_seq = journal.first_seq();
     let mut output = open_output(next_seq)?;
-    let replay_from_seq = output.replay_from_seq().min(next_seq);
+    let output_empty = !output.holds_events();
     let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
     let mut snapshot_problems = Vec::new();
     let mut chosen = None;
@@ -167,13 +171,11 @@ pub fn recover_with<O: ResumableOutput>(
             ));
             continue;
         }
-        if info.seq >= replay_from_seq {
+        if output_empty {
             snapshot_problems.push(format!(
-                "{}: taken after sequence {}, but the output may lack events from sequence {} \
-                 on; not used",
+                "{}: the output holds no event, so the whole journal is replayed into it; not \
+                 used",
                 info.path.display(),
-                info.seq,
-                replay_from_seq
             ));
             continue;
         }
@@ -206,7 +208,7 @@ pub fn recover_with<O: ResumableOutput>(
             if journal_first_seq > 1 {
                 return Err(RecoveryError::NoStartingPoint {
                     journal_first_seq,
-                    replay_from_seq,
+                    output_empty,
                 });
             }
             (None, Engine::new(options.matcher.clone())?)

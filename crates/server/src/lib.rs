@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod kafka_bench;
 pub mod loadgen;
 pub mod pipeline_bench;
 pub mod script;

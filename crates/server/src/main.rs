@@ -180,6 +180,19 @@ enum Commands {
         /// Workload seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Publish to Kafka at HOST:PORT on fresh topics and report records committed per
+        /// second and output lag (scripts/bench-kafka.sh compares with ProducerPerformance).
+        #[arg(long, value_name = "HOST:PORT")]
+        kafka: Option<String>,
+        /// With --kafka: exactly_once or at_least_once.
+        #[arg(long, default_value = "exactly_once")]
+        delivery: String,
+        /// With --kafka: partitions per topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// With --kafka: commit interval in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        commit_interval_ms: u64,
     },
 }
 
@@ -365,6 +378,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runs,
             naive_commands,
             seed,
+            kafka,
+            delivery,
+            partitions,
+            commit_interval_ms,
         } => {
             anyhow::ensure!(
                 runs >= 1 && commands >= 1,
@@ -376,6 +393,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     snapshot_every,
                     &out,
                     seed,
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(bootstrap) = kafka {
+                ringmatch_server::kafka_bench::run(
+                    &ringmatch_server::kafka_bench::KafkaBenchOptions {
+                        bootstrap,
+                        delivery: ringmatch_kafka::Delivery::parse(&delivery)
+                            .map_err(|problem| anyhow::anyhow!("--delivery: {problem}"))?,
+                        commands_count: commands,
+                        rate_per_second: rate,
+                        durability: ringmatch_journal::Durability::from_name(&durability)
+                            .ok_or_else(|| {
+                                anyhow::anyhow!(
+                                    "--durability {durability}: expected none, batch or every"
+                                )
+                            })?,
+                        wait: ringmatch_pipeline::WaitKind::from_name(&wait).ok_or_else(|| {
+                            anyhow::anyhow!("--wait {wait}: expected phased, yielding or busy_spin")
+                        })?,
+                        partitions,
+                        commit_interval: std::time::Duration::from_millis(commit_interval_ms),
+                        out_dir: out,
+                        seed,
+                    },
                 )?;
                 return Ok(ExitCode::SUCCESS);
             }

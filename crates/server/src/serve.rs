@@ -164,12 +164,11 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
                     }
                     log!(
                         "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} \
-                         s); last committed event {:?}; replay from sequence {}",
+                         s); last committed event (sequence, index): {:?}",
                         report.open_duration.as_secs_f64(),
                         report.topics_duration.as_secs_f64(),
                         report.fence_duration.as_secs_f64(),
                         report.resume.max(),
-                        output.replay_from_seq()
                     );
                     Ok(output)
                 },
@@ -691,7 +690,7 @@ fn metrics_text(metrics: &Metrics) -> String {
         ));
     }
     let journal = &metrics.journal;
-    let counters: [(&str, &str, u64); 6] = [
+    let counters: [(&str, &str, u64); 7] = [
         (
             "ringmatch_journal_bytes_total",
             "Journal bytes appended.",
@@ -706,6 +705,11 @@ fn metrics_text(metrics: &Metrics) -> String {
             "ringmatch_events_written_total",
             "Events written to the output sink.",
             metrics.events_written.load(Ordering::Relaxed),
+        ),
+        (
+            "ringmatch_snapshots_skipped_total",
+            "Snapshots skipped because the writer was busy (waiting for the output).",
+            metrics.snapshots_skipped.load(Ordering::Relaxed),
         ),
         (
             "ringmatch_busy_total",
