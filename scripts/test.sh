@@ -22,6 +22,19 @@ for component in rustfmt clippy; do
     fi
 done
 
+# librdkafka (bundled by rdkafka) is built from source with the C toolchain.
+missing=()
+for tool in cc make perl; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/test.sh: installing a C toolchain for librdkafka (missing: ${missing[*]})"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq build-essential perl
+fi
+
 export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

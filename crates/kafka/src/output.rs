@@ -404,26 +404,26 @@ impl ProducerLoop {
                 TopicKind::Events => self.config.events_topic.as_str(),
                 TopicKind::MarketData => self.config.market_data_topic.as_str(),
             };
-            let seq = event.seq.to_string();
-            let index = event.index.to_string();
-            let version = KAFKA_RECORD_VERSION.to_string();
-            let key = event.instrument.to_string();
-            let headers = OwnedHeaders::new_with_capacity(4)
+            let mut seq = Decimal::default();
+            let mut index = Decimal::default();
+            let mut version = Decimal::default();
+            let mut key = Decimal::default();
+            let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: HEADER_SEQ,
-                    value: Some(seq.as_bytes()),
+                    value: Some(seq.format(event.seq)),
                 })
                 .insert(Header {
                     key: HEADER_INDEX,
-                    value: Some(index.as_bytes()),
+                    value: Some(index.format(event.index.into())),
                 })
                 .insert(Header {
                     key: HEADER_VERSION,
-                    value: Some(version.as_bytes()),
+                    value: Some(version.format(KAFKA_RECORD_VERSION.into())),
                 });
             let mut record = BaseRecord::to(topic)
                 .partition(partition_of(&event, self.config.partitions))
-                .key(key.as_bytes())
+                .key(key.format(event.instrument.into()))
                 .payload(self.value.as_slice())
                 .headers(headers);
             loop {
@@ -466,12 +466,14 @@ impl ProducerLoop {
     fn try_commit(&mut self) -> Result<(), KafkaError> {
         match self.config.delivery {
             Delivery::ExactlyOnce => {
+                // Drained first: the library's own flush polls in 100 ms steps.
+                self.drain()?;
                 self.producer.commit_transaction(COMMIT_TIMEOUT)?;
                 self.in_transaction = false;
                 Ok(())
             }
             Delivery::AtLeastOnce => {
-                self.producer.flush(COMMIT_TIMEOUT)?;
+                self.drain()?;
                 if let Some((code, reason)) = self.producer.client().fatal_error() {
                     self.complain(&format!("the producer failed ({code}: {reason})"));
                     return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fatal));
@@ -491,6 +493,19 @@ impl ProducerLoop {
                 Ok(())
             }
         }
+    }
+
+    /// Waits until every produced record is acknowledged (or failed), serving delivery
+    /// reports every millisecond.
+    fn drain(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     fn committed(&mut self, took: Duration) {
@@ -649,6 +664,41 @@ impl ProducerLoop {
         {
             eprintln!("ringmatch: kafka: {problem}");
             self.last_complaint = Some(Instant::now());
+        }
+    }
+}
+
+/// An unsigned integer as ASCII decimal, without allocating.
+#[derive(Default)]
+struct Decimal {
+    digits: [u8; 20],
+}
+
+impl Decimal {
+    fn format(&mut self, mut value: u64) -> &[u8] {
+        let mut start = self.digits.len();
+        loop {
+            start -= 1;
+            self.digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                return &self.digits[start..];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Decimal;
+
+    #[test]
+    fn decimals_match_the_standard_formatting() {
+        for value in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX as u64, u64::MAX] {
+            assert_eq!(
+                Decimal::default().format(value),
+                value.to_string().as_bytes()
+            );
         }
     }
 }
