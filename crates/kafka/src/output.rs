@@ -552,12 +552,7 @@ impl ProducerLoop {
     /// error waits; an abortable one aborts; anything else builds a new producer.
     fn recover(&mut self, error: KafkaError) -> Recovery {
         if is_fenced(&error) {
-            panic!(
-                "kafka: {}",
-                KafkaOutputError::Fenced {
-                    transactional_id: self.config.transactional_id.clone()
-                }
-            );
+            self.fenced();
         }
         let (retriable, requires_abort, fatal) = match &error {
             KafkaError::Transaction(rd) => {
@@ -600,9 +595,32 @@ impl ProducerLoop {
         Recovery::Reproduce
     }
 
+    /// Another engine holds the transactional id: stop the service (the fatal panic hook ends
+    /// the process), so that two engines never both write.
+    fn fenced(&self) -> ! {
+        panic!(
+            "kafka: {}",
+            KafkaOutputError::Fenced {
+                transactional_id: self.config.transactional_id.clone()
+            }
+        );
+    }
+
     /// A new producer (fencing the old one), then the resume points read again from Kafka:
     /// whatever a partition already holds is dropped from the unconfirmed events.
     fn rebuild(&mut self, cause: &KafkaError) {
+        // A new producer would fence whoever holds the id now: if the old producer's fatal
+        // error was a fence, stop instead of taking the id back.
+        if let Some((code, _)) = self.producer.client().fatal_error() {
+            if matches!(
+                code,
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+            ) {
+                self.fenced();
+            }
+        }
         self.metrics.errors_fatal.fetch_add(1, Ordering::Relaxed);
         self.complain(&format!("{cause}; starting a new producer"));
         self.in_transaction = false;

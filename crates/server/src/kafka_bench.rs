@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use ringmatch_journal::Durability;
 use ringmatch_kafka::{Delivery, EventEncoder, KafkaConfig, KafkaOutput};
-use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
+use ringmatch_matcher::workload::mix_config;
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{Pipeline, PipelineConfig, Retention, StageCores, WaitKind};
-use ringmatch_proto::{Command, EVENT_SIZE_BYTES};
+use ringmatch_proto::EVENT_SIZE_BYTES;
+
+use crate::pipeline_bench::{drive, fresh_journal, mix_commands};
 
 /// Options of the Kafka benchmark.
 #[derive(Debug, Clone)]
@@ -41,13 +43,7 @@ pub struct KafkaBenchOptions {
 /// `scripts/bench-kafka.sh` reads.
 pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.out_dir)?;
-    let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
-    let commands: Vec<Command> = workload
-        .warmup
-        .iter()
-        .chain(&workload.commands)
-        .copied()
-        .collect();
+    let commands = mix_commands(options.commands_count, options.seed);
     let unique = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -77,17 +73,8 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         options.bootstrap
     );
     let scratch = options.out_dir.join("scratch");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)?;
-    }
-    let (journal, _) = ringmatch_journal::Journal::open(
-        ringmatch_journal::JournalConfig {
-            dir: scratch.join("journal"),
-            segment_size_bytes: 256 << 20,
-            durability: options.durability,
-        },
-        ringmatch_journal::DamagePolicy::Refuse,
-    )?;
+    let journal = fresh_journal(&scratch, options.durability)?;
+
     let (output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 1)?;
     let kafka_metrics = output.metrics();
     let pipeline_config = PipelineConfig {
@@ -108,24 +95,7 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
     )?;
     let mut submitter = pipeline.submitter();
     let started = Instant::now();
-    let interval_ns = options
-        .rate_per_second
-        .map(|rate| 1_000_000_000 / rate.max(1));
-    let start_ns = ringmatch_pipeline::now_ns();
-    for (index, command) in commands.iter().enumerate() {
-        let mut command = *command;
-        command.timestamp_ns = match interval_ns {
-            Some(interval_ns) => {
-                let intended_ns = start_ns + index as u64 * interval_ns;
-                crate::loadgen::wait_until(intended_ns);
-                intended_ns
-            }
-            None => ringmatch_pipeline::now_ns(),
-        };
-        while submitter.try_submit(&command).is_err() {
-            std::thread::yield_now();
-        }
-    }
+    drive(&mut submitter, &commands, options.rate_per_second);
     drop(submitter);
     // Shutting down drains the rings and waits until the last transaction is committed.
     pipeline.shutdown();

@@ -81,7 +81,8 @@ impl BenchRun {
     }
 }
 
-trait Input {
+/// Something commands can be submitted to.
+pub(crate) trait Input {
     fn try_submit(&mut self, command: &Command) -> Result<u64, Busy>;
 }
 
@@ -98,7 +99,7 @@ impl Input for ringmatch_pipeline::CrossbeamSubmitter {
 }
 
 /// Sends every command open-loop at the offered rate.
-fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u64>) {
+pub(crate) fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u64>) {
     let interval_ns = rate_per_second.map(|rate| 1_000_000_000 / rate.max(1));
     let start_ns = now_ns();
     for (index, command) in commands.iter().enumerate() {
@@ -123,7 +124,19 @@ fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u6
     }
 }
 
-fn fresh_journal(dir: &Path, durability: Durability) -> anyhow::Result<Journal> {
+/// The warm-up and `count` commands of the exchange-core mix with `seed`.
+pub(crate) fn mix_commands(count: usize, seed: u64) -> Vec<Command> {
+    let workload = exchange_core_mix(count, seed, MixShape::default());
+    workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect()
+}
+
+/// An empty journal in `dir/journal` (removing `dir` first).
+pub(crate) fn fresh_journal(dir: &Path, durability: Durability) -> anyhow::Result<Journal> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
@@ -266,13 +279,7 @@ fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
 /// Runs the benchmark, prints the report and writes the files.
 pub fn run(options: &PipelineBenchOptions) -> anyhow::Result<Vec<BenchRun>> {
     std::fs::create_dir_all(&options.out_dir)?;
-    let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
-    let commands: Vec<Command> = workload
-        .warmup
-        .iter()
-        .chain(&workload.commands)
-        .copied()
-        .collect();
+    let commands = mix_commands(options.commands_count, options.seed);
     let rate = options.rate_per_second.map_or_else(
         || "flat out".to_string(),
         |rate| format!("{rate} commands/s offered"),

@@ -32,16 +32,7 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(20);
-    let seed = std::env::var("RINGMATCH_CRASH_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = support::seed_from_env();
     eprintln!("crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let setup = Setup::new("");

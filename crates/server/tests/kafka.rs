@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_support::{assert_exactly_once, bootstrap, read_committed, Names};
-use support::{command_lines, Server, Setup};
+use support::{command_lines, Setup};
 
 const PARTITIONS: i32 = 3;
 
@@ -70,45 +70,6 @@ impl Load {
     }
 }
 
-fn status(server: &Server) -> serde_json::Value {
-    let (code, body) = server.request("GET", "/status", "").expect("status");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Waits until every matched event is committed to Kafka.
-fn wait_committed(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = status(server);
-        let matched = status["stages"]["matched"].as_u64().unwrap();
-        let published = status["stages"]["published"].as_u64().unwrap();
-        let pending = status["kafka"]["events_pending"].as_u64().unwrap();
-        if published >= matched && pending == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events not committed: {status}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("RINGMATCH_CRASH_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        })
-}
-
 #[test]
 fn kill_9_under_load_then_kafka_holds_every_event_exactly_once() {
     let bootstrap = bootstrap();
@@ -116,7 +77,7 @@ fn kill_9_under_load_then_kafka_holds_every_event_exactly_once() {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(10);
-    let seed = seed();
+    let seed = support::seed_from_env();
     eprintln!("kafka crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut random = seed;
     let mut next_random = move || {
@@ -163,13 +124,13 @@ fn a_second_engine_fences_the_first_and_nothing_is_doubled() {
         "{}{SECOND_INSTRUMENT}",
         names.section(&bootstrap, PARTITIONS, "")
     ));
-    let lines = Arc::new(load_lines(20_000, seed()));
+    let lines = Arc::new(load_lines(20_000, support::seed_from_env()));
     let next = Arc::new(AtomicU64::new(0));
     let engine_a = first.start(&[]);
     let load = Load::start(engine_a.port, &lines, &next);
     std::thread::sleep(Duration::from_millis(700));
     load.stop();
-    wait_committed(&engine_a);
+    kafka_support::wait_committed(engine_a.port, || engine_a.log());
 
     // The standby: the same journal (copied while the first engine is idle) and the same
     // transactional id, in its own data directory.
@@ -226,7 +187,7 @@ fn at_least_once_survives_kills_and_consumers_can_dedupe_by_headers() {
         "{}{SECOND_INSTRUMENT}",
         names.section(&bootstrap, PARTITIONS, "delivery = \"at_least_once\"")
     ));
-    let lines = Arc::new(load_lines(50_000, seed()));
+    let lines = Arc::new(load_lines(50_000, support::seed_from_env()));
     let next = Arc::new(AtomicU64::new(0));
     for round in 0..3u64 {
         let server = setup.start(&[]);

@@ -124,22 +124,7 @@ fn broker_restart_mid_load_loses_and_doubles_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, body) = support::http(admin_port, "GET", "/status", "").unwrap();
-        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if status["kafka"]["events_pending"] == 0
-            && status["stages"]["published"] == status["stages"]["matched"]
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not committed after the broker came back: {status}\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    kafka_support::wait_committed(admin_port, || server.log());
     let log = server.log();
     assert_eq!(server.terminate(), Some(0));
     let events_count = assert_exactly_once(&bootstrap, &names, 2, &setup.config);

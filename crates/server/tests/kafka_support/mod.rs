@@ -27,6 +27,27 @@ pub fn bootstrap() -> String {
     })
 }
 
+/// Waits until every matched event is committed to Kafka (the admin `/status` on `port`);
+/// on a timeout, fails with the status and `log()`.
+pub fn wait_committed(port: u16, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = crate::support::http(port, "GET", "/status", "").expect("status");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if status["kafka"]["events_pending"] == 0
+            && status["stages"]["published"] == status["stages"]["matched"]
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events not committed: {status}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Topic names and a transactional id no other test uses.
 pub struct Names {
     pub events: String,

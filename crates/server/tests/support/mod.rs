@@ -214,6 +214,20 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Str
     Some((status, body))
 }
 
+/// `RINGMATCH_CRASH_SEED`, or a seed from the clock (tests print it so a run can be repeated).
+pub fn seed_from_env() -> u64 {
+    std::env::var("RINGMATCH_CRASH_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        })
+}
+
 /// JSON lines of `count` commands from the exchange-core mix with `seed`.
 pub fn command_lines(count: usize, seed: u64) -> Vec<String> {
     let workload = ringmatch_matcher::workload::exchange_core_mix(count, seed, Default::default());
