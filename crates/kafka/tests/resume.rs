@@ -1,0 +1,172 @@
+//! `KafkaOutput` and the resume reader against a real broker (`KAFKA_BOOTSTRAP`;
+//! scripts/test.sh starts one): the resume point steps back past an aborted transaction and
+//! its markers, a reopened output skips exactly what Kafka holds, a replay that differs at the
+//! resume point stops, and Kafka ahead of the journal is refused.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use ringmatch_kafka::{
+    read_resume_points, EventEncoder, KafkaConfig, KafkaOutput, KafkaOutputError, HEADER_INDEX,
+    HEADER_SEQ, HEADER_VERSION,
+};
+use ringmatch_pipeline::{OutputSink, ResumableOutput};
+use ringmatch_proto::{CommandType, Event, EventType};
+
+fn config(test: &str) -> KafkaConfig {
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "KAFKA_BOOTSTRAP is not set: these tests need a real Kafka broker. Run \
+             scripts/test.sh (it starts one), or `scripts/kafka.sh start` and set \
+             KAFKA_BOOTSTRAP=127.0.0.1:19092"
+        )
+    });
+    let unique = format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let mut config = KafkaConfig::new(&bootstrap);
+    config.events_topic = format!("rm-kafka-test.{unique}.events");
+    config.market_data_topic = format!("rm-kafka-test.{unique}.md");
+    config.transactional_id = format!("rm-kafka-test-{unique}");
+    config.partitions = 2;
+    config.connect_timeout = Duration::from_secs(15);
+    config
+}
+
+/// Event `index` of command `seq` on `instrument`.
+fn event(seq: u64, index: u32, instrument: u32) -> Event {
+    let mut event = Event::empty(EventType::Accepted, CommandType::Place);
+    event.seq = seq;
+    event.index = index;
+    event.instrument = instrument;
+    event.price = 100 + seq as i64;
+    event
+}
+
+/// Commands 1..=count, two events each, alternating instruments 0 and 1.
+fn events(count: u64) -> Vec<Event> {
+    (1..=count)
+        .flat_map(|seq| {
+            [
+                event(seq, 0, (seq % 2) as u32),
+                event(seq, 1, (seq % 2) as u32),
+            ]
+        })
+        .collect()
+}
+
+fn publish(output: &mut KafkaOutput, events: &[Event]) {
+    for event in events {
+        output.push(event);
+    }
+    output.end_of_batch();
+}
+
+/// Writes `count` records to partition 0 of the events topic in a transaction that is then
+/// aborted, from another transactional producer.
+fn aborted_transaction(config: &KafkaConfig, first_seq: u64, count: u64) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap)
+        .set(
+            "transactional.id",
+            format!("{}-aborter", config.transactional_id),
+        )
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for seq in first_seq..first_seq + count {
+        let value = event(seq, 0, 0).to_bytes();
+        let seq_text = seq.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_SEQ,
+                value: Some(seq_text.as_bytes()),
+            })
+            .insert(Header {
+                key: HEADER_INDEX,
+                value: Some(b"0".as_slice()),
+            })
+            .insert(Header {
+                key: HEADER_VERSION,
+                value: Some(b"1".as_slice()),
+            });
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to(&config.events_topic)
+                    .partition(0)
+                    .payload(value.as_slice())
+                    .headers(headers),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    producer.abort_transaction(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn resume_steps_back_past_aborted_transactions_and_skips_exactly_what_kafka_holds() {
+    let config = config("resume");
+    let (mut output, report) = KafkaOutput::open(&config, EventEncoder::Binary, 1).unwrap();
+    assert!(!output.holds_events());
+    assert_eq!(report.resume.max(), None);
+    let first = events(10);
+    publish(&mut output, &first);
+    drop(output); // commits and waits
+
+    // 300 aborted records after the last committed one on partition 0: more than the first
+    // windows of the reader, so it must step back several times.
+    aborted_transaction(&config, 1_000, 300);
+    let points = read_resume_points(&config).unwrap();
+    // Command 10 is on instrument 0 (partition 0), command 9 on instrument 1 (partition 1).
+    assert_eq!(points.events[0].last, Some((10, 1)));
+    assert_eq!(points.events[1].last, Some((9, 1)));
+    assert_eq!(points.events[0].last_value, event(10, 1, 0).to_bytes());
+    assert!(points.market_data.iter().all(|point| point.last.is_none()));
+
+    // A restart replays everything: what Kafka holds is skipped, the rest is published.
+    let (mut output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 13).unwrap();
+    assert!(output.holds_events());
+    let all = events(12);
+    publish(&mut output, &all);
+    assert_eq!(output.skipped_count(), first.len() as u64);
+    drop(output);
+    let points = read_resume_points(&config).unwrap();
+    assert_eq!(points.events[0].last, Some((12, 1)));
+    assert_eq!(points.events[1].last, Some((11, 1)));
+
+    // Kafka holding events of commands the journal does not have is refused.
+    match KafkaOutput::open(&config, EventEncoder::Binary, 12) {
+        Err(KafkaOutputError::AheadOfJournal { seq, .. }) => assert_eq!(seq, 12),
+        Err(other) => panic!("expected AheadOfJournal, got {other}"),
+        Ok(_) => panic!("expected AheadOfJournal, got an output"),
+    }
+}
+
+#[test]
+fn a_replay_that_differs_at_the_resume_point_stops() {
+    let config = config("differs");
+    let (mut output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 1).unwrap();
+    publish(&mut output, &events(4));
+    drop(output);
+    let (mut output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 5).unwrap();
+    let mut changed = events(4);
+    // Command 4's last event is the resume point of partition 0.
+    changed[7].price += 1;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        publish(&mut output, &changed)
+    }));
+    let message = outcome.expect_err("a different event at the resume point must stop");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(text.contains("replay produced a different event"), "{text}");
+}
