@@ -155,9 +155,31 @@ impl KafkaConfig {
         if self.commit_events_max == 0 {
             return invalid("kafka.commit_events_max must be at least 1".into());
         }
+        for (key, _) in &self.properties {
+            if RESERVED_PROPERTIES.contains(&key.as_str()) {
+                return invalid(format!(
+                    "kafka.properties may not set {key:?}: the publisher's guarantees depend on \
+                     it (reserved: {})",
+                    RESERVED_PROPERTIES.join(", ")
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// Producer properties the publisher sets itself; `kafka.properties` may not override them.
+pub const RESERVED_PROPERTIES: [&str; 9] = [
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "max.in.flight.requests.per.connection",
+    "client.id",
+];
 
 /// Why the Kafka output could not start.
 #[derive(Debug, thiserror::Error)]

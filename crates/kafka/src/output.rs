@@ -30,6 +30,10 @@ const BATCH_EVENTS_MAX: usize = 4096;
 const BATCHES_QUEUED_MAX: usize = 64;
 /// How long one commit (or flush) may take before it is retried.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `transaction.timeout.ms`: 15 minutes, the broker's default `transaction.max.timeout.ms`.
+const TRANSACTION_TIMEOUT_MS: &str = "900000";
+/// How long a clean shutdown waits for the last commit while the broker is away.
+const SHUTDOWN_COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// Pause between retries while the broker is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -133,6 +137,8 @@ impl KafkaOutput {
             metrics: Arc::clone(&metrics),
             value: Vec::with_capacity(512),
             last_complaint: None,
+            shutdown_deadline: None,
+            already_in_kafka: 0,
         };
         let thread = std::thread::Builder::new()
             .name("kafka-producer".into())
@@ -247,7 +253,9 @@ impl Drop for KafkaOutput {
         self.send_batch();
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -293,7 +301,9 @@ fn build_producer(
         Delivery::ExactlyOnce => {
             client
                 .set("transactional.id", &config.transactional_id)
-                .set("transaction.timeout.ms", "60000");
+                // The broker's default maximum: a transaction left open by a broker outage is
+                // aborted by the coordinator only after this long.
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
         }
         // No timeout: while the broker is away, events wait; they are never dropped.
         Delivery::AtLeastOnce => {
@@ -338,6 +348,12 @@ struct ProducerLoop {
     metrics: Arc<KafkaMetrics>,
     value: Vec<u8>,
     last_complaint: Option<Instant>,
+    /// Set when the Publisher has gone: give up committing after it.
+    shutdown_deadline: Option<Instant>,
+    /// Unconfirmed events a rebuilt producer found already in Kafka; counted as committed
+    /// only with the rest of the buffer, so the committed count stays a prefix of the stream
+    /// (partitions of an idempotent producer are acknowledged independently).
+    already_in_kafka: u64,
 }
 
 impl ProducerLoop {
@@ -362,7 +378,16 @@ impl ProducerLoop {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.commit();
+                    self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_COMMIT_WAIT);
+                    if !self.commit() {
+                        eprintln!(
+                            "ringmatch: kafka: stopping with {} events not committed (the broker \
+                             did not answer within {:?}); the next start publishes them from \
+                             the journal",
+                            self.unconfirmed.len(),
+                            SHUTDOWN_COMMIT_WAIT
+                        );
+                    }
                     return;
                 }
             }
@@ -444,15 +469,21 @@ impl ProducerLoop {
         Ok(())
     }
 
-    /// Commits the open transaction (or flushes and checks deliveries), recovering from
-    /// errors until it succeeds.
-    fn commit(&mut self) {
+    /// Commits the open transaction (or drains and checks deliveries), recovering from
+    /// errors until it succeeds; false if the shutdown deadline passed first.
+    fn commit(&mut self) -> bool {
         while !self.unconfirmed.is_empty() {
+            if self
+                .shutdown_deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                return false;
+            }
             let started = Instant::now();
             match self.try_commit() {
                 Ok(()) => {
                     self.committed(started.elapsed());
-                    return;
+                    return true;
                 }
                 Err(error) => {
                     if let Recovery::Reproduce = self.recover(error) {
@@ -461,6 +492,7 @@ impl ProducerLoop {
                 }
             }
         }
+        true
     }
 
     fn try_commit(&mut self) -> Result<(), KafkaError> {
@@ -522,7 +554,7 @@ impl ProducerLoop {
         if let Ok(mut latency) = self.metrics.commit_latency.lock() {
             latency.saturating_record((took.as_nanos() as u64).max(1));
         }
-        let count = self.unconfirmed.len() as u64;
+        let count = self.unconfirmed.len() as u64 + std::mem::take(&mut self.already_in_kafka);
         let last = self
             .unconfirmed
             .last()
@@ -554,11 +586,19 @@ impl ProducerLoop {
         if is_fenced(&error) {
             self.fenced();
         }
+        let exactly_once = self.config.delivery == Delivery::ExactlyOnce;
         let (retriable, requires_abort, fatal) = match &error {
             KafkaError::Transaction(rd) => {
                 (rd.is_retriable(), rd.txn_requires_abort(), rd.is_fatal())
             }
             KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => (true, false, false),
+            // A produce refused inside a transaction (for example `State`: the transaction
+            // is abortable): abort it and produce again.
+            KafkaError::MessageProduction(code)
+                if exactly_once && self.in_transaction && *code != RDKafkaErrorCode::Fatal =>
+            {
+                (false, true, false)
+            }
             _ => (false, self.in_transaction, true),
         };
         if retriable {
@@ -591,6 +631,25 @@ impl ProducerLoop {
                 }
             }
         }
+        if exactly_once {
+            // A new producer would fence whoever holds the transactional id now, perhaps a
+            // standby that took over: stop instead. The next start resumes exactly once from
+            // what Kafka holds.
+            if let Some((code, _)) = self.producer.client().fatal_error() {
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                ) {
+                    self.fenced();
+                }
+            }
+            panic!(
+                "kafka: the transactional producer failed ({error}); stopping, the next start \
+                 resumes exactly once from what Kafka holds"
+            );
+        }
         self.rebuild(&error);
         Recovery::Reproduce
     }
@@ -606,38 +665,15 @@ impl ProducerLoop {
         );
     }
 
-    /// A new producer (fencing the old one), then the resume points read again from Kafka:
-    /// whatever a partition already holds is dropped from the unconfirmed events.
+    /// `at_least_once` only (no transactional id, so nobody is fenced): a new producer, then
+    /// the resume points read again from Kafka; whatever a partition already holds is dropped
+    /// from the unconfirmed events.
     fn rebuild(&mut self, cause: &KafkaError) {
-        // A new producer would fence whoever holds the id now: if the old producer's fatal
-        // error was a fence, stop instead of taking the id back.
-        if let Some((code, _)) = self.producer.client().fatal_error() {
-            if matches!(
-                code,
-                RDKafkaErrorCode::Fenced
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-            ) {
-                self.fenced();
-            }
-        }
         self.metrics.errors_fatal.fetch_add(1, Ordering::Relaxed);
         self.complain(&format!("{cause}; starting a new producer"));
-        self.in_transaction = false;
         let producer = loop {
             match build_producer(&self.config, &self.failures) {
-                Ok(producer) => {
-                    if self.config.delivery == Delivery::AtLeastOnce {
-                        break producer;
-                    }
-                    match producer.init_transactions(COMMIT_TIMEOUT) {
-                        Ok(()) => break producer,
-                        Err(error) if is_fenced(&error) => {
-                            self.recover(error);
-                        }
-                        Err(error) => self.complain(&format!("initialising: {error}; retrying")),
-                    }
-                }
+                Ok(producer) => break producer,
                 Err(error) => self.complain(&format!("{error}; retrying")),
             }
             std::thread::sleep(RETRY_PAUSE);
@@ -663,15 +699,7 @@ impl ProducerLoop {
                 .last
                 .is_none_or(|last| (event.seq, event.index) > last)
         });
-        let already = (before - self.unconfirmed.len()) as u64;
-        if already > 0 {
-            self.metrics
-                .events_pending
-                .fetch_sub(already, Ordering::Relaxed);
-            self.metrics
-                .events_committed
-                .fetch_add(already, Ordering::Relaxed);
-        }
+        self.already_in_kafka += (before - self.unconfirmed.len()) as u64;
     }
 
     /// Logs a problem, at most once a second while it lasts.

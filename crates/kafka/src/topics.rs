@@ -11,8 +11,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{KafkaConfig, KafkaOutputError};
 
-/// The client settings every handle shares: brokers, client id, and the user's extra
-/// properties that are not producer-only.
+/// The client settings every handle shares: brokers and client id. (`kafka.properties` are
+/// producer properties and apply to the producer only.)
 pub(crate) fn base_config(config: &KafkaConfig, role: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client

@@ -246,8 +246,12 @@ fn run<O: ResumableOutput>(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+    // A second signal while stopping (for example while the output waits for its broker)
+    // ends the process at once, with status 1; the journal is consistent at any moment.
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
 
     let listener = TcpListener::bind(admin_address)
         .with_context(|| format!("cannot listen on {admin_address} (admin.listen)"))?;

@@ -102,7 +102,13 @@ fn broker_restart_mid_load_loses_and_doubles_nothing() {
     let broker_back = BrokerBack;
     kafka_script("stop");
     let busy_before = busy.load(Ordering::Relaxed);
+    let committed_at_stop = committed(admin_port);
     std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        committed(admin_port),
+        committed_at_stop,
+        "nothing can be committed while the broker is stopped"
+    );
     // Matching went on past what Kafka had, until the output buffers filled; then input got
     // the busy answer. The service stayed up and answering.
     let matched_while_away = matched(admin_port);
@@ -125,6 +131,16 @@ fn broker_restart_mid_load_loses_and_doubles_nothing() {
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
     kafka_support::wait_committed(admin_port, || server.log());
+    let (_, metrics) = support::http(admin_port, "GET", "/metrics", "").unwrap();
+    let retried: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ringmatch_kafka_errors_total{kind=\"retriable\"} "))
+        .and_then(|value| value.parse().ok())
+        .unwrap();
+    assert!(
+        retried > 0,
+        "the publisher retried while the broker was away"
+    );
     let log = server.log();
     assert_eq!(server.terminate(), Some(0));
     let events_count = assert_exactly_once(&bootstrap, &names, 2, &setup.config);

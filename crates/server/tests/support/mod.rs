@@ -132,6 +132,17 @@ pub struct Server {
     pub gateway_port: Option<u16>,
 }
 
+/// A test that fails while `serve` runs must not leave it running (and burning CPU under the
+/// rest of the suite).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
