@@ -10,7 +10,8 @@
 //!   journal into it and it skips every event a partition already holds; then the Publisher
 //!   stage feeds it live events. It hands batches to its own producer thread, which commits a
 //!   transaction every `commit_interval` or `commit_events_max` events (delivery
-//!   `exactly_once`), or flushes an idempotent producer (`at_least_once`).
+//!   `exactly_once`), or, with an idempotent producer (`at_least_once`), counts an event as
+//!   out once it and every event before it are acknowledged.
 //! - While the broker is away, events wait in memory (bounded) and then in the output ring;
 //!   matching goes on until the rings fill, then input gets `busy`. A fenced producer stops the
 //!   service (a panic: the fatal panic hook ends the process), so two engines never both write.

@@ -1,5 +1,6 @@
 //! The Kafka output sink and its producer thread.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -82,7 +83,8 @@ impl KafkaOutput {
         let created_topics = ensure_topics(config)?;
         let topics_duration = started.elapsed();
         let failures = Arc::new(DeliveryFailures::default());
-        let producer = build_producer(config, &failures)?;
+        let tracker = Acknowledged::new(2 * config.partitions as usize);
+        let producer = build_producer(config, &failures, &tracker.delivered)?;
         if config.delivery == Delivery::ExactlyOnce {
             producer
                 .init_transactions(config.connect_timeout)
@@ -130,8 +132,9 @@ impl KafkaOutput {
             producer,
             failures,
             receiver,
-            unconfirmed: Vec::new(),
-            unconfirmed_bytes: 0,
+            unconfirmed: VecDeque::new(),
+            sizes: VecDeque::new(),
+            acknowledged: tracker,
             in_transaction: false,
             transaction_started: Instant::now(),
             metrics: Arc::clone(&metrics),
@@ -269,14 +272,22 @@ struct DeliveryFailures {
 
 struct Context {
     failures: Arc<DeliveryFailures>,
+    /// Records acknowledged, per (topic, partition) slot (`at_least_once` tracking).
+    delivered: Arc<Vec<AtomicU64>>,
 }
 
 impl ClientContext for Context {}
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = ();
+    /// The slot (topic, partition) of the record.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: usize) {
+        if result.is_ok() {
+            if let Some(delivered) = self.delivered.get(slot) {
+                delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Err((error, _)) = result {
             self.failures.count.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut first) = self.failures.first.lock() {
@@ -289,6 +300,7 @@ impl ProducerContext for Context {
 fn build_producer(
     config: &KafkaConfig,
     failures: &Arc<DeliveryFailures>,
+    delivered: &Arc<Vec<AtomicU64>>,
 ) -> Result<BaseProducer<Context>, KafkaOutputError> {
     let mut client: ClientConfig = base_config(config, "producer");
     client
@@ -316,6 +328,7 @@ fn build_producer(
     client
         .create_with_context(Context {
             failures: Arc::clone(failures),
+            delivered: Arc::clone(delivered),
         })
         .map_err(|source| KafkaOutputError::Kafka {
             context: "creating the producer (check kafka.properties)".into(),
@@ -341,8 +354,11 @@ struct ProducerLoop {
     failures: Arc<DeliveryFailures>,
     receiver: Receiver<Vec<Event>>,
     /// Produced (or about to be), not yet committed: produced again after an abort.
-    unconfirmed: Vec<Event>,
-    unconfirmed_bytes: u64,
+    unconfirmed: VecDeque<Event>,
+    /// Value size of each unconfirmed event, once produced.
+    sizes: VecDeque<u32>,
+    /// Which unconfirmed records are acknowledged (`at_least_once`).
+    acknowledged: Acknowledged,
     in_transaction: bool,
     transaction_started: Instant,
     metrics: Arc<KafkaMetrics>,
@@ -372,9 +388,13 @@ impl ProducerLoop {
                         self.transaction_started = Instant::now();
                     }
                     let from = self.unconfirmed.len();
-                    self.unconfirmed.extend_from_slice(&batch);
+                    self.unconfirmed.extend(batch.iter().copied());
+                    self.sizes.resize(self.unconfirmed.len(), 0);
                     self.produce_from(from);
                     self.producer.poll(Duration::ZERO);
+                    if self.config.delivery == Delivery::AtLeastOnce {
+                        self.confirm_acknowledged();
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -419,8 +439,9 @@ impl ProducerLoop {
                 .map_err(|error| (from, error))?;
             self.in_transaction = true;
         }
-        if from == 0 {
-            self.unconfirmed_bytes = 0;
+        let tracked = self.config.delivery == Delivery::AtLeastOnce;
+        if from == 0 && tracked {
+            self.acknowledged.restart();
         }
         for position in from..self.unconfirmed.len() {
             let event = self.unconfirmed[position];
@@ -446,8 +467,11 @@ impl ProducerLoop {
                     key: HEADER_VERSION,
                     value: Some(version.format(KAFKA_RECORD_VERSION.into())),
                 });
-            let mut record = BaseRecord::to(topic)
-                .partition(partition_of(&event, self.config.partitions))
+            let partition = partition_of(&event, self.config.partitions);
+            let slot =
+                topic_of(&event) as usize * self.config.partitions as usize + partition as usize;
+            let mut record = BaseRecord::with_opaque_to(topic, slot)
+                .partition(partition)
                 .key(key.format(event.instrument.into()))
                 .payload(self.value.as_slice())
                 .headers(headers);
@@ -464,7 +488,10 @@ impl ProducerLoop {
                     Err((error, _)) => return Err((position, error)),
                 }
             }
-            self.unconfirmed_bytes += self.value.len() as u64;
+            self.sizes[position] = self.value.len() as u32;
+            if tracked {
+                self.acknowledged.produced(slot, position);
+            }
         }
         Ok(())
     }
@@ -481,6 +508,14 @@ impl ProducerLoop {
             }
             let started = Instant::now();
             match self.try_commit() {
+                Ok(())
+                    if self.config.delivery == Delivery::AtLeastOnce
+                        && self.shutdown_deadline.is_none() =>
+                {
+                    self.confirm_acknowledged();
+                    self.transaction_started = Instant::now();
+                    return true;
+                }
                 Ok(()) => {
                     self.committed(started.elapsed());
                     return true;
@@ -504,8 +539,14 @@ impl ProducerLoop {
                 self.in_transaction = false;
                 Ok(())
             }
+            // Records are confirmed as their acknowledgements arrive; only a stop waits for
+            // all of them.
             Delivery::AtLeastOnce => {
-                self.drain()?;
+                if self.shutdown_deadline.is_some() {
+                    self.drain()?;
+                } else {
+                    self.producer.poll(Duration::ZERO);
+                }
                 if let Some((code, reason)) = self.producer.client().fatal_error() {
                     self.complain(&format!("the producer failed ({code}: {reason})"));
                     return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fatal));
@@ -540,44 +581,65 @@ impl ProducerLoop {
         Ok(())
     }
 
+    /// The whole buffer is committed (a transaction, or a drain).
     fn committed(&mut self, took: Duration) {
+        if let Ok(mut latency) = self.metrics.commit_latency.lock() {
+            latency.saturating_record((took.as_nanos() as u64).max(1));
+        }
+        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        self.confirm(self.unconfirmed.len());
+        self.acknowledged.restart();
+        self.transaction_started = Instant::now();
+        if self.last_complaint.take().is_some() {
+            eprintln!("ringmatch: kafka: committing again");
+        }
+    }
+
+    /// `at_least_once`: confirms the longest run of buffered events that are all
+    /// acknowledged, without waiting for the rest.
+    fn confirm_acknowledged(&mut self) {
+        let count = self.acknowledged.confirmable(self.unconfirmed.len());
+        if count > 0 {
+            self.confirm(count);
+            self.acknowledged.confirmed(count);
+            self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The first `count` buffered events are in Kafka: out of the buffer, into the metrics.
+    fn confirm(&mut self, count: usize) {
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
         if let Ok(mut lag) = self.metrics.output_lag.lock() {
-            for event in &self.unconfirmed {
+            for event in self.unconfirmed.range(..count) {
                 if event.index == 0 {
                     lag.saturating_record(now_ns.saturating_sub(event.timestamp_ns).max(1));
                 }
             }
         }
-        if let Ok(mut latency) = self.metrics.commit_latency.lock() {
-            latency.saturating_record((took.as_nanos() as u64).max(1));
+        let last = count
+            .checked_sub(1)
+            .map(|position| self.unconfirmed[position].seq);
+        let bytes: u64 = self.sizes.drain(..count).map(u64::from).sum();
+        self.unconfirmed.drain(..count);
+        let mut events = count as u64;
+        if self.unconfirmed.is_empty() {
+            events += std::mem::take(&mut self.already_in_kafka);
         }
-        let count = self.unconfirmed.len() as u64 + std::mem::take(&mut self.already_in_kafka);
-        let last = self
-            .unconfirmed
-            .last()
-            .map(|event| (event.seq, event.index));
-        self.metrics
-            .events_committed
-            .fetch_add(count, Ordering::Relaxed);
         self.metrics
             .bytes_committed
-            .fetch_add(self.unconfirmed_bytes, Ordering::Relaxed);
-        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+            .fetch_add(bytes, Ordering::Relaxed);
         self.metrics
             .events_pending
-            .fetch_sub(count, Ordering::Relaxed);
-        if let Some((seq, _)) = last {
+            .fetch_sub(events, Ordering::Relaxed);
+        if let Some(seq) = last {
             self.metrics.committed_seq.store(seq, Ordering::Relaxed);
         }
-        self.unconfirmed.clear();
-        self.unconfirmed_bytes = 0;
-        self.transaction_started = Instant::now();
-        if self.last_complaint.take().is_some() {
-            eprintln!("ringmatch: kafka: committing again");
-        }
+        // Last: the snapshot writer waits on this count.
+        self.metrics
+            .events_committed
+            .fetch_add(events, Ordering::Release);
     }
 
     /// Handles an error of a produce, commit or flush: fencing stops the service; a retriable
@@ -672,7 +734,9 @@ impl ProducerLoop {
         self.metrics.errors_fatal.fetch_add(1, Ordering::Relaxed);
         self.complain(&format!("{cause}; starting a new producer"));
         let producer = loop {
-            match build_producer(&self.config, &self.failures) {
+            // Fresh counters: acknowledgements of the old producer must not count for the new.
+            self.acknowledged = Acknowledged::new(self.acknowledged.seen.len());
+            match build_producer(&self.config, &self.failures, &self.acknowledged.delivered) {
                 Ok(producer) => break producer,
                 Err(error) => self.complain(&format!("{error}; retrying")),
             }
@@ -700,6 +764,9 @@ impl ProducerLoop {
                 .is_none_or(|last| (event.seq, event.index) > last)
         });
         self.already_in_kafka += (before - self.unconfirmed.len()) as u64;
+        // Sizes are set again as the kept events are produced again.
+        self.sizes.clear();
+        self.sizes.resize(self.unconfirmed.len(), 0);
     }
 
     /// Logs a problem, at most once a second while it lasts.
@@ -734,9 +801,101 @@ impl Decimal {
     }
 }
 
+/// Which produced records librdkafka acknowledged, for `at_least_once`: records of one
+/// partition are acknowledged in order, so per (topic, partition) slot it is enough to count
+/// acknowledgements and keep the buffer positions produced there, oldest first.
+struct Acknowledged {
+    /// Acknowledgements per slot, counted by the delivery callback.
+    delivered: Arc<Vec<AtomicU64>>,
+    /// Acknowledgements already taken off `pending`, per slot.
+    seen: Vec<u64>,
+    /// Buffer positions (relative to `base`) produced per slot, not yet acknowledged.
+    pending: Vec<VecDeque<u64>>,
+    /// Number of the buffer's first event since the producer (re)started producing.
+    base: u64,
+    /// Buffered events produced so far, from the buffer's start.
+    produced_count: usize,
+}
+
+impl Acknowledged {
+    fn new(slots: usize) -> Acknowledged {
+        Acknowledged {
+            delivered: Arc::new((0..slots).map(|_| AtomicU64::new(0)).collect()),
+            seen: vec![0; slots],
+            pending: vec![VecDeque::new(); slots],
+            base: 0,
+            produced_count: 0,
+        }
+    }
+
+    /// Everything is being produced again from the buffer's start (by a new producer, whose
+    /// counters start at zero).
+    fn restart(&mut self) {
+        for (slot, pending) in self.pending.iter_mut().enumerate() {
+            pending.clear();
+            self.seen[slot] = self.delivered[slot].load(Ordering::Relaxed);
+        }
+        self.base = 0;
+        self.produced_count = 0;
+    }
+
+    fn produced(&mut self, slot: usize, position: usize) {
+        self.pending[slot].push_back(self.base + position as u64);
+        self.produced_count = position + 1;
+    }
+
+    /// How many events from the buffer's start are acknowledged, of `buffered`.
+    fn confirmable(&mut self, buffered: usize) -> usize {
+        let mut first_missing = self.base + buffered.min(self.produced_count) as u64;
+        for (slot, pending) in self.pending.iter_mut().enumerate() {
+            let delivered = self.delivered[slot].load(Ordering::Relaxed);
+            while self.seen[slot] < delivered && pending.pop_front().is_some() {
+                self.seen[slot] += 1;
+            }
+            if let Some(&first) = pending.front() {
+                first_missing = first_missing.min(first);
+            }
+        }
+        (first_missing - self.base) as usize
+    }
+
+    fn confirmed(&mut self, count: usize) {
+        self.base += count as u64;
+        self.produced_count -= count;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Decimal;
+    use super::{Acknowledged, Decimal};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn only_a_fully_acknowledged_prefix_is_confirmable() {
+        // Buffer positions 0..5 produced on slots 0,1,0,1,0; 5 buffered, one not produced.
+        let mut acknowledged = Acknowledged::new(2);
+        acknowledged.restart();
+        for (position, slot) in [0, 1, 0, 1, 0].into_iter().enumerate() {
+            acknowledged.produced(slot, position);
+        }
+        assert_eq!(acknowledged.confirmable(6), 0, "nothing acknowledged yet");
+        // Slot 1 acknowledges both its records (positions 1 and 3): position 0 still missing.
+        acknowledged.delivered[1].fetch_add(2, Ordering::Relaxed);
+        assert_eq!(acknowledged.confirmable(6), 0);
+        // Slot 0 acknowledges its first record (position 0): positions 0 and 1 are in.
+        acknowledged.delivered[0].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(acknowledged.confirmable(6), 2);
+        acknowledged.confirmed(2);
+        // Everything produced acknowledged: 3 more, but not the unproduced sixth event.
+        acknowledged.delivered[0].fetch_add(2, Ordering::Relaxed);
+        assert_eq!(acknowledged.confirmable(4), 3);
+        acknowledged.confirmed(3);
+        // The next record continues the numbering after the confirmed ones.
+        acknowledged.produced(1, 0);
+        assert_eq!(acknowledged.confirmable(1), 0);
+        acknowledged.delivered[1].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(acknowledged.confirmable(1), 1);
+    }
 
     #[test]
     fn decimals_match_the_standard_formatting() {
