@@ -123,6 +123,11 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         bytes as f64 / elapsed.as_secs_f64() / 1e6
     );
     println!(
+        "  producer queue full {} times; retried {} errors",
+        kafka_metrics.errors_queue_full.load(Ordering::Relaxed),
+        kafka_metrics.errors_retriable.load(Ordering::Relaxed)
+    );
+    println!(
         "  output lag (ingress to committed): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max \
          {:.2} ms; commit latency p50 {:.2} ms, p99 {:.2} ms",
         ms(lag.value_at_quantile(0.5)),

@@ -112,13 +112,17 @@ pub(crate) fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second
             }
             None => now_ns(),
         };
+        // While the input is full, spin briefly, yield a little, then sleep: on 2 cores a
+        // producer that keeps yielding takes the CPU the stages need to drain the ring.
         let mut polls = 0u32;
         while input.try_submit(&command).is_err() {
             polls += 1;
             if polls < 64 {
                 std::hint::spin_loop();
-            } else {
+            } else if polls < 128 {
                 std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
     }
