@@ -391,7 +391,11 @@ impl ProducerLoop {
                     self.unconfirmed.extend(batch.iter().copied());
                     self.sizes.resize(self.unconfirmed.len(), 0);
                     self.produce_from(from);
-                    self.producer.poll(Duration::ZERO);
+                    // One poll serves one event (a batch of delivery reports); serve several
+                    // so reports do not pile up behind a steady stream of batches.
+                    for _ in 0..8 {
+                        self.producer.poll(Duration::ZERO);
+                    }
                     if self.config.delivery == Delivery::AtLeastOnce {
                         self.confirm_acknowledged();
                     }
