@@ -275,9 +275,14 @@ pub enum KafkaOutputError {
 
 /// True for the errors that mean another producer took over the transactional id.
 pub fn is_fenced(error: &rdkafka::error::KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_fenced_code)
+}
+
+/// True for the error codes that mean another producer took over the transactional id.
+pub fn is_fenced_code(code: rdkafka::types::RDKafkaErrorCode) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
     matches!(
-        error.rdkafka_error_code(),
-        Some(Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch)
+        code,
+        Code::Fenced | Code::ProducerFenced | Code::InvalidProducerEpoch
     )
 }

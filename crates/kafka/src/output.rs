@@ -20,8 +20,8 @@ use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
 use crate::resume::{read_resume_points, ResumePoints};
 use crate::topics::{base_config, ensure_topics};
 use crate::{
-    is_fenced, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_INDEX, HEADER_SEQ,
-    HEADER_VERSION, KAFKA_RECORD_VERSION,
+    is_fenced, is_fenced_code, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_INDEX,
+    HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
 };
 
 /// Events handed to the producer thread in one message at most.
@@ -702,12 +702,7 @@ impl ProducerLoop {
             // standby that took over: stop instead. The next start resumes exactly once from
             // what Kafka holds.
             if let Some((code, _)) = self.producer.client().fatal_error() {
-                if matches!(
-                    code,
-                    RDKafkaErrorCode::Fenced
-                        | RDKafkaErrorCode::ProducerFenced
-                        | RDKafkaErrorCode::InvalidProducerEpoch
-                ) {
+                if is_fenced_code(code) {
                     self.fenced();
                 }
             }

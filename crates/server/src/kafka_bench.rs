@@ -9,10 +9,10 @@ use ringmatch_journal::Durability;
 use ringmatch_kafka::{Delivery, EventEncoder, KafkaConfig, KafkaOutput};
 use ringmatch_matcher::workload::mix_config;
 use ringmatch_matcher::Engine;
-use ringmatch_pipeline::{Pipeline, PipelineConfig, Retention, StageCores, WaitKind};
+use ringmatch_pipeline::{Pipeline, WaitKind};
 use ringmatch_proto::EVENT_SIZE_BYTES;
 
-use crate::pipeline_bench::{drive, fresh_journal, mix_commands};
+use crate::pipeline_bench::{bench_pipeline_config, drive, fresh_journal, mix_commands};
 
 /// Options of the Kafka benchmark.
 #[derive(Debug, Clone)]
@@ -77,15 +77,7 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
 
     let (output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 1)?;
     let kafka_metrics = output.metrics();
-    let pipeline_config = PipelineConfig {
-        input_ring_slots_count: 1 << 16,
-        output_ring_slots_count: 1 << 18,
-        wait: options.wait,
-        cores: StageCores::default(),
-        snapshot_every_commands: 0,
-        retention: Retention::Keep,
-        matcher_panic_at_seq: None,
-    };
+    let pipeline_config = bench_pipeline_config(options.wait, 0);
     let pipeline = Pipeline::start(
         &pipeline_config,
         Engine::new(mix_config())?,

@@ -211,7 +211,10 @@ fn collect(
 }
 
 /// The pipeline shape every benchmark uses: 64k input slots, 256k output slots, no pinning.
-fn bench_pipeline_config(wait: WaitKind, snapshot_every_commands: u64) -> PipelineConfig {
+pub(crate) fn bench_pipeline_config(
+    wait: WaitKind,
+    snapshot_every_commands: u64,
+) -> PipelineConfig {
     PipelineConfig {
         input_ring_slots_count: 1 << 16,
         output_ring_slots_count: 1 << 18,
