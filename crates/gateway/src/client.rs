@@ -48,6 +48,8 @@ pub struct LoginOptions {
 pub struct Client {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already decoded; dropped once per socket read, not once per frame.
+    buffer_start: usize,
     out: Vec<u8>,
     account: u32,
     session_id: u32,
@@ -68,6 +70,7 @@ impl Client {
         let mut client = Client {
             stream,
             buffer: Vec::with_capacity(64 * 1024),
+            buffer_start: 0,
             out: Vec::with_capacity(4096),
             account,
             session_id: 0,
@@ -201,14 +204,25 @@ impl Client {
     /// The next frame, waiting at most `timeout`; Ok(None) on timeout. Heartbeats are returned
     /// like any frame. An error frame is returned (the connection closes after it).
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<Frame>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        // Taken only when the buffer runs dry: a busy session decodes many frames per read.
+        let mut deadline = None;
         loop {
-            if let Decoded::Frame(frame, length) = decode_frame(&self.buffer, FRAME_SIZE_MAX_BYTES)?
+            if let Decoded::Frame(frame, length) =
+                decode_frame(&self.buffer[self.buffer_start..], FRAME_SIZE_MAX_BYTES)?
             {
-                self.buffer.drain(..length);
+                self.buffer_start += length;
+                if self.buffer_start == self.buffer.len() {
+                    self.buffer.clear();
+                    self.buffer_start = 0;
+                }
                 return Ok(Some(frame));
             }
+            if self.buffer_start > 0 {
+                self.buffer.drain(..self.buffer_start);
+                self.buffer_start = 0;
+            }
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
             if now >= deadline {
                 return Ok(None);
             }

@@ -19,5 +19,5 @@ pub mod server;
 pub use auth::{hash_token, Credential};
 pub use client::{Client, ClientError, LoginOptions};
 pub use protocol::{decode_frame, encode_frame, Decoded, ErrorCode, Frame, FrameError};
-pub use responder::{responder, Registration, Responder};
+pub use responder::{responder, Outbound, Registration, Responder};
 pub use server::{Gateway, GatewayConfig};

@@ -23,6 +23,17 @@ pub struct SessionShared {
     pub close: Notify,
 }
 
+/// What a session's writer receives.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to send as it is.
+    Frame(Frame),
+    /// An event caused by one of the session's own commands. The Responder can route it before
+    /// the session has queued that command's `ack`; the writer holds it until the ack is out,
+    /// so a client always sees the ack first.
+    OwnEvent(Event),
+}
+
 /// A change to the set of sessions.
 pub enum Registration {
     /// A session logged in.
@@ -34,7 +45,7 @@ pub enum Registration {
         /// Accounts it receives a drop copy of.
         drop_copy_accounts: Vec<u32>,
         /// Its outbound queue.
-        sender: tokio::sync::mpsc::Sender<Frame>,
+        sender: tokio::sync::mpsc::Sender<Outbound>,
         /// Flags shared with the session.
         shared: Arc<SessionShared>,
     },
@@ -46,7 +57,7 @@ pub enum Registration {
 }
 
 struct Entry {
-    sender: tokio::sync::mpsc::Sender<Frame>,
+    sender: tokio::sync::mpsc::Sender<Outbound>,
     shared: Arc<SessionShared>,
     account: Option<u32>,
     drop_copy_accounts: Vec<u32>,
@@ -169,7 +180,12 @@ impl EventRouter for Responder {
             let Some(entry) = self.sessions.get(&session_id) else {
                 continue;
             };
-            match entry.sender.try_send(Frame::Event(*event)) {
+            let outbound = if session_id == session {
+                Outbound::OwnEvent(*event)
+            } else {
+                Outbound::Frame(Frame::Event(*event))
+            };
+            match entry.sender.try_send(outbound) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     // The session does not read its responses: drop it, never wait for it.

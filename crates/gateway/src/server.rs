@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use ringmatch_pipeline::{now_ns, Submitter};
-use ringmatch_proto::{Command, CommandType};
+use ringmatch_proto::{Command, CommandType, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +21,7 @@ use crate::protocol::{
     decode_frame, encode_frame, Decoded, ErrorCode, Frame, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
     PROTOCOL_VERSION,
 };
-use crate::responder::{Registration, SessionShared};
+use crate::responder::{Outbound, Registration, SessionShared};
 
 /// Limits and credentials of the gateway.
 #[derive(Debug, Clone)]
@@ -153,31 +153,70 @@ async fn refuse(mut stream: TcpStream, code: ErrorCode, text: &str) {
     write_error(&mut stream, code, text).await;
 }
 
+/// How many bytes one socket read may add to a session's input buffer.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes read from a session and not yet decoded. Frames are decoded in place from `start`;
+/// the consumed prefix is dropped once per socket read, not once per frame.
+struct InputBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl InputBuffer {
+    fn new() -> InputBuffer {
+        InputBuffer {
+            bytes: Vec::with_capacity(READ_CHUNK_BYTES),
+            start: 0,
+        }
+    }
+
+    /// The next whole frame already buffered, if any.
+    fn decode(
+        &mut self,
+        frame_size_max_bytes: usize,
+    ) -> Result<Option<Frame>, (ErrorCode, String)> {
+        match decode_frame(&self.bytes[self.start..], frame_size_max_bytes) {
+            Ok(Decoded::Frame(frame, length)) => {
+                self.start += length;
+                if self.start == self.bytes.len() {
+                    self.bytes.clear();
+                    self.start = 0;
+                }
+                Ok(Some(frame))
+            }
+            Ok(Decoded::Incomplete) => Ok(None),
+            Err(crate::protocol::FrameError::TooLarge { length, max }) => Err((
+                ErrorCode::FrameTooLarge,
+                format!("frame of {length} bytes; the maximum is {max}"),
+            )),
+            Err(error) => Err((ErrorCode::MalformedFrame, error.to_string())),
+        }
+    }
+
+    /// Reads once from the socket; false at the end of the stream or on an error.
+    async fn fill(&mut self, reader: &mut OwnedReadHalf) -> bool {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.reserve(READ_CHUNK_BYTES);
+        matches!(reader.read_buf(&mut self.bytes).await, Ok(read) if read > 0)
+    }
+}
+
 /// Reads until one whole frame is buffered; Ok(None) on a clean end of stream.
 async fn read_frame(
     reader: &mut OwnedReadHalf,
-    buffer: &mut Vec<u8>,
+    buffer: &mut InputBuffer,
     frame_size_max_bytes: usize,
 ) -> Result<Option<Frame>, (ErrorCode, String)> {
     loop {
-        match decode_frame(buffer, frame_size_max_bytes) {
-            Ok(Decoded::Frame(frame, length)) => {
-                buffer.drain(..length);
-                return Ok(Some(frame));
-            }
-            Ok(Decoded::Incomplete) => {}
-            Err(crate::protocol::FrameError::TooLarge { length, max }) => {
-                return Err((
-                    ErrorCode::FrameTooLarge,
-                    format!("frame of {length} bytes; the maximum is {max}"),
-                ))
-            }
-            Err(error) => return Err((ErrorCode::MalformedFrame, error.to_string())),
+        if let Some(frame) = buffer.decode(frame_size_max_bytes)? {
+            return Ok(Some(frame));
         }
-        let mut chunk = [0u8; 4096];
-        match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        if !buffer.fill(reader).await {
+            return Ok(None);
         }
     }
 }
@@ -185,7 +224,7 @@ async fn read_frame(
 async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submitter) {
     let config = &context.config;
     let (mut reader, mut writer) = stream.into_split();
-    let mut buffer = Vec::with_capacity(8192);
+    let mut buffer = InputBuffer::new();
     let login = tokio::time::timeout(
         config.session_timeout,
         read_frame(&mut reader, &mut buffer, config.frame_size_max_bytes),
@@ -236,7 +275,7 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     };
     let drop_copy = !credential.drop_copy_accounts.is_empty();
     let session_id = context.next_session_id.fetch_add(1, Ordering::Relaxed);
-    let (sender, receiver) = mpsc::channel::<Frame>(config.session_queue_depth_max);
+    let (sender, receiver) = mpsc::channel::<Outbound>(config.session_queue_depth_max);
     let shared = Arc::new(SessionShared::default());
     let _ = context.registrations.send(Registration::Add {
         session_id,
@@ -245,11 +284,11 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
         sender: sender.clone(),
         shared: Arc::clone(&shared),
     });
-    let _ = sender.try_send(Frame::LoginAccepted {
+    let _ = sender.try_send(Outbound::Frame(Frame::LoginAccepted {
         account,
         session_id,
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
-    });
+    }));
     let writer_task = tokio::spawn(write_loop(
         writer,
         receiver,
@@ -273,10 +312,10 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
         .registrations
         .send(Registration::Remove { session_id });
     if let Some((code, text)) = outcome {
-        let _ = sender.try_send(Frame::Error {
+        let _ = sender.try_send(Outbound::Frame(Frame::Error {
             code: code as u16,
             text,
-        });
+        }));
     }
     if flags & LOGIN_FLAG_CANCEL_ON_DISCONNECT != 0 && !drop_copy {
         let mut command = Command::empty(CommandType::MassCancel);
@@ -316,10 +355,10 @@ async fn write_error<W: tokio::io::AsyncWrite + Unpin>(
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
     reader: &mut OwnedReadHalf,
-    buffer: &mut Vec<u8>,
+    buffer: &mut InputBuffer,
     context: &Context,
     submitter: &mut Submitter,
-    sender: &mpsc::Sender<Frame>,
+    sender: &mpsc::Sender<Outbound>,
     session_id: u32,
     account: u32,
     drop_copy: bool,
@@ -330,9 +369,15 @@ async fn read_loop(
     let mut refilled_at = Instant::now();
     let mut stop = context.stop.clone();
     loop {
-        let frame = tokio::select! {
-            _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
-            read = tokio::time::timeout(config.session_timeout, read_frame(reader, buffer, config.frame_size_max_bytes)) => read,
+        // Frames already buffered are handled without touching the timer or the socket: one
+        // read of a busy session brings hundreds of them.
+        let frame = match buffer.decode(config.frame_size_max_bytes) {
+            Err(problem) => return Some(problem),
+            Ok(Some(frame)) => Ok(Ok(Some(frame))),
+            Ok(None) => tokio::select! {
+                _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
+                read = tokio::time::timeout(config.session_timeout, read_frame(reader, buffer, config.frame_size_max_bytes)) => read,
+            },
         };
         let frame = match frame {
             Err(_) => {
@@ -380,7 +425,7 @@ async fn read_loop(
                         Err(_) => Frame::Busy { client_order_id },
                     }
                 };
-                if sender.try_send(reply).is_err() {
+                if sender.try_send(Outbound::Frame(reply)).is_err() {
                     return Some((
                         ErrorCode::SlowConsumer,
                         "the session's outbound queue is full".into(),
@@ -400,25 +445,64 @@ async fn read_loop(
     }
 }
 
+/// Keeps a session's replies in protocol order: the events of one of its own commands go out
+/// only after that command's `ack`. Acks leave in sequence order (one task submits a session's
+/// commands one by one), so the held events are released in order too.
+#[derive(Default)]
+struct ReplyOrder {
+    /// The sequence of the last ack encoded.
+    acked_seq: Option<u64>,
+    /// Own events that arrived before their ack, oldest first.
+    held: std::collections::VecDeque<Event>,
+}
+
+impl ReplyOrder {
+    /// Encodes what may go out now; true if it was the session's last frame (an error).
+    fn encode(&mut self, outbound: Outbound, bytes: &mut Vec<u8>) -> bool {
+        match outbound {
+            Outbound::OwnEvent(event) => {
+                if self.held.is_empty() && self.acked_seq.is_some_and(|acked| event.seq <= acked) {
+                    encode_frame(&Frame::Event(event), bytes);
+                } else {
+                    self.held.push_back(event);
+                }
+                false
+            }
+            Outbound::Frame(frame) => {
+                encode_frame(&frame, bytes);
+                if let Frame::Ack { seq, .. } = frame {
+                    self.acked_seq = Some(seq);
+                    while self.held.front().is_some_and(|event| event.seq <= seq) {
+                        if let Some(event) = self.held.pop_front() {
+                            encode_frame(&Frame::Event(event), bytes);
+                        }
+                    }
+                }
+                matches!(frame, Frame::Error { .. })
+            }
+        }
+    }
+}
+
 async fn write_loop(
     mut writer: OwnedWriteHalf,
-    mut receiver: mpsc::Receiver<Frame>,
+    mut receiver: mpsc::Receiver<Outbound>,
     shared: Arc<SessionShared>,
     heartbeat_interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut bytes = Vec::with_capacity(64 * 1024);
+    let mut order = ReplyOrder::default();
     loop {
         bytes.clear();
         tokio::select! {
-            frame = receiver.recv() => {
-                let Some(frame) = frame else { break };
-                let last = matches!(frame, Frame::Error { .. });
-                encode_frame(&frame, &mut bytes);
+            outbound = receiver.recv() => {
+                let Some(outbound) = outbound else { break };
+                let mut last = order.encode(outbound, &mut bytes);
                 // Batch whatever else is already queued into the same write.
-                while bytes.len() < 60 * 1024 {
+                while bytes.len() < 60 * 1024 && !last {
                     match receiver.try_recv() {
-                        Ok(next) => encode_frame(&next, &mut bytes),
+                        Ok(next) => last = order.encode(next, &mut bytes),
                         Err(_) => break,
                     }
                 }
@@ -443,4 +527,99 @@ async fn write_loop(
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outbound, ReplyOrder};
+    use crate::protocol::{decode_frame, Decoded, Frame};
+    use ringmatch_proto::{CommandType, Event, EventType};
+
+    fn event(seq: u64) -> Event {
+        let mut event = Event::empty(EventType::Accepted, CommandType::Place);
+        event.seq = seq;
+        event
+    }
+
+    fn ack(seq: u64) -> Outbound {
+        Outbound::Frame(Frame::Ack {
+            client_order_id: seq,
+            seq,
+        })
+    }
+
+    fn decoded(mut bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Ok(Decoded::Frame(frame, length)) = decode_frame(bytes, 1 << 16) {
+            frames.push(frame);
+            bytes = &bytes[length..];
+        }
+        assert!(bytes.is_empty(), "trailing bytes");
+        frames
+    }
+
+    #[test]
+    fn own_events_that_overtake_their_ack_wait_for_it() {
+        let mut order = ReplyOrder::default();
+        let mut bytes = Vec::new();
+        // The Responder routed the two events of command 7 and the event of command 8 (in
+        // sequence order, as it always does) before the session queued their acks; an event
+        // caused by another session's command passes at once.
+        assert!(!order.encode(Outbound::OwnEvent(event(7)), &mut bytes));
+        assert!(!order.encode(Outbound::OwnEvent(event(7)), &mut bytes));
+        assert!(!order.encode(Outbound::OwnEvent(event(8)), &mut bytes));
+        order.encode(Outbound::Frame(Frame::Event(event(9))), &mut bytes);
+        assert_eq!(decoded(&bytes), vec![Frame::Event(event(9))]);
+        order.encode(ack(7), &mut bytes);
+        order.encode(ack(8), &mut bytes);
+        // Ack first, as usual.
+        order.encode(ack(10), &mut bytes);
+        order.encode(Outbound::OwnEvent(event(10)), &mut bytes);
+        let frames = decoded(&bytes);
+        let expected = vec![
+            Frame::Event(event(9)),
+            Frame::Ack {
+                client_order_id: 7,
+                seq: 7,
+            },
+            Frame::Event(event(7)),
+            Frame::Event(event(7)),
+            Frame::Ack {
+                client_order_id: 8,
+                seq: 8,
+            },
+            Frame::Event(event(8)),
+            Frame::Ack {
+                client_order_id: 10,
+                seq: 10,
+            },
+            Frame::Event(event(10)),
+        ];
+        assert_eq!(frames, expected);
+        assert!(order.held.is_empty());
+    }
+
+    #[test]
+    fn the_first_command_of_a_journal_is_held_too() {
+        // Sequence 0 must not count as acknowledged before any ack.
+        let mut order = ReplyOrder::default();
+        let mut bytes = Vec::new();
+        order.encode(Outbound::OwnEvent(event(0)), &mut bytes);
+        assert!(bytes.is_empty());
+        order.encode(ack(0), &mut bytes);
+        assert_eq!(decoded(&bytes).len(), 2);
+    }
+
+    #[test]
+    fn an_error_frame_is_the_last() {
+        let mut order = ReplyOrder::default();
+        let mut bytes = Vec::new();
+        assert!(order.encode(
+            Outbound::Frame(Frame::Error {
+                code: 1,
+                text: "x".into()
+            }),
+            &mut bytes
+        ));
+    }
 }

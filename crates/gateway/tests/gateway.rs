@@ -1,6 +1,7 @@
 //! The gateway end to end through real loopback sockets, on a real pipeline (journal on disk):
 //! logins, own-account enforcement, malformed and truncated frames, slow readers, rate limits,
-//! heartbeats, cancel-on-disconnect, drop copy, and a thousand idle sessions.
+//! heartbeats, cancel-on-disconnect, drop copy, reply order in a burst, and a thousand idle
+//! sessions.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -518,6 +519,51 @@ fn cancel_on_disconnect_and_drop_copy() {
     assert!(
         matches!(frames.last(), Some(Frame::Error { code, .. }) if *code == ErrorCode::ReadOnlySession as u16)
     );
+}
+
+#[test]
+fn a_command_is_acknowledged_before_any_of_its_events_even_in_a_burst() {
+    // 10,000 commands (fewer than the input ring holds) in one write: the gateway submits them back to back while the engine
+    // answers the first ones, so a command's events can reach the session's queue before its
+    // ack. The client must still see the ack first, for every command. (The queue holds
+    // every reply: the client reads only after writing the whole burst.)
+    let harness = Harness::start(|config| config.session_queue_depth_max = 100_000);
+    let mut client = harness.login(1);
+    let mut stream = client_stream(&mut client);
+    let count = 10_000u64;
+    let mut bytes = Vec::new();
+    for index in 0..count {
+        let mut command =
+            ringmatch_proto::Command::limit(1, 1, Side::Buy, 1 + (index % 50_000) as i64, 1);
+        command.client_order_id = index + 1;
+        ringmatch_gateway::encode_frame(&Frame::Command(command), &mut bytes);
+    }
+    stream.write_all(&bytes).unwrap();
+    let mut acked = std::collections::HashSet::new();
+    let mut accepted = 0u64;
+    while accepted < count {
+        let frame = client
+            .recv(WAIT)
+            .unwrap()
+            .expect("replies before the timeout");
+        match frame {
+            Frame::Ack { seq, .. } => assert!(acked.insert(seq), "two acks for {seq}"),
+            Frame::Event(event) => {
+                assert!(
+                    acked.contains(&event.seq),
+                    "an event of command {} (client order id {}) came before its ack",
+                    event.seq,
+                    event.client_order_id
+                );
+                if event.event_type == EventType::Accepted {
+                    accepted += 1;
+                }
+            }
+            Frame::Heartbeat => {}
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert_eq!(acked.len() as u64, count);
 }
 
 #[test]
