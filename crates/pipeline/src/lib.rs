@@ -56,7 +56,7 @@ pub use recovery::{
     recover, recover_with, Recovered, RecoveryError, RecoveryOptions, ReplayProgress,
     ResumableOutput,
 };
-pub use wait::{ConfiguredWait, WaitKind, PHASED_SLEEP};
+pub use wait::{tighten_timer_slack, ConfiguredWait, WaitKind, PHASED_SLEEP};
 
 /// A slot of the input ring.
 #[derive(Debug, Clone, Copy)]

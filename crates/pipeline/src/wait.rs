@@ -67,8 +67,9 @@ thread_local! {
 
 /// Asks the kernel to wake this thread's sleeps within about a microsecond (the default slack
 /// of 50 us would make every short sleep at least that long). Best effort: a failure leaves
-/// the default, which only makes sleeps longer.
-fn tighten_timer_slack() {
+/// the default, which only makes sleeps longer. Once per thread; later calls cost a
+/// thread-local read.
+pub fn tighten_timer_slack() {
     if TIMER_SLACK_SET.get() {
         return;
     }
