@@ -4,9 +4,10 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{Advice, Mmap, MmapMut, MmapRaw};
 
 use crate::format::{
     parse_segment_file_name, record_at, segment_file_name, JournalRecord, RecordAt, SegmentHeader,
@@ -131,9 +132,129 @@ pub struct JournalStats {
 struct ActiveSegment {
     path: PathBuf,
     _file: File,
-    map: MmapMut,
+    /// Written only by the journal; shared with the prefaulter, which only advises the kernel
+    /// about it.
+    map: Arc<MmapRaw>,
     offset: usize,
     synced_offset: usize,
+    /// End of the range handed to the prefaulter so far.
+    prefault_requested_to: usize,
+}
+
+impl ActiveSegment {
+    fn new(path: PathBuf, file: File, map: MmapRaw, offset: usize) -> ActiveSegment {
+        ActiveSegment {
+            path,
+            _file: file,
+            map: Arc::new(map),
+            offset,
+            synced_offset: offset,
+            prefault_requested_to: offset,
+        }
+    }
+}
+
+/// How far ahead of the write position the active segment's pages are kept mapped writable.
+const PREFAULT_LEAD_BYTES: usize = 8 << 20;
+/// How much the prefaulter maps per request.
+const PREFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Work for the prefaulter.
+enum PrefaultRequest {
+    /// Map `map[from..to]` writable.
+    Range {
+        map: Arc<MmapRaw>,
+        from: usize,
+        to: usize,
+    },
+    /// Answer once every earlier request is done (false: prefaulting is unavailable).
+    Settle(mpsc::Sender<bool>),
+}
+
+/// Maps the active segment's pages writable ahead of the writer, on its own thread.
+///
+/// Without it, the first write to each 4 KiB page of a fresh segment faults, and the fault
+/// reads the (preallocated, unwritten) page in by zeroing it, all on the Journaler's thread: a
+/// profile had that at a third of the Journaler's time, and it was the Journaler's whole p99
+/// at 100,000 commands/s. `MADV_POPULATE_WRITE` does the same work here instead. Best effort:
+/// a kernel without it (before Linux 5.14) leaves the faults where they were.
+struct Prefaulter {
+    sender: Option<mpsc::Sender<PrefaultRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Prefaulter {
+    fn start() -> Prefaulter {
+        let (sender, receiver) = mpsc::channel::<PrefaultRequest>();
+        let thread = std::thread::Builder::new()
+            .name("journal-prefault".into())
+            .spawn(move || {
+                let mut available = true;
+                for request in receiver {
+                    match request {
+                        PrefaultRequest::Range { map, mut from, to } => {
+                            while available && from < to {
+                                let len = PREFAULT_CHUNK_BYTES.min(to - from);
+                                // An error means the kernel cannot do it (before 5.14): the
+                                // writer's own faults do the work from then on.
+                                available =
+                                    map.advise_range(Advice::PopulateWrite, from, len).is_ok();
+                                from += len;
+                            }
+                        }
+                        PrefaultRequest::Settle(reply) => {
+                            let _ = reply.send(available);
+                        }
+                    }
+                }
+            })
+            .ok();
+        Prefaulter {
+            sender: thread.is_some().then_some(sender),
+            thread,
+        }
+    }
+
+    /// Keeps the pages of `segment` mapped up to `PREFAULT_LEAD_BYTES` past its write position.
+    fn keep_ahead(&self, segment: &mut ActiveSegment) {
+        let Some(sender) = &self.sender else { return };
+        let target = (segment.offset + PREFAULT_LEAD_BYTES).min(segment.map.len());
+        while segment.prefault_requested_to < target {
+            let from = segment.prefault_requested_to;
+            // Whole pages: the range starts page-aligned once the first request is made.
+            let from_page = from & !(4096 - 1);
+            let to = (from + PREFAULT_CHUNK_BYTES).min(segment.map.len());
+            let request = PrefaultRequest::Range {
+                map: Arc::clone(&segment.map),
+                from: from_page,
+                to,
+            };
+            if sender.send(request).is_err() {
+                return;
+            }
+            segment.prefault_requested_to = to;
+        }
+    }
+}
+
+impl Prefaulter {
+    /// Waits until every request so far is done; false if prefaulting is unavailable.
+    fn settle(&self) -> bool {
+        let Some(sender) = &self.sender else {
+            return false;
+        };
+        let (reply, answer) = mpsc::channel();
+        sender.send(PrefaultRequest::Settle(reply)).is_ok() && answer.recv().unwrap_or(false)
+    }
+}
+
+impl Drop for Prefaulter {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The journal writer. Owns the data directory lock.
@@ -143,6 +264,8 @@ pub struct Journal {
     next_seq: u64,
     first_seq: u64,
     stats: Arc<JournalStats>,
+    /// Stopped before the lock is released.
+    prefaulter: Prefaulter,
     _lock: DirLock,
 }
 
@@ -169,6 +292,17 @@ fn map_read_only(path: &Path) -> Result<Mmap, JournalError> {
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.map_err(|source| JournalError::io(path, source))?;
     Ok(map)
+}
+
+/// Maps the segment being written.
+fn map_active(path: &Path) -> Result<(File, MmapRaw), JournalError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| JournalError::io(path, source))?;
+    let map = MmapRaw::map_raw(&file).map_err(|source| JournalError::io(path, source))?;
+    Ok((file, map))
 }
 
 fn map_read_write(path: &Path) -> Result<(File, MmapMut), JournalError> {
@@ -419,17 +553,14 @@ impl Journal {
                 let scanned = scan_segment(path, *first)?;
                 assert!(scanned.bad.is_none(), "a cut segment scans clean");
                 extend_to(path, scanned.header.segment_size_bytes)?;
-                let (file, map) = map_read_write(path)?;
-                ActiveSegment {
-                    path: path.clone(),
-                    _file: file,
-                    map,
-                    offset: scanned.end_offset,
-                    synced_offset: scanned.end_offset,
-                }
+                let (file, map) = map_active(path)?;
+                ActiveSegment::new(path.clone(), file, map, scanned.end_offset)
             }
             None => Self::create_segment(&config, next_seq)?,
         };
+        let mut segment = segment;
+        let prefaulter = Prefaulter::start();
+        prefaulter.keep_ahead(&mut segment);
         stats.next_seq.store(next_seq, Ordering::Relaxed);
         stats.durable_seq.store(next_seq - 1, Ordering::Relaxed);
         let report = OpenReport {
@@ -446,6 +577,7 @@ impl Journal {
                 next_seq,
                 first_seq,
                 stats,
+                prefaulter,
                 _lock: lock,
             },
             report,
@@ -551,14 +683,19 @@ impl Journal {
         drop(file);
         std::fs::rename(&temp, &path).map_err(|source| JournalError::io(&path, source))?;
         sync_dir(&config.dir)?;
-        let (file, map) = map_read_write(&path)?;
-        Ok(ActiveSegment {
+        let (file, map) = map_active(&path)?;
+        Ok(ActiveSegment::new(
             path,
-            _file: file,
+            file,
             map,
-            offset: SEGMENT_HEADER_SIZE_BYTES,
-            synced_offset: SEGMENT_HEADER_SIZE_BYTES,
-        })
+            SEGMENT_HEADER_SIZE_BYTES,
+        ))
+    }
+
+    /// Waits until the pages ahead of the write position are mapped; false if this kernel
+    /// cannot map them ahead (then appends fault them in themselves). For tests and tools.
+    pub fn settle_prefault(&self) -> bool {
+        self.prefaulter.settle()
     }
 
     /// Sequence the next append must carry.
@@ -593,8 +730,24 @@ impl Journal {
             self.roll()?;
         }
         let offset = self.segment.offset;
-        record.encode_into(&mut self.segment.map[offset..offset + RECORD_SIZE_BYTES]);
+        // SAFETY: `offset + RECORD_SIZE_BYTES` is within the map (checked above, and the
+        // segment file is never truncated while mapped); only this journal writes through the
+        // map, and this slice is the only reference to these bytes while it lives. The
+        // prefaulter only advises the kernel about the map.
+        #[allow(unsafe_code)]
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.segment.map.as_mut_ptr().add(offset),
+                RECORD_SIZE_BYTES,
+            )
+        };
+        record.encode_into(bytes);
         self.segment.offset += RECORD_SIZE_BYTES;
+        if self.segment.offset + PREFAULT_LEAD_BYTES > self.segment.prefault_requested_to
+            && self.segment.prefault_requested_to < self.segment.map.len()
+        {
+            self.prefaulter.keep_ahead(&mut self.segment);
+        }
         self.next_seq += 1;
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         self.stats
@@ -650,6 +803,7 @@ impl Journal {
             self.sync()?;
         }
         self.segment = Self::create_segment(&self.config, self.next_seq)?;
+        self.prefaulter.keep_ahead(&mut self.segment);
         Ok(())
     }
 
