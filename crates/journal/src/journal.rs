@@ -149,15 +149,18 @@ impl ActiveSegment {
             map: Arc::new(map),
             offset,
             synced_offset: offset,
-            prefault_requested_to: offset,
+            // Requests start on a page boundary and then step in whole chunks.
+            prefault_requested_to: offset & !(PAGE_SIZE_BYTES - 1),
         }
     }
 }
 
 /// How far ahead of the write position the active segment's pages are kept mapped writable.
 const PREFAULT_LEAD_BYTES: usize = 8 << 20;
-/// How much the prefaulter maps per request.
+/// How much the prefaulter maps per request (whole pages).
 const PREFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// The smallest page size `madvise` ranges are aligned to.
+const PAGE_SIZE_BYTES: usize = 4096;
 
 /// Work for the prefaulter.
 enum PrefaultRequest {
@@ -221,12 +224,10 @@ impl Prefaulter {
         let target = (segment.offset + PREFAULT_LEAD_BYTES).min(segment.map.len());
         while segment.prefault_requested_to < target {
             let from = segment.prefault_requested_to;
-            // Whole pages: the range starts page-aligned once the first request is made.
-            let from_page = from & !(4096 - 1);
             let to = (from + PREFAULT_CHUNK_BYTES).min(segment.map.len());
             let request = PrefaultRequest::Range {
                 map: Arc::clone(&segment.map),
-                from: from_page,
+                from,
                 to,
             };
             if sender.send(request).is_err() {
@@ -294,23 +295,23 @@ fn map_read_only(path: &Path) -> Result<Mmap, JournalError> {
     Ok(map)
 }
 
-/// Maps the segment being written.
-fn map_active(path: &Path) -> Result<(File, MmapRaw), JournalError> {
-    let file = File::options()
+fn open_read_write(path: &Path) -> Result<File, JournalError> {
+    File::options()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|source| JournalError::io(path, source))?;
+        .map_err(|source| JournalError::io(path, source))
+}
+
+/// Maps the segment being written.
+fn map_active(path: &Path) -> Result<(File, MmapRaw), JournalError> {
+    let file = open_read_write(path)?;
     let map = MmapRaw::map_raw(&file).map_err(|source| JournalError::io(path, source))?;
     Ok((file, map))
 }
 
 fn map_read_write(path: &Path) -> Result<(File, MmapMut), JournalError> {
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|source| JournalError::io(path, source))?;
+    let file = open_read_write(path)?;
     // SAFETY: as in `map_read_only`; in addition only this process (holding the lock) maps a
     // segment writable, and only the journal writes through the map.
     #[allow(unsafe_code)]
