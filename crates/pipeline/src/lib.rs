@@ -56,7 +56,7 @@ pub use recovery::{
     recover, recover_with, Recovered, RecoveryError, RecoveryOptions, ReplayProgress,
     ResumableOutput,
 };
-pub use wait::{tighten_timer_slack, ConfiguredWait, WaitKind, PHASED_SLEEP};
+pub use wait::{tighten_timer_slack, ConfiguredWait, Signal, WaitKind, PHASED_SLEEP};
 
 /// A slot of the input ring.
 #[derive(Debug, Clone, Copy)]
@@ -314,6 +314,8 @@ pub struct Submitter {
     producer: InputProducer,
     base_seq: u64,
     metrics: Arc<Metrics>,
+    /// Wakes the Journaler and Replicator when they are parked.
+    published: Arc<Signal>,
 }
 
 impl Clone for Submitter {
@@ -322,6 +324,7 @@ impl Clone for Submitter {
             producer: self.producer.clone(),
             base_seq: self.base_seq,
             metrics: Arc::clone(&self.metrics),
+            published: Arc::clone(&self.published),
         }
     }
 }
@@ -339,6 +342,7 @@ impl Submitter {
             slot.session = session;
         }) {
             Ok(ring_seq) => {
+                self.published.notify();
                 let seq = self.base_seq + ring_seq as u64;
                 self.metrics
                     .input_published_seq
@@ -382,6 +386,8 @@ struct RingSink<'a> {
     pending: &'a mut Vec<Event>,
     chunk_max: usize,
     events_count: &'a mut u64,
+    /// Wakes the Publisher and Responder when they are parked.
+    published: &'a Signal,
 }
 
 impl RingSink<'_> {
@@ -393,6 +399,7 @@ impl RingSink<'_> {
         let mut polls = 0u32;
         loop {
             if self.producer.try_publish_all(self.session, self.pending) {
+                self.published.notify();
                 break;
             }
             polls += 1;
@@ -432,6 +439,7 @@ struct MatcherState {
     pending_events: Vec<Event>,
     output_chunk_max: usize,
     events_count: u64,
+    output_published: Arc<Signal>,
 }
 
 impl MatcherState {
@@ -447,6 +455,7 @@ impl MatcherState {
             pending: &mut self.pending_events,
             chunk_max: self.output_chunk_max,
             events_count: &mut self.events_count,
+            published: &self.output_published,
         };
         self.engine.apply(seq, command, &mut sink);
         sink.flush();
@@ -685,6 +694,11 @@ impl Pipeline {
             None => (None, None),
         };
 
+        // Who wakes whom when a stage parks: producers wake the Journaler and Replicator, those
+        // two wake the Matcher, and the Matcher wakes the Publisher and Responder.
+        let input_published = Arc::new(Signal::default());
+        let input_stages_done = Arc::new(Signal::default());
+        let output_published = Arc::new(Signal::default());
         let market_data = Arc::new(MarketData::from_engine(&engine));
         let publisher_market_data = Arc::clone(&market_data);
         let wait = ConfiguredWait(config.wait);
@@ -692,6 +706,8 @@ impl Pipeline {
         let publisher_core = config.cores.publisher;
         let output_ring_slots_count = config.output_ring_slots_count;
         let responder_core = config.cores.responder;
+        let publisher_waits_on = Arc::clone(&output_published);
+        let responder_waits_on = Arc::clone(&output_published);
         let make_output = move || {
             let metrics = output_metrics;
             let builder = build_single_producer(
@@ -708,14 +724,17 @@ impl Pipeline {
                     |state: &mut PublisherState<S>, slot: &OutputSlot, _seq, end_of_batch| {
                         state.handle(slot, end_of_batch)
                     },
-                    move || PublisherState {
-                        sink,
-                        market_data: publisher_market_data,
-                        batch_levels: Vec::with_capacity(output_ring_slots_count),
-                        recorder: StageRecorder::new(Stage::Published, recorder_metrics),
-                        batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
-                        batch_events_count: 0,
-                        metrics,
+                    move || {
+                        wait::bind_stage(publisher_waits_on, None);
+                        PublisherState {
+                            sink,
+                            market_data: publisher_market_data,
+                            batch_levels: Vec::with_capacity(output_ring_slots_count),
+                            recorder: StageRecorder::new(Stage::Published, recorder_metrics),
+                            batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
+                            batch_events_count: 0,
+                            metrics,
+                        }
                     },
                 );
             match router {
@@ -732,7 +751,10 @@ impl Pipeline {
                                     router.end_of_batch();
                                 }
                             },
-                            move || router,
+                            move || {
+                                wait::bind_stage(responder_waits_on, None);
+                                router
+                            },
                         )
                         .build(),
                 ),
@@ -745,6 +767,11 @@ impl Pipeline {
         let matcher_metrics = Arc::clone(&metrics);
         let retention = config.retention.clone();
         let input_ring_slots_count = config.input_ring_slots_count;
+        let journaler_waits_on = Arc::clone(&input_published);
+        let replicator_waits_on = Arc::clone(&input_published);
+        let journaler_announces = Arc::clone(&input_stages_done);
+        let replicator_announces = Arc::clone(&input_stages_done);
+        let matcher_waits_on = input_stages_done;
         let snapshot_every_commands = config.snapshot_every_commands;
         let panic_at_seq = config.matcher_panic_at_seq;
         let builder = build_multi_producer(
@@ -758,18 +785,25 @@ impl Pipeline {
         let builder = placed(builder, config.cores.journaler, "journaler")
             .handle_events_and_state_with(
                 |state: &mut JournalerState, slot: &InputSlot, seq, end_of_batch| {
-                    state.handle(slot, seq, end_of_batch)
+                    wait::announce_progress();
+                    state.handle(slot, seq, end_of_batch);
+                    if end_of_batch {
+                        wait::batch_done();
+                    }
                 },
-                move || JournalerState {
-                    journal,
-                    recorder: StageRecorder::new(Stage::Journaled, journaler_metrics),
-                    batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
-                    base_seq,
-                    retain_from_seq,
-                    retained_from_seq: 0,
-                    retention,
-                    sync_latency: new_histogram(),
-                    metrics: journaler_sync_metrics,
+                move || {
+                    wait::bind_stage(journaler_waits_on, Some(journaler_announces));
+                    JournalerState {
+                        journal,
+                        recorder: StageRecorder::new(Stage::Journaled, journaler_metrics),
+                        batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
+                        base_seq,
+                        retain_from_seq,
+                        retained_from_seq: 0,
+                        retention,
+                        sync_latency: new_histogram(),
+                        metrics: journaler_sync_metrics,
+                    }
                 },
             );
         let builder = placed(builder, config.cores.replicator, "replicator")
@@ -780,6 +814,7 @@ impl Pipeline {
                       end_of_batch| {
                     // Replication mode `none`: the stage is in place and measured, and passes
                     // every command on.
+                    wait::announce_progress();
                     let (recorder, batch_timestamps_ns) = state;
                     batch_timestamps_ns.push(slot.command.timestamp_ns);
                     if end_of_batch {
@@ -788,9 +823,11 @@ impl Pipeline {
                             recorder.record(timestamp_ns, now);
                         }
                         recorder.done(base_seq + ring_seq as u64, true);
+                        wait::batch_done();
                     }
                 },
                 move || {
+                    wait::bind_stage(replicator_waits_on, Some(replicator_announces));
                     (
                         StageRecorder::new(Stage::Replicated, replicator_metrics),
                         Vec::with_capacity(input_ring_slots_count),
@@ -802,19 +839,23 @@ impl Pipeline {
                 |state: &mut MatcherState, slot: &InputSlot, seq, end_of_batch| {
                     state.handle(slot, seq, end_of_batch)
                 },
-                move || MatcherState {
-                    engine,
-                    output: make_output(),
-                    recorder: StageRecorder::new(Stage::Matched, Arc::clone(&matcher_metrics)),
-                    snapshots: snapshot_sender,
-                    snapshot_every_commands,
-                    base_seq,
-                    metrics: matcher_metrics,
-                    panic_at_seq,
-                    batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
-                    pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
-                    output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(output_ring_slots_count),
-                    events_count: 0,
+                move || {
+                    wait::bind_stage(matcher_waits_on, None);
+                    MatcherState {
+                        engine,
+                        output: make_output(),
+                        recorder: StageRecorder::new(Stage::Matched, Arc::clone(&matcher_metrics)),
+                        snapshots: snapshot_sender,
+                        snapshot_every_commands,
+                        base_seq,
+                        metrics: matcher_metrics,
+                        panic_at_seq,
+                        batch_timestamps_ns: Vec::with_capacity(input_ring_slots_count),
+                        pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
+                        output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(output_ring_slots_count),
+                        events_count: 0,
+                        output_published,
+                    }
                 },
             )
             .build();
@@ -823,6 +864,7 @@ impl Pipeline {
                 producer,
                 base_seq,
                 metrics: Arc::clone(&metrics),
+                published: input_published,
             }),
             metrics,
             market_data,
