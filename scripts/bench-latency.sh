@@ -97,9 +97,9 @@ for rate in $rates; do
     echo "== $rate: ringmatch ($sessions sessions, journal $durability)"
     "$bin" loadgen --gateway "127.0.0.1:$port" "${login_args[@]}" "${rate_args[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/load.txt"
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
-    echo "== $rate: raw TCP echo"
+    echo "== $rate: raw TCP echo ($sessions connections)"
     echo_rate=("${rate_args[@]}")
-    "$bin" loadgen --echo "${echo_rate[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/echo.txt"
+    "$bin" loadgen --echo --echo-sessions "$sessions" "${echo_rate[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/echo.txt"
     for name in ringmatch tcp-echo; do
         file=$work/load.txt; [ "$name" = tcp-echo ] && file=$work/echo.txt
         throughput=$(sed -n "s/^$name: .* answered, .* refused, \([0-9]*\) responses\/s.*/\1/p" "$file")

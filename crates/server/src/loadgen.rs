@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ringmatch_gateway::{Client, Frame, LoginOptions};
+use ringmatch_gateway::{decode_frame, Client, Decoded, Frame, LoginOptions};
 use ringmatch_pipeline::{new_histogram, now_ns};
 use ringmatch_proto::{Command, CommandType, Side, TimeInForce};
 
@@ -43,6 +43,8 @@ pub struct LoadgenOptions {
     pub out_dir: Option<PathBuf>,
     /// Measure a raw TCP echo round trip instead.
     pub echo: bool,
+    /// Connections of the echo measurement (the rate is shared among them like sessions').
+    pub echo_sessions: usize,
 }
 
 /// What a run measured.
@@ -144,13 +146,359 @@ impl SessionMix {
     }
 }
 
+/// Counters every session adds to, read by the progress line and the final report.
 struct Shared {
     latency: Mutex<Histogram<u64>>,
+    /// The latencies since the progress line last read them.
+    window: Mutex<Histogram<u64>>,
     responses: AtomicU64,
     sent: AtomicU64,
     refused: AtomicU64,
     last_response_ns: AtomicU64,
-    window: Mutex<Histogram<u64>>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            latency: Mutex::new(new_histogram()),
+            window: Mutex::new(new_histogram()),
+            responses: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_response_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn report(&self, start_ns: u64) -> LoadReport {
+        let elapsed_ns = self
+            .last_response_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(start_ns)
+            .max(1);
+        LoadReport {
+            responses_count: self.responses.load(Ordering::Relaxed),
+            sent_count: self.sent.load(Ordering::Relaxed),
+            refused_count: self.refused.load(Ordering::Relaxed),
+            elapsed: Duration::from_nanos(elapsed_ns),
+            latency: self.latency.lock().expect("not poisoned").clone(),
+        }
+    }
+}
+
+/// What one session measured; handed to [`Shared`] every few milliseconds, so the session
+/// thread takes no lock per response.
+struct Tally {
+    latency: Histogram<u64>,
+    window: Histogram<u64>,
+    responses: u64,
+    refused: u64,
+    last_response_ns: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            latency: new_histogram(),
+            window: new_histogram(),
+            responses: 0,
+            refused: 0,
+            last_response_ns: 0,
+        }
+    }
+
+    fn record(&mut self, intended_ns: u64, now_ns: u64) {
+        let latency = now_ns.saturating_sub(intended_ns).max(1);
+        self.latency.saturating_record(latency);
+        self.window.saturating_record(latency);
+        self.responses += 1;
+        self.last_response_ns = now_ns;
+    }
+
+    /// Moves the counts and the window to `shared` (the whole histogram too when `last`).
+    fn flush(&mut self, shared: &Shared, last: bool) {
+        shared
+            .responses
+            .fetch_add(std::mem::take(&mut self.responses), Ordering::Relaxed);
+        shared
+            .refused
+            .fetch_add(std::mem::take(&mut self.refused), Ordering::Relaxed);
+        shared
+            .last_response_ns
+            .fetch_max(self.last_response_ns, Ordering::Relaxed);
+        if !self.window.is_empty() {
+            let _ = shared
+                .window
+                .lock()
+                .expect("not poisoned")
+                .add(&self.window);
+            self.window.reset();
+        }
+        if last {
+            let _ = shared
+                .latency
+                .lock()
+                .expect("not poisoned")
+                .add(&self.latency);
+        }
+    }
+}
+
+/// What one connection of the driver speaks: order entry with the gateway, or the echo.
+trait Conversation {
+    /// Appends the frame of the next command, whose intended send time is `intended_ns`.
+    fn encode_next(&mut self, intended_ns: u64, out: &mut Vec<u8>);
+    /// Handles the whole frames at the start of `input`, read at `now_ns`; returns the bytes
+    /// used.
+    fn receive(&mut self, input: &[u8], now_ns: u64, tally: &mut Tally) -> anyhow::Result<usize>;
+    /// Commands sent and not answered yet.
+    fn outstanding(&self) -> u64;
+    /// A frame that keeps an otherwise silent connection alive while answers drain.
+    fn keepalive(&self) -> Option<Vec<u8>>;
+}
+
+/// When commands are due: open-loop at a fixed interval per session, or flat out.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start_ns: u64,
+    end_ns: u64,
+    /// None: flat out, with at most [`WINDOW_MAX`] commands in flight per session.
+    interval_ns: Option<u64>,
+}
+
+/// The most commands one session writes in one system call.
+const SEND_BATCH_MAX: u64 = 32;
+/// Flat out, the most commands one session has in flight.
+const WINDOW_MAX: u64 = 2_000;
+/// How long a session waits for the answers still in flight after its last send.
+const DRAIN_FOR: Duration = Duration::from_secs(10);
+
+/// Runs one session on the calling thread: sends each command when it is due and reads the
+/// answers in between, sleeping in `ppoll` (not spinning or yielding) until the next send
+/// time or the next answer, so the load generator takes as little CPU from the system under
+/// test as it can. A late wake-up is never hidden: latency counts from the intended time.
+fn drive(
+    stream: &TcpStream,
+    conversation: &mut impl Conversation,
+    schedule: Schedule,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    ringmatch_pipeline::tighten_timer_slack();
+    stream.set_nonblocking(true)?;
+    let mut stream_ref = stream;
+    let mut tally = Tally::new();
+    let mut output: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut written = 0usize;
+    let mut input = vec![0u8; 256 * 1024];
+    let (mut input_start, mut input_end) = (0usize, 0usize);
+    let mut index = 0u64;
+    let mut sending = true;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut last_keepalive = Instant::now();
+    let mut last_flush = Instant::now();
+    loop {
+        let now = now_ns();
+        // Queue the commands whose time has come (flat out: while the window allows), in one
+        // write, like a client with several orders ready would send them.
+        if sending && written == output.len() {
+            output.clear();
+            written = 0;
+            let mut batch = 0u64;
+            while batch < SEND_BATCH_MAX && now >= schedule.start_ns {
+                let intended_ns = match schedule.interval_ns {
+                    Some(interval) => schedule.start_ns + index * interval,
+                    None => now,
+                };
+                if intended_ns >= schedule.end_ns {
+                    sending = false;
+                    break;
+                }
+                if intended_ns > now
+                    || (schedule.interval_ns.is_none() && conversation.outstanding() >= WINDOW_MAX)
+                {
+                    break;
+                }
+                conversation.encode_next(intended_ns, &mut output);
+                index += 1;
+                batch += 1;
+            }
+            shared.sent.fetch_add(batch, Ordering::Relaxed);
+        }
+        if written < output.len() {
+            match stream_ref.write(&output[written..]) {
+                Ok(count) => written += count,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        // Read and handle everything that has arrived.
+        loop {
+            if input_end == input.len() {
+                if input_start > 0 {
+                    input.copy_within(input_start..input_end, 0);
+                    input_end -= input_start;
+                    input_start = 0;
+                } else {
+                    input.resize(input.len() * 2, 0);
+                }
+            }
+            match stream_ref.read(&mut input[input_end..]) {
+                Ok(0) => {
+                    anyhow::ensure!(
+                        !sending && conversation.outstanding() == 0,
+                        "the server closed the connection with {} commands unanswered",
+                        conversation.outstanding()
+                    );
+                    break;
+                }
+                Ok(count) => {
+                    input_end += count;
+                    input_start += conversation.receive(
+                        &input[input_start..input_end],
+                        now_ns(),
+                        &mut tally,
+                    )?;
+                    if input_start == input_end {
+                        input_start = 0;
+                        input_end = 0;
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if last_flush.elapsed() >= Duration::from_millis(20) {
+            tally.flush(shared, false);
+            last_flush = Instant::now();
+        }
+        if !sending && written == output.len() {
+            if conversation.outstanding() == 0 {
+                break;
+            }
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_FOR);
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "loadgen: {} commands still unanswered after {} s",
+                    conversation.outstanding(),
+                    DRAIN_FOR.as_secs()
+                );
+                break;
+            }
+            if last_keepalive.elapsed() >= Duration::from_millis(500) {
+                if let Some(frame) = conversation.keepalive() {
+                    output.clear();
+                    output.extend_from_slice(&frame);
+                    written = 0;
+                }
+                last_keepalive = Instant::now();
+                continue;
+            }
+        }
+        // Sleep until the next command is due, an answer arrives or the socket takes more.
+        let now = now_ns();
+        let wait_ns = if written < output.len() || !sending {
+            100_000_000
+        } else {
+            match schedule.interval_ns {
+                _ if now < schedule.start_ns => schedule.start_ns - now,
+                Some(interval) => (schedule.start_ns + index * interval).saturating_sub(now),
+                None if conversation.outstanding() >= WINDOW_MAX => 100_000_000,
+                None => 0,
+            }
+        };
+        if wait_ns > 0 {
+            poll_socket(stream, written < output.len(), wait_ns)?;
+        }
+    }
+    tally.flush(shared, true);
+    Ok(())
+}
+
+/// Waits up to `wait_ns` for the socket to be readable (or writable, when `write` is set).
+fn poll_socket(stream: &TcpStream, write: bool, wait_ns: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut descriptor = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN | if write { libc::POLLOUT } else { 0 },
+        revents: 0,
+    };
+    let timeout = libc::timespec {
+        tv_sec: (wait_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (wait_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timespec, both alive for the call; no signal mask.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::ppoll(&mut descriptor, 1, &timeout, std::ptr::null()) };
+    if result < 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// An order-entry session: the exchange-core mix, answered by an `ack` (or a refusal) and
+/// then events; a command's latency ends at the first event carrying its sequence.
+struct OrderEntry {
+    mix: SessionMix,
+    account: u32,
+    /// Intended send times of the commands not acknowledged yet, in sending order: every
+    /// command gets exactly one `ack`, `throttled` or `busy`, in order.
+    unacknowledged: VecDeque<u64>,
+    /// Intended send times of acknowledged commands still waiting for their first event.
+    by_seq: HashMap<u64, u64>,
+    outstanding: u64,
+}
+
+impl Conversation for OrderEntry {
+    fn encode_next(&mut self, intended_ns: u64, out: &mut Vec<u8>) {
+        let command = self.mix.next(self.account);
+        ringmatch_gateway::encode_frame(&Frame::Command(command), out);
+        self.unacknowledged.push_back(intended_ns);
+        self.outstanding += 1;
+    }
+
+    fn receive(&mut self, input: &[u8], now_ns: u64, tally: &mut Tally) -> anyhow::Result<usize> {
+        let mut used = 0;
+        while let Decoded::Frame(frame, length) = decode_frame(&input[used..], 1 << 16)? {
+            used += length;
+            match frame {
+                Frame::Ack { seq, .. } => {
+                    if let Some(intended_ns) = self.unacknowledged.pop_front() {
+                        self.by_seq.insert(seq, intended_ns);
+                    }
+                }
+                Frame::Throttled { .. } | Frame::Busy { .. } => {
+                    self.unacknowledged.pop_front();
+                    tally.refused += 1;
+                    self.outstanding -= 1;
+                }
+                Frame::Event(event) => {
+                    if let Some(intended_ns) = self.by_seq.remove(&event.seq) {
+                        tally.record(intended_ns, now_ns);
+                        self.outstanding -= 1;
+                    }
+                }
+                Frame::Error { code, text } => {
+                    anyhow::bail!("the gateway ended the session: {code} {text}")
+                }
+                _ => {}
+            }
+        }
+        Ok(used)
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.outstanding
+    }
+
+    fn keepalive(&self) -> Option<Vec<u8>> {
+        let mut frame = Vec::new();
+        ringmatch_gateway::encode_frame(&Frame::Heartbeat, &mut frame);
+        Some(frame)
+    }
 }
 
 /// Runs the load and prints a report.
@@ -162,20 +510,12 @@ pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
         !options.logins.is_empty(),
         "give at least one --login ACCOUNT:TOKEN"
     );
-    let shared = Arc::new(Shared {
-        latency: Mutex::new(new_histogram()),
-        responses: AtomicU64::new(0),
-        sent: AtomicU64::new(0),
-        refused: AtomicU64::new(0),
-        last_response_ns: AtomicU64::new(0),
-        window: Mutex::new(new_histogram()),
-    });
+    let shared = Arc::new(Shared::new());
     let sessions_count = options.logins.len() as u64;
     let interval_ns = options
         .rate_per_second
         .map(|rate| 1_000_000_000 * sessions_count / rate.max(1));
     let start_ns = now_ns() + 200_000_000;
-    let sending_done = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (index, (account, token)) in options.logins.iter().enumerate() {
         let client = Client::connect(
@@ -186,255 +526,99 @@ pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
         )
         .map_err(|error| anyhow::anyhow!("login of account {account} failed: {error}"))?;
         let shared = Arc::clone(&shared);
-        let (duration, instrument, mid_price, account) = (
-            options.duration,
-            options.instrument,
-            options.mid_price,
-            *account,
-        );
         // Stagger sessions evenly over one interval so the total rate is smooth.
         let offset_ns = interval_ns.map_or(0, |interval| interval * index as u64 / sessions_count);
-        threads.push(std::thread::spawn(move || {
-            session(
-                client,
-                account,
-                instrument,
-                mid_price,
-                start_ns + offset_ns,
-                interval_ns,
-                duration,
-                &shared,
-                index as u64,
-            )
+        let schedule = Schedule {
+            start_ns: start_ns + offset_ns,
+            end_ns: start_ns + offset_ns + options.duration.as_nanos() as u64,
+            interval_ns,
+        };
+        let mut conversation = OrderEntry {
+            mix: SessionMix {
+                rng: Rng(
+                    0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+                ),
+                next_client_order_id: 0,
+                resting: VecDeque::new(),
+                instrument: options.instrument,
+                mid_price: options.mid_price,
+            },
+            account: *account,
+            unacknowledged: VecDeque::new(),
+            by_seq: HashMap::new(),
+            outstanding: 0,
+        };
+        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let stream = ringmatch_gateway::client::raw_socket(&client);
+            let result = drive(stream, &mut conversation, schedule, &shared);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            result
         }));
     }
-    let started = Instant::now();
-    let progress = {
-        let shared = Arc::clone(&shared);
-        let sending_done = Arc::clone(&sending_done);
-        std::thread::spawn(move || {
-            let mut last = (Instant::now(), 0u64);
-            while !sending_done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                let responses = shared.responses.load(Ordering::Relaxed);
-                let p99 = {
-                    let mut window = shared.window.lock().expect("not poisoned");
-                    let p99 = window.value_at_quantile(0.99);
-                    window.reset();
-                    p99
-                };
-                let rate = (responses - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                eprintln!(
-                    "loadgen: {:>5.1} s, {:>9.0} responses/s, p99 {:>9.1} us (last second)",
-                    started.elapsed().as_secs_f64(),
-                    rate,
-                    p99 as f64 / 1_000.0
-                );
-                last = (Instant::now(), responses);
-            }
-        })
-    };
+    let progress = Progress::start(Arc::clone(&shared));
+    let mut outcome = Ok(());
     for thread in threads {
-        thread.join().expect("session thread panicked")?;
+        let result = thread.join().expect("session thread panicked");
+        if outcome.is_ok() {
+            outcome = result;
+        }
     }
-    sending_done.store(true, Ordering::Relaxed);
-    progress.join().expect("progress thread panicked");
-    let latency = shared.latency.lock().expect("not poisoned").clone();
-    let elapsed_ns = shared
-        .last_response_ns
-        .load(Ordering::Relaxed)
-        .saturating_sub(start_ns)
-        .max(1);
-    let report = LoadReport {
-        responses_count: shared.responses.load(Ordering::Relaxed),
-        sent_count: shared.sent.load(Ordering::Relaxed),
-        refused_count: shared.refused.load(Ordering::Relaxed),
-        elapsed: Duration::from_nanos(elapsed_ns),
-        latency,
-    };
+    progress.stop();
+    outcome?;
+    let report = shared.report(start_ns);
     print_report("ringmatch", &report, options);
     Ok(report)
 }
 
-/// The most commands one session writes in one system call.
-const SEND_BATCH_MAX: usize = 32;
-
-#[allow(clippy::too_many_arguments)]
-fn session(
-    client: Client,
-    account: u32,
-    instrument: u32,
-    mid_price: i64,
-    start_ns: u64,
-    interval_ns: Option<u64>,
-    duration: Duration,
-    shared: &Arc<Shared>,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let mut mix = SessionMix {
-        rng: Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)),
-        next_client_order_id: 0,
-        resting: VecDeque::new(),
-        instrument,
-        mid_price,
-    };
-    let stream = ringmatch_gateway::client::raw_socket(&client).try_clone()?;
-    // Every command gets exactly one reply (ack, throttled or busy), in order: the intended
-    // send times wait here in the same order.
-    let pending: Arc<Mutex<VecDeque<u64>>> = Arc::new(Mutex::new(VecDeque::new()));
-    let outstanding = Arc::new(AtomicU64::new(0));
-    let receiver = {
-        let pending = Arc::clone(&pending);
-        let outstanding = Arc::clone(&outstanding);
-        let shared = Arc::clone(shared);
-        // The receiving half owns the client; the sender writes raw frames on a clone of its
-        // socket.
-        let mut client = client;
-        std::thread::spawn(move || receive(&mut client, &pending, &outstanding, &shared))
-    };
-    let mut stream = stream;
-    let mut bytes = Vec::with_capacity(SEND_BATCH_MAX * 128);
-    let end_ns = start_ns + duration.as_nanos() as u64;
-    let mut index = 0u64;
-    while let Some(mut intended_ns) = next_send(start_ns, index, interval_ns, end_ns) {
-        // Flat out still keeps a bounded number of commands in flight. While the window is
-        // full the sender sleeps: yielding in a loop would take, on a small machine, the CPU
-        // the server needs to answer (a profile had 4 yielding senders at 85% of all samples).
-        let mut waits = 0u32;
-        while interval_ns.is_none() && outstanding.load(Ordering::Relaxed) > 2_000 {
-            waits += 1;
-            if waits < 16 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        }
-        // Commands whose send time has come already (flat out: while the window allows) go
-        // out in the same write, like a client with several orders ready would send them.
-        bytes.clear();
-        let mut batch = 0u64;
-        {
-            let mut pending = pending.lock().expect("not poisoned");
-            loop {
-                let command = mix.next(account);
-                pending.push_back(intended_ns);
-                ringmatch_gateway::encode_frame(&Frame::Command(command), &mut bytes);
-                batch += 1;
-                index += 1;
-                if batch == SEND_BATCH_MAX as u64 {
-                    break;
-                }
-                let now = now_ns();
-                let next_ns = match interval_ns {
-                    Some(interval) => start_ns + index * interval,
-                    None if outstanding.load(Ordering::Relaxed) + batch < 2_000 => now,
-                    None => break,
-                };
-                if next_ns > now || next_ns >= end_ns {
-                    break;
-                }
-                intended_ns = next_ns;
-            }
-        }
-        // Counted before the write: the answers may arrive before `write_all` returns.
-        outstanding.fetch_add(batch, Ordering::Relaxed);
-        stream.write_all(&bytes)?;
-        shared.sent.fetch_add(batch, Ordering::Relaxed);
-    }
-    // Wait for the answers still in flight (at most 10 s), then stop the receiver.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut heartbeat = Vec::new();
-    ringmatch_gateway::encode_frame(&Frame::Heartbeat, &mut heartbeat);
-    let mut last_heartbeat = Instant::now();
-    while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-        if last_heartbeat.elapsed() > Duration::from_millis(500) {
-            stream.write_all(&heartbeat)?;
-            last_heartbeat = Instant::now();
-        }
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
-    receiver.join().expect("receiver panicked")?;
-    Ok(())
+/// The progress line: elapsed time, answers per second and the p99 of the last second.
+struct Progress {
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-fn receive(
-    client: &mut Client,
-    pending: &Mutex<VecDeque<u64>>,
-    outstanding: &AtomicU64,
-    shared: &Shared,
-) -> anyhow::Result<()> {
-    let mut by_seq: HashMap<u64, u64> = HashMap::new();
-    loop {
-        let frame = match client.recv(Duration::from_millis(200)) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => continue,
-            // The sender shut the socket down after the last answer (or the gateway went away).
-            Err(_) => return Ok(()),
-        };
-        match frame {
-            Frame::Ack { seq, .. } => {
-                if let Some(intended) = pending.lock().expect("not poisoned").pop_front() {
-                    by_seq.insert(seq, intended);
+impl Progress {
+    fn start(shared: Arc<Shared>) -> Progress {
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut last = (Instant::now(), 0u64);
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.0.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    let responses = shared.responses.load(Ordering::Relaxed);
+                    let p99 = {
+                        let mut window = shared.window.lock().expect("not poisoned");
+                        let p99 = window.value_at_quantile(0.99);
+                        window.reset();
+                        p99
+                    };
+                    let rate = (responses - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                    eprintln!(
+                        "loadgen: {:>5.1} s, {:>9.0} responses/s, p99 {:>9.1} us (last second)",
+                        started.elapsed().as_secs_f64(),
+                        rate,
+                        p99 as f64 / 1_000.0
+                    );
+                    last = (Instant::now(), responses);
                 }
-            }
-            Frame::Throttled { .. } | Frame::Busy { .. } => {
-                pending.lock().expect("not poisoned").pop_front();
-                shared.refused.fetch_add(1, Ordering::Relaxed);
-                outstanding.fetch_sub(1, Ordering::Relaxed);
-            }
-            Frame::Event(event) => {
-                if let Some(intended) = by_seq.remove(&event.seq) {
-                    let now = now_ns();
-                    let latency = now.saturating_sub(intended).max(1);
-                    shared
-                        .latency
-                        .lock()
-                        .expect("not poisoned")
-                        .saturating_record(latency);
-                    shared
-                        .window
-                        .lock()
-                        .expect("not poisoned")
-                        .saturating_record(latency);
-                    shared.responses.fetch_add(1, Ordering::Relaxed);
-                    shared.last_response_ns.fetch_max(now, Ordering::Relaxed);
-                    outstanding.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            Frame::Error { code, text } => {
-                anyhow::bail!("the gateway ended the session: {code} {text}")
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The intended send time of command `index`, once it has come (None: the run is over).
-/// Open-loop: the schedule never waits for answers. Flat out, it is simply now.
-fn next_send(start_ns: u64, index: u64, interval_ns: Option<u64>, end_ns: u64) -> Option<u64> {
-    match interval_ns {
-        Some(interval) => {
-            let intended = start_ns + index * interval;
-            (intended < end_ns).then(|| {
-                wait_until(intended);
-                intended
             })
-        }
-        None => {
-            let now = now_ns().max(start_ns);
-            (now < end_ns).then_some(now)
-        }
+        };
+        Progress { done, thread }
+    }
+
+    fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        self.thread.join().expect("progress thread panicked");
     }
 }
 
-/// How close to its target a pacing sleep ends; the rest is spent yielding. A sleep can end
-/// late by tens of microseconds on a busy machine, which the open-loop schedule absorbs (and
-/// the latency, measured from the intended time, includes); yielding all the way would take a
-/// core from the system under test.
-const WAIT_UNTIL_YIELD_WINDOW_NS: u64 = 25_000;
-
-/// Sleeps (with a tight timer slack) until shortly before `intended_ns`, then yields until it.
+/// Sleeps (with a 1 us timer slack) until `intended_ns`. The in-process bench paces its
+/// driver with this: the driver takes no CPU between sends, like a feed that blocks on its
+/// socket. A late wake-up is not hidden: latency counts from the intended time.
 pub fn wait_until(intended_ns: u64) {
     ringmatch_pipeline::tighten_timer_slack();
     loop {
@@ -442,83 +626,106 @@ pub fn wait_until(intended_ns: u64) {
         if now >= intended_ns {
             return;
         }
-        let left = intended_ns - now;
-        if left > WAIT_UNTIL_YIELD_WINDOW_NS {
-            std::thread::sleep(Duration::from_nanos(left - WAIT_UNTIL_YIELD_WINDOW_NS));
-        } else {
-            std::thread::yield_now();
-        }
+        std::thread::sleep(Duration::from_nanos(intended_ns - now));
     }
 }
 
-/// The raw TCP round trip: a plain echo server and one client sending frames of the command
-/// frame's size, open-loop at the same rate.
+/// The size of an echo frame: the size of a command frame.
+const ECHO_FRAME_SIZE_BYTES: usize = 4 + 1 + ringmatch_proto::COMMAND_SIZE_BYTES;
+
+/// The raw round trip: fixed-size frames carrying their intended send time, echoed back.
+struct Echo {
+    sent: u64,
+    received: u64,
+}
+
+impl Conversation for Echo {
+    fn encode_next(&mut self, intended_ns: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + ECHO_FRAME_SIZE_BYTES, 0);
+        let frame = &mut out[start..];
+        frame[0..4].copy_from_slice(&((ECHO_FRAME_SIZE_BYTES - 4) as u32).to_le_bytes());
+        frame[5..13].copy_from_slice(&intended_ns.to_le_bytes());
+        self.sent += 1;
+    }
+
+    fn receive(&mut self, input: &[u8], now_ns: u64, tally: &mut Tally) -> anyhow::Result<usize> {
+        let mut used = 0;
+        while input.len() - used >= ECHO_FRAME_SIZE_BYTES {
+            let mut stamp = [0u8; 8];
+            stamp.copy_from_slice(&input[used + 5..used + 13]);
+            tally.record(u64::from_le_bytes(stamp), now_ns);
+            self.received += 1;
+            used += ECHO_FRAME_SIZE_BYTES;
+        }
+        Ok(used)
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.sent - self.received
+    }
+
+    fn keepalive(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// The raw TCP round trip: a plain echo server (one blocking thread per connection) and as
+/// many connections as `--echo-sessions`, driven exactly like order-entry sessions (same
+/// driver, same frame size, same schedule).
 fn run_echo(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
+    let sessions_count = options.echo_sessions.max(1) as u64;
     std::thread::spawn(move || {
-        if let Ok((mut stream, _)) = listener.accept() {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
             let _ = stream.set_nodelay(true);
-            let mut buffer = [0u8; 64 * 1024];
-            while let Ok(read) = stream.read(&mut buffer) {
-                if read == 0 || stream.write_all(&buffer[..read]).is_err() {
-                    break;
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 64 * 1024];
+                while let Ok(read) = stream.read(&mut buffer) {
+                    if read == 0 || stream.write_all(&buffer[..read]).is_err() {
+                        break;
+                    }
                 }
-            }
+            });
         }
     });
-    let frame_size = 4 + 1 + ringmatch_proto::COMMAND_SIZE_BYTES;
-    let mut sender = TcpStream::connect(address)?;
-    sender.set_nodelay(true)?;
-    let mut receiver = sender.try_clone()?;
+    let shared = Arc::new(Shared::new());
     let interval_ns = options
         .rate_per_second
-        .map(|rate| 1_000_000_000 / rate.max(1));
-    let start_ns = now_ns() + 50_000_000;
-    let end_ns = start_ns + options.duration.as_nanos() as u64;
-    let histogram = Arc::new(Mutex::new(new_histogram()));
-    let sent = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let histogram = Arc::clone(&histogram);
-        std::thread::spawn(move || -> u64 {
-            let mut buffer = vec![0u8; frame_size];
-            let mut count = 0u64;
-            let mut last = 0u64;
-            while receiver.read_exact(&mut buffer).is_ok() {
-                let mut stamp = [0u8; 8];
-                stamp.copy_from_slice(&buffer[5..13]);
-                let now = now_ns();
-                histogram
-                    .lock()
-                    .expect("not poisoned")
-                    .saturating_record(now.saturating_sub(u64::from_le_bytes(stamp)).max(1));
-                count += 1;
-                last = now;
-            }
-            let _ = count;
-            last
-        })
-    };
-    let mut frame = vec![0u8; frame_size];
-    frame[0..4].copy_from_slice(&((frame_size - 4) as u32).to_le_bytes());
-    let mut index = 0u64;
-    while let Some(intended) = next_send(start_ns, index, interval_ns, end_ns) {
-        frame[5..13].copy_from_slice(&intended.to_le_bytes());
-        sender.write_all(&frame)?;
-        sent.fetch_add(1, Ordering::Relaxed);
-        index += 1;
+        .map(|rate| 1_000_000_000 * sessions_count / rate.max(1));
+    let start_ns = now_ns() + 100_000_000;
+    let mut threads = Vec::new();
+    for index in 0..sessions_count {
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let offset_ns = interval_ns.map_or(0, |interval| interval * index / sessions_count);
+        let schedule = Schedule {
+            start_ns: start_ns + offset_ns,
+            end_ns: start_ns + offset_ns + options.duration.as_nanos() as u64,
+            interval_ns,
+        };
+        let shared = Arc::clone(&shared);
+        threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut conversation = Echo {
+                sent: 0,
+                received: 0,
+            };
+            let result = drive(&stream, &mut conversation, schedule, &shared);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            result
+        }));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    sender.shutdown(std::net::Shutdown::Write)?;
-    let last_ns = reader.join().expect("echo reader panicked");
-    let latency = histogram.lock().expect("not poisoned").clone();
-    let report = LoadReport {
-        responses_count: latency.len(),
-        sent_count: sent.load(Ordering::Relaxed),
-        refused_count: 0,
-        elapsed: Duration::from_nanos(last_ns.saturating_sub(start_ns).max(1)),
-        latency,
-    };
+    let mut outcome = Ok(());
+    for thread in threads {
+        let result = thread.join().expect("echo session panicked");
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    outcome?;
+    let report = shared.report(start_ns);
     print_report("tcp-echo", &report, options);
     Ok(report)
 }

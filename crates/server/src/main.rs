@@ -119,6 +119,9 @@ enum Commands {
         /// Measure a raw TCP echo round trip instead.
         #[arg(long)]
         echo: bool,
+        /// With --echo: how many connections share the rate (to match a run's sessions).
+        #[arg(long, default_value_t = 1)]
+        echo_sessions: usize,
     },
     /// Print the `token_hash` to put in `[[gateway.logins]]` for a login token (a fresh random
     /// salt each time; the token itself is never stored).
@@ -320,6 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mid,
             out,
             echo,
+            echo_sessions,
         } => {
             let logins = logins
                 .iter()
@@ -339,6 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mid_price: mid,
                 out_dir: out,
                 echo,
+                echo_sessions,
             })?;
             Ok(ExitCode::SUCCESS)
         }
