@@ -12,12 +12,14 @@
 
 pub mod auth;
 pub mod client;
+pub mod output;
 pub mod protocol;
 pub mod responder;
 pub mod server;
 
 pub use auth::{hash_token, Credential};
 pub use client::{Client, ClientError, LoginOptions};
+pub use output::{Outbound, SessionOutput};
 pub use protocol::{decode_frame, encode_frame, Decoded, ErrorCode, Frame, FrameError};
-pub use responder::{responder, Outbound, Registration, Responder};
+pub use responder::{responder, Registration, Responder};
 pub use server::{Gateway, GatewayConfig};

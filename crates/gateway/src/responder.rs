@@ -1,38 +1,19 @@
 //! The Responder: the output-ring stage that sends each event to the order-entry sessions that
-//! should see it. Sessions register and leave through a channel the stage drains as it goes,
-//! so the stage never waits on a lock and a session never slows the engine.
+//! should see it. It queues each event on the session's output and, at the end of each ring
+//! batch, writes every touched session's queue to its socket without waiting: what a socket
+//! does not take stays queued for the session's writer task, and a session whose queue fills
+//! is disconnected, so a session never slows the engine. Sessions register and leave through
+//! a channel the stage drains as it goes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use ringmatch_pipeline::EventRouter;
 use ringmatch_proto::{Event, EventType};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::Notify;
 
+use crate::output::{Outbound, SessionOutput};
 use crate::protocol::Frame;
-
-/// What a session shares with the Responder.
-#[derive(Debug, Default)]
-pub struct SessionShared {
-    /// Set when the session's queue filled: it is disconnected as a slow consumer.
-    pub slow: AtomicBool,
-    /// Wakes the session's writer to close the connection.
-    pub close: Notify,
-}
-
-/// What a session's writer receives.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame to send as it is.
-    Frame(Frame),
-    /// An event caused by one of the session's own commands. The Responder can route it before
-    /// the session has queued that command's `ack`; the writer holds it until the ack is out,
-    /// so a client always sees the ack first.
-    OwnEvent(Event),
-}
 
 /// A change to the set of sessions.
 pub enum Registration {
@@ -44,10 +25,8 @@ pub enum Registration {
         account: Option<u32>,
         /// Accounts it receives a drop copy of.
         drop_copy_accounts: Vec<u32>,
-        /// Its outbound queue.
-        sender: tokio::sync::mpsc::Sender<Outbound>,
-        /// Flags shared with the session.
-        shared: Arc<SessionShared>,
+        /// Its outbound queue and socket.
+        output: Arc<SessionOutput>,
     },
     /// A session ended.
     Remove {
@@ -57,10 +36,11 @@ pub enum Registration {
 }
 
 struct Entry {
-    sender: tokio::sync::mpsc::Sender<Outbound>,
-    shared: Arc<SessionShared>,
+    output: Arc<SessionOutput>,
     account: Option<u32>,
     drop_copy_accounts: Vec<u32>,
+    /// Queued to since the last flush.
+    dirty: bool,
 }
 
 /// The Responder stage's state.
@@ -70,6 +50,8 @@ pub struct Responder {
     trading_by_account: HashMap<u32, Vec<u32>>,
     drop_copy_by_account: HashMap<u32, Vec<u32>>,
     targets: Vec<u32>,
+    /// Sessions queued to in this batch, flushed at its end.
+    dirty: Vec<u32>,
 }
 
 /// A Responder and the sender sessions register through.
@@ -82,6 +64,7 @@ pub fn responder() -> (Responder, Sender<Registration>) {
             trading_by_account: HashMap::new(),
             drop_copy_by_account: HashMap::new(),
             targets: Vec::with_capacity(16),
+            dirty: Vec::with_capacity(64),
         },
         sender,
     )
@@ -95,8 +78,7 @@ impl Responder {
                     session_id,
                     account,
                     drop_copy_accounts,
-                    sender,
-                    shared,
+                    output,
                 } => {
                     if let Some(account) = account {
                         self.trading_by_account
@@ -113,10 +95,10 @@ impl Responder {
                     self.sessions.insert(
                         session_id,
                         Entry {
-                            sender,
-                            shared,
+                            output,
                             account,
                             drop_copy_accounts,
+                            dirty: false,
                         },
                     );
                 }
@@ -177,7 +159,7 @@ impl EventRouter for Responder {
         self.targets.dedup();
         for index in 0..self.targets.len() {
             let session_id = self.targets[index];
-            let Some(entry) = self.sessions.get(&session_id) else {
+            let Some(entry) = self.sessions.get_mut(&session_id) else {
                 continue;
             };
             let outbound = if session_id == session {
@@ -185,20 +167,27 @@ impl EventRouter for Responder {
             } else {
                 Outbound::Frame(Frame::Event(*event))
             };
-            match entry.sender.try_send(outbound) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    // The session does not read its responses: drop it, never wait for it.
-                    entry.shared.slow.store(true, Ordering::Release);
-                    entry.shared.close.notify_one();
-                    self.remove(session_id);
+            // A session that does not read its responses is closed by its output (its writer
+            // tells it why); one that is gone is forgotten. Neither is waited for.
+            match entry.output.queue(outbound) {
+                Ok(()) => {
+                    if !entry.dirty {
+                        entry.dirty = true;
+                        self.dirty.push(session_id);
+                    }
                 }
-                Err(TrySendError::Closed(_)) => self.remove(session_id),
+                Err(_) => self.remove(session_id),
             }
         }
     }
 
     fn end_of_batch(&mut self) {
+        for session_id in self.dirty.drain(..) {
+            if let Some(entry) = self.sessions.get_mut(&session_id) {
+                entry.dirty = false;
+                entry.output.flush();
+            }
+        }
         self.apply_registrations();
     }
 }

@@ -10,18 +10,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use ringmatch_pipeline::{now_ns, Submitter};
-use ringmatch_proto::{Command, CommandType, Event};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ringmatch_proto::{Command, CommandType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::auth::Credential;
+use crate::output::{Flushed, Outbound, SessionOutput};
 use crate::protocol::{
     decode_frame, encode_frame, Decoded, ErrorCode, Frame, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
     PROTOCOL_VERSION,
 };
-use crate::responder::{Outbound, Registration, SessionShared};
+use crate::responder::Registration;
 
 /// Limits and credentials of the gateway.
 #[derive(Debug, Clone)]
@@ -34,8 +35,8 @@ pub struct GatewayConfig {
     pub sessions_max: usize,
     /// Most commands per second per session (a one-second burst is allowed).
     pub session_commands_per_second_max: u32,
-    /// Most frames waiting to be written to one session; a session whose queue fills is
-    /// disconnected.
+    /// Most frames waiting to be written to one session, counted in event frames' worth of
+    /// bytes beyond what its socket has taken; a session whose queue fills is disconnected.
     pub session_queue_depth_max: usize,
     /// How often each side sends a heartbeat when otherwise silent.
     pub heartbeat_interval: Duration,
@@ -223,6 +224,16 @@ async fn read_frame(
 
 async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submitter) {
     let config = &context.config;
+    // A second handle on the connection, for the threads that write to it directly (this
+    // session's acks and the Responder's events); the runtime keeps the first.
+    let Some((stream, socket)) = stream
+        .into_std()
+        .and_then(|stream| Ok((stream.try_clone()?, stream)))
+        .ok()
+        .and_then(|(socket, stream)| Some((TcpStream::from_std(stream).ok()?, socket)))
+    else {
+        return;
+    };
     let (mut reader, mut writer) = stream.into_split();
     let mut buffer = InputBuffer::new();
     let login = tokio::time::timeout(
@@ -275,26 +286,23 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     };
     let drop_copy = !credential.drop_copy_accounts.is_empty();
     let session_id = context.next_session_id.fetch_add(1, Ordering::Relaxed);
-    let (sender, receiver) = mpsc::channel::<Outbound>(config.session_queue_depth_max);
-    let shared = Arc::new(SessionShared::default());
-    let _ = context.registrations.send(Registration::Add {
-        session_id,
-        account: (!drop_copy).then_some(account),
-        drop_copy_accounts: credential.drop_copy_accounts.clone(),
-        sender: sender.clone(),
-        shared: Arc::clone(&shared),
-    });
-    let _ = sender.try_send(Outbound::Frame(Frame::LoginAccepted {
+    let output = Arc::new(SessionOutput::new(socket, config.session_queue_depth_max));
+    let _ = output.queue(Outbound::Frame(Frame::LoginAccepted {
         account,
         session_id,
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
     }));
+    output.flush();
+    let _ = context.registrations.send(Registration::Add {
+        session_id,
+        account: (!drop_copy).then_some(account),
+        drop_copy_accounts: credential.drop_copy_accounts.clone(),
+        output: Arc::clone(&output),
+    });
     let writer_task = tokio::spawn(write_loop(
         writer,
-        receiver,
-        Arc::clone(&shared),
+        Arc::clone(&output),
         config.heartbeat_interval,
-        context.stop.clone(),
     ));
 
     let outcome = read_loop(
@@ -302,7 +310,7 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
         &mut buffer,
         context,
         &mut submitter,
-        &sender,
+        &output,
         session_id,
         account,
         drop_copy,
@@ -311,12 +319,10 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     let _ = context
         .registrations
         .send(Registration::Remove { session_id });
-    if let Some((code, text)) = outcome {
-        let _ = sender.try_send(Outbound::Frame(Frame::Error {
-            code: code as u16,
-            text,
-        }));
-    }
+    output.close_with(outcome.map(|(code, text)| Frame::Error {
+        code: code as u16,
+        text,
+    }));
     if flags & LOGIN_FLAG_CANCEL_ON_DISCONNECT != 0 && !drop_copy {
         let mut command = Command::empty(CommandType::MassCancel);
         command.account = account;
@@ -328,7 +334,6 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    drop(sender);
     drop(submitter);
     let _ = writer_task.await;
 }
@@ -358,7 +363,7 @@ async fn read_loop(
     buffer: &mut InputBuffer,
     context: &Context,
     submitter: &mut Submitter,
-    sender: &mpsc::Sender<Outbound>,
+    output: &SessionOutput,
     session_id: u32,
     account: u32,
     drop_copy: bool,
@@ -374,10 +379,14 @@ async fn read_loop(
         let frame = match buffer.decode(config.frame_size_max_bytes) {
             Err(problem) => return Some(problem),
             Ok(Some(frame)) => Ok(Ok(Some(frame))),
-            Ok(None) => tokio::select! {
+            Ok(None) => {
+                // Everything read so far is handled: its acks leave in one write.
+                output.flush();
+                tokio::select! {
                 _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
                 read = tokio::time::timeout(config.session_timeout, read_frame(reader, buffer, config.frame_size_max_bytes)) => read,
-            },
+                }
+            }
         };
         let frame = match frame {
             Err(_) => {
@@ -425,7 +434,7 @@ async fn read_loop(
                         Err(_) => Frame::Busy { client_order_id },
                     }
                 };
-                if sender.try_send(Outbound::Frame(reply)).is_err() {
+                if output.queue(Outbound::Frame(reply)).is_err() {
                     return Some((
                         ErrorCode::SlowConsumer,
                         "the session's outbound queue is full".into(),
@@ -445,181 +454,64 @@ async fn read_loop(
     }
 }
 
-/// Keeps a session's replies in protocol order: the events of one of its own commands go out
-/// only after that command's `ack`. Acks leave in sequence order (one task submits a session's
-/// commands one by one), so the held events are released in order too.
-#[derive(Default)]
-struct ReplyOrder {
-    /// The sequence of the last ack encoded.
-    acked_seq: Option<u64>,
-    /// Own events that arrived before their ack, oldest first.
-    held: std::collections::VecDeque<Event>,
-}
+/// How long a closing session's last frames may take to reach a client that reads; a slow
+/// consumer gets less.
+const CLOSE_FLUSH_FOR: Duration = Duration::from_secs(1);
+const CLOSE_FLUSH_SLOW_FOR: Duration = Duration::from_millis(100);
 
-impl ReplyOrder {
-    /// Encodes what may go out now; true if it was the session's last frame (an error).
-    fn encode(&mut self, outbound: Outbound, bytes: &mut Vec<u8>) -> bool {
-        match outbound {
-            Outbound::OwnEvent(event) => {
-                if self.held.is_empty() && self.acked_seq.is_some_and(|acked| event.seq <= acked) {
-                    encode_frame(&Frame::Event(event), bytes);
-                } else {
-                    self.held.push_back(event);
-                }
-                false
-            }
-            Outbound::Frame(frame) => {
-                encode_frame(&frame, bytes);
-                if let Frame::Ack { seq, .. } = frame {
-                    self.acked_seq = Some(seq);
-                    while self.held.front().is_some_and(|event| event.seq <= seq) {
-                        if let Some(event) = self.held.pop_front() {
-                            encode_frame(&Frame::Event(event), bytes);
-                        }
-                    }
-                }
-                matches!(frame, Frame::Error { .. })
-            }
-        }
-    }
-}
-
+/// Writes what a session's output could not write at once (waiting for the socket to take
+/// it), sends heartbeats while the session is otherwise silent, and ends the connection once
+/// the session closes and its last frames are out.
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
-    mut receiver: mpsc::Receiver<Outbound>,
-    shared: Arc<SessionShared>,
+    writer: OwnedWriteHalf,
+    output: Arc<SessionOutput>,
     heartbeat_interval: Duration,
-    mut stop: watch::Receiver<bool>,
 ) {
-    let mut bytes = Vec::with_capacity(64 * 1024);
-    let mut order = ReplyOrder::default();
+    let socket: &TcpStream = writer.as_ref();
+    let mut next_heartbeat = Instant::now() + heartbeat_interval;
     loop {
-        bytes.clear();
+        let (closing, slow) = output.closing();
+        if closing {
+            let wait = if slow {
+                CLOSE_FLUSH_SLOW_FOR
+            } else {
+                CLOSE_FLUSH_FOR
+            };
+            let _ = tokio::time::timeout(wait, write_queued(socket, &output)).await;
+            break;
+        }
+        if !write_queued(socket, &output).await {
+            break;
+        }
         tokio::select! {
-            outbound = receiver.recv() => {
-                let Some(outbound) = outbound else { break };
-                let mut last = order.encode(outbound, &mut bytes);
-                // Batch whatever else is already queued into the same write.
-                while bytes.len() < 60 * 1024 && !last {
-                    match receiver.try_recv() {
-                        Ok(next) => last = order.encode(next, &mut bytes),
-                        Err(_) => break,
-                    }
-                }
-                if writer.write_all(&bytes).await.is_err() || last {
-                    break;
+            () = output.woken() => {}
+            () = tokio::time::sleep_until(next_heartbeat.into()) => {
+                match output.heartbeat_due(heartbeat_interval) {
+                    Some(due) => next_heartbeat = due,
+                    None => next_heartbeat = Instant::now() + heartbeat_interval,
                 }
             }
-            _ = shared.close.notified() => {
-                if shared.slow.load(Ordering::Acquire) {
-                    encode_frame(&Frame::Error { code: ErrorCode::SlowConsumer as u16, text: "responses were not read; the queue filled".into() }, &mut bytes);
-                    let _ = tokio::time::timeout(Duration::from_millis(100), writer.write_all(&bytes)).await;
-                }
-                break;
-            }
-            _ = tokio::time::sleep(heartbeat_interval) => {
-                encode_frame(&Frame::Heartbeat, &mut bytes);
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-            _ = stop.changed() => {}
         }
     }
-    let _ = writer.shutdown().await;
+    output.shutdown();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Outbound, ReplyOrder};
-    use crate::protocol::{decode_frame, Decoded, Frame};
-    use ringmatch_proto::{CommandType, Event, EventType};
-
-    fn event(seq: u64) -> Event {
-        let mut event = Event::empty(EventType::Accepted, CommandType::Place);
-        event.seq = seq;
-        event
-    }
-
-    fn ack(seq: u64) -> Outbound {
-        Outbound::Frame(Frame::Ack {
-            client_order_id: seq,
-            seq,
-        })
-    }
-
-    fn decoded(mut bytes: &[u8]) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        while let Ok(Decoded::Frame(frame, length)) = decode_frame(bytes, 1 << 16) {
-            frames.push(frame);
-            bytes = &bytes[length..];
+/// Writes the session's queue, waiting for the socket as long as it takes; false if the
+/// socket failed.
+async fn write_queued(socket: &TcpStream, output: &SessionOutput) -> bool {
+    loop {
+        let written = socket.try_io(Interest::WRITABLE, || match output.write_now() {
+            Flushed::Blocked => Err(std::io::ErrorKind::WouldBlock.into()),
+            flushed => Ok(flushed),
+        });
+        match written {
+            Ok(Flushed::All) => return true,
+            Ok(_) => return false,
+            Err(_) => {
+                if socket.writable().await.is_err() {
+                    return false;
+                }
+            }
         }
-        assert!(bytes.is_empty(), "trailing bytes");
-        frames
-    }
-
-    #[test]
-    fn own_events_that_overtake_their_ack_wait_for_it() {
-        let mut order = ReplyOrder::default();
-        let mut bytes = Vec::new();
-        // The Responder routed the two events of command 7 and the event of command 8 (in
-        // sequence order, as it always does) before the session queued their acks; an event
-        // caused by another session's command passes at once.
-        assert!(!order.encode(Outbound::OwnEvent(event(7)), &mut bytes));
-        assert!(!order.encode(Outbound::OwnEvent(event(7)), &mut bytes));
-        assert!(!order.encode(Outbound::OwnEvent(event(8)), &mut bytes));
-        order.encode(Outbound::Frame(Frame::Event(event(9))), &mut bytes);
-        assert_eq!(decoded(&bytes), vec![Frame::Event(event(9))]);
-        order.encode(ack(7), &mut bytes);
-        order.encode(ack(8), &mut bytes);
-        // Ack first, as usual.
-        order.encode(ack(10), &mut bytes);
-        order.encode(Outbound::OwnEvent(event(10)), &mut bytes);
-        let frames = decoded(&bytes);
-        let expected = vec![
-            Frame::Event(event(9)),
-            Frame::Ack {
-                client_order_id: 7,
-                seq: 7,
-            },
-            Frame::Event(event(7)),
-            Frame::Event(event(7)),
-            Frame::Ack {
-                client_order_id: 8,
-                seq: 8,
-            },
-            Frame::Event(event(8)),
-            Frame::Ack {
-                client_order_id: 10,
-                seq: 10,
-            },
-            Frame::Event(event(10)),
-        ];
-        assert_eq!(frames, expected);
-        assert!(order.held.is_empty());
-    }
-
-    #[test]
-    fn the_first_command_of_a_journal_is_held_too() {
-        // Sequence 0 must not count as acknowledged before any ack.
-        let mut order = ReplyOrder::default();
-        let mut bytes = Vec::new();
-        order.encode(Outbound::OwnEvent(event(0)), &mut bytes);
-        assert!(bytes.is_empty());
-        order.encode(ack(0), &mut bytes);
-        assert_eq!(decoded(&bytes).len(), 2);
-    }
-
-    #[test]
-    fn an_error_frame_is_the_last() {
-        let mut order = ReplyOrder::default();
-        let mut bytes = Vec::new();
-        assert!(order.encode(
-            Outbound::Frame(Frame::Error {
-                code: 1,
-                text: "x".into()
-            }),
-            &mut bytes
-        ));
     }
 }

@@ -1,0 +1,410 @@
+//! A session's outbound side: the bytes waiting for its socket, written by whichever thread
+//! has something to send. The session's task writes its acks and the Responder stage writes
+//! events straight to the socket (non-blocking, under the session's lock), so an event costs
+//! no hand-over to the gateway's runtime thread. Only what the socket does not take at once
+//! is left for the session's writer task, which waits for the socket to drain.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ringmatch_proto::{Event, EVENT_SIZE_BYTES};
+use tokio::sync::Notify;
+
+use crate::protocol::{encode_frame, ErrorCode, Frame};
+
+/// What a session is sent.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to send as it is.
+    Frame(Frame),
+    /// An event caused by one of the session's own commands. The Responder can route it before
+    /// the session has queued that command's `ack`; it is held until the ack is out, so a
+    /// client always sees the ack first.
+    OwnEvent(Event),
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The session does not read: its queue is full. It is being disconnected.
+    Full,
+    /// The session is closing or closed.
+    Closed,
+}
+
+/// The bytes of one frame carrying an event: the unit of the queue limit.
+pub const EVENT_FRAME_SIZE_BYTES: usize = 4 + 1 + EVENT_SIZE_BYTES;
+
+/// A session's outbound queue and socket, shared by the session's tasks and the Responder.
+#[derive(Debug)]
+pub struct SessionOutput {
+    socket: TcpStream,
+    state: Mutex<OutputState>,
+    /// Wakes the session's writer task: bytes are left for it, or the session is closing.
+    wake: Notify,
+    /// The most bytes that may wait for the socket.
+    limit_bytes: usize,
+}
+
+#[derive(Debug)]
+struct OutputState {
+    /// Encoded frames; `bytes[written..]` has not reached the socket yet.
+    bytes: Vec<u8>,
+    written: usize,
+    order: ReplyOrder,
+    /// No more frames are taken; the writer sends what is left, then ends the session.
+    closing: bool,
+    /// Closing because the queue filled.
+    slow: bool,
+    /// Set when the socket failed: nothing more can be written.
+    broken: bool,
+    /// When bytes last went to the socket (heartbeats are sent when it was long ago).
+    last_write: Instant,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is on the socket.
+    All,
+    /// The socket takes no more now; the rest waits.
+    Blocked,
+    /// The socket failed.
+    Broken,
+}
+
+impl SessionOutput {
+    /// An output writing to `socket` (a non-blocking handle on the session's connection) that
+    /// holds at most `queue_depth_frames` event frames' worth of bytes the socket has not taken.
+    pub fn new(socket: TcpStream, queue_depth_frames: usize) -> SessionOutput {
+        SessionOutput {
+            socket,
+            state: Mutex::new(OutputState {
+                bytes: Vec::with_capacity(16 * 1024),
+                written: 0,
+                order: ReplyOrder::default(),
+                closing: false,
+                slow: false,
+                broken: false,
+                last_write: Instant::now(),
+            }),
+            wake: Notify::new(),
+            limit_bytes: queue_depth_frames.max(1) * EVENT_FRAME_SIZE_BYTES,
+        }
+    }
+
+    /// Queues a frame (it reaches the socket at the next [`flush`](Self::flush)). A session
+    /// whose unsent bytes would pass the limit is closed as a slow consumer instead.
+    pub fn queue(&self, outbound: Outbound) -> Result<(), Refused> {
+        let mut state = self.state.lock().expect("session output lock");
+        if state.closing || state.broken {
+            return Err(Refused::Closed);
+        }
+        if state.bytes.len() - state.written + EVENT_FRAME_SIZE_BYTES > self.limit_bytes {
+            // The last frame goes past the limit: it tells the client why it is cut off.
+            state.closing = true;
+            state.slow = true;
+            encode_frame(
+                &Frame::Error {
+                    code: ErrorCode::SlowConsumer as u16,
+                    text: "responses were not read; the queue filled".into(),
+                },
+                &mut state.bytes,
+            );
+            drop(state);
+            self.wake.notify_one();
+            return Err(Refused::Full);
+        }
+        state.compact();
+        let OutputState { bytes, order, .. } = &mut *state;
+        order.encode(outbound, bytes);
+        Ok(())
+    }
+
+    /// Queues a last frame (an error) even past the limit, and closes the session: nothing
+    /// more is taken, and the writer ends the session once the queue is written.
+    pub fn close_with(&self, frame: Option<Frame>) {
+        let mut state = self.state.lock().expect("session output lock");
+        if !state.closing && !state.broken {
+            if let Some(frame) = frame {
+                encode_frame(&frame, &mut state.bytes);
+            }
+        }
+        state.closing = true;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Writes what the socket takes now, without waiting. What is left is the writer task's:
+    /// it is woken to wait for the socket.
+    pub fn flush(&self) -> Flushed {
+        let flushed = self.write_now();
+        if flushed != Flushed::All {
+            self.wake.notify_one();
+        }
+        flushed
+    }
+
+    /// Writes what the socket takes now; the writer task's flush.
+    pub(crate) fn write_now(&self) -> Flushed {
+        let mut state = self.state.lock().expect("session output lock");
+        if state.broken {
+            return Flushed::Broken;
+        }
+        let mut socket = &self.socket;
+        while state.written < state.bytes.len() {
+            match socket.write(&state.bytes[state.written..]) {
+                Ok(0) => {
+                    state.broken = true;
+                    return Flushed::Broken;
+                }
+                Ok(count) => {
+                    state.written += count;
+                    state.last_write = Instant::now();
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Flushed::Blocked;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    state.broken = true;
+                    return Flushed::Broken;
+                }
+            }
+        }
+        state.bytes.clear();
+        state.written = 0;
+        Flushed::All
+    }
+
+    /// Queues a heartbeat if nothing was written for `interval`; returns when to look again.
+    pub(crate) fn heartbeat_due(&self, interval: std::time::Duration) -> Option<Instant> {
+        let mut state = self.state.lock().expect("session output lock");
+        let due = state.last_write + interval;
+        if state.closing || state.broken || Instant::now() < due {
+            return Some(due);
+        }
+        state.compact();
+        encode_frame(&Frame::Heartbeat, &mut state.bytes);
+        state.last_write = Instant::now();
+        None
+    }
+
+    /// (closing, slow) of the session.
+    pub(crate) fn closing(&self) -> (bool, bool) {
+        let state = self.state.lock().expect("session output lock");
+        (state.closing || state.broken, state.slow)
+    }
+
+    /// Waits until another thread wakes the writer.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Shuts the connection down for writing (the end of the session).
+    pub(crate) fn shutdown(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl OutputState {
+    /// Drops the bytes already written, so the queue does not grow while the socket keeps up.
+    fn compact(&mut self) {
+        if self.written > 0 {
+            self.bytes.drain(..self.written);
+            self.written = 0;
+        }
+    }
+}
+
+/// Keeps a session's replies in protocol order: the events of one of its own commands go out
+/// only after that command's `ack`. Acks leave in sequence order (one task submits a session's
+/// commands one by one), so the held events are released in order too.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyOrder {
+    /// The sequence of the last ack encoded.
+    acked_seq: Option<u64>,
+    /// Own events that arrived before their ack, oldest first.
+    held: VecDeque<Event>,
+}
+
+impl ReplyOrder {
+    /// Encodes what may go out now.
+    pub(crate) fn encode(&mut self, outbound: Outbound, bytes: &mut Vec<u8>) {
+        match outbound {
+            Outbound::OwnEvent(event) => {
+                if self.held.is_empty() && self.acked_seq.is_some_and(|acked| event.seq <= acked) {
+                    encode_frame(&Frame::Event(event), bytes);
+                } else {
+                    self.held.push_back(event);
+                }
+            }
+            Outbound::Frame(frame) => {
+                encode_frame(&frame, bytes);
+                if let Frame::Ack { seq, .. } = frame {
+                    self.acked_seq = Some(seq);
+                    while self.held.front().is_some_and(|event| event.seq <= seq) {
+                        if let Some(event) = self.held.pop_front() {
+                            encode_frame(&Frame::Event(event), bytes);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Flushed, Outbound, Refused, ReplyOrder, SessionOutput, EVENT_FRAME_SIZE_BYTES};
+    use crate::protocol::{decode_frame, Decoded, Frame};
+    use ringmatch_proto::{CommandType, Event, EventType};
+    use std::io::Read;
+
+    fn event(seq: u64) -> Event {
+        let mut event = Event::empty(EventType::Accepted, CommandType::Place);
+        event.seq = seq;
+        event
+    }
+
+    fn ack(seq: u64) -> Outbound {
+        Outbound::Frame(Frame::Ack {
+            client_order_id: seq,
+            seq,
+        })
+    }
+
+    fn decoded(mut bytes: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Ok(Decoded::Frame(frame, length)) = decode_frame(bytes, 1 << 16) {
+            frames.push(frame);
+            bytes = &bytes[length..];
+        }
+        assert!(bytes.is_empty(), "trailing bytes");
+        frames
+    }
+
+    #[test]
+    fn own_events_that_overtake_their_ack_wait_for_it() {
+        let mut order = ReplyOrder::default();
+        let mut bytes = Vec::new();
+        // The Responder routed the two events of command 7 and the event of command 8 (in
+        // sequence order, as it always does) before the session queued their acks; an event
+        // caused by another session's command passes at once.
+        order.encode(Outbound::OwnEvent(event(7)), &mut bytes);
+        order.encode(Outbound::OwnEvent(event(7)), &mut bytes);
+        order.encode(Outbound::OwnEvent(event(8)), &mut bytes);
+        assert!(bytes.is_empty());
+        order.encode(Outbound::Frame(Frame::Event(event(9))), &mut bytes);
+        assert_eq!(decoded(&bytes), vec![Frame::Event(event(9))]);
+        order.encode(ack(7), &mut bytes);
+        order.encode(ack(8), &mut bytes);
+        // Ack first, as usual.
+        order.encode(ack(10), &mut bytes);
+        order.encode(Outbound::OwnEvent(event(10)), &mut bytes);
+        let frames = decoded(&bytes);
+        let expected = vec![
+            Frame::Event(event(9)),
+            Frame::Ack {
+                client_order_id: 7,
+                seq: 7,
+            },
+            Frame::Event(event(7)),
+            Frame::Event(event(7)),
+            Frame::Ack {
+                client_order_id: 8,
+                seq: 8,
+            },
+            Frame::Event(event(8)),
+            Frame::Ack {
+                client_order_id: 10,
+                seq: 10,
+            },
+            Frame::Event(event(10)),
+        ];
+        assert_eq!(frames, expected);
+        assert!(order.held.is_empty());
+    }
+
+    #[test]
+    fn the_first_command_of_a_journal_is_held_too() {
+        // Sequence 0 must not count as acknowledged before any ack.
+        let mut order = ReplyOrder::default();
+        let mut bytes = Vec::new();
+        order.encode(Outbound::OwnEvent(event(0)), &mut bytes);
+        assert!(bytes.is_empty());
+        order.encode(ack(0), &mut bytes);
+        assert_eq!(decoded(&bytes).len(), 2);
+    }
+
+    /// A connected pair of loopback sockets: (the server side, non-blocking; the client side).
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn queued_frames_reach_the_socket_in_order_at_the_flush() {
+        let (server, mut client) = socket_pair();
+        let output = SessionOutput::new(server, 100);
+        output.queue(Outbound::OwnEvent(event(3))).unwrap();
+        output.queue(ack(3)).unwrap();
+        assert_eq!(output.flush(), Flushed::All);
+        let mut bytes = vec![0u8; 2 * EVENT_FRAME_SIZE_BYTES + 64];
+        let mut read = 0;
+        while decoded_prefix(&bytes[..read]) < 2 {
+            read += client.read(&mut bytes[read..]).unwrap();
+        }
+        assert_eq!(
+            decoded(&bytes[..read]),
+            vec![
+                Frame::Ack {
+                    client_order_id: 3,
+                    seq: 3
+                },
+                Frame::Event(event(3))
+            ]
+        );
+    }
+
+    fn decoded_prefix(mut bytes: &[u8]) -> usize {
+        let mut count = 0;
+        while let Ok(Decoded::Frame(_, length)) = decode_frame(bytes, 1 << 16) {
+            count += 1;
+            bytes = &bytes[length..];
+        }
+        count
+    }
+
+    #[test]
+    fn a_session_that_does_not_read_is_refused_once_its_queue_fills_and_never_blocks_the_sender() {
+        let (server, _client) = socket_pair();
+        let output = SessionOutput::new(server, 64);
+        // The client never reads: the kernel's buffers fill, then 64 frames' worth of bytes
+        // wait in the queue, then the session is refused, each flush returning at once.
+        let mut refused = None;
+        for seq in 0..1_000_000u64 {
+            match output.queue(Outbound::Frame(Frame::Event(event(seq)))) {
+                Ok(()) => {
+                    output.flush();
+                }
+                Err(reason) => {
+                    refused = Some(reason);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some(Refused::Full));
+        assert_eq!(output.closing(), (true, true));
+        assert_eq!(
+            output.queue(Outbound::Frame(Frame::Heartbeat)),
+            Err(Refused::Closed)
+        );
+    }
+}
