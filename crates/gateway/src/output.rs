@@ -63,6 +63,20 @@ struct OutputState {
     broken: bool,
     /// When bytes last went to the socket (heartbeats are sent when it was long ago).
     last_write: Instant,
+    /// Queued acks wait until then for their events to go out with them (see
+    /// [`SessionOutput::flush_by`]).
+    hold_until: Option<Instant>,
+}
+
+/// What the session's writer task should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Duty {
+    /// Nothing is queued.
+    Idle,
+    /// Bytes are queued and held until then.
+    HoldUntil(Instant),
+    /// Bytes are queued for the writer.
+    Write,
 }
 
 /// What a flush achieved.
@@ -90,6 +104,7 @@ impl SessionOutput {
                 slow: false,
                 broken: false,
                 last_write: Instant::now(),
+                hold_until: None,
             }),
             wake: Notify::new(),
             limit_bytes: queue_depth_frames.max(1) * EVENT_FRAME_SIZE_BYTES,
@@ -148,9 +163,36 @@ impl SessionOutput {
         flushed
     }
 
+    /// Leaves what is queued (acks) for whoever writes next, the Responder normally, with the
+    /// command's first events in the same write; the writer task writes it at `deadline` if
+    /// nobody has. One write and one wake-up of the client per command instead of two.
+    pub fn flush_by(&self, deadline: Instant) {
+        let mut state = self.state.lock().expect("session output lock");
+        if state.written == state.bytes.len() || state.hold_until.is_some() {
+            return;
+        }
+        state.hold_until = Some(deadline);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// What the writer task should do now.
+    pub(crate) fn duty(&self) -> Duty {
+        let state = self.state.lock().expect("session output lock");
+        if state.written == state.bytes.len() {
+            return Duty::Idle;
+        }
+        match state.hold_until {
+            Some(until) if Instant::now() < until => Duty::HoldUntil(until),
+            _ => Duty::Write,
+        }
+    }
+
     /// Writes what the socket takes now; the writer task's flush.
     pub(crate) fn write_now(&self) -> Flushed {
         let mut state = self.state.lock().expect("session output lock");
+        // Whatever the socket takes, nothing is held any more: what it leaves is the writer's.
+        state.hold_until = None;
         if state.broken {
             return Flushed::Broken;
         }

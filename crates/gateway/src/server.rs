@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::auth::Credential;
-use crate::output::{Flushed, Outbound, SessionOutput};
+use crate::output::{Duty, Flushed, Outbound, SessionOutput};
 use crate::protocol::{
     decode_frame, encode_frame, Decoded, ErrorCode, Frame, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
     PROTOCOL_VERSION,
@@ -373,6 +373,7 @@ async fn read_loop(
     let mut tokens = rate;
     let mut refilled_at = Instant::now();
     let mut stop = context.stop.clone();
+    let mut refused_since_flush = false;
     loop {
         // Frames already buffered are handled without touching the timer or the socket: one
         // read of a busy session brings hundreds of them.
@@ -380,8 +381,15 @@ async fn read_loop(
             Err(problem) => return Some(problem),
             Ok(Some(frame)) => Ok(Ok(Some(frame))),
             Ok(None) => {
-                // Everything read so far is handled: its acks leave in one write.
-                output.flush();
+                // Everything read so far is handled. Acks wait (briefly) to leave with their
+                // commands' first events, in the Responder's write; a refusal has no events
+                // to wait for and leaves now.
+                if refused_since_flush {
+                    output.flush();
+                    refused_since_flush = false;
+                } else {
+                    output.flush_by(Instant::now() + ACK_HOLD);
+                }
                 tokio::select! {
                 _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
                 read = tokio::time::timeout(config.session_timeout, read_frame(reader, buffer, config.frame_size_max_bytes)) => read,
@@ -434,6 +442,7 @@ async fn read_loop(
                         Err(_) => Frame::Busy { client_order_id },
                     }
                 };
+                refused_since_flush |= !matches!(reply, Frame::Ack { .. });
                 if output.queue(Outbound::Frame(reply)).is_err() {
                     return Some((
                         ErrorCode::SlowConsumer,
@@ -453,6 +462,11 @@ async fn read_loop(
         }
     }
 }
+
+/// The longest an ack waits to leave in one write with its command's first events (they
+/// normally follow within tens of microseconds; under journal `batch` or `every`, after the
+/// sync). The runtime's timer rounds it up to its 1 ms tick.
+const ACK_HOLD: Duration = Duration::from_micros(500);
 
 /// How long a closing session's last frames may take to reach a client that reads; a slow
 /// consumer gets less.
@@ -480,15 +494,24 @@ async fn write_loop(
             let _ = tokio::time::timeout(wait, write_queued(socket, &output)).await;
             break;
         }
-        if !write_queued(socket, &output).await {
-            break;
+        let mut wake_at = next_heartbeat;
+        match output.duty() {
+            Duty::Idle => {}
+            Duty::HoldUntil(until) => wake_at = wake_at.min(until),
+            Duty::Write => {
+                if !write_queued(socket, &output).await {
+                    break;
+                }
+            }
         }
         tokio::select! {
             () = output.woken() => {}
-            () = tokio::time::sleep_until(next_heartbeat.into()) => {
-                match output.heartbeat_due(heartbeat_interval) {
-                    Some(due) => next_heartbeat = due,
-                    None => next_heartbeat = Instant::now() + heartbeat_interval,
+            () = tokio::time::sleep_until(wake_at.into()) => {
+                if Instant::now() >= next_heartbeat {
+                    match output.heartbeat_due(heartbeat_interval) {
+                        Some(due) => next_heartbeat = due,
+                        None => next_heartbeat = Instant::now() + heartbeat_interval,
+                    }
                 }
             }
         }

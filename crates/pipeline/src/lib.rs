@@ -32,7 +32,7 @@ mod recovery;
 mod wait;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -769,8 +769,18 @@ impl Pipeline {
         let input_ring_slots_count = config.input_ring_slots_count;
         let journaler_waits_on = Arc::clone(&input_published);
         let replicator_waits_on = Arc::clone(&input_published);
-        let journaler_announces = Arc::clone(&input_stages_done);
-        let replicator_announces = Arc::clone(&input_stages_done);
+        let (journaler_done, replicator_done) =
+            (Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(-1)));
+        let journaler_announces = wait::Announce {
+            signal: Arc::clone(&input_stages_done),
+            mine: Arc::clone(&journaler_done),
+            peers: vec![Arc::clone(&replicator_done)],
+        };
+        let replicator_announces = wait::Announce {
+            signal: Arc::clone(&input_stages_done),
+            mine: replicator_done,
+            peers: vec![journaler_done],
+        };
         let matcher_waits_on = input_stages_done;
         let snapshot_every_commands = config.snapshot_every_commands;
         let panic_at_seq = config.matcher_panic_at_seq;
@@ -788,7 +798,7 @@ impl Pipeline {
                     wait::announce_progress();
                     state.handle(slot, seq, end_of_batch);
                     if end_of_batch {
-                        wait::batch_done();
+                        wait::batch_done(seq);
                     }
                 },
                 move || {
@@ -823,7 +833,7 @@ impl Pipeline {
                             recorder.record(timestamp_ns, now);
                         }
                         recorder.done(base_seq + ring_seq as u64, true);
-                        wait::batch_done();
+                        wait::batch_done(ring_seq);
                     }
                 },
                 move || {

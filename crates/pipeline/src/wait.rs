@@ -11,7 +11,7 @@
 //! p50 of about 170 us to 500-900 us (docs/benchmarks.md).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,19 +155,34 @@ fn futex_wake_all(_word: &AtomicU32) {}
 /// progress notifies); it bounds how long a stopping pipeline takes to see its shutdown.
 pub const PHASED_PARK_BOUND: Duration = Duration::from_millis(2);
 
+/// How a stage tells the stage after it that it made progress. Stages that run in parallel
+/// on the same ring (the Journaler and the Replicator) share one signal, and the stage after
+/// them can go on only when both are done: so only the one that finishes a sequence last
+/// notifies, and the waiting stage is woken once per batch, not once per parallel stage.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    /// The signal the next stage parks on.
+    pub signal: Arc<Signal>,
+    /// The last ring sequence this stage announced.
+    pub mine: Arc<AtomicI64>,
+    /// The last sequences the stages running in parallel with this one announced.
+    pub peers: Vec<Arc<AtomicI64>>,
+}
+
 /// The signals a stage thread uses, set once when the thread starts.
 struct Binding {
     /// What the stage waits for: parked on when idle.
     waits_on: Arc<Signal>,
-    /// What the stage's progress is announced on (None: nobody waits on this stage).
-    announces: Option<Arc<Signal>>,
+    /// How the stage's progress is announced (None: nobody waits on this stage).
+    announces: Option<Announce>,
     /// The epoch of `waits_on` read before the caller's last look at the ring.
     seen: Cell<u32>,
 }
 
 /// Makes the calling stage thread park on `waits_on` when idle (phased strategy) and announce
-/// its finished batches on `announces`. Call it on the stage thread, before its first event.
-pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Arc<Signal>>) {
+/// its finished batches through `announces`. Call it on the stage thread, before its first
+/// event.
+pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>) {
     let seen = Cell::new(waits_on.epoch().wrapping_sub(1));
     BINDING.set(Some(Binding {
         waits_on,
@@ -176,37 +191,51 @@ pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Arc<Signal>>) {
     }));
 }
 
-/// Records that the calling stage finished a batch. The announcement is made at the stage's
-/// next event or wait, when the ring already shows the batch done: announced earlier, a woken
-/// stage could look before the progress is visible and park again.
+/// Records that the calling stage finished a batch ending at ring sequence `sequence`. The
+/// announcement is made at the stage's next event or wait, when the ring already shows the
+/// batch done: announced earlier, a woken stage could look before the progress is visible and
+/// park again.
 #[inline]
-pub fn batch_done() {
-    PROGRESS_PENDING.set(true);
+pub fn batch_done(sequence: Sequence) {
+    PROGRESS_PENDING.set(sequence);
 }
 
 /// Announces the calling stage's last finished batch, if not done yet. Called at the start of
 /// every event a bound stage handles, and by the wait strategy.
 #[inline]
 pub fn announce_progress() {
-    if PROGRESS_PENDING.get() {
-        PROGRESS_PENDING.set(false);
-        BINDING.with_borrow(|binding| {
-            if let Some(Binding {
-                announces: Some(signal),
-                ..
-            }) = binding
-            {
-                signal.notify();
-            }
-        });
+    let sequence = PROGRESS_PENDING.get();
+    if sequence < 0 {
+        return;
     }
+    PROGRESS_PENDING.set(-1);
+    BINDING.with_borrow(|binding| {
+        let Some(Binding {
+            announces: Some(announce),
+            ..
+        }) = binding
+        else {
+            return;
+        };
+        // Each parallel stage stores its own sequence and then reads the others' (sequentially
+        // consistent): of two stages finishing the same sequence, at least one sees the
+        // other's, so at least one notifies, and only after both have finished it.
+        announce.mine.store(sequence, Ordering::SeqCst);
+        if announce
+            .peers
+            .iter()
+            .all(|peer| peer.load(Ordering::SeqCst) >= sequence)
+        {
+            announce.signal.notify();
+        }
+    });
 }
 
 thread_local! {
     /// The signals of this stage thread (None: not a bound stage; it sleeps when idle).
     static BINDING: RefCell<Option<Binding>> = const { RefCell::new(None) };
-    /// A finished batch not announced yet.
-    static PROGRESS_PENDING: Cell<bool> = const { Cell::new(false) };
+    /// The last sequence of a finished batch not announced yet (-1: none).
+    static PROGRESS_PENDING: Cell<Sequence> = const { Cell::new(-1) };
     /// (sequence waited for, empty polls so far, when the spinning ended) of this thread.
     static PHASE: Cell<(Sequence, u32, Option<Instant>)> = const { Cell::new((-1, 0, None)) };
     /// Whether this thread's timer slack is already set.
