@@ -1,5 +1,5 @@
 //! Journal throughput: appending command records under policy `none` (page cache only), and
-//! replaying them with the checking reader.
+//! replaying them with the checking reader; and the one append that rolls to a new segment.
 
 // criterion_group! generates undocumented items.
 #![allow(missing_docs)]
@@ -69,6 +69,46 @@ fn journal(c: &mut Criterion) {
                 count += record.unwrap().seq & 1;
             }
             count
+        })
+    });
+    group.finish();
+
+    // The append that fills a 16 MiB segment and rolls to the next, when the journal's helper
+    // thread has had time to make it (as under a paced load).
+    let mut group = c.benchmark_group("journal");
+    group.sample_size(10);
+    group.bench_function("roll_16MiB_policy_none", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let (mut journal, _) = Journal::open(
+                    JournalConfig {
+                        segment_size_bytes: 16 << 20,
+                        ..config(dir.path())
+                    },
+                    DamagePolicy::Refuse,
+                )
+                .unwrap();
+                let first_segment = journal.active_segment().0.to_path_buf();
+                let mut index = 0;
+                loop {
+                    let mut record = records[index % records.len()];
+                    record.seq = index as u64 + 1;
+                    index += 1;
+                    if index % 4096 == 0 {
+                        journal.settle_prefault();
+                    }
+                    let started = std::time::Instant::now();
+                    journal.append(&record).unwrap();
+                    let took = started.elapsed();
+                    if journal.active_segment().0 != first_segment {
+                        total += took;
+                        break;
+                    }
+                }
+            }
+            total
         })
     });
     group.finish();

@@ -172,6 +172,22 @@ enum PrefaultRequest {
     },
     /// Answer once every earlier request is done (false: prefaulting is unavailable).
     Settle(mpsc::Sender<bool>),
+    /// Unmap and close a segment the journal has moved past.
+    Retire(ActiveSegment),
+    /// Make the segment that starts at `first_seq` under its standby name; answer with its
+    /// path.
+    Prepare {
+        dir: PathBuf,
+        segment_size_bytes: u64,
+        first_seq: u64,
+        reply: mpsc::Sender<Result<PathBuf, JournalError>>,
+    },
+}
+
+/// The next segment, asked of the helper thread before the active one is full.
+struct Standby {
+    first_seq: u64,
+    ready: mpsc::Receiver<Result<PathBuf, JournalError>>,
 }
 
 /// Maps the active segment's pages writable ahead of the writer, on its own thread.
@@ -181,6 +197,11 @@ enum PrefaultRequest {
 /// profile had that at a third of the Journaler's time, and it was the Journaler's whole p99
 /// at 100,000 commands/s. `MADV_POPULATE_WRITE` does the same work here instead. Best effort:
 /// a kernel without it (before Linux 5.14) leaves the faults where they were.
+///
+/// The same thread makes the next segment file while the active one is being filled
+/// (allocation, header and sync), and unmaps the segment the journal has moved past, so a
+/// roll on the Journaler's thread only renames and maps a file: 0.1-0.25 ms for 16 MiB
+/// segments here, against 1.3-18 ms before.
 struct Prefaulter {
     sender: Option<mpsc::Sender<PrefaultRequest>>,
     thread: Option<JoinHandle<()>>,
@@ -207,6 +228,20 @@ impl Prefaulter {
                         }
                         PrefaultRequest::Settle(reply) => {
                             let _ = reply.send(available);
+                        }
+                        PrefaultRequest::Retire(segment) => drop(segment),
+                        PrefaultRequest::Prepare {
+                            dir,
+                            segment_size_bytes,
+                            first_seq,
+                            reply,
+                        } => {
+                            let _ = reply.send(prepare_segment_file(
+                                &dir,
+                                segment_size_bytes,
+                                first_seq,
+                                STANDBY_TEMP_SUFFIX,
+                            ));
                         }
                     }
                 }
@@ -239,6 +274,44 @@ impl Prefaulter {
 }
 
 impl Prefaulter {
+    /// Asks for the segment that starts at `first_seq` to be made ahead of need (made at
+    /// once, on this thread, if the helper thread is not running).
+    fn prepare(&self, config: &JournalConfig, first_seq: u64) -> Standby {
+        let (reply, ready) = mpsc::channel();
+        let request = PrefaultRequest::Prepare {
+            dir: config.dir.clone(),
+            segment_size_bytes: config.segment_size_bytes,
+            first_seq,
+            reply,
+        };
+        let unsent = match &self.sender {
+            Some(sender) => sender.send(request).err().map(|error| error.0),
+            None => Some(request),
+        };
+        if let Some(PrefaultRequest::Prepare {
+            dir,
+            segment_size_bytes,
+            first_seq,
+            reply,
+        }) = unsent
+        {
+            let _ = reply.send(prepare_segment_file(
+                &dir,
+                segment_size_bytes,
+                first_seq,
+                STANDBY_TEMP_SUFFIX,
+            ));
+        }
+        Standby { first_seq, ready }
+    }
+
+    /// Unmaps and closes `segment` on the helper thread (here, if it is not running).
+    fn retire(&self, segment: ActiveSegment) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(PrefaultRequest::Retire(segment));
+        }
+    }
+
     /// Waits until every request so far is done; false if prefaulting is unavailable.
     fn settle(&self) -> bool {
         let Some(sender) = &self.sender else {
@@ -267,6 +340,9 @@ pub struct Journal {
     stats: Arc<JournalStats>,
     /// Stopped before the lock is released.
     prefaulter: Prefaulter,
+    /// The next segment, asked for once the active one is half full: a roll then only
+    /// renames and maps it instead of allocating and syncing a new file on the Journaler.
+    standby: Option<Standby>,
     _lock: DirLock,
 }
 
@@ -579,6 +655,7 @@ impl Journal {
                 first_seq,
                 stats,
                 prefaulter,
+                standby: None,
                 _lock: lock,
             },
             report,
@@ -642,55 +719,19 @@ impl Journal {
         Ok(moved)
     }
 
+    /// Makes a segment file and installs it, on the calling thread (at open, when there is
+    /// no segment yet).
     fn create_segment(
         config: &JournalConfig,
         first_seq: u64,
     ) -> Result<ActiveSegment, JournalError> {
-        let path = config.dir.join(segment_file_name(first_seq));
-        let temp = config
-            .dir
-            .join(format!("{}.tmp", segment_file_name(first_seq)));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|source| JournalError::io(&temp, source))?;
-        // Real blocks, not a sparse file: appends never wait for block allocation and a full
-        // disk is found now, not in the middle of a write through the map.
-        // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open.
-        #[allow(unsafe_code)]
-        let result = unsafe {
-            libc::posix_fallocate(
-                file.as_raw_fd(),
-                0,
-                config.segment_size_bytes as libc::off_t,
-            )
-        };
-        if result != 0 {
-            return Err(JournalError::io(
-                &temp,
-                std::io::Error::from_raw_os_error(result),
-            ));
-        }
-        let header = SegmentHeader {
+        let temp = prepare_segment_file(
+            &config.dir,
+            config.segment_size_bytes,
             first_seq,
-            segment_size_bytes: config.segment_size_bytes,
-        };
-        std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
-            .and_then(|()| file.sync_all())
-            .map_err(|source| JournalError::io(&temp, source))?;
-        drop(file);
-        std::fs::rename(&temp, &path).map_err(|source| JournalError::io(&path, source))?;
-        sync_dir(&config.dir)?;
-        let (file, map) = map_active(&path)?;
-        Ok(ActiveSegment::new(
-            path,
-            file,
-            map,
-            SEGMENT_HEADER_SIZE_BYTES,
-        ))
+            SEGMENT_TEMP_SUFFIX,
+        )?;
+        install_segment(&config.dir, first_seq, &temp, true)
     }
 
     /// Waits until the pages ahead of the write position are mapped; false if this kernel
@@ -750,6 +791,14 @@ impl Journal {
             self.prefaulter.keep_ahead(&mut self.segment);
         }
         self.next_seq += 1;
+        if self.standby.is_none() && self.segment.offset * 2 >= self.segment.map.len() {
+            // Records have a fixed size, so the sequence the next segment starts at is known.
+            let records_left = (self.segment.map.len() - self.segment.offset) / RECORD_SIZE_BYTES;
+            self.standby = Some(
+                self.prefaulter
+                    .prepare(&self.config, self.next_seq + records_left as u64),
+            );
+        }
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         self.stats
             .bytes_written
@@ -803,7 +852,36 @@ impl Journal {
         if self.config.durability != Durability::None {
             self.sync()?;
         }
-        self.segment = Self::create_segment(&self.config, self.next_seq)?;
+        let first_seq = self.next_seq;
+        let standby = match self.standby.take() {
+            Some(standby) if standby.first_seq == first_seq => standby,
+            other => {
+                // Not asked for yet (a segment rolled before it was half full), or made for
+                // another sequence (never expected): drop it and make the right one now.
+                if let Some(Ok(Ok(path))) = other.map(|standby| standby.ready.recv()) {
+                    let _ = std::fs::remove_file(path);
+                }
+                self.prefaulter.prepare(&self.config, first_seq)
+            }
+        };
+        let temp = standby.ready.recv().unwrap_or_else(|_| {
+            prepare_segment_file(
+                &self.config.dir,
+                self.config.segment_size_bytes,
+                first_seq,
+                STANDBY_TEMP_SUFFIX,
+            )
+        })?;
+        let next = install_segment(
+            &self.config.dir,
+            first_seq,
+            &temp,
+            self.config.durability != Durability::None,
+        )?;
+        let done = std::mem::replace(&mut self.segment, next);
+        // Unmapping a full segment (its written pages and their page tables) took about a
+        // millisecond per 16 MiB on the Journaler's thread; the helper does it instead.
+        self.prefaulter.retire(done);
         self.prefaulter.keep_ahead(&mut self.segment);
         Ok(())
     }
@@ -871,13 +949,85 @@ fn extend_to(path: &Path, size_bytes: u64) -> Result<(), JournalError> {
         .map_err(|source| JournalError::io(path, source))
 }
 
+/// The name ending of a segment file being created on the Journaler's thread.
+const SEGMENT_TEMP_SUFFIX: &str = ".seg.tmp";
+/// The name ending of the next segment, made ahead of need by the journal's helper thread.
+/// It also ends in `.seg.tmp`, so a crash leaves nothing that open does not remove.
+const STANDBY_TEMP_SUFFIX: &str = ".standby.seg.tmp";
+
+/// Creates a segment file under a temporary name: full size with real blocks, its header,
+/// synced. Returns the temporary path.
+fn prepare_segment_file(
+    dir: &Path,
+    segment_size_bytes: u64,
+    first_seq: u64,
+    suffix: &str,
+) -> Result<PathBuf, JournalError> {
+    let name = segment_file_name(first_seq);
+    let temp = dir.join(format!(
+        "{}{suffix}",
+        name.strip_suffix(".seg").unwrap_or(&name)
+    ));
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(|source| JournalError::io(&temp, source))?;
+    // Real blocks, not a sparse file: appends never wait for block allocation and a full
+    // disk is found now, not in the middle of a write through the map.
+    // SAFETY: posix_fallocate only reads the descriptor, which `file` keeps open.
+    #[allow(unsafe_code)]
+    let result =
+        unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, segment_size_bytes as libc::off_t) };
+    if result != 0 {
+        return Err(JournalError::io(
+            &temp,
+            std::io::Error::from_raw_os_error(result),
+        ));
+    }
+    let header = SegmentHeader {
+        first_seq,
+        segment_size_bytes,
+    };
+    std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| JournalError::io(&temp, source))?;
+    Ok(temp)
+}
+
+/// Gives a prepared segment file its name and maps it as the active segment. The directory
+/// is synced when `sync_directory` is set (every policy but `none`, which promises nothing
+/// after a crash: a lost rename leaves a temporary file that open removes, and the journal
+/// then ends with the previous, full segment).
+fn install_segment(
+    dir: &Path,
+    first_seq: u64,
+    temp: &Path,
+    sync_directory: bool,
+) -> Result<ActiveSegment, JournalError> {
+    let path = dir.join(segment_file_name(first_seq));
+    std::fs::rename(temp, &path).map_err(|source| JournalError::io(&path, source))?;
+    if sync_directory {
+        sync_dir(dir)?;
+    }
+    let (file, map) = map_active(&path)?;
+    Ok(ActiveSegment::new(
+        path,
+        file,
+        map,
+        SEGMENT_HEADER_SIZE_BYTES,
+    ))
+}
+
 fn remove_temp_files(dir: &Path) -> Result<(), JournalError> {
     let entries = std::fs::read_dir(dir).map_err(|source| JournalError::io(dir, source))?;
     for entry in entries {
         let entry = entry.map_err(|source| JournalError::io(dir, source))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with("journal-") && name.ends_with(".seg.tmp") {
+        if name.starts_with("journal-") && name.ends_with(SEGMENT_TEMP_SUFFIX) {
             std::fs::remove_file(entry.path())
                 .map_err(|source| JournalError::io(&entry.path(), source))?;
         }

@@ -372,3 +372,72 @@ fn appends_find_the_pages_ahead_already_mapped() {
     drop(journal);
     assert_eq!(read_all(dir.path(), report.next_seq).len() as u64, count);
 }
+
+fn standby_file(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("journal-{first_seq:020}.standby.seg.tmp"))
+}
+
+#[test]
+fn the_next_segment_is_made_once_the_active_one_is_half_full_and_a_roll_installs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut journal, _) = Journal::open(
+        config(dir.path(), 10, Durability::None),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    for seq in 1..=4 {
+        journal.append(&record(seq)).unwrap();
+    }
+    journal.settle_prefault();
+    assert!(
+        !standby_file(dir.path(), 11).exists(),
+        "asked for too early"
+    );
+    // The fifth of ten records makes the segment half full: the segment that starts at 11 is
+    // made on the helper thread, under a temporary name.
+    journal.append(&record(5)).unwrap();
+    journal.settle_prefault();
+    assert!(standby_file(dir.path(), 11).exists());
+    assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    for seq in 6..=11 {
+        journal.append(&record(seq)).unwrap();
+    }
+    // The roll gave it its name.
+    assert!(!standby_file(dir.path(), 11).exists());
+    assert_eq!(
+        last_segment(dir.path()),
+        dir.path().join("journal-00000000000000000011.seg")
+    );
+    drop(journal);
+    let expected: Vec<JournalRecord> = (1..=11).map(record).collect();
+    assert_eq!(read_all(dir.path(), 1), expected);
+}
+
+#[test]
+fn a_standby_segment_left_behind_is_removed_on_open_and_the_journal_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 7, 10);
+    assert!(standby_file(dir.path(), 11).exists());
+    // Reopened (as after a crash): the leftover is removed at once...
+    let (journal, report) = Journal::open(
+        config(dir.path(), 10, Durability::Batch),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(report.next_seq, 8);
+    assert!(!standby_file(dir.path(), 11).exists());
+    drop(journal);
+    // ...and the journal goes on across the next roll.
+    write(dir.path(), 10, 10);
+    assert!(!standby_file(dir.path(), 11).exists());
+    assert_eq!(
+        list_segments(dir.path())
+            .unwrap()
+            .iter()
+            .map(|(first, _)| *first)
+            .collect::<Vec<_>>(),
+        vec![1, 11]
+    );
+    let expected: Vec<JournalRecord> = (1..=17).map(record).collect();
+    assert_eq!(read_all(dir.path(), 1), expected);
+}
