@@ -499,8 +499,15 @@ async fn write_loop(
             Duty::Idle => {}
             Duty::HoldUntil(until) => wake_at = wake_at.min(until),
             Duty::Write => {
-                if !write_queued(socket, &output).await {
-                    break;
+                // While the socket takes nothing, still notice a session that is closing (its
+                // queue filled): it gets a bounded last flush, never an endless wait.
+                tokio::select! {
+                    written = write_queued(socket, &output) => {
+                        if !written {
+                            break;
+                        }
+                    }
+                    () = output.woken() => continue,
                 }
             }
         }

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringmatch_gateway::protocol::frame_type;
 use ringmatch_gateway::{
@@ -580,4 +580,39 @@ fn a_thousand_idle_sessions_and_a_busy_one() {
     }
     busy.recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 1_000 && event.event_type == EventType::Accepted)).unwrap();
     drop(idle);
+}
+
+#[test]
+fn a_session_that_neither_reads_nor_closes_is_ended_when_its_queue_fills() {
+    let harness = Harness::start(|config| {
+        config.session_queue_depth_max = 64;
+        config.session_timeout = Duration::from_secs(60);
+    });
+    let mut stuck = harness.login(1);
+    let gateway = harness.gateway.as_ref().unwrap();
+    assert_eq!(gateway.sessions_count(), 1);
+    // Send until the server gives up on the session (the kernel's buffers, then 64 frames'
+    // worth of queue, fill with its replies); never read, never close.
+    let mut index = 0u64;
+    while index < 2_000_000
+        && stuck
+            .place_limit(1, Side::Buy, 1 + (index % 1_000) as i64, 1, index + 1)
+            .is_ok()
+    {
+        index += 1;
+        if index % 10_000 == 0 && gateway.sessions_count() == 0 {
+            break;
+        }
+    }
+    // The server ends the session by itself, without the client reading a byte.
+    let deadline = Instant::now() + WAIT;
+    while gateway.sessions_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        gateway.sessions_count(),
+        0,
+        "the stuck session is still open"
+    );
+    drop(stuck);
 }
