@@ -8,6 +8,10 @@
 //!                                                            Matcher (waits for both) ◀─┘
 //!                                                               └─▶ channel ─▶ Publisher
 //! ```
+//!
+//! Each stage does the same work as its ring counterpart: the Journaler appends and commits
+//! per batch, the Matcher runs the same engine, and the Publisher hands events to the same
+//! kind of sink and keeps the same L2 book from level events, once per batch.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use ringmatch_journal::{Journal, JournalRecord};
 use ringmatch_matcher::{Engine, EventSink};
 use ringmatch_proto::{Command, Event};
 
+use crate::market_data::MarketData;
 use crate::{now_ns, Busy, Metrics, OutputSink, Stage, StageRecorder};
 
 /// The producer handle of the baseline.
@@ -83,6 +88,7 @@ impl CrossbeamPipeline {
         let (journaled_out, matcher_journaled) = bounded::<(u64, Command)>(capacity);
         let (replicated_out, matcher_replicated) = bounded::<u64>(capacity);
         let (events_out, publisher_in) = bounded::<Event>(capacity * 4);
+        let market_data = MarketData::from_engine(&engine);
         let mut threads = Vec::new();
 
         let stage_metrics = Arc::clone(&metrics);
@@ -145,10 +151,14 @@ impl CrossbeamPipeline {
         threads.push(spawn("baseline-publisher", move || {
             let mut recorder = StageRecorder::new(Stage::Published, Arc::clone(&stage_metrics));
             let mut batch_timestamps_ns = Vec::new();
+            let mut batch_levels = Vec::new();
             while let Ok(first) = publisher_in.recv() {
                 let mut event = first;
                 loop {
                     sink.push(&event);
+                    if event.event_type == ringmatch_proto::EventType::Level {
+                        batch_levels.push(event);
+                    }
                     stage_metrics.events_written.fetch_add(1, Ordering::Relaxed);
                     if event.index == 0 {
                         batch_timestamps_ns.push(event.timestamp_ns);
@@ -159,6 +169,8 @@ impl CrossbeamPipeline {
                     }
                 }
                 sink.end_of_batch();
+                market_data.apply_all(&batch_levels);
+                batch_levels.clear();
                 let now = now_ns();
                 for timestamp_ns in batch_timestamps_ns.drain(..) {
                     recorder.record(timestamp_ns, now);
