@@ -394,16 +394,25 @@ fn the_next_segment_is_made_once_the_active_one_is_half_full_and_a_roll_installs
         "asked for too early"
     );
     // The fifth of ten records makes the segment half full: the segment that starts at 11 is
-    // made on the helper thread, under a temporary name.
+    // made on the helper thread under a temporary name, full size and zeroed.
     journal.append(&record(5)).unwrap();
     journal.settle_prefault();
-    assert!(standby_file(dir.path(), 11).exists());
+    let standby = standby_file(dir.path(), 11);
+    assert!(standby.exists());
+    let bytes = std::fs::read(&standby).unwrap();
+    assert_eq!(
+        bytes.len(),
+        SEGMENT_HEADER_SIZE_BYTES + 10 * RECORD_SIZE_BYTES
+    );
+    assert!(bytes[SEGMENT_HEADER_SIZE_BYTES..]
+        .iter()
+        .all(|byte| *byte == 0));
     assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
     for seq in 6..=11 {
         journal.append(&record(seq)).unwrap();
     }
     // The roll gave it its name.
-    assert!(!standby_file(dir.path(), 11).exists());
+    assert!(!standby.exists());
     assert_eq!(
         last_segment(dir.path()),
         dir.path().join("journal-00000000000000000011.seg")
