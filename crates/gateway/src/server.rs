@@ -222,16 +222,17 @@ async fn read_frame(
     }
 }
 
+/// The connection, still on the runtime, and a second (non-blocking) handle on it for the
+/// threads that write to it directly: this session's acks and the Responder's events.
+fn with_direct_handle(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let stream = stream.into_std()?;
+    let direct = stream.try_clone()?;
+    Ok((TcpStream::from_std(stream)?, direct))
+}
+
 async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submitter) {
     let config = &context.config;
-    // A second handle on the connection, for the threads that write to it directly (this
-    // session's acks and the Responder's events); the runtime keeps the first.
-    let Some((stream, socket)) = stream
-        .into_std()
-        .and_then(|stream| Ok((stream.try_clone()?, stream)))
-        .ok()
-        .and_then(|(socket, stream)| Some((TcpStream::from_std(stream).ok()?, socket)))
-    else {
+    let Ok((stream, socket)) = with_direct_handle(stream) else {
         return;
     };
     let (mut reader, mut writer) = stream.into_split();
