@@ -706,6 +706,19 @@ impl Pipeline {
         // Who wakes whom when a stage parks: producers wake the Journaler and Replicator, those
         // two wake the Matcher, and the Matcher wakes the Publisher and Responder.
         let input_published = Arc::new(Signal::default());
+        // Each stage says when its state is built: start returns only then, so the first
+        // commands never wait for a stage that is still allocating and first touching its
+        // memory (the Matcher builds the output ring; on a virtual machine that is thousands
+        // of page faults, about 20 ms here).
+        let stages_count = 4 + usize::from(router.is_some());
+        let (ready_sender, ready_receiver) = crossbeam_channel::bounded::<()>(stages_count);
+        let (publisher_ready, responder_ready, journaler_ready, replicator_ready, matcher_ready) = (
+            ready_sender.clone(),
+            ready_sender.clone(),
+            ready_sender.clone(),
+            ready_sender.clone(),
+            ready_sender,
+        );
         let input_stages_done = Arc::new(Signal::default());
         let output_published = Arc::new(Signal::default());
         let market_data = Arc::new(MarketData::from_engine(&engine));
@@ -735,7 +748,7 @@ impl Pipeline {
                     },
                     move || {
                         wait::bind_stage(publisher_waits_on, None);
-                        PublisherState {
+                        let state = PublisherState {
                             sink,
                             market_data: publisher_market_data,
                             batch_levels: Vec::with_capacity(output_ring_slots_count),
@@ -743,7 +756,9 @@ impl Pipeline {
                             batch_timestamps_ns: Vec::with_capacity(output_ring_slots_count),
                             batch_events_count: 0,
                             metrics,
-                        }
+                        };
+                        let _ = publisher_ready.send(());
+                        state
                     },
                 );
             match router {
@@ -762,6 +777,7 @@ impl Pipeline {
                             },
                             move || {
                                 wait::bind_stage(responder_waits_on, None);
+                                let _ = responder_ready.send(());
                                 router
                             },
                         )
@@ -812,6 +828,7 @@ impl Pipeline {
                 },
                 move || {
                     wait::bind_stage(journaler_waits_on, Some(journaler_announces));
+                    let _ = journaler_ready.send(());
                     JournalerState {
                         journal,
                         recorder: StageRecorder::new(Stage::Journaled, journaler_metrics),
@@ -847,6 +864,7 @@ impl Pipeline {
                 },
                 move || {
                     wait::bind_stage(replicator_waits_on, Some(replicator_announces));
+                    let _ = replicator_ready.send(());
                     (
                         StageRecorder::new(Stage::Replicated, replicator_metrics),
                         Vec::with_capacity(input_ring_slots_count),
@@ -860,7 +878,7 @@ impl Pipeline {
                 },
                 move || {
                     wait::bind_stage(matcher_waits_on, None);
-                    MatcherState {
+                    let state = MatcherState {
                         engine,
                         output: make_output(),
                         recorder: StageRecorder::new(Stage::Matched, Arc::clone(&matcher_metrics)),
@@ -875,10 +893,19 @@ impl Pipeline {
                         events_count: 0,
                         output_published,
                         unannounced_commands: 0,
-                    }
+                    };
+                    let _ = matcher_ready.send(());
+                    state
                 },
             )
             .build();
+        for _ in 0..stages_count {
+            // A stage that panics while starting drops its sender; the panic itself stops the
+            // service (see the panic policy in ARCHITECTURE.md), so nothing more is owed here.
+            if ready_receiver.recv().is_err() {
+                break;
+            }
+        }
         Ok(Pipeline {
             submitter: Some(Submitter {
                 producer,
