@@ -4,6 +4,11 @@
 #
 # Usage: scripts/bench-latency.sh [--durability none|batch|every] [--rates "10000 50000 flat"]
 #                                 [--sessions N] [--duration SECONDS] [--out DIR]
+#                                 [--serve-cores IDS --client-cores IDS]
+# --serve-cores puts every thread of `serve` (`[pipeline.cores] service`) and of the echo
+# server on the given cores (comma-separated ids); --client-cores puts loadgen's sessions and
+# the echo's client connections on theirs. Both sides get the same placement. Default: all
+# cores for everything.
 # Writes DIR/results.md (a Markdown table), DIR/latency.png (all percentile curves) and the
 # .hgrm/HDR log/SVG files of every run. Installs gnuplot (Debian) for the plot if missing.
 set -euo pipefail
@@ -14,6 +19,8 @@ rates="10000 50000 100000 200000 flat"
 sessions=4
 duration=10
 out=bench-latency-out
+serve_cores=""
+client_cores=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --durability) durability="$2"; shift 2 ;;
@@ -21,6 +28,8 @@ while [ $# -gt 0 ]; do
         --sessions) sessions="$2"; shift 2 ;;
         --duration) duration="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
+        --serve-cores) serve_cores="$2"; shift 2 ;;
+        --client-cores) client_cores="$2"; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -58,6 +67,7 @@ dir = "$work/data"
 durability = "$durability"
 [snapshots]
 every_commands = 0
+$([ -n "$serve_cores" ] && printf '[pipeline.cores]\nservice = [%s]\n' "$serve_cores")
 [admin]
 listen = "127.0.0.1:0"
 [gateway]
@@ -85,6 +95,13 @@ TOML
     echo "|---|---|---:|---:|---:|---:|---:|---:|"
 } > "$out/table.md"
 
+client_args=()
+[ -n "$client_cores" ] && client_args=(--cores "$client_cores")
+echo_server_args=()
+[ -n "$serve_cores" ] && echo_server_args=(--echo-server-cores "$serve_cores")
+placement="all cores for every thread"
+[ -n "$serve_cores$client_cores" ] && placement="serve and echo server on cores ${serve_cores:-all}, loadgen and echo client on cores ${client_cores:-all}"
+
 plot_lines=()
 for rate in $rates; do
     rm -rf "$work/data"
@@ -95,11 +112,11 @@ for rate in $rates; do
     rate_args=()
     [ "$rate" != flat ] && rate_args=(--rate "$rate")
     echo "== $rate: ringmatch ($sessions sessions, journal $durability)"
-    "$bin" loadgen --gateway "127.0.0.1:$port" "${login_args[@]}" "${rate_args[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/load.txt"
+    "$bin" loadgen --gateway "127.0.0.1:$port" "${login_args[@]}" "${rate_args[@]}" "${client_args[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/load.txt"
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
     echo "== $rate: raw TCP echo ($sessions connections)"
     echo_rate=("${rate_args[@]}")
-    "$bin" loadgen --echo --echo-sessions "$sessions" "${echo_rate[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/echo.txt"
+    "$bin" loadgen --echo --echo-sessions "$sessions" "${echo_rate[@]}" "${client_args[@]}" "${echo_server_args[@]}" --duration-secs "$duration" --out "$out/$rate" | tee "$work/echo.txt"
     for name in ringmatch tcp-echo; do
         file=$work/load.txt; [ "$name" = tcp-echo ] && file=$work/echo.txt
         throughput=$(sed -n "s/^$name: .* answered, .* refused, \([0-9]*\) responses\/s.*/\1/p" "$file")
@@ -113,6 +130,7 @@ done
     echo "# Wire-to-wire latency"
     echo
     echo "$(date -u +%Y-%m-%d), $(nproc) cores, journal \`$durability\`, $sessions sessions, ${duration} s per rate,"
+    echo "$placement,"
     echo "latency from intended send time to the first event of the response (ringmatch) or the"
     echo "echoed frame (tcp-echo), same frame size, same loopback."
     echo

@@ -145,10 +145,90 @@ pub enum PipelineError {
         /// The ids that exist.
         available: Vec<usize>,
     },
+    /// An empty list of cores.
+    #[error("{what} lists no cores")]
+    NoCores {
+        /// Which setting.
+        what: &'static str,
+    },
+    /// The operating system refused to restrict the thread to the cores.
+    #[error("cannot restrict the {what} to cores {cores:?}: {source}")]
+    Affinity {
+        /// Which setting.
+        what: &'static str,
+        /// The ids asked for.
+        cores: Vec<usize>,
+        /// The refusal.
+        source: std::io::Error,
+    },
+}
+
+/// The core ids of this machine that are online, as the operating system numbers them
+/// (`/sys/devices/system/cpu/online`), whatever cores the calling thread is restricted to.
+/// Where that file cannot be read: the cores the calling thread may run on.
+pub fn available_cores() -> Vec<usize> {
+    if let Some(cores) = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|text| parse_core_list(text.trim()))
+    {
+        return cores;
+    }
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|core| core.id)
+        .collect()
+}
+
+/// Parses the kernel's list format: `0-3,6,8-9`.
+fn parse_core_list(text: &str) -> Option<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((first, last)) => cores.extend(first.parse::<usize>().ok()?..=last.parse().ok()?),
+            None => cores.push(part.parse().ok()?),
+        }
+    }
+    (!cores.is_empty()).then_some(cores)
+}
+
+/// Restricts the calling thread to `cores`; every thread it starts afterwards inherits the
+/// restriction (a stage with a core of its own in [`StageCores`] is pinned there instead).
+/// `what` names the setting in errors. Ids are checked against [`available_cores`] first.
+pub fn restrict_thread_to_cores(what: &'static str, cores: &[usize]) -> Result<(), PipelineError> {
+    if cores.is_empty() {
+        return Err(PipelineError::NoCores { what });
+    }
+    let available = available_cores();
+    if let Some(&core) = cores.iter().find(|core| !available.contains(core)) {
+        return Err(PipelineError::BadCore {
+            stage: what,
+            core,
+            available,
+        });
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `set` is a plain bit set owned by this frame; ids were checked to be cores this
+    // machine has, all below CPU_SETSIZE.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &core in cores {
+            libc::CPU_SET(core, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        return Err(PipelineError::Affinity {
+            what,
+            cores: cores.to_vec(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 impl PipelineConfig {
-    /// Checks ring sizes and core ids (against the cores as seen before any pinning).
+    /// Checks ring sizes and core ids (against the machine's online cores).
     pub fn validate(&self) -> Result<(), PipelineError> {
         // The multi-producer ring of `disruptor` needs at least 64 slots.
         for (name, value, minimum) in [
@@ -163,11 +243,7 @@ impl PipelineConfig {
                 });
             }
         }
-        let available: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .iter()
-            .map(|core| core.id)
-            .collect();
+        let available = available_cores();
         let cores = self.cores;
         for (stage, core) in [
             ("journaler", cores.journaler),
@@ -1010,4 +1086,18 @@ pub fn install_fatal_panic_hook() {
         );
         std::process::exit(70);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_core_list;
+
+    #[test]
+    fn the_kernels_core_list_format_is_parsed() {
+        assert_eq!(parse_core_list("0"), Some(vec![0]));
+        assert_eq!(parse_core_list("0-1"), Some(vec![0, 1]));
+        assert_eq!(parse_core_list("0-2,5,7-8"), Some(vec![0, 1, 2, 5, 7, 8]));
+        assert_eq!(parse_core_list(""), None);
+        assert_eq!(parse_core_list("0-x"), None);
+    }
 }

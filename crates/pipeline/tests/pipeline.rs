@@ -7,8 +7,8 @@ use ringmatch_journal::{DamagePolicy, Durability, JournalConfig, JournalReader};
 use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{
-    read_events, recover, Pipeline, PipelineConfig, RecoveryOptions, Retention, StageCores,
-    WaitKind,
+    available_cores, read_events, recover, restrict_thread_to_cores, Pipeline, PipelineConfig,
+    RecoveryOptions, Retention, StageCores, WaitKind,
 };
 use ringmatch_proto::{Command, CommandType, Event};
 
@@ -233,4 +233,47 @@ fn bad_core_ids_and_ring_sizes_are_errors_not_aborts() {
         .unwrap_err()
         .to_string()
         .contains("power of two"));
+}
+
+#[test]
+fn a_thread_restricted_to_cores_passes_the_restriction_to_threads_it_starts() {
+    std::thread::spawn(|| {
+        let all = available_cores();
+        assert!(!all.is_empty());
+        let error = restrict_thread_to_cores("test cores", &[]).unwrap_err();
+        assert_eq!(error.to_string(), "test cores lists no cores");
+        let missing = all.iter().max().unwrap() + 1;
+        let error = restrict_thread_to_cores("test cores", &[all[0], missing]).unwrap_err();
+        assert!(
+            error.to_string().contains(&format!("to core {missing}")),
+            "{error}"
+        );
+        let allowed = || -> Vec<usize> {
+            core_affinity::get_core_ids()
+                .unwrap()
+                .iter()
+                .map(|core| core.id)
+                .collect()
+        };
+        assert_eq!(allowed(), all, "a refused list changes nothing");
+        restrict_thread_to_cores("test cores", &[all[0]]).unwrap();
+        assert_eq!(allowed(), vec![all[0]]);
+        assert_eq!(
+            available_cores(),
+            all,
+            "the machine's cores stay the machine's"
+        );
+        let child = std::thread::spawn(allowed).join().unwrap();
+        assert_eq!(
+            child,
+            vec![all[0]],
+            "started threads inherit the restriction"
+        );
+        // A restricted thread can still move to any core the machine has.
+        let last = *all.last().unwrap();
+        restrict_thread_to_cores("test cores", &[last]).unwrap();
+        assert_eq!(allowed(), vec![last]);
+    })
+    .join()
+    .unwrap();
 }

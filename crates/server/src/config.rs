@@ -145,6 +145,10 @@ pub struct CoresSection {
     pub publisher: Option<usize>,
     /// The Responder's core.
     pub responder: Option<usize>,
+    /// Cores for every thread of the service: set on the main thread before any other starts,
+    /// so the gateway, admin listener, Kafka client, helpers and every stage without a core
+    /// of its own above run only there. Absent: all cores.
+    pub service: Option<Vec<usize>>,
 }
 
 /// `[gateway]`.

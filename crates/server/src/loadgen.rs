@@ -45,6 +45,10 @@ pub struct LoadgenOptions {
     pub echo: bool,
     /// Connections of the echo measurement (the rate is shared among them like sessions').
     pub echo_sessions: usize,
+    /// Cores for the session threads (None: all).
+    pub cores: Option<Vec<usize>>,
+    /// Cores for the echo server's threads (None: all).
+    pub echo_server_cores: Option<Vec<usize>>,
 }
 
 /// What a run measured.
@@ -503,6 +507,15 @@ impl Conversation for OrderEntry {
 
 /// Runs the load and prints a report.
 pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
+    if let Some(cores) = &options.echo_server_cores {
+        anyhow::ensure!(options.echo, "--echo-server-cores needs --echo");
+        // Checked here so that a bad id fails the command, not the server thread.
+        restrict_check(cores)?;
+    }
+    // Every thread started from here on inherits the restriction.
+    if let Some(cores) = &options.cores {
+        ringmatch_pipeline::restrict_thread_to_cores("--cores", cores)?;
+    }
     if options.echo {
         return run_echo(options);
     }
@@ -677,7 +690,12 @@ fn run_echo(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     let sessions_count = options.echo_sessions.max(1) as u64;
+    let server_cores = options.echo_server_cores.clone();
     std::thread::spawn(move || {
+        if let Some(cores) = server_cores {
+            ringmatch_pipeline::restrict_thread_to_cores("--echo-server-cores", &cores)
+                .expect("checked before");
+        }
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_nodelay(true);
@@ -756,4 +774,14 @@ fn print_report(name: &str, report: &LoadReport, options: &LoadgenOptions) {
             eprintln!("loadgen: cannot write {}: {error}", dir.display());
         }
     }
+}
+
+/// Fails if `cores` could not be given to a thread (empty, or an id this machine lacks).
+fn restrict_check(cores: &[usize]) -> anyhow::Result<()> {
+    anyhow::ensure!(!cores.is_empty(), "--echo-server-cores lists no cores");
+    let available = ringmatch_pipeline::available_cores();
+    if let Some(core) = cores.iter().find(|core| !available.contains(core)) {
+        anyhow::bail!("--echo-server-cores: no core {core}; this machine has cores {available:?}");
+    }
+    Ok(())
 }

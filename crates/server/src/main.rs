@@ -122,6 +122,13 @@ enum Commands {
         /// With --echo: how many connections share the rate (to match a run's sessions).
         #[arg(long, default_value_t = 1)]
         echo_sessions: usize,
+        /// Cores for the load generator's session threads, comma-separated. Absent: all cores.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        cores: Option<Vec<usize>>,
+        /// With --echo: cores for the echo server's threads (place them like `serve`'s
+        /// `[pipeline.cores] service` for a like-for-like baseline). Absent: all cores.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        echo_server_cores: Option<Vec<usize>>,
     },
     /// Print the `token_hash` to put in `[[gateway.logins]]` for a login token (a fresh random
     /// salt each time; the token itself is never stored).
@@ -217,6 +224,13 @@ enum Commands {
         /// With --kafka: commit interval in milliseconds.
         #[arg(long, default_value_t = 20)]
         commit_interval_ms: u64,
+        /// Pipeline bench: cores for the stage threads of both pipelines, comma-separated
+        /// (every thread the bench starts for a pipeline inherits them). Absent: all cores.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        stage_cores: Option<Vec<usize>>,
+        /// Pipeline bench: cores for the driver that sends the commands. Absent: all cores.
+        #[arg(long, value_delimiter = ',', value_name = "IDS")]
+        driver_cores: Option<Vec<usize>>,
     },
 }
 
@@ -324,6 +338,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             echo,
             echo_sessions,
+            cores,
+            echo_server_cores,
         } => {
             let logins = logins
                 .iter()
@@ -344,6 +360,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out_dir: out,
                 echo,
                 echo_sessions,
+                cores,
+                echo_server_cores,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -409,6 +427,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             delivery,
             partitions,
             commit_interval_ms,
+            stage_cores,
+            driver_cores,
         } => {
             anyhow::ensure!(
                 runs >= 1 && commands >= 1,
@@ -485,6 +505,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out_dir: out,
                     seed,
                     repeat_count: runs,
+                    stage_cores,
+                    driver_cores,
                 },
             )?;
             Ok(ExitCode::SUCCESS)

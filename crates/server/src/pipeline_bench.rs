@@ -43,7 +43,37 @@ pub struct PipelineBenchOptions {
     /// Runs of each implementation (alternating); throughput is the median, histograms are
     /// merged over the runs.
     pub repeat_count: usize,
+    /// Cores for the stage threads of both pipelines (and the journal's helper); None: all.
+    pub stage_cores: Option<Vec<usize>>,
+    /// Cores for the driver (the producer); None: all.
+    pub driver_cores: Option<Vec<usize>>,
 }
+
+/// Which threads are about to start on the calling thread: it takes their cores, and threads
+/// it starts inherit them.
+enum Placement {
+    Stages,
+    Driver,
+}
+
+fn place(options: &PipelineBenchOptions, placement: Placement) -> anyhow::Result<()> {
+    let (what, cores) = match placement {
+        Placement::Stages => ("--stage-cores", &options.stage_cores),
+        Placement::Driver => ("--driver-cores", &options.driver_cores),
+    };
+    if options.stage_cores.is_none() && options.driver_cores.is_none() {
+        return Ok(());
+    }
+    // The main thread is the driver of one run and then starts the next run's stages, so a
+    // side without cores of its own gets every core back.
+    let all = ALL_CORES.get_or_init(ringmatch_pipeline::available_cores);
+    let cores = cores.as_deref().unwrap_or(all);
+    ringmatch_pipeline::restrict_thread_to_cores(what, cores)?;
+    Ok(())
+}
+
+/// Every core, as seen before the bench restricts its main thread.
+static ALL_CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
 
 /// What one implementation measured.
 pub struct BenchRun {
@@ -231,12 +261,14 @@ fn run_ringmatch(
     commands: &[Command],
     dir: &Path,
 ) -> anyhow::Result<BenchRun> {
+    place(options, Placement::Stages)?;
     let journal = fresh_journal(dir, options.durability)?;
     let config = bench_pipeline_config(options.wait, 0);
     let engine = Engine::new(mix_config())?;
     let pipeline = Pipeline::start(&config, engine, journal, Boxed(sink(options, dir)?), None)?;
     let metrics = pipeline.metrics();
     let mut submitter = pipeline.submitter();
+    place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(&mut submitter, commands, options.rate_per_second);
     drop(submitter);
@@ -254,11 +286,13 @@ fn run_crossbeam(
     commands: &[Command],
     dir: &Path,
 ) -> anyhow::Result<BenchRun> {
+    place(options, Placement::Stages)?;
     let journal = fresh_journal(dir, options.durability)?;
     let engine = Engine::new(mix_config())?;
     let mut pipeline =
         CrossbeamPipeline::start(1 << 16, engine, journal, Boxed(sink(options, dir)?));
     let metrics = pipeline.metrics();
+    place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(pipeline.submitter(), commands, options.rate_per_second);
     pipeline.shutdown();
@@ -304,6 +338,18 @@ pub fn run(options: &PipelineBenchOptions) -> anyhow::Result<Vec<BenchRun>> {
             "counted only"
         }
     );
+    let cores = |cores: &Option<Vec<usize>>| {
+        cores
+            .as_ref()
+            .map_or_else(|| "all".to_string(), |cores| format!("{cores:?}"))
+    };
+    if options.stage_cores.is_some() || options.driver_cores.is_some() {
+        println!(
+            "stages on cores {}, driver on cores {}",
+            cores(&options.stage_cores),
+            cores(&options.driver_cores)
+        );
+    }
     let scratch = options.out_dir.join("scratch");
     let mut runs: Vec<BenchRun> = Vec::new();
     for repeat in 0..options.repeat_count.max(1) {

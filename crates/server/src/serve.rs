@@ -68,6 +68,11 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
     );
     let mut pipeline_config = config.pipeline_config()?;
     pipeline_config.validate()?;
+    // Before any thread starts, so that every thread inherits it.
+    if let Some(cores) = &config.pipeline.cores.service {
+        ringmatch_pipeline::restrict_thread_to_cores("service (pipeline.cores.service)", cores)?;
+        log!("service threads restricted to cores {cores:?}");
+    }
     // Fault injection for the tests that prove a panicking stage stops the service.
     if let Ok(value) = std::env::var("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ") {
         let seq = value

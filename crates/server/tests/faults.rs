@@ -196,6 +196,25 @@ fn bad_configuration_fails_fast_with_a_clear_message() {
         "nothing was created for a bad config"
     );
 
+    for (cores, message) in [
+        (
+            "[4096]",
+            "cannot pin the service (pipeline.cores.service) to core 4096",
+        ),
+        ("[]", "service (pipeline.cores.service) lists no cores"),
+    ] {
+        let setup = Setup::new("");
+        let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+            "[admin]",
+            &format!("[pipeline.cores]\nservice = {cores}\n[admin]"),
+        );
+        std::fs::write(&setup.config, text).unwrap();
+        let (code, log) = setup.start_fails(&[]);
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains(message), "{log}");
+        assert!(!setup.data().join("journal").exists());
+    }
+
     let public = Setup::new("");
     let text = std::fs::read_to_string(&public.config)
         .unwrap()
@@ -330,5 +349,37 @@ fn an_admin_token_is_required_when_one_is_configured() {
     };
     assert!(authorized("admin-secret").starts_with("HTTP/1.1 200"));
     assert!(authorized("wrong").starts_with("HTTP/1.1 401"));
+    assert_eq!(server.terminate(), Some(0));
+}
+
+#[test]
+fn every_thread_of_the_service_runs_on_the_service_cores() {
+    let setup = Setup::new("");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("[admin]", "[pipeline.cores]\nservice = [0]\n[admin]");
+    std::fs::write(&setup.config, text).unwrap();
+    let server = setup.start(&[]);
+    let tasks = format!("/proc/{}/task", server.child.id());
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(&tasks).unwrap() {
+        let task = task.unwrap().path();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert_eq!(allowed, "0", "thread {} may run on {allowed}", name.trim());
+        names.push(name.trim().to_string());
+    }
+    for stage in ["journaler", "replicator", "matcher", "publisher"] {
+        assert!(names.iter().any(|name| name == stage), "{names:?}");
+    }
+    assert!(server
+        .log()
+        .contains("service threads restricted to cores [0]"));
     assert_eq!(server.terminate(), Some(0));
 }
