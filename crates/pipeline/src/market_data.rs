@@ -4,8 +4,14 @@
 //! `level` event the Publisher handles, once per ring batch under one lock, so readers see the
 //! book as of the last published batch. (The event stream alone rebuilds the L2 book exactly; a
 //! matcher test checks that.)
+//!
+//! Levels are kept in hash maps, not ordered maps: the Publisher applies every level event
+//! (one or more per command), while the book is read only when someone asks `/book`, so the
+//! reader sorts. A flat-out profile had the ordered maps' inserts and removes as the
+//! Publisher's largest cost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use ringmatch_matcher::Engine;
@@ -14,13 +20,46 @@ use ringmatch_proto::{Event, EventType, Side};
 /// Price levels, best first: (price in ticks, total quantity in lots).
 pub type Levels = Vec<(i64, u64)>;
 
-/// One instrument's L2 book: price → total quantity.
+/// A multiplicative hash for prices and instrument ids. The keys are integers the matcher has
+/// already validated (prices inside the instrument's band), so there is no untrusted input to
+/// defend against.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+/// 2^64 divided by the golden ratio: odd, so distinct keys keep distinct low bits.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(GOLDEN);
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_i64(&mut self, value: i64) {
+        self.write_u64(value as u64);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(GOLDEN);
+    }
+}
+
+type IdHash = BuildHasherDefault<IdHasher>;
+
+/// One instrument's L2 book: price → total quantity per side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct L2Book {
-    /// Bid levels.
-    pub bids: BTreeMap<i64, u64>,
-    /// Ask levels.
-    pub asks: BTreeMap<i64, u64>,
+    bids: HashMap<i64, u64, IdHash>,
+    asks: HashMap<i64, u64, IdHash>,
 }
 
 impl L2Book {
@@ -39,32 +78,30 @@ impl L2Book {
 
     /// The best `levels_max` bids (highest first) and asks (lowest first).
     pub fn top(&self, levels_max: usize) -> (Levels, Levels) {
-        (
-            self.bids
-                .iter()
-                .rev()
-                .take(levels_max)
-                .map(|(p, q)| (*p, *q))
-                .collect(),
-            self.asks
-                .iter()
-                .take(levels_max)
-                .map(|(p, q)| (*p, *q))
-                .collect(),
-        )
+        let sorted = |levels: &HashMap<i64, u64, IdHash>, highest_first: bool| {
+            let mut levels: Levels = levels.iter().map(|(p, q)| (*p, *q)).collect();
+            if highest_first {
+                levels.sort_unstable_by_key(|(price, _)| std::cmp::Reverse(*price));
+            } else {
+                levels.sort_unstable_by_key(|(price, _)| *price);
+            }
+            levels.truncate(levels_max);
+            levels
+        };
+        (sorted(&self.bids, true), sorted(&self.asks, false))
     }
 }
 
 /// The L2 books of every instrument.
 #[derive(Debug, Default)]
 pub struct MarketData {
-    books: Mutex<HashMap<u32, L2Book>>,
+    books: Mutex<HashMap<u32, L2Book, IdHash>>,
 }
 
 impl MarketData {
     /// The books as the engine holds them now.
     pub fn from_engine(engine: &Engine) -> MarketData {
-        let mut books = HashMap::new();
+        let mut books = HashMap::default();
         for spec in &engine.config().instruments {
             let mut book = L2Book::default();
             for side in [Side::Buy, Side::Sell] {
@@ -105,5 +142,39 @@ impl MarketData {
             .expect("market data lock is never poisoned")
             .get(&instrument)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::L2Book;
+    use ringmatch_proto::Side;
+
+    #[test]
+    fn top_gives_the_best_levels_first_and_drops_emptied_ones() {
+        let mut book = L2Book::default();
+        for (side, price, qty) in [
+            (Side::Buy, 100, 5),
+            (Side::Buy, 102, 7),
+            (Side::Buy, 99, 1),
+            (Side::Buy, 101, 3),
+            (Side::Sell, 105, 2),
+            (Side::Sell, 103, 4),
+            (Side::Sell, 104, 6),
+            (Side::Buy, 102, 8),
+            (Side::Buy, 101, 0),
+            (Side::Sell, 103, 0),
+        ] {
+            book.apply(side, price, qty);
+        }
+        assert_eq!(
+            book.top(10),
+            (vec![(102, 8), (100, 5), (99, 1)], vec![(104, 6), (105, 2)])
+        );
+        assert_eq!(
+            book.top(2),
+            (vec![(102, 8), (100, 5)], vec![(104, 6), (105, 2)])
+        );
+        assert_eq!(book.top(0), (vec![], vec![]));
     }
 }
