@@ -411,6 +411,37 @@ impl Submitter {
         self.try_submit_from(0, command)
     }
 
+    /// Puts `commands` (at least one) from `session` on the ring with one claim, so they are
+    /// published together and the stages are notified once: all of them or, when the ring
+    /// lacks room for all, none ([`Busy`]). Returns the sequence of the last one; the others
+    /// have the sequences just before it, in order.
+    pub fn try_submit_batch_from(
+        &mut self,
+        session: u32,
+        commands: &[Command],
+    ) -> Result<u64, Busy> {
+        assert!(!commands.is_empty(), "a batch holds at least one command");
+        match self.producer.try_batch_publish(commands.len(), |slots| {
+            for (slot, command) in slots.zip(commands) {
+                slot.command = *command;
+                slot.session = session;
+            }
+        }) {
+            Ok(last_ring_seq) => {
+                self.published.notify();
+                let seq = self.base_seq + last_ring_seq as u64;
+                self.metrics
+                    .input_published_seq
+                    .fetch_max(seq, Ordering::Relaxed);
+                Ok(seq)
+            }
+            Err(_) => {
+                self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
+                Err(Busy)
+            }
+        }
+    }
+
     /// Puts one command from an order-entry session on the ring.
     pub fn try_submit_from(&mut self, session: u32, command: &Command) -> Result<u64, Busy> {
         match self.producer.try_publish(|slot| {

@@ -277,3 +277,67 @@ fn a_thread_restricted_to_cores_passes_the_restriction_to_threads_it_starts() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_batch_is_taken_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovered = recover(&options(dir.path(), Durability::Every), &mut |_| {}).unwrap();
+    let mut config = pipeline_config(0);
+    config.input_ring_slots_count = 64;
+    let pipeline = Pipeline::start(
+        &config,
+        recovered.engine,
+        recovered.journal,
+        recovered.output,
+        None,
+    )
+    .unwrap();
+    let mut submitter = pipeline.submitter();
+    let workload = exchange_core_mix(2_000, 9, MixShape::default());
+    let commands: Vec<Command> = workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect();
+    let (mut taken, mut busy) = (0u64, 0u64);
+    let mut next = 0;
+    let mut sent = Vec::new();
+    // Batches of 1 to 40 commands against a 64-slot ring behind a sync per command.
+    for size in (1..=40).cycle() {
+        if next >= commands.len() {
+            break;
+        }
+        let batch = &commands[next..commands.len().min(next + size)];
+        match submitter.try_submit_batch_from(0, batch) {
+            Ok(last) => {
+                taken += batch.len() as u64;
+                assert_eq!(last, taken, "the last of a batch has the highest sequence");
+                sent.extend_from_slice(batch);
+                next += batch.len();
+            }
+            Err(_) => busy += 1,
+        }
+    }
+    assert!(
+        busy > 0,
+        "a 64-slot ring behind a sync per command must fill"
+    );
+    drop(submitter);
+    pipeline.shutdown();
+    let records: Vec<Command> = JournalReader::open(&dir.path().join("journal"), 1)
+        .unwrap()
+        .map(|record| record.unwrap().command)
+        .collect();
+    assert_eq!(
+        records.len() as u64,
+        taken,
+        "a refused batch left nothing behind"
+    );
+    assert!(
+        records == sent,
+        "the journal holds exactly the batches taken, in order"
+    );
+    let (expected, _) = clean_replay(dir.path());
+    assert!(read_events(&dir.path().join("events.bin")).unwrap() == expected);
+}

@@ -113,39 +113,82 @@ impl BenchRun {
 
 /// Something commands can be submitted to.
 pub(crate) trait Input {
-    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy>;
+    /// Takes a prefix of `commands` (which is not empty) and says how long it was: 0 when the
+    /// input is full.
+    fn try_submit_prefix(&mut self, commands: &[Command]) -> usize;
 }
 
 impl Input for ringmatch_pipeline::Submitter {
-    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
-        ringmatch_pipeline::Submitter::try_submit(self, command)
+    /// All of them with one claim of the ring, or none.
+    fn try_submit_prefix(&mut self, commands: &[Command]) -> usize {
+        match self.try_submit_batch_from(0, commands) {
+            Ok(_) => commands.len(),
+            Err(Busy) => 0,
+        }
     }
 }
 
 impl Input for ringmatch_pipeline::CrossbeamSubmitter {
-    fn try_submit(&mut self, command: &Command) -> Result<u64, Busy> {
-        ringmatch_pipeline::CrossbeamSubmitter::try_submit(self, command)
+    /// One channel send per command (channels have no batch send), up to the first refusal.
+    fn try_submit_prefix(&mut self, commands: &[Command]) -> usize {
+        commands
+            .iter()
+            .take_while(|command| self.try_submit(command).is_ok())
+            .count()
     }
 }
 
-/// Sends every command open-loop at the offered rate.
+/// The most commands the driver hands over at once: as many as one word of the input ring's
+/// availability bitmap covers.
+const DRIVE_BATCH_MAX: usize = 64;
+
+/// Sends every command open-loop at the offered rate. Every command that is due when the
+/// driver looks (flat out: the next ones; at a rate: each whose intended send time has come)
+/// is handed over in one batch of at most [`DRIVE_BATCH_MAX`], the way a gateway hands over
+/// the commands of one read.
 pub(crate) fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second: Option<u64>) {
     let interval_ns = rate_per_second.map(|rate| 1_000_000_000 / rate.max(1));
     let start_ns = now_ns();
-    for (index, command) in commands.iter().enumerate() {
-        let mut command = *command;
-        command.timestamp_ns = match interval_ns {
-            Some(interval_ns) => {
-                let intended_ns = start_ns + index as u64 * interval_ns;
-                crate::loadgen::wait_until(intended_ns);
-                intended_ns
+    let intended_ns = |index: usize, interval_ns: u64| start_ns + index as u64 * interval_ns;
+    let mut batch: Vec<Command> = Vec::with_capacity(DRIVE_BATCH_MAX);
+    let mut next = 0;
+    while next < commands.len() {
+        batch.clear();
+        let due = &commands[next..commands.len().min(next + DRIVE_BATCH_MAX)];
+        match interval_ns {
+            None => {
+                let now = now_ns();
+                batch.extend(due.iter().map(|command| Command {
+                    timestamp_ns: now,
+                    ..*command
+                }));
             }
-            None => now_ns(),
-        };
+            Some(interval_ns) => {
+                crate::loadgen::wait_until(intended_ns(next, interval_ns));
+                let now = now_ns();
+                for (offset, command) in due.iter().enumerate() {
+                    let intended = intended_ns(next + offset, interval_ns);
+                    // The first is due: wait_until returned at or after its time.
+                    if offset > 0 && intended > now {
+                        break;
+                    }
+                    batch.push(Command {
+                        timestamp_ns: intended,
+                        ..*command
+                    });
+                }
+            }
+        }
         // While the input is full, spin briefly, yield a little, then sleep: on 2 cores a
         // producer that keeps yielding takes the CPU the stages need to drain the ring.
+        let mut taken = 0;
         let mut polls = 0u32;
-        while input.try_submit(&command).is_err() {
+        while taken < batch.len() {
+            let count = input.try_submit_prefix(&batch[taken..]);
+            taken += count;
+            if count > 0 {
+                continue;
+            }
             polls += 1;
             if polls < 64 {
                 std::hint::spin_loop();
@@ -155,6 +198,7 @@ pub(crate) fn drive(input: &mut dyn Input, commands: &[Command], rate_per_second
                 std::thread::sleep(std::time::Duration::from_micros(50));
             }
         }
+        next += batch.len();
     }
 }
 
