@@ -192,10 +192,9 @@ fn parse_core_list(text: &str) -> Option<Vec<usize>> {
     (!cores.is_empty()).then_some(cores)
 }
 
-/// Restricts the calling thread to `cores`; every thread it starts afterwards inherits the
-/// restriction (a stage with a core of its own in [`StageCores`] is pinned there instead).
-/// `what` names the setting in errors. Ids are checked against [`available_cores`] first.
-pub fn restrict_thread_to_cores(what: &'static str, cores: &[usize]) -> Result<(), PipelineError> {
+/// Checks that `cores` is a non-empty list of [`available_cores`]; `what` names the setting in
+/// errors.
+pub fn check_cores(what: &'static str, cores: &[usize]) -> Result<(), PipelineError> {
     if cores.is_empty() {
         return Err(PipelineError::NoCores { what });
     }
@@ -207,6 +206,14 @@ pub fn restrict_thread_to_cores(what: &'static str, cores: &[usize]) -> Result<(
             available,
         });
     }
+    Ok(())
+}
+
+/// Restricts the calling thread to `cores`; every thread it starts afterwards inherits the
+/// restriction (a stage with a core of its own in [`StageCores`] is pinned there instead).
+/// `what` names the setting in errors. Ids are checked against [`available_cores`] first.
+pub fn restrict_thread_to_cores(what: &'static str, cores: &[usize]) -> Result<(), PipelineError> {
+    check_cores(what, cores)?;
     #[allow(unsafe_code)]
     // SAFETY: `set` is a plain bit set owned by this frame; ids were checked to be cores this
     // machine has, all below CPU_SETSIZE.
@@ -421,46 +428,37 @@ impl Submitter {
         commands: &[Command],
     ) -> Result<u64, Busy> {
         assert!(!commands.is_empty(), "a batch holds at least one command");
-        match self.producer.try_batch_publish(commands.len(), |slots| {
+        let published = self.producer.try_batch_publish(commands.len(), |slots| {
             for (slot, command) in slots.zip(commands) {
                 slot.command = *command;
                 slot.session = session;
             }
-        }) {
-            Ok(last_ring_seq) => {
-                self.published.notify();
-                let seq = self.base_seq + last_ring_seq as u64;
-                self.metrics
-                    .input_published_seq
-                    .fetch_max(seq, Ordering::Relaxed);
-                Ok(seq)
-            }
-            Err(_) => {
-                self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
-                Err(Busy)
-            }
-        }
+        });
+        self.settle(published.ok())
     }
 
     /// Puts one command from an order-entry session on the ring.
     pub fn try_submit_from(&mut self, session: u32, command: &Command) -> Result<u64, Busy> {
-        match self.producer.try_publish(|slot| {
+        let published = self.producer.try_publish(|slot| {
             slot.command = *command;
             slot.session = session;
-        }) {
-            Ok(ring_seq) => {
-                self.published.notify();
-                let seq = self.base_seq + ring_seq as u64;
-                self.metrics
-                    .input_published_seq
-                    .fetch_max(seq, Ordering::Relaxed);
-                Ok(seq)
-            }
-            Err(_) => {
-                self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
-                Err(Busy)
-            }
-        }
+        });
+        self.settle(published.ok())
+    }
+
+    /// After a publish ending at ring sequence `last_ring_seq` (None: the ring was full):
+    /// wakes the stages and counts it, or counts the refusal.
+    fn settle(&mut self, last_ring_seq: Option<i64>) -> Result<u64, Busy> {
+        let Some(last_ring_seq) = last_ring_seq else {
+            self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        };
+        self.published.notify();
+        let seq = self.base_seq + last_ring_seq as u64;
+        self.metrics
+            .input_published_seq
+            .fetch_max(seq, Ordering::Relaxed);
+        Ok(seq)
     }
 }
 

@@ -510,7 +510,7 @@ pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
     if let Some(cores) = &options.echo_server_cores {
         anyhow::ensure!(options.echo, "--echo-server-cores needs --echo");
         // Checked here so that a bad id fails the command, not the server thread.
-        restrict_check(cores)?;
+        ringmatch_pipeline::check_cores("--echo-server-cores", cores)?;
     }
     // Every thread started from here on inherits the restriction.
     if let Some(cores) = &options.cores {
@@ -774,14 +774,4 @@ fn print_report(name: &str, report: &LoadReport, options: &LoadgenOptions) {
             eprintln!("loadgen: cannot write {}: {error}", dir.display());
         }
     }
-}
-
-/// Fails if `cores` could not be given to a thread (empty, or an id this machine lacks).
-fn restrict_check(cores: &[usize]) -> anyhow::Result<()> {
-    anyhow::ensure!(!cores.is_empty(), "--echo-server-cores lists no cores");
-    let available = ringmatch_pipeline::available_cores();
-    if let Some(core) = cores.iter().find(|core| !available.contains(core)) {
-        anyhow::bail!("--echo-server-cores: no core {core}; this machine has cores {available:?}");
-    }
-    Ok(())
 }
