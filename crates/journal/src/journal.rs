@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -203,12 +203,16 @@ struct Standby {
 /// so a roll on the Journaler's thread only renames and maps a file.
 struct Prefaulter {
     sender: Option<mpsc::Sender<PrefaultRequest>>,
+    /// Set when the journal closes: a segment still being made is abandoned.
+    closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Prefaulter {
     fn start() -> Prefaulter {
         let (sender, receiver) = mpsc::channel::<PrefaultRequest>();
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread_closing = Arc::clone(&closing);
         let thread = std::thread::Builder::new()
             .name("journal-prefault".into())
             .spawn(move || {
@@ -241,7 +245,7 @@ impl Prefaulter {
                                 segment_size_bytes,
                                 first_seq,
                                 STANDBY_TEMP_SUFFIX,
-                                true,
+                                Some(&thread_closing),
                             ));
                         }
                     }
@@ -250,6 +254,7 @@ impl Prefaulter {
             .ok();
         Prefaulter {
             sender: thread.is_some().then_some(sender),
+            closing,
             thread,
         }
     }
@@ -301,7 +306,7 @@ impl Prefaulter {
                 segment_size_bytes,
                 first_seq,
                 STANDBY_TEMP_SUFFIX,
-                false,
+                None,
             ));
         }
         Standby { first_seq, ready }
@@ -326,6 +331,9 @@ impl Prefaulter {
 
 impl Drop for Prefaulter {
     fn drop(&mut self) {
+        // A closing journal needs no next segment: stop making it rather than wait for it
+        // (up to a second for a 256 MiB segment here).
+        self.closing.store(true, Ordering::Relaxed);
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -732,7 +740,7 @@ impl Journal {
             config.segment_size_bytes,
             first_seq,
             SEGMENT_TEMP_SUFFIX,
-            false,
+            None,
         )?;
         install_segment(&config.dir, first_seq, &temp, true)
     }
@@ -874,7 +882,7 @@ impl Journal {
                 self.config.segment_size_bytes,
                 first_seq,
                 STANDBY_TEMP_SUFFIX,
-                false,
+                None,
             )
         })?;
         let next = install_segment(
@@ -974,13 +982,15 @@ const SEGMENT_TEMP_SUFFIX: &str = ".seg.tmp";
 const STANDBY_TEMP_SUFFIX: &str = ".standby.seg.tmp";
 
 /// Creates a segment file under a temporary name: full size with real blocks, its header,
-/// synced. Returns the temporary path.
+/// synced. Returns the temporary path. In the `background` (the helper thread), zeros are
+/// written a megabyte at a time with pauses, and the work stops, removing the file, once the
+/// flag given is set.
 fn prepare_segment_file(
     dir: &Path,
     segment_size_bytes: u64,
     first_seq: u64,
     suffix: &str,
-    pace: bool,
+    background: Option<&AtomicBool>,
 ) -> Result<PathBuf, JournalError> {
     let name = segment_file_name(first_seq);
     let temp = dir.join(format!(
@@ -1017,7 +1027,15 @@ fn prepare_segment_file(
         std::os::unix::fs::FileExt::write_all_at(&file, &zeros[..len], offset)
             .map_err(|source| JournalError::io(&temp, source))?;
         offset += len as u64;
-        if pace {
+        if let Some(closing) = background {
+            if closing.load(Ordering::Relaxed) {
+                drop(file);
+                let _ = std::fs::remove_file(&temp);
+                return Err(JournalError::io(
+                    &temp,
+                    std::io::Error::other("the journal closed while this segment was made"),
+                ));
+            }
             // In the background, a megabyte at a time: the stages keep the cores.
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
