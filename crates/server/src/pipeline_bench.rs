@@ -81,8 +81,11 @@ pub struct BenchRun {
     pub name: &'static str,
     /// Commands sent.
     pub commands_count: u64,
-    /// From the first send to the last event published.
+    /// From the first send to the last command's events published (summed over repeats).
     pub elapsed: Duration,
+    /// From then until the pipeline had stopped: its final journal sync and thread joins
+    /// (summed over repeats). Not part of `elapsed`.
+    pub shutdown: Duration,
     /// Latency from intended send time to each stage.
     pub stages: Vec<(Stage, Histogram<u64>)>,
     /// Times the producer found the input full.
@@ -103,6 +106,7 @@ impl BenchRun {
     fn merge(&mut self, other: BenchRun) {
         self.commands_count += other.commands_count;
         self.elapsed += other.elapsed;
+        self.shutdown += other.shutdown;
         self.busy_count += other.busy_count;
         self.throughputs.extend(other.throughputs);
         for ((_, mine), (_, theirs)) in self.stages.iter_mut().zip(other.stages) {
@@ -263,16 +267,38 @@ impl OutputSink for Boxed {
     }
 }
 
+/// Waits until the publisher has finished `last_seq` (the last command sent) and returns
+/// when that was seen, within about 50 us. Every command of the mix has events; should the
+/// last ones have none, the wait ends a second after the Matcher finished them.
+fn wait_until_published(metrics: &Metrics, last_seq: u64) -> Instant {
+    use std::sync::atomic::Ordering;
+    let published = &metrics.stage_seq[Stage::Published as usize];
+    let matched = &metrics.stage_seq[Stage::Matched as usize];
+    let mut matched_at: Option<Instant> = None;
+    while published.load(Ordering::Acquire) < last_seq {
+        if matched.load(Ordering::Acquire) >= last_seq {
+            let since = *matched_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Instant::now()
+}
+
 fn collect(
     name: &'static str,
     metrics: &Metrics,
     commands_count: usize,
     elapsed: Duration,
+    shutdown: Duration,
 ) -> BenchRun {
     BenchRun {
         name,
         commands_count: commands_count as u64,
         elapsed,
+        shutdown,
         stages: Stage::ALL
             .iter()
             .map(|&stage| (stage, metrics.latency(stage)))
@@ -307,6 +333,7 @@ fn run_ringmatch(
 ) -> anyhow::Result<BenchRun> {
     place(options, Placement::Stages)?;
     let journal = fresh_journal(dir, options.durability)?;
+    let last_seq = journal.next_seq() + commands.len() as u64 - 1;
     let config = bench_pipeline_config(options.wait, 0);
     let engine = Engine::new(mix_config())?;
     let pipeline = Pipeline::start(&config, engine, journal, Boxed(sink(options, dir)?), None)?;
@@ -315,13 +342,15 @@ fn run_ringmatch(
     place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(&mut submitter, commands, options.rate_per_second);
+    let done = wait_until_published(&metrics, last_seq);
     drop(submitter);
     pipeline.shutdown();
     Ok(collect(
         "ringmatch",
         &metrics,
         commands.len(),
-        started.elapsed(),
+        done - started,
+        done.elapsed(),
     ))
 }
 
@@ -332,6 +361,7 @@ fn run_crossbeam(
 ) -> anyhow::Result<BenchRun> {
     place(options, Placement::Stages)?;
     let journal = fresh_journal(dir, options.durability)?;
+    let last_seq = journal.next_seq() + commands.len() as u64 - 1;
     let engine = Engine::new(mix_config())?;
     let mut pipeline =
         CrossbeamPipeline::start(1 << 16, engine, journal, Boxed(sink(options, dir)?));
@@ -339,12 +369,14 @@ fn run_crossbeam(
     place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(pipeline.submitter(), commands, options.rate_per_second);
+    let done = wait_until_published(&metrics, last_seq);
     pipeline.shutdown();
     Ok(collect(
         "crossbeam",
         &metrics,
         commands.len(),
-        started.elapsed(),
+        done - started,
+        done.elapsed(),
     ))
 }
 
@@ -411,10 +443,11 @@ pub fn run(options: &PipelineBenchOptions) -> anyhow::Result<Vec<BenchRun>> {
         }
         for run in &this_round {
             println!(
-                "  run {}: {} {:.0} commands/s",
+                "  run {}: {} {:.0} commands/s (then {:.0} ms to shut down)",
                 repeat + 1,
                 run.name,
-                run.throughputs[0]
+                run.throughputs[0],
+                run.shutdown.as_secs_f64() * 1e3
             );
         }
         if runs.is_empty() {
