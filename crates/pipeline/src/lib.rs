@@ -453,7 +453,7 @@ impl Submitter {
             self.metrics.busy_count.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
         };
-        self.published.notify();
+        self.published.notify_from_submitter();
         let seq = self.base_seq + last_ring_seq as u64;
         self.metrics
             .input_published_seq
@@ -835,6 +835,13 @@ impl Pipeline {
         let responder_core = config.cores.responder;
         let publisher_waits_on = Arc::clone(&output_published);
         let responder_waits_on = Arc::clone(&output_published);
+        let (publisher_input, responder_input, journaler_input, replicator_input, matcher_input) = (
+            Arc::clone(&input_published),
+            Arc::clone(&input_published),
+            Arc::clone(&input_published),
+            Arc::clone(&input_published),
+            Arc::clone(&input_published),
+        );
         let make_output = move || {
             let metrics = output_metrics;
             let builder = build_single_producer(
@@ -852,7 +859,7 @@ impl Pipeline {
                         state.handle(slot, end_of_batch)
                     },
                     move || {
-                        wait::bind_stage(publisher_waits_on, None);
+                        wait::bind_stage(publisher_waits_on, None, publisher_input);
                         let state = PublisherState {
                             sink,
                             market_data: publisher_market_data,
@@ -881,7 +888,7 @@ impl Pipeline {
                                 }
                             },
                             move || {
-                                wait::bind_stage(responder_waits_on, None);
+                                wait::bind_stage(responder_waits_on, None, responder_input);
                                 let _ = responder_ready.send(());
                                 router
                             },
@@ -932,7 +939,11 @@ impl Pipeline {
                     }
                 },
                 move || {
-                    wait::bind_stage(journaler_waits_on, Some(journaler_announces));
+                    wait::bind_stage(
+                        journaler_waits_on,
+                        Some(journaler_announces),
+                        journaler_input,
+                    );
                     let _ = journaler_ready.send(());
                     JournalerState {
                         journal,
@@ -968,7 +979,11 @@ impl Pipeline {
                     }
                 },
                 move || {
-                    wait::bind_stage(replicator_waits_on, Some(replicator_announces));
+                    wait::bind_stage(
+                        replicator_waits_on,
+                        Some(replicator_announces),
+                        replicator_input,
+                    );
                     let _ = replicator_ready.send(());
                     (
                         StageRecorder::new(Stage::Replicated, replicator_metrics),
@@ -982,7 +997,7 @@ impl Pipeline {
                     state.handle(slot, seq, end_of_batch)
                 },
                 move || {
-                    wait::bind_stage(matcher_waits_on, None);
+                    wait::bind_stage(matcher_waits_on, None, matcher_input);
                     let state = MatcherState {
                         engine,
                         output: make_output(),

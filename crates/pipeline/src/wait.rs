@@ -5,10 +5,19 @@
 //! thread-local: how many empty polls this thread has made for the same sequence, and the
 //! [`Signal`]s it parks on and announces its progress on.
 //!
-//! The phased strategy spins briefly and then parks. It has no yield phase: on this kernel
-//! (EEVDF scheduler) a single `sched_yield` per idle period made a stage that was woken later
-//! wait behind other runnable threads, and gateway latency at 50,000 commands/s went from a
-//! p50 of about 170 us to 500-900 us (docs/benchmarks.md).
+//! The phased strategy spins briefly and then parks. A stage whose thread may run on more than
+//! one core has no yield phase: on this kernel (EEVDF scheduler) a single `sched_yield` per
+//! idle period made a stage that was woken later wait behind other runnable threads, and
+//! gateway latency at 50,000 commands/s went from a p50 of about 170 us to 500-900 us
+//! (docs/benchmarks.md).
+//!
+//! A stage restricted to a single core does not spin (its upstream stages share that core, so
+//! spinning only delays them). When the threads that submit commands were last seen on
+//! another core, the core is the pipeline's own, and an idle stage keeps it awake by yielding
+//! for [`CORE_POLL`] before it parks: on a virtual machine, waking a halted core costs more
+//! than the work of a command (15-20 us here), and a stage that catches its next command while
+//! yielding needs no wake-up at all. When the submitters share the core (the whole service
+//! placed on one core), yielding would take turns from them, and stages park at once.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
@@ -29,7 +38,9 @@ pub enum WaitKind {
     /// Spin briefly (64 polls), then park until the stage this one waits on makes progress,
     /// at most 2 ms at a time (the default): no CPU while idle, no scheduler turns taken from
     /// the stages that have work, and safe on machines with fewer cores than stages. A thread
-    /// that is not a pipeline stage sleeps instead, 5 us at first and up to 200 us.
+    /// that is not a pipeline stage sleeps instead, 5 us at first and up to 200 us. A stage
+    /// restricted to one core does not spin; while commands are submitted from another core,
+    /// it yields for up to 50 us before it parks (see the module documentation).
     Phased,
 }
 
@@ -68,7 +79,7 @@ pub const PHASED_SLEEP: Duration = Duration::from_micros(200);
 /// [`Signal::notify`], which costs one atomic add and, only when a stage is parked on it, one
 /// `futex` wake. A stage that has nothing to do parks on the signal of what it waits for, so
 /// idle stages take no CPU and no scheduler turns from the stages that have work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Signal {
     epoch: AtomicU32,
     sleepers: AtomicU32,
@@ -76,9 +87,36 @@ pub struct Signal {
     /// producer publishing many commands before the stage is back on a core pays for one
     /// `futex` wake, not one per command.
     woken: AtomicBool,
+    /// The core the last [`Signal::notify_from_submitter`] ran on (`NO_CORE`: none yet).
+    submitter_core: AtomicU32,
+}
+
+/// "No core known" in [`Signal`]'s `submitter_core`.
+const NO_CORE: u32 = u32::MAX;
+
+impl Default for Signal {
+    fn default() -> Signal {
+        Signal {
+            epoch: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            woken: AtomicBool::new(false),
+            submitter_core: AtomicU32::new(NO_CORE),
+        }
+    }
 }
 
 impl Signal {
+    /// [`Signal::notify`] by a thread that submits commands to the input ring: also records
+    /// the core it runs on, which single-core stages compare with their own.
+    #[inline]
+    pub fn notify_from_submitter(&self) {
+        let core = current_core();
+        if self.submitter_core.load(Ordering::Relaxed) != core {
+            self.submitter_core.store(core, Ordering::Relaxed);
+        }
+        self.notify();
+    }
+
     /// Tells the stages parked on this signal that there may be work.
     #[inline]
     pub fn notify(&self) {
@@ -90,6 +128,10 @@ impl Signal {
 
     fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn submitter_core(&self) -> u32 {
+        self.submitter_core.load(Ordering::Relaxed)
     }
 
     /// Parks until a notify after `seen` was read (returns at once if one came already), or
@@ -177,19 +219,29 @@ struct Binding {
     announces: Option<Announce>,
     /// The epoch of `waits_on` read before the caller's last look at the ring.
     seen: Cell<u32>,
+    /// The one core this stage's thread may run on, if it is restricted to one.
+    core: Option<u32>,
+    /// The signal the submitters of commands notify (it records their core).
+    input: Arc<Signal>,
 }
 
 /// Makes the calling stage thread park on `waits_on` when idle (phased strategy) and announce
-/// its finished batches through `announces`. Call it on the stage thread, before its first
-/// event.
-pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>) {
+/// its finished batches through `announces`; `input` is the signal the submitters of
+/// commands notify. Call it on the stage thread, before its first event.
+pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>, input: Arc<Signal>) {
     let seen = Cell::new(waits_on.epoch().wrapping_sub(1));
     BINDING.set(Some(Binding {
         waits_on,
         announces,
         seen,
+        core: the_one_core(),
+        input,
     }));
 }
+
+/// How long an idle stage on a core of the pipeline's own yields before it parks. At
+/// 100,000 commands/s (one every 10 us) the stages then hardly ever park.
+pub const CORE_POLL: Duration = Duration::from_micros(50);
 
 /// Records that the calling stage finished a batch ending at ring sequence `sequence`. The
 /// announcement is made at the stage's next event or wait, when the ring already shows the
@@ -275,6 +327,33 @@ impl WaitStrategy for ConfiguredWait {
     }
 }
 
+/// What an idle thread does next under the phased strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    Spin,
+    Yield,
+    Park,
+}
+
+/// The phased strategy's choice for a thread that has made `polls` empty polls for the same
+/// sequence, idle for `idle_for` since it stopped spinning. `core`: the one core the thread
+/// is restricted to (None: it may run on more). `submitter_core`: where commands were last
+/// submitted from (`NO_CORE`: not known).
+fn idle_action(core: Option<u32>, submitter_core: u32, polls: u32, idle_for: Duration) -> Idle {
+    match core {
+        None if polls < PHASED_SPIN_COUNT => Idle::Spin,
+        None => Idle::Park,
+        Some(core) if submitter_core != NO_CORE && submitter_core != core => {
+            if idle_for < CORE_POLL {
+                Idle::Yield
+            } else {
+                Idle::Park
+            }
+        }
+        Some(_) => Idle::Park,
+    }
+}
+
 fn phased_wait(sequence: Sequence) {
     announce_progress();
     let (waiting_for, polls, idle_since) = PHASE.get();
@@ -283,13 +362,24 @@ fn phased_wait(sequence: Sequence) {
     } else {
         (0, None)
     };
-    if polls < PHASED_SPIN_COUNT {
+    let (core, submitter_core) = BINDING.with_borrow(|binding| {
+        binding.as_ref().map_or((None, NO_CORE), |binding| {
+            (binding.core, binding.input.submitter_core())
+        })
+    });
+    let idle_for = idle_since.map_or(Duration::ZERO, |since: Instant| since.elapsed());
+    let action = idle_action(core, submitter_core, polls, idle_for);
+    if action == Idle::Spin {
         PHASE.set((sequence, polls, None));
         std::hint::spin_loop();
         return;
     }
     let since = idle_since.unwrap_or_else(Instant::now);
     PHASE.set((sequence, polls, Some(since)));
+    if action == Idle::Yield {
+        std::thread::yield_now();
+        return;
+    }
     let parked = BINDING.with_borrow(|binding| {
         let Some(binding) = binding else {
             return false;
@@ -311,6 +401,45 @@ fn phased_wait(sequence: Sequence) {
         // longest sleep.
         let sleep = since.elapsed().clamp(PHASED_SLEEP_FIRST, PHASED_SLEEP);
         std::thread::sleep(sleep);
+    }
+}
+
+/// The core the calling thread runs on (`NO_CORE` if unknown).
+fn current_core() -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.
+        #[allow(unsafe_code)]
+        let core = unsafe { libc::sched_getcpu() };
+        u32::try_from(core).unwrap_or(NO_CORE)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        NO_CORE
+    }
+}
+
+/// The core the calling thread is restricted to, if it is restricted to exactly one.
+fn the_one_core() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        #[allow(unsafe_code)]
+        // SAFETY: `set` is a plain bit set owned by this frame; the calls only read or fill it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0
+                || libc::CPU_COUNT(&set) != 1
+            {
+                return None;
+            }
+            (0..libc::CPU_SETSIZE as usize)
+                .find(|&core| libc::CPU_ISSET(core, &set))
+                .and_then(|core| u32::try_from(core).ok())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -382,6 +511,55 @@ mod tests {
             "a wake-up was lost"
         );
         assert_eq!(returned.load(Ordering::SeqCst), ROUNDS);
+    }
+
+    #[test]
+    fn idle_stages_spin_then_park_unless_restricted_to_one_core() {
+        use super::{idle_action, Idle, CORE_POLL, NO_CORE, PHASED_SPIN_COUNT};
+        let (short, long) = (Duration::ZERO, CORE_POLL + Duration::from_micros(1));
+        // A thread that may run on several cores spins, then parks, wherever the submitters.
+        for submitter in [NO_CORE, 0, 1] {
+            assert_eq!(idle_action(None, submitter, 0, short), Idle::Spin);
+            assert_eq!(
+                idle_action(None, submitter, PHASED_SPIN_COUNT - 1, short),
+                Idle::Spin
+            );
+            assert_eq!(
+                idle_action(None, submitter, PHASED_SPIN_COUNT, short),
+                Idle::Park
+            );
+        }
+        // On one core: submitters elsewhere, it yields until CORE_POLL has passed...
+        assert_eq!(idle_action(Some(0), 1, 0, short), Idle::Yield);
+        assert_eq!(idle_action(Some(0), 1, 1_000, short), Idle::Yield);
+        assert_eq!(idle_action(Some(0), 1, 1, long), Idle::Park);
+        // ...and with the submitters on its own core, or not known yet, it parks at once.
+        assert_eq!(idle_action(Some(0), 0, 0, short), Idle::Park);
+        assert_eq!(idle_action(Some(0), NO_CORE, 0, short), Idle::Park);
+    }
+
+    #[test]
+    fn submitters_and_stages_know_their_cores() {
+        use super::{bind_stage, the_one_core, BINDING, NO_CORE};
+        let cores = crate::available_cores();
+        let core = *cores.last().unwrap();
+        let input = Arc::new(Signal::default());
+        assert_eq!(input.submitter_core(), NO_CORE);
+        let thread_input = Arc::clone(&input);
+        std::thread::spawn(move || {
+            // Unrestricted first: not a single-core stage (on a machine with several cores).
+            if cores.len() > 1 {
+                assert_eq!(the_one_core(), None);
+            }
+            crate::restrict_thread_to_cores("test", &[core]).unwrap();
+            bind_stage(Arc::new(Signal::default()), None, Arc::clone(&thread_input));
+            let bound_core = BINDING.with_borrow(|binding| binding.as_ref().unwrap().core);
+            assert_eq!(bound_core, Some(core as u32));
+            thread_input.notify_from_submitter();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(input.submitter_core(), core as u32);
     }
 
     #[test]

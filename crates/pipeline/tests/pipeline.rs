@@ -341,3 +341,72 @@ fn a_batch_is_taken_whole_or_not_at_all() {
     let (expected, _) = clean_replay(dir.path());
     assert!(read_events(&dir.path().join("events.bin")).unwrap() == expected);
 }
+
+#[test]
+fn stages_on_one_core_fed_from_another_lose_no_command() {
+    // Every stage on one core and the submitter on another: idle stages yield for a while
+    // before they park. Commands come in bursts with pauses both shorter and longer than that
+    // while, so both ways of waiting are taken; the output must equal a clean replay.
+    let cores = available_cores();
+    if cores.len() < 2 {
+        eprintln!("one core only; nothing to check");
+        return;
+    }
+    let (stage_core, submitter_core) = (cores[0], cores[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let workload = exchange_core_mix(6_000, 5, MixShape::default());
+    let commands: Vec<Command> = workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect();
+    let recovered = recover(&options(dir.path(), Durability::None), &mut |_| {}).unwrap();
+    let mut config = pipeline_config(0);
+    config.cores = StageCores {
+        journaler: Some(stage_core),
+        replicator: Some(stage_core),
+        matcher: Some(stage_core),
+        publisher: Some(stage_core),
+        responder: Some(stage_core),
+    };
+    let pipeline = Pipeline::start(
+        &config,
+        recovered.engine,
+        recovered.journal,
+        recovered.output,
+        Some(recovered.snapshots),
+    )
+    .unwrap();
+    let mut submitter = pipeline.submitter();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            restrict_thread_to_cores("submitter", &[submitter_core]).unwrap();
+            for (index, command) in commands.iter().enumerate() {
+                while submitter.try_submit(command).is_err() {
+                    std::thread::yield_now();
+                }
+                match index % 100 {
+                    0 => std::thread::sleep(std::time::Duration::from_micros(300)),
+                    50 => std::thread::sleep(std::time::Duration::from_micros(20)),
+                    _ => {}
+                }
+            }
+        });
+    });
+    drop(submitter);
+    pipeline.shutdown();
+    let (expected, _) = clean_replay(dir.path());
+    assert_eq!(
+        JournalReader::open(&dir.path().join("journal"), 1)
+            .unwrap()
+            .count(),
+        commands.len()
+    );
+    let written = read_events(&dir.path().join("events.bin")).unwrap();
+    assert_eq!(written.len(), expected.len());
+    assert!(
+        written == expected,
+        "events file differs from a clean replay"
+    );
+}
