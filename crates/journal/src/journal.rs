@@ -997,6 +997,9 @@ fn prepare_segment_file(
         "{}{suffix}",
         name.strip_suffix(".seg").unwrap_or(&name)
     ));
+    if background.is_some_and(|closing| closing.load(Ordering::Relaxed)) {
+        return Err(closed_while_made(&temp));
+    }
     let file = File::options()
         .read(true)
         .write(true)
@@ -1029,12 +1032,7 @@ fn prepare_segment_file(
         offset += len as u64;
         if let Some(closing) = background {
             if closing.load(Ordering::Relaxed) {
-                drop(file);
-                let _ = std::fs::remove_file(&temp);
-                return Err(JournalError::io(
-                    &temp,
-                    std::io::Error::other("the journal closed while this segment was made"),
-                ));
+                return Err(abandon(file, &temp));
             }
             // In the background, a megabyte at a time: the stages keep the cores.
             std::thread::sleep(std::time::Duration::from_millis(1));
@@ -1048,6 +1046,20 @@ fn prepare_segment_file(
         .and_then(|()| file.sync_all())
         .map_err(|source| JournalError::io(&temp, source))?;
     Ok(temp)
+}
+
+/// Removes a segment file whose making was abandoned; the error to answer with.
+fn abandon(file: File, temp: &Path) -> JournalError {
+    drop(file);
+    let _ = std::fs::remove_file(temp);
+    closed_while_made(temp)
+}
+
+fn closed_while_made(temp: &Path) -> JournalError {
+    JournalError::io(
+        temp,
+        std::io::Error::other("the journal closed while this segment was made"),
+    )
 }
 
 /// Gives a prepared segment file its name and maps it as the active segment. The directory

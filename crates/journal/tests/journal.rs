@@ -454,7 +454,7 @@ fn a_standby_segment_left_behind_is_removed_on_open_and_the_journal_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 7, 10);
     // A crash while the next segment was being made leaves it behind, partly written (a
-    // journal that closes removes it itself).
+    // journal that closes while it is being made removes it itself).
     std::fs::write(standby_file(dir.path(), 11), vec![0u8; 4096]).unwrap();
     // Reopened (as after a crash): the leftover is removed at once...
     let (journal, report) = Journal::open(

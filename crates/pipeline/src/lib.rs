@@ -56,7 +56,9 @@ pub use recovery::{
     recover, recover_with, Recovered, RecoveryError, RecoveryOptions, ReplayProgress,
     ResumableOutput,
 };
-pub use wait::{tighten_timer_slack, ConfiguredWait, Signal, WaitKind, PHASED_SLEEP};
+pub use wait::{
+    single_core_waits_count, tighten_timer_slack, ConfiguredWait, Signal, WaitKind, PHASED_SLEEP,
+};
 
 /// A slot of the input ring.
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +175,16 @@ pub fn available_cores() -> Vec<usize> {
     {
         return cores;
     }
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|core| core.id)
+        .collect()
+}
+
+/// The cores the calling thread may run on now (its affinity), as the operating system
+/// numbers them.
+pub fn allowed_cores() -> Vec<usize> {
     core_affinity::get_core_ids()
         .unwrap_or_default()
         .iter()

@@ -11,16 +11,18 @@
 //! gateway latency at 50,000 commands/s went from a p50 of about 170 us to 500-900 us
 //! (docs/benchmarks.md).
 //!
-//! A stage restricted to a single core does not spin (its upstream stages share that core, so
-//! spinning only delays them). When the threads that submit commands were last seen on
-//! another core, the core is the pipeline's own, and an idle stage keeps it awake by yielding
-//! for [`CORE_POLL`] before it parks: on a virtual machine, waking a halted core costs more
-//! than the work of a command (15-20 us here), and a stage that catches its next command while
-//! yielding needs no wake-up at all. When the submitters share the core (the whole service
-//! placed on one core), yielding would take turns from them, and stages park at once.
+//! A stage restricted to a single core does not spin: where other stages share the core,
+//! spinning only delays them, and where it has the core to itself, yielding (below) keeps the
+//! core as busy while letting any other thread there run. When the threads that submit
+//! commands were last seen on another core, the core is the pipeline's own, and an idle stage
+//! keeps it awake by yielding for [`CORE_POLL`] before it parks: on a virtual machine, waking a
+//! halted core costs more than the work of a command (15-20 us here), and a stage that catches
+//! its next command while yielding needs no wake-up at all. When the submitters share the
+//! core (the whole service placed on one core), yielding would take turns from them, and
+//! stages park at once.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,6 +245,19 @@ pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>, input: Arc
 /// 100,000 commands/s (one every 10 us) the stages then hardly ever park.
 pub const CORE_POLL: Duration = Duration::from_micros(50);
 
+/// Yields and parks of stages restricted to a single core, in this process (every pipeline).
+static SINGLE_CORE_YIELDS: AtomicU64 = AtomicU64::new(0);
+static SINGLE_CORE_PARKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times, in this process, idle stages restricted to a single core yielded and
+/// parked (phased strategy). For tests and tools.
+pub fn single_core_waits_count() -> (u64, u64) {
+    (
+        SINGLE_CORE_YIELDS.load(Ordering::Relaxed),
+        SINGLE_CORE_PARKS.load(Ordering::Relaxed),
+    )
+}
+
 /// Records that the calling stage finished a batch ending at ring sequence `sequence`. The
 /// announcement is made at the stage's next event or wait, when the ring already shows the
 /// batch done: announced earlier, a woken stage could look before the progress is visible and
@@ -377,6 +392,7 @@ fn phased_wait(sequence: Sequence) {
     let since = idle_since.unwrap_or_else(Instant::now);
     PHASE.set((sequence, polls, Some(since)));
     if action == Idle::Yield {
+        SINGLE_CORE_YIELDS.fetch_add(1, Ordering::Relaxed);
         std::thread::yield_now();
         return;
     }
@@ -391,6 +407,9 @@ fn phased_wait(sequence: Sequence) {
         if epoch != binding.seen.get() {
             binding.seen.set(epoch);
         } else {
+            if binding.core.is_some() {
+                SINGLE_CORE_PARKS.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = binding.waits_on.park(epoch, PHASED_PARK_BOUND);
         }
         true
@@ -541,7 +560,7 @@ mod tests {
     #[test]
     fn submitters_and_stages_know_their_cores() {
         use super::{bind_stage, BINDING, NO_CORE};
-        let core = *crate::available_cores().last().unwrap();
+        let core = *crate::allowed_cores().last().unwrap();
         let input = Arc::new(Signal::default());
         assert_eq!(input.submitter_core(), NO_CORE);
         let thread_input = Arc::clone(&input);

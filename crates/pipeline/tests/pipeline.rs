@@ -7,8 +7,9 @@ use ringmatch_journal::{DamagePolicy, Durability, JournalConfig, JournalReader};
 use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{
-    available_cores, read_events, recover, restrict_thread_to_cores, Pipeline, PipelineConfig,
-    RecoveryOptions, Retention, StageCores, WaitKind,
+    allowed_cores, available_cores, read_events, recover, restrict_thread_to_cores,
+    single_core_waits_count, Pipeline, PipelineConfig, RecoveryOptions, Retention, StageCores,
+    WaitKind,
 };
 use ringmatch_proto::{Command, CommandType, Event};
 
@@ -347,7 +348,7 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
     // Every stage on one core and the submitter on another: idle stages yield for a while
     // before they park. Commands come in bursts with pauses both shorter and longer than that
     // while, so both ways of waiting are taken; the output must equal a clean replay.
-    let cores = available_cores();
+    let cores = allowed_cores();
     if cores.len() < 2 {
         eprintln!("one core only; nothing to check");
         return;
@@ -378,6 +379,7 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
         Some(recovered.snapshots),
     )
     .unwrap();
+    let (yields_before, parks_before) = single_core_waits_count();
     let mut submitter = pipeline.submitter();
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -396,6 +398,10 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
     });
     drop(submitter);
     pipeline.shutdown();
+    // Both ways of waiting were taken (no other test here restricts stages to one core).
+    let (yields, parks) = single_core_waits_count();
+    assert!(yields > yields_before, "no stage yielded");
+    assert!(parks > parks_before, "no stage parked");
     let (expected, _) = clean_replay(dir.path());
     assert_eq!(
         JournalReader::open(&dir.path().join("journal"), 1)

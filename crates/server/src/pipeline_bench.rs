@@ -81,7 +81,8 @@ pub struct BenchRun {
     pub name: &'static str,
     /// Commands sent.
     pub commands_count: u64,
-    /// From the first send to the last command's events published (summed over repeats).
+    /// From the first send until the Publisher reported the last command done (summed over
+    /// repeats).
     pub elapsed: Duration,
     /// From then until the pipeline had stopped: its final journal sync and thread joins
     /// (summed over repeats). Not part of `elapsed`.
@@ -267,22 +268,39 @@ impl OutputSink for Boxed {
     }
 }
 
-/// Waits until the publisher has finished `last_seq` (the last command sent) and returns
-/// when that was seen, within about 50 us. Every command of the mix has events; should the
-/// last ones have none, the wait ends a second after the Matcher finished them.
-fn wait_until_published(metrics: &Metrics, last_seq: u64) -> Instant {
+/// Waits until the Publisher reports `last_seq` (the last command sent) done and returns
+/// when that was seen, within about 100 us. Every command of the mix has events. Should the
+/// Publisher stop short of it (the last commands had no events), the wait ends once no stage
+/// has moved for a second after the Matcher finished it; should the pipeline stop moving
+/// before that (a stage died), it ends after 10 s without progress. Either way it says so.
+fn wait_until_published(name: &str, metrics: &Metrics, last_seq: u64) -> Instant {
     use std::sync::atomic::Ordering;
-    let published = &metrics.stage_seq[Stage::Published as usize];
-    let matched = &metrics.stage_seq[Stage::Matched as usize];
-    let mut matched_at: Option<Instant> = None;
-    while published.load(Ordering::Acquire) < last_seq {
-        if matched.load(Ordering::Acquire) >= last_seq {
-            let since = *matched_at.get_or_insert_with(Instant::now);
-            if since.elapsed() >= Duration::from_secs(1) {
-                break;
-            }
-        }
+    let stage = |stage: Stage| metrics.stage_seq[stage as usize].load(Ordering::Acquire);
+    let mut last_seen = Stage::ALL.map(stage);
+    let mut moved_at = Instant::now();
+    while stage(Stage::Published) < last_seq {
         std::thread::sleep(Duration::from_micros(50));
+        let seen = Stage::ALL.map(stage);
+        if seen != last_seen {
+            last_seen = seen;
+            moved_at = Instant::now();
+            continue;
+        }
+        let still = moved_at.elapsed();
+        if stage(Stage::Matched) >= last_seq && still >= Duration::from_secs(1) {
+            eprintln!(
+                "{name}: the Publisher stopped at sequence {} of {last_seq}; timing ends there",
+                stage(Stage::Published)
+            );
+            return moved_at;
+        }
+        if still >= Duration::from_secs(10) {
+            eprintln!(
+                "{name}: no stage moved for 10 s (sequences {seen:?}, last sent {last_seq}); \
+                 timing ends there"
+            );
+            return moved_at;
+        }
     }
     Instant::now()
 }
@@ -342,7 +360,7 @@ fn run_ringmatch(
     place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(&mut submitter, commands, options.rate_per_second);
-    let done = wait_until_published(&metrics, last_seq);
+    let done = wait_until_published("ringmatch", &metrics, last_seq);
     drop(submitter);
     pipeline.shutdown();
     Ok(collect(
@@ -369,7 +387,7 @@ fn run_crossbeam(
     place(options, Placement::Driver)?;
     let started = Instant::now();
     drive(pipeline.submitter(), commands, options.rate_per_second);
-    let done = wait_until_published(&metrics, last_seq);
+    let done = wait_until_published("crossbeam", &metrics, last_seq);
     pipeline.shutdown();
     Ok(collect(
         "crossbeam",
