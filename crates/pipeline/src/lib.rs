@@ -175,11 +175,7 @@ pub fn available_cores() -> Vec<usize> {
     {
         return cores;
     }
-    core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .iter()
-        .map(|core| core.id)
-        .collect()
+    allowed_cores()
 }
 
 /// The cores the calling thread may run on now (its affinity), as the operating system

@@ -8,8 +8,8 @@ use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{
     allowed_cores, available_cores, read_events, recover, restrict_thread_to_cores,
-    single_core_waits_count, Pipeline, PipelineConfig, RecoveryOptions, Retention, StageCores,
-    WaitKind,
+    single_core_waits_count, Pipeline, PipelineConfig, Recovered, RecoveryOptions, Retention,
+    StageCores, WaitKind,
 };
 use ringmatch_proto::{Command, CommandType, Event};
 
@@ -40,19 +40,35 @@ fn pipeline_config(snapshot_every_commands: u64) -> PipelineConfig {
     }
 }
 
+/// Starts a pipeline on what was recovered, writing snapshots if `snapshots` is set.
+fn start(recovered: Recovered, config: &PipelineConfig, snapshots: bool) -> Pipeline {
+    Pipeline::start(
+        config,
+        recovered.engine,
+        recovered.journal,
+        recovered.output,
+        snapshots.then_some(recovered.snapshots),
+    )
+    .unwrap()
+}
+
+/// The warm-up and `count` commands of the exchange-core mix with `seed`, in order.
+fn mix(count: usize, seed: u64) -> Vec<Command> {
+    let workload = exchange_core_mix(count, seed, MixShape::default());
+    workload
+        .warmup
+        .iter()
+        .chain(&workload.commands)
+        .copied()
+        .collect()
+}
+
 /// Runs `commands` through a freshly recovered pipeline and shuts it down cleanly.
 fn run(dir: &Path, commands: &[Command], snapshot_every_commands: u64) -> (u64, u64) {
     let recovered = recover(&options(dir, Durability::Batch), &mut |_| {}).unwrap();
     let replayed = recovered.replayed_count;
     let snapshot_seq = recovered.snapshot.as_ref().map_or(0, |info| info.seq);
-    let pipeline = Pipeline::start(
-        &pipeline_config(snapshot_every_commands),
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        Some(recovered.snapshots),
-    )
-    .unwrap();
+    let pipeline = start(recovered, &pipeline_config(snapshot_every_commands), true);
     let mut submitter = pipeline.submitter();
     for command in commands {
         while submitter.try_submit(command).is_err() {
@@ -77,13 +93,7 @@ fn clean_replay(dir: &Path) -> (Vec<Event>, u64) {
 #[test]
 fn output_equals_a_clean_replay_across_restarts_and_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let workload = exchange_core_mix(20_000, 11, MixShape::default());
-    let mut commands: Vec<Command> = workload
-        .warmup
-        .iter()
-        .chain(&workload.commands)
-        .copied()
-        .collect();
+    let mut commands = mix(20_000, 11);
     commands.insert(5_000, Command::empty(CommandType::Snapshot));
 
     let (replayed, snapshot_seq) = run(dir.path(), &commands[..8_000], 0);
@@ -121,14 +131,7 @@ fn a_full_ring_answers_busy_and_loses_nothing_it_took() {
     let recovered = recover(&options(dir.path(), Durability::Every), &mut |_| {}).unwrap();
     let mut config = pipeline_config(0);
     config.input_ring_slots_count = 64;
-    let pipeline = Pipeline::start(
-        &config,
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        None,
-    )
-    .unwrap();
+    let pipeline = start(recovered, &config, false);
     let mut submitter = pipeline.submitter();
     let workload = exchange_core_mix(1_000, 5, MixShape::default());
     let (mut taken, mut busy) = (0u64, 0u64);
@@ -171,14 +174,7 @@ fn retention_deletes_segments_before_the_oldest_kept_snapshot() {
     let recovered = recover(&recovery, &mut |_| {}).unwrap();
     let mut config = pipeline_config(2_000);
     config.retention = Retention::Delete;
-    let pipeline = Pipeline::start(
-        &config,
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        Some(recovered.snapshots),
-    )
-    .unwrap();
+    let pipeline = start(recovered, &config, true);
     let mut submitter = pipeline.submitter();
     let workload = exchange_core_mix(9_000, 6, MixShape::default());
     for command in workload.warmup.iter().chain(&workload.commands) {
@@ -285,22 +281,9 @@ fn a_batch_is_taken_whole_or_not_at_all() {
     let recovered = recover(&options(dir.path(), Durability::Every), &mut |_| {}).unwrap();
     let mut config = pipeline_config(0);
     config.input_ring_slots_count = 64;
-    let pipeline = Pipeline::start(
-        &config,
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        None,
-    )
-    .unwrap();
+    let pipeline = start(recovered, &config, false);
     let mut submitter = pipeline.submitter();
-    let workload = exchange_core_mix(2_000, 9, MixShape::default());
-    let commands: Vec<Command> = workload
-        .warmup
-        .iter()
-        .chain(&workload.commands)
-        .copied()
-        .collect();
+    let commands = mix(2_000, 9);
     let (mut taken, mut busy) = (0u64, 0u64);
     let mut next = 0;
     let mut sent = Vec::new();
@@ -355,13 +338,7 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
     }
     let (stage_core, submitter_core) = (cores[0], cores[1]);
     let dir = tempfile::tempdir().unwrap();
-    let workload = exchange_core_mix(6_000, 5, MixShape::default());
-    let commands: Vec<Command> = workload
-        .warmup
-        .iter()
-        .chain(&workload.commands)
-        .copied()
-        .collect();
+    let commands = mix(6_000, 5);
     let recovered = recover(&options(dir.path(), Durability::None), &mut |_| {}).unwrap();
     let mut config = pipeline_config(0);
     config.cores = StageCores {
@@ -371,14 +348,7 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
         publisher: Some(stage_core),
         responder: Some(stage_core),
     };
-    let pipeline = Pipeline::start(
-        &config,
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        Some(recovered.snapshots),
-    )
-    .unwrap();
+    let pipeline = start(recovered, &config, true);
     let (yields_before, parks_before) = single_core_waits_count();
     let mut submitter = pipeline.submitter();
     std::thread::scope(|scope| {
