@@ -19,7 +19,7 @@ pub mod server;
 
 pub use auth::{hash_token, Credential};
 pub use client::{Client, ClientError, LoginOptions};
-pub use output::{Outbound, SessionOutput};
+pub use output::SessionOutput;
 pub use protocol::{decode_frame, encode_frame, Decoded, ErrorCode, Frame, FrameError};
 pub use responder::{responder, Registration, Responder};
 pub use server::{Gateway, GatewayConfig};

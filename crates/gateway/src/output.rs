@@ -1,30 +1,19 @@
 //! A session's outbound side: the bytes waiting for its socket, written by whichever thread
-//! has something to send. The session's task writes its acks and the Responder stage writes
-//! events straight to the socket (non-blocking, under the session's lock), so an event costs
-//! no hand-over to the gateway's runtime thread. Only what the socket does not take at once
-//! is left for the session's writer task, which waits for the socket to drain.
+//! has something to send. The Responder stage writes acks and events straight to the socket
+//! (non-blocking, under the session's lock), so a reply costs no hand-over to the gateway's
+//! runtime thread; the session's task writes its refusals (`throttled`, `busy`) and errors.
+//! Only what the socket does not take at once is left for the session's writer task, which
+//! waits for the socket to drain.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use ringmatch_proto::{Event, EVENT_SIZE_BYTES};
+use ringmatch_proto::EVENT_SIZE_BYTES;
 use tokio::sync::Notify;
 
 use crate::protocol::{encode_frame, ErrorCode, Frame};
-
-/// What a session is sent.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame to send as it is.
-    Frame(Frame),
-    /// An event caused by one of the session's own commands. The Responder can route it before
-    /// the session has queued that command's `ack`; it is held until the ack is out, so a
-    /// client always sees the ack first.
-    OwnEvent(Event),
-}
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +43,6 @@ struct OutputState {
     /// Encoded frames; `bytes[written..]` has not reached the socket yet.
     bytes: Vec<u8>,
     written: usize,
-    order: ReplyOrder,
     /// No more frames are taken; the writer sends what is left, then ends the session.
     closing: bool,
     /// Closing because the queue filled.
@@ -63,9 +51,6 @@ struct OutputState {
     broken: bool,
     /// When bytes last went to the socket (heartbeats are sent when it was long ago).
     last_write: Instant,
-    /// Queued acks wait until then for their events to go out with them (see
-    /// [`SessionOutput::flush_by`]).
-    hold_until: Option<Instant>,
 }
 
 /// What the session's writer task should do now.
@@ -73,8 +58,6 @@ struct OutputState {
 pub(crate) enum Duty {
     /// Nothing is queued.
     Idle,
-    /// Bytes are queued and held until then.
-    HoldUntil(Instant),
     /// Bytes are queued for the writer.
     Write,
 }
@@ -99,12 +82,10 @@ impl SessionOutput {
             state: Mutex::new(OutputState {
                 bytes: Vec::with_capacity(16 * 1024),
                 written: 0,
-                order: ReplyOrder::default(),
                 closing: false,
                 slow: false,
                 broken: false,
                 last_write: Instant::now(),
-                hold_until: None,
             }),
             wake: Notify::new(),
             limit_bytes: queue_depth_frames.max(1) * EVENT_FRAME_SIZE_BYTES,
@@ -113,7 +94,7 @@ impl SessionOutput {
 
     /// Queues a frame (it reaches the socket at the next [`flush`](Self::flush)). A session
     /// whose unsent bytes would pass the limit is closed as a slow consumer instead.
-    pub fn queue(&self, outbound: Outbound) -> Result<(), Refused> {
+    pub fn queue(&self, frame: &Frame) -> Result<(), Refused> {
         let mut state = self.state.lock().expect("session output lock");
         if state.closing || state.broken {
             return Err(Refused::Closed);
@@ -134,8 +115,7 @@ impl SessionOutput {
             return Err(Refused::Full);
         }
         state.compact();
-        let OutputState { bytes, order, .. } = &mut *state;
-        order.encode(outbound, bytes);
+        encode_frame(frame, &mut state.bytes);
         Ok(())
     }
 
@@ -163,36 +143,19 @@ impl SessionOutput {
         flushed
     }
 
-    /// Leaves what is queued (acks) for whoever writes next, the Responder normally, with the
-    /// command's first events in the same write; the writer task writes it at `deadline` if
-    /// nobody has. One write and one wake-up of the client per command instead of two.
-    pub fn flush_by(&self, deadline: Instant) {
-        let mut state = self.state.lock().expect("session output lock");
-        if state.written == state.bytes.len() || state.hold_until.is_some() {
-            return;
-        }
-        state.hold_until = Some(deadline);
-        drop(state);
-        self.wake.notify_one();
-    }
-
     /// What the writer task should do now.
     pub(crate) fn duty(&self) -> Duty {
         let state = self.state.lock().expect("session output lock");
         if state.written == state.bytes.len() {
-            return Duty::Idle;
-        }
-        match state.hold_until {
-            Some(until) if Instant::now() < until => Duty::HoldUntil(until),
-            _ => Duty::Write,
+            Duty::Idle
+        } else {
+            Duty::Write
         }
     }
 
     /// Writes what the socket takes now; the writer task's flush.
     pub(crate) fn write_now(&self) -> Flushed {
         let mut state = self.state.lock().expect("session output lock");
-        // Whatever the socket takes, nothing is held any more: what it leaves is the writer's.
-        state.hold_until = None;
         if state.broken {
             return Flushed::Broken;
         }
@@ -262,46 +225,9 @@ impl OutputState {
     }
 }
 
-/// Keeps a session's replies in protocol order: the events of one of its own commands go out
-/// only after that command's `ack`. Acks leave in sequence order (one task submits a session's
-/// commands one by one), so the held events are released in order too.
-#[derive(Debug, Default)]
-pub(crate) struct ReplyOrder {
-    /// The sequence of the last ack encoded.
-    acked_seq: Option<u64>,
-    /// Own events that arrived before their ack, oldest first.
-    held: VecDeque<Event>,
-}
-
-impl ReplyOrder {
-    /// Encodes what may go out now.
-    pub(crate) fn encode(&mut self, outbound: Outbound, bytes: &mut Vec<u8>) {
-        match outbound {
-            Outbound::OwnEvent(event) => {
-                if self.held.is_empty() && self.acked_seq.is_some_and(|acked| event.seq <= acked) {
-                    encode_frame(&Frame::Event(event), bytes);
-                } else {
-                    self.held.push_back(event);
-                }
-            }
-            Outbound::Frame(frame) => {
-                encode_frame(&frame, bytes);
-                if let Frame::Ack { seq, .. } = frame {
-                    self.acked_seq = Some(seq);
-                    while self.held.front().is_some_and(|event| event.seq <= seq) {
-                        if let Some(event) = self.held.pop_front() {
-                            encode_frame(&Frame::Event(event), bytes);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Flushed, Outbound, Refused, ReplyOrder, SessionOutput, EVENT_FRAME_SIZE_BYTES};
+    use super::{Flushed, Refused, SessionOutput, EVENT_FRAME_SIZE_BYTES};
     use crate::protocol::{decode_frame, Decoded, Frame};
     use ringmatch_proto::{CommandType, Event, EventType};
     use std::io::Read;
@@ -312,11 +238,11 @@ mod tests {
         event
     }
 
-    fn ack(seq: u64) -> Outbound {
-        Outbound::Frame(Frame::Ack {
+    fn ack(seq: u64) -> Frame {
+        Frame::Ack {
             client_order_id: seq,
             seq,
-        })
+        }
     }
 
     fn decoded(mut bytes: &[u8]) -> Vec<Frame> {
@@ -327,59 +253,6 @@ mod tests {
         }
         assert!(bytes.is_empty(), "trailing bytes");
         frames
-    }
-
-    #[test]
-    fn own_events_that_overtake_their_ack_wait_for_it() {
-        let mut order = ReplyOrder::default();
-        let mut bytes = Vec::new();
-        // The Responder routed the two events of command 7 and the event of command 8 (in
-        // sequence order, as it always does) before the session queued their acks; an event
-        // caused by another session's command passes at once.
-        order.encode(Outbound::OwnEvent(event(7)), &mut bytes);
-        order.encode(Outbound::OwnEvent(event(7)), &mut bytes);
-        order.encode(Outbound::OwnEvent(event(8)), &mut bytes);
-        assert!(bytes.is_empty());
-        order.encode(Outbound::Frame(Frame::Event(event(9))), &mut bytes);
-        assert_eq!(decoded(&bytes), vec![Frame::Event(event(9))]);
-        order.encode(ack(7), &mut bytes);
-        order.encode(ack(8), &mut bytes);
-        // Ack first, as usual.
-        order.encode(ack(10), &mut bytes);
-        order.encode(Outbound::OwnEvent(event(10)), &mut bytes);
-        let frames = decoded(&bytes);
-        let expected = vec![
-            Frame::Event(event(9)),
-            Frame::Ack {
-                client_order_id: 7,
-                seq: 7,
-            },
-            Frame::Event(event(7)),
-            Frame::Event(event(7)),
-            Frame::Ack {
-                client_order_id: 8,
-                seq: 8,
-            },
-            Frame::Event(event(8)),
-            Frame::Ack {
-                client_order_id: 10,
-                seq: 10,
-            },
-            Frame::Event(event(10)),
-        ];
-        assert_eq!(frames, expected);
-        assert!(order.held.is_empty());
-    }
-
-    #[test]
-    fn the_first_command_of_a_journal_is_held_too() {
-        // Sequence 0 must not count as acknowledged before any ack.
-        let mut order = ReplyOrder::default();
-        let mut bytes = Vec::new();
-        order.encode(Outbound::OwnEvent(event(0)), &mut bytes);
-        assert!(bytes.is_empty());
-        order.encode(ack(0), &mut bytes);
-        assert_eq!(decoded(&bytes).len(), 2);
     }
 
     /// A connected pair of loopback sockets: (the server side, non-blocking; the client side).
@@ -395,8 +268,8 @@ mod tests {
     fn queued_frames_reach_the_socket_in_order_at_the_flush() {
         let (server, mut client) = socket_pair();
         let output = SessionOutput::new(server, 100);
-        output.queue(Outbound::OwnEvent(event(3))).unwrap();
-        output.queue(ack(3)).unwrap();
+        output.queue(&ack(3)).unwrap();
+        output.queue(&Frame::Event(event(3))).unwrap();
         assert_eq!(output.flush(), Flushed::All);
         let mut bytes = vec![0u8; 2 * EVENT_FRAME_SIZE_BYTES + 64];
         let mut read = 0;
@@ -432,7 +305,7 @@ mod tests {
         // wait in the queue, then the session is refused, each flush returning at once.
         let mut refused = None;
         for seq in 0..1_000_000u64 {
-            match output.queue(Outbound::Frame(Frame::Event(event(seq)))) {
+            match output.queue(&Frame::Event(event(seq))) {
                 Ok(()) => {
                     output.flush();
                 }
@@ -444,9 +317,6 @@ mod tests {
         }
         assert_eq!(refused, Some(Refused::Full));
         assert_eq!(output.closing(), (true, true));
-        assert_eq!(
-            output.queue(Outbound::Frame(Frame::Heartbeat)),
-            Err(Refused::Closed)
-        );
+        assert_eq!(output.queue(&Frame::Heartbeat), Err(Refused::Closed));
     }
 }

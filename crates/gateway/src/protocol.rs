@@ -6,8 +6,9 @@
 
 use ringmatch_proto::{Command, DecodeError, Event, COMMAND_SIZE_BYTES, EVENT_SIZE_BYTES};
 
-/// Version of the session protocol, sent in the login frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version of the session protocol, sent in the login frame. Version 2: an `ack` means the
+/// command is durable under the journal's policy (version 1 acknowledged on the input ring).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_SIZE_BYTES: usize = 4;
 /// Longest token a login may carry.
@@ -35,7 +36,7 @@ pub mod frame_type {
     pub const BUSY: u8 = 8;
     /// Client → server: log out (the server closes the connection).
     pub const LOGOUT: u8 = 9;
-    /// Server → client: a command was taken; carries its sequence.
+    /// Server → client: a command is durable with this sequence (see the protocol document).
     pub const ACK: u8 = 10;
 }
 

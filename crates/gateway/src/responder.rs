@@ -1,18 +1,21 @@
-//! The Responder: the output-ring stage that sends each event to the order-entry sessions that
-//! should see it. It queues each event on the session's output and, at the end of each ring
-//! batch, writes every touched session's queue to its socket without waiting: what a socket
-//! does not take stays queued for the session's writer task, and a session whose queue fills
-//! is disconnected, so a session never slows the engine. Sessions register and leave through
-//! a channel the stage drains as it goes.
+//! The Responder: the output-ring stage that acknowledges each session's commands and sends
+//! each event to the order-entry sessions that should see it. A command reaches the output
+//! ring only once it is durable under the journal's policy, so the `ack` (with the command's
+//! sequence) is queued here, just before the command's first event, and never earlier. It
+//! queues each frame on the session's output and, at the end of each ring batch, writes every
+//! touched session's queue to its socket without waiting: what a socket does not take stays
+//! queued for the session's writer task, and a session whose queue fills is disconnected, so
+//! a session never slows the engine. Sessions register and leave through a channel the stage
+//! drains as it goes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use ringmatch_pipeline::EventRouter;
-use ringmatch_proto::{Event, EventType};
+use ringmatch_pipeline::{EventRouter, OutputSlot};
+use ringmatch_proto::EventType;
 
-use crate::output::{Outbound, SessionOutput};
+use crate::output::SessionOutput;
 use crate::protocol::Frame;
 
 /// A change to the set of sessions.
@@ -123,6 +126,24 @@ impl Responder {
         }
     }
 
+    /// Queues a frame for a session, to be written at the end of the batch. A session that
+    /// does not read its responses is closed by its output (its writer tells it why); one that
+    /// is gone is forgotten. Neither is waited for.
+    fn queue(&mut self, session_id: u32, frame: &Frame) {
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        match entry.output.queue(frame) {
+            Ok(()) => {
+                if !entry.dirty {
+                    entry.dirty = true;
+                    self.dirty.push(session_id);
+                }
+            }
+            Err(_) => self.remove(session_id),
+        }
+    }
+
     fn add_account_targets(&mut self, account: u32, trading: bool) {
         let map = if trading {
             &self.trading_by_account
@@ -136,8 +157,18 @@ impl Responder {
 }
 
 impl EventRouter for Responder {
-    fn route(&mut self, session: u32, event: &Event) {
+    fn route(&mut self, slot: &OutputSlot) {
         self.apply_registrations();
+        let (session, event) = (slot.session, &slot.event);
+        // Every command a session sends has at least one event (the gateway refuses the one
+        // command type that has none, `snapshot`), so each is acknowledged exactly once.
+        if session != 0 && event.index == 0 {
+            let ack = Frame::Ack {
+                client_order_id: slot.client_order_id,
+                seq: event.seq,
+            };
+            self.queue(session, &ack);
+        }
         self.targets.clear();
         if session != 0 {
             self.targets.push(session);
@@ -157,27 +188,9 @@ impl EventRouter for Responder {
         }
         self.targets.sort_unstable();
         self.targets.dedup();
+        let frame = Frame::Event(*event);
         for index in 0..self.targets.len() {
-            let session_id = self.targets[index];
-            let Some(entry) = self.sessions.get_mut(&session_id) else {
-                continue;
-            };
-            let outbound = if session_id == session {
-                Outbound::OwnEvent(*event)
-            } else {
-                Outbound::Frame(Frame::Event(*event))
-            };
-            // A session that does not read its responses is closed by its output (its writer
-            // tells it why); one that is gone is forgotten. Neither is waited for.
-            match entry.output.queue(outbound) {
-                Ok(()) => {
-                    if !entry.dirty {
-                        entry.dirty = true;
-                        self.dirty.push(session_id);
-                    }
-                }
-                Err(_) => self.remove(session_id),
-            }
+            self.queue(self.targets[index], &frame);
         }
     }
 

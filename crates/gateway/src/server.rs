@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::auth::Credential;
-use crate::output::{Duty, Flushed, Outbound, SessionOutput};
+use crate::output::{Duty, Flushed, SessionOutput};
 use crate::protocol::{
     decode_frame, encode_frame, Decoded, ErrorCode, Frame, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
     PROTOCOL_VERSION,
@@ -288,11 +288,11 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     let drop_copy = !credential.drop_copy_accounts.is_empty();
     let session_id = context.next_session_id.fetch_add(1, Ordering::Relaxed);
     let output = Arc::new(SessionOutput::new(socket, config.session_queue_depth_max));
-    let _ = output.queue(Outbound::Frame(Frame::LoginAccepted {
+    let _ = output.queue(&Frame::LoginAccepted {
         account,
         session_id,
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
-    }));
+    });
     output.flush();
     let _ = context.registrations.send(Registration::Add {
         session_id,
@@ -382,14 +382,11 @@ async fn read_loop(
             Err(problem) => return Some(problem),
             Ok(Some(frame)) => Ok(Ok(Some(frame))),
             Ok(None) => {
-                // Everything read so far is handled. Acks wait (briefly) to leave with their
-                // commands' first events, in the Responder's write; a refusal has no events
-                // to wait for and leaves now.
+                // Everything read so far is handled. Acks and events leave in the Responder's
+                // writes, once each command is durable; refusals leave now.
                 if refused_since_flush {
                     output.flush();
                     refused_since_flush = false;
-                } else {
-                    output.flush_by(Instant::now() + ACK_HOLD);
                 }
                 tokio::select! {
                 _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
@@ -422,7 +419,9 @@ async fn read_loop(
                 tokens = (tokens + now.duration_since(refilled_at).as_secs_f64() * rate).min(rate);
                 refilled_at = now;
                 let client_order_id = command.client_order_id;
-                let reply = if tokens < 1.0 {
+                // An accepted command gets no reply here: the Responder acknowledges it once
+                // it is durable, just before its first event.
+                let refusal = if tokens < 1.0 {
                     Frame::Throttled { client_order_id }
                 } else {
                     tokens -= 1.0;
@@ -436,15 +435,12 @@ async fn read_loop(
                         ));
                     }
                     match submitter.try_submit_from(session_id, &command) {
-                        Ok(seq) => Frame::Ack {
-                            client_order_id,
-                            seq,
-                        },
+                        Ok(_) => continue,
                         Err(_) => Frame::Busy { client_order_id },
                     }
                 };
-                refused_since_flush |= !matches!(reply, Frame::Ack { .. });
-                if output.queue(Outbound::Frame(reply)).is_err() {
+                refused_since_flush = true;
+                if output.queue(&refusal).is_err() {
                     return Some((
                         ErrorCode::SlowConsumer,
                         "the session's outbound queue is full".into(),
@@ -463,11 +459,6 @@ async fn read_loop(
         }
     }
 }
-
-/// The longest an ack waits to leave in one write with its command's first events (they
-/// normally follow within tens of microseconds; under journal `batch` or `every`, after the
-/// sync). The runtime's timer rounds it up to its 1 ms tick.
-const ACK_HOLD: Duration = Duration::from_micros(500);
 
 /// How long a closing session's last frames may take to reach a client that reads; a slow
 /// consumer gets less.
@@ -495,10 +486,9 @@ async fn write_loop(
             let _ = tokio::time::timeout(wait, write_queued(socket, &output)).await;
             break;
         }
-        let mut wake_at = next_heartbeat;
+        let wake_at = next_heartbeat;
         match output.duty() {
             Duty::Idle => {}
-            Duty::HoldUntil(until) => wake_at = wake_at.min(until),
             Duty::Write => {
                 // While the socket takes nothing, still notice a session that is closing (its
                 // queue filled): it gets a bounded last flush, never an endless wait.

@@ -31,7 +31,10 @@ pub use journal::{
 };
 pub use lock::DirLock;
 pub use reader::JournalReader;
-pub use snapshot::{SnapshotError, SnapshotInfo, SnapshotStore, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{
+    EventsMark, Snapshot, SnapshotError, SnapshotInfo, SnapshotStore, SNAPSHOT_MAGIC,
+    SNAPSHOT_VERSION,
+};
 
 /// Operating errors of the journal. A broken internal invariant is a panic instead.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use ringmatch_pipeline::{OutputSink, ResumableOutput};
+use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableOutput};
 use ringmatch_proto::Event;
 
 use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
@@ -65,14 +65,19 @@ pub struct KafkaOutput {
     metrics: Arc<KafkaMetrics>,
     skipped_count: u64,
     taken_count: u64,
+    /// The newest event pushed (skipped or taken), or the newest Kafka held at open.
+    last_position: Option<EventPosition>,
     value: Vec<u8>,
 }
 
 impl KafkaOutput {
-    /// Connects, checks or creates the topics, initialises the producer (fencing any older
-    /// one with the same transactional id), reads the resume points and starts the producer
-    /// thread. `journal_next_seq` is the journal's next sequence: Kafka holding an event of a
-    /// later command is an error.
+    /// Connects, checks or creates the topics, reads what Kafka holds (read_committed, with no
+    /// transactional producer yet) and refuses an output ahead of the journal, then
+    /// initialises the producer (fencing any older one with the same transactional id), reads
+    /// the resume points again and starts the producer thread. `journal_next_seq` is the
+    /// journal's next sequence: Kafka holding an event of a later command is an error, found
+    /// before anything is fenced, so an engine started on the wrong data directory never
+    /// stops the live one.
     pub fn open(
         config: &KafkaConfig,
         encoder: EventEncoder,
@@ -81,6 +86,10 @@ impl KafkaOutput {
         config.validate()?;
         let started = Instant::now();
         let created_topics = ensure_topics(config)?;
+        // What Kafka holds as committed, read before this engine's producer exists: a start
+        // on an empty or foreign data directory is refused here, while the live engine (if
+        // any) still owns the transactional id.
+        refuse_ahead_of_journal(config, &read_resume_points(config)?, journal_next_seq)?;
         let topics_duration = started.elapsed();
         let failures = Arc::new(DeliveryFailures::default());
         let tracker = Acknowledged::new(2 * config.partitions as usize);
@@ -106,24 +115,10 @@ impl KafkaOutput {
                 })?;
         }
         let fence_duration = started.elapsed() - topics_duration;
+        // Fencing ended any transaction an older producer had open: read again, since it
+        // may have committed more since the first read.
         let resume = read_resume_points(config)?;
-        for (topic, partitions) in [
-            (&config.events_topic, &resume.events),
-            (&config.market_data_topic, &resume.market_data),
-        ] {
-            for (partition, point) in partitions.iter().enumerate() {
-                if let Some((seq, _)) = point.last {
-                    if seq >= journal_next_seq {
-                        return Err(KafkaOutputError::AheadOfJournal {
-                            topic: topic.clone(),
-                            partition: partition as i32,
-                            seq,
-                            journal_next_seq,
-                        });
-                    }
-                }
-            }
-        }
+        refuse_ahead_of_journal(config, &resume, journal_next_seq)?;
         let metrics = Arc::new(KafkaMetrics::default());
         let (sender, receiver) = crossbeam_channel::bounded(BATCHES_QUEUED_MAX);
         let producer_loop = ProducerLoop {
@@ -154,6 +149,7 @@ impl KafkaOutput {
             topics_duration,
             fence_duration,
         };
+        let last_position = resume.max();
         Ok((
             KafkaOutput {
                 partitions: config.partitions,
@@ -165,6 +161,7 @@ impl KafkaOutput {
                 metrics,
                 skipped_count: 0,
                 taken_count: 0,
+                last_position,
                 value: Vec::with_capacity(512),
             },
             report,
@@ -192,8 +189,35 @@ impl KafkaOutput {
     }
 }
 
+/// Err if any partition holds an event of a command at or after `journal_next_seq`.
+fn refuse_ahead_of_journal(
+    config: &KafkaConfig,
+    resume: &ResumePoints,
+    journal_next_seq: u64,
+) -> Result<(), KafkaOutputError> {
+    for (topic, partitions) in [
+        (&config.events_topic, &resume.events),
+        (&config.market_data_topic, &resume.market_data),
+    ] {
+        for (partition, point) in partitions.iter().enumerate() {
+            if let Some((seq, _)) = point.last {
+                if seq >= journal_next_seq {
+                    return Err(KafkaOutputError::AheadOfJournal {
+                        topic: topic.clone(),
+                        partition: partition as i32,
+                        seq,
+                        journal_next_seq,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl OutputSink for KafkaOutput {
     fn push(&mut self, event: &Event) {
+        self.last_position = Some((event.seq, event.index));
         let topic = topic_of(event);
         let partition = partition_of(event, self.partitions) as usize;
         let point = match topic {
@@ -228,18 +252,25 @@ impl OutputSink for KafkaOutput {
         self.send_batch();
     }
 
-    fn durable_events_counter(&self) -> Option<Arc<AtomicU64>> {
-        Some(Arc::clone(&self.metrics.events_committed))
+    fn durability(&self) -> OutputDurability {
+        OutputDurability::Counter {
+            counter: Arc::clone(&self.metrics.events_committed),
+            base: self.taken_count,
+        }
     }
 
-    fn taken_events_count(&self) -> u64 {
-        self.taken_count
+    fn last_event_position(&self) -> Option<EventPosition> {
+        self.last_position
     }
 }
 
 impl ResumableOutput for KafkaOutput {
-    fn holds_events(&self) -> bool {
-        self.resume.max().is_some()
+    /// The newest event any partition holds. The producer commits events in stream order and
+    /// a transaction commits all its partitions at once, so every event before it is held
+    /// too (under `at_least_once`, acknowledged per partition, this is as close as Kafka
+    /// tells).
+    fn resume_position(&self) -> Option<EventPosition> {
+        self.resume.max()
     }
 
     fn skipped_count(&self) -> u64 {

@@ -47,8 +47,10 @@ impl ResumePoints {
     }
 }
 
-/// Reads the last committed record of every partition of both topics. Call it after the
-/// producer initialised its transactions, so no transaction of an older producer is open.
+/// Reads the last committed record of every partition of both topics (read_committed). After
+/// the producer initialised its transactions no transaction of an older producer is open, so
+/// that read is final; before it (the check that runs before anything is fenced) a live
+/// producer may still commit more.
 pub fn read_resume_points(config: &KafkaConfig) -> Result<ResumePoints, KafkaOutputError> {
     let consumer = reader(config)?;
     let topics = [

@@ -2,9 +2,11 @@
 //!
 //! Layout (`docs/events-file-format.md`): a 64-byte header (magic `RMEVENTS`, version, record
 //! size) and then event records back to back, in (sequence, index) order. The file is derived
-//! data: everything in it can be rebuilt from the journal, so it is written with plain
-//! `write` calls and never synced; on open a partial last record is cut, and the last
-//! complete record gives the resume point.
+//! data: what the journal still holds can be rebuilt from it, so the Publisher writes it with
+//! plain `write` calls and never waits for a sync. The snapshot writer syncs it (through
+//! [`EventsFile::sync_handle`]) before each snapshot, since start-up cannot rebuild the
+//! events of commands before the snapshot it starts from. On open a partial last record is
+//! cut, and the last complete record gives the resume point.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -72,6 +74,8 @@ pub struct EventsFile {
     last_event: Option<Event>,
     written_count: u64,
     skipped_count: u64,
+    /// The newest event pushed (skipped or written), or the last one held at open.
+    last_position: Option<EventPosition>,
     report: EventsFileReport,
 }
 
@@ -158,6 +162,7 @@ impl EventsFile {
                 last_event,
                 written_count: 0,
                 skipped_count: 0,
+                last_position: resume_point,
                 report: report.clone(),
             },
             report,
@@ -169,6 +174,7 @@ impl EventsFile {
     /// replay is not deterministic (or the configuration changed) and the output would be
     /// wrong, so that is a panic.
     pub fn push(&mut self, event: &Event) -> Result<(), EventsFileError> {
+        self.last_position = Some((event.seq, event.index));
         if let Some(resume_point) = self.resume_point {
             let position = (event.seq, event.index);
             if position <= resume_point {
@@ -200,6 +206,23 @@ impl EventsFile {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// The newest event pushed (skipped or written), or the last one the file held at open.
+    pub fn last_event_position(&self) -> Option<EventPosition> {
+        self.last_position
+    }
+
+    /// A second handle on the file, for syncing it from another thread: a sync through it
+    /// makes durable everything written (and flushed) through this one before the sync.
+    pub fn sync_handle(&self) -> Result<File, EventsFileError> {
+        self.writer
+            .get_ref()
+            .try_clone()
+            .map_err(|source| EventsFileError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Events written since open.

@@ -53,9 +53,10 @@ pub use events_file::{
 pub use market_data::{L2Book, MarketData};
 pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
 pub use recovery::{
-    recover, recover_with, Recovered, RecoveryError, RecoveryOptions, ReplayProgress,
-    ResumableOutput,
+    recover, recover_with, snapshot_fits_output, Recovered, RecoveryError, RecoveryOptions,
+    ReplayProgress, ResumableOutput,
 };
+pub use ringmatch_journal::EventsMark;
 pub use wait::{
     single_core_waits_count, tighten_timer_slack, ConfiguredWait, Signal, WaitKind, PHASED_SLEEP,
 };
@@ -77,6 +78,9 @@ pub struct OutputSlot {
     pub event: Event,
     /// The session whose command caused it (0: none, or a replayed command).
     pub session: u32,
+    /// The client order id of the command that caused it, as the session sent it (a cancel's
+    /// events carry the cancelled order's ids): the Responder acknowledges the command with it.
+    pub client_order_id: u64,
 }
 
 /// Cores to pin stage threads to (None: not pinned).
@@ -284,42 +288,68 @@ impl PipelineConfig {
 /// Where the Publisher puts events. Errors are fatal: implementations panic with the cause.
 ///
 /// A snapshot file is written only once the output durably holds every event of the commands
-/// before it, so start-up can always replay from any snapshot into the output. A sink that
-/// makes events durable at [`OutputSink::end_of_batch`] needs nothing more; a sink that makes
-/// them durable later (Kafka commits on its own thread) says so with
-/// [`OutputSink::durable_events_counter`].
+/// before it, so start-up can replay from any snapshot into the output; each sink says how
+/// its events become durable ([`OutputSink::durability`]).
 pub trait OutputSink: Send + 'static {
     /// One event, in (sequence, index) order.
     fn push(&mut self, event: &Event);
     /// The end of a ring batch: flush.
     fn end_of_batch(&mut self);
-    /// A counter of the events taken (pushed and not skipped) that are durable, replayed ones
-    /// included, when that happens after `end_of_batch`; `None` (the default): every event is
-    /// durable once its batch ended.
-    fn durable_events_counter(&self) -> Option<Arc<AtomicU64>> {
-        None
-    }
-    /// Events taken so far (pushed and not skipped), for sinks with a durable counter.
-    fn taken_events_count(&self) -> u64 {
-        0
-    }
+    /// How the events handed over become durable.
+    fn durability(&self) -> OutputDurability;
+    /// The position of the last event of the stream so far: the newest one pushed (skipped or
+    /// taken) or held from before. After start-up's replay that is the last event of every
+    /// command the journal holds; the Matcher goes on from it and records, in each snapshot,
+    /// the last event before it (`docs/snapshot-format.md`).
+    fn last_event_position(&self) -> Option<EventPosition>;
 }
 
-/// How the snapshot writer learns that the output durably holds a number of live events.
-enum OutputDurability {
-    /// Counted by the Publisher after each `end_of_batch` (`Metrics::events_written`).
+/// Makes every event handed to the operating system so far durable (a file sync).
+pub type OutputSync = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
+/// How a sink's events become durable, which the snapshot writer waits for.
+pub enum OutputDurability {
+    /// Once their batch ended: a sink that keeps nothing across a restart (benchmarks).
     AtEndOfBatch,
-    /// The sink's own counter, which had counted `base` replayed events at start.
-    Counter { counter: Arc<AtomicU64>, base: u64 },
+    /// Handed to the operating system at the end of their batch, durable once this sync
+    /// returns (the events file): the snapshot writer syncs before it writes a snapshot.
+    Synced(OutputSync),
+    /// The sink's own counter of durable events (Kafka commits on its own thread), which had
+    /// counted `base` replayed events at start.
+    Counter {
+        /// Events taken (pushed and not skipped) that are durable, replayed ones included.
+        counter: Arc<AtomicU64>,
+        /// The counter's value once start-up's replay was taken.
+        base: u64,
+    },
 }
 
 impl OutputDurability {
-    fn durable_live_events(&self, metrics: &Metrics) -> u64 {
-        match self {
-            OutputDurability::AtEndOfBatch => metrics.events_written.load(Ordering::Acquire),
+    /// Waits until the output durably holds `live_events_count` live events (those the
+    /// Publisher counted in `Metrics::events_written`). Err: the sync failed.
+    fn wait_durable(
+        &mut self,
+        metrics: &Metrics,
+        live_events_count: u64,
+        mut waited: impl FnMut(),
+    ) -> std::io::Result<()> {
+        let durable = |durability: &OutputDurability| match durability {
+            OutputDurability::AtEndOfBatch | OutputDurability::Synced(_) => {
+                metrics.events_written.load(Ordering::Acquire)
+            }
             OutputDurability::Counter { counter, base } => {
                 counter.load(Ordering::Acquire).saturating_sub(*base)
             }
+        };
+        while durable(self) < live_events_count {
+            waited();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        match self {
+            // The Publisher counts events once `end_of_batch` handed them over: a sync now
+            // makes them durable.
+            OutputDurability::Synced(sync) => sync(),
+            OutputDurability::AtEndOfBatch | OutputDurability::Counter { .. } => Ok(()),
         }
     }
 }
@@ -336,6 +366,17 @@ impl OutputSink for EventsFile {
             panic!("events file write failed: {error}");
         }
     }
+
+    fn durability(&self) -> OutputDurability {
+        match self.sync_handle() {
+            Ok(file) => OutputDurability::Synced(Box::new(move || file.sync_data())),
+            Err(error) => panic!("events file: cannot open a handle to sync it: {error}"),
+        }
+    }
+
+    fn last_event_position(&self) -> Option<EventPosition> {
+        EventsFile::last_event_position(self)
+    }
 }
 
 /// An output sink that only counts events (for benchmarks of the pipeline without the events
@@ -344,14 +385,25 @@ impl OutputSink for EventsFile {
 pub struct NullSink {
     /// Events seen.
     pub events_count: u64,
+    /// The last one.
+    pub last_event: Option<EventPosition>,
 }
 
 impl OutputSink for NullSink {
-    fn push(&mut self, _event: &Event) {
+    fn push(&mut self, event: &Event) {
         self.events_count += 1;
+        self.last_event = Some((event.seq, event.index));
     }
 
     fn end_of_batch(&mut self) {}
+
+    fn durability(&self) -> OutputDurability {
+        OutputDurability::AtEndOfBatch
+    }
+
+    fn last_event_position(&self) -> Option<EventPosition> {
+        self.last_event
+    }
 }
 
 /// The input ring was full: the command was not taken. Try again later.
@@ -367,7 +419,7 @@ enum OutputProducer {
 }
 
 impl OutputProducer {
-    fn try_publish_all(&mut self, session: u32, events: &[Event]) -> bool {
+    fn try_publish_all(&mut self, session: u32, client_order_id: u64, events: &[Event]) -> bool {
         // The batch iterator type of `disruptor` is not exported, so each arm has its closure.
         match self {
             OutputProducer::Publisher(producer) => producer
@@ -375,6 +427,7 @@ impl OutputProducer {
                     for (slot, event) in slots.zip(events) {
                         slot.event = *event;
                         slot.session = session;
+                        slot.client_order_id = client_order_id;
                     }
                 })
                 .is_ok(),
@@ -383,6 +436,7 @@ impl OutputProducer {
                     for (slot, event) in slots.zip(events) {
                         slot.event = *event;
                         slot.session = session;
+                        slot.client_order_id = client_order_id;
                     }
                 })
                 .is_ok(),
@@ -391,10 +445,13 @@ impl OutputProducer {
 }
 
 /// Where the Responder sends events: the order-entry sessions. Runs on its own stage thread,
-/// beside the Publisher, on the output ring.
+/// beside the Publisher, on the output ring. Every event in the output ring is durable under
+/// the journal's policy (the Matcher runs a command only after the Journaler has it), so the
+/// Responder is where a command is acknowledged: before its first event (index 0), to the
+/// session that sent it.
 pub trait EventRouter: Send + 'static {
-    /// One event, caused by a command of `session` (0: none).
-    fn route(&mut self, session: u32, event: &Event);
+    /// One event, with the session (0: none) and client order id of the command that caused it.
+    fn route(&mut self, slot: &OutputSlot);
     /// The end of a ring batch.
     fn end_of_batch(&mut self);
 }
@@ -477,6 +534,8 @@ struct SnapshotRequest {
     /// Live events the Matcher had emitted up to and including command `seq`: the file is
     /// written once the output durably holds that many.
     events_before: u64,
+    /// The last event of the stream up to and including command `seq`.
+    last_event: Option<EventPosition>,
 }
 
 /// The running pipeline.
@@ -498,9 +557,11 @@ const OUTPUT_NOTIFY_EVERY_COMMANDS: u32 = 32;
 struct RingSink<'a> {
     producer: &'a mut OutputProducer,
     session: u32,
+    client_order_id: u64,
     pending: &'a mut Vec<Event>,
     chunk_max: usize,
     events_count: &'a mut u64,
+    last_event: &'a mut Option<EventPosition>,
 }
 
 impl RingSink<'_> {
@@ -511,7 +572,10 @@ impl RingSink<'_> {
         }
         let mut polls = 0u32;
         loop {
-            if self.producer.try_publish_all(self.session, self.pending) {
+            if self
+                .producer
+                .try_publish_all(self.session, self.client_order_id, self.pending)
+            {
                 break;
             }
             polls += 1;
@@ -534,6 +598,7 @@ impl EventSink for RingSink<'_> {
             self.flush();
         }
         *self.events_count += 1;
+        *self.last_event = Some((event.seq, event.index));
         self.pending.push(*event);
     }
 }
@@ -551,6 +616,8 @@ struct MatcherState {
     pending_events: Vec<Event>,
     output_chunk_max: usize,
     events_count: u64,
+    /// The last event of the stream so far (from the output at start, then the Matcher's).
+    last_event: Option<EventPosition>,
     /// Wakes the Publisher and Responder when they are parked.
     output_published: Arc<Signal>,
     /// Commands whose events were published since the last notify.
@@ -567,9 +634,11 @@ impl MatcherState {
         let mut sink = RingSink {
             producer: &mut self.output,
             session: slot.session,
+            client_order_id: command.client_order_id,
             pending: &mut self.pending_events,
             chunk_max: self.output_chunk_max,
             events_count: &mut self.events_count,
+            last_event: &mut self.last_event,
         };
         self.engine.apply(seq, command, &mut sink);
         sink.flush();
@@ -613,6 +682,7 @@ impl MatcherState {
             seq,
             state,
             events_before: self.events_count,
+            last_event: self.last_event,
         }) {
             Ok(()) => {}
             Err(crossbeam_channel::TrySendError::Full(_)) => {
@@ -793,13 +863,8 @@ impl Pipeline {
             journal.stats(),
         ));
         let retain_from_seq = Arc::new(AtomicU64::new(0));
-        let durability = match sink.durable_events_counter() {
-            Some(counter) => OutputDurability::Counter {
-                counter,
-                base: sink.taken_events_count(),
-            },
-            None => OutputDurability::AtEndOfBatch,
-        };
+        let mut durability = sink.durability();
+        let last_event = sink.last_event_position();
         let (snapshot_sender, snapshot_writer) = match snapshots {
             Some(store) => {
                 let (sender, receiver) = crossbeam_channel::bounded::<SnapshotRequest>(4);
@@ -808,7 +873,13 @@ impl Pipeline {
                 let handle = std::thread::Builder::new()
                     .name("snapshot-writer".into())
                     .spawn(move || {
-                        write_snapshots(&store, &receiver, &metrics, &retain_from_seq, &durability)
+                        write_snapshots(
+                            &store,
+                            &receiver,
+                            &metrics,
+                            &retain_from_seq,
+                            &mut durability,
+                        )
                     })
                     .expect("spawn the snapshot writer");
                 (Some(sender), Some(handle))
@@ -857,6 +928,7 @@ impl Pipeline {
                 || OutputSlot {
                     event: Event::empty(ringmatch_proto::EventType::Level, CommandType::Place),
                     session: 0,
+                    client_order_id: 0,
                 },
                 wait,
             );
@@ -890,7 +962,7 @@ impl Pipeline {
                              slot: &OutputSlot,
                              _seq,
                              end_of_batch| {
-                                router.route(slot.session, &slot.event);
+                                router.route(slot);
                                 if end_of_batch {
                                     router.end_of_batch();
                                 }
@@ -1019,6 +1091,7 @@ impl Pipeline {
                         pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                         output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(output_ring_slots_count),
                         events_count: 0,
+                        last_event,
                         output_published,
                         unannounced_commands: 0,
                     };
@@ -1083,14 +1156,14 @@ fn write_snapshots(
     receiver: &crossbeam_channel::Receiver<SnapshotRequest>,
     metrics: &Metrics,
     retain_from_seq: &AtomicU64,
-    durability: &OutputDurability,
+    durability: &mut OutputDurability,
 ) {
     for request in receiver {
-        // The output must hold every event before the snapshot first: start-up replays from
-        // the snapshot and could not produce those events again.
+        // The output must durably hold every event before the snapshot first: start-up
+        // replays from the snapshot and could not produce those events again.
         let waiting_since = Instant::now();
         let mut reported = false;
-        while durability.durable_live_events(metrics) < request.events_before {
+        let waited = || {
             if !reported && waiting_since.elapsed() >= std::time::Duration::from_secs(5) {
                 eprintln!(
                     "ringmatch: snapshot after sequence {} waits for the output to hold its \
@@ -1099,9 +1172,17 @@ fn write_snapshots(
                 );
                 reported = true;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        if let Err(error) = durability.wait_durable(metrics, request.events_before, waited) {
+            // Without a durable output there is no snapshot: a later one covers it.
+            eprintln!(
+                "ringmatch: snapshot after sequence {} not written: the output could not be \
+                 synced: {error}",
+                request.seq
+            );
+            continue;
         }
-        match store.write(request.seq, &request.state) {
+        match store.write(request.seq, request.last_event, &request.state) {
             Ok(info) => {
                 if let Ok(mut last) = metrics.last_snapshot.lock() {
                     *last = Some((info.seq, info.path.display().to_string(), info.size_bytes));

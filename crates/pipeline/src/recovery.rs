@@ -4,30 +4,35 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ringmatch_journal::{
-    DamagePolicy, Journal, JournalConfig, JournalError, JournalReader, OpenReport, SnapshotInfo,
-    SnapshotStore,
+    DamagePolicy, EventsMark, Journal, JournalConfig, JournalError, JournalReader, OpenReport,
+    SnapshotInfo, SnapshotStore,
 };
 use ringmatch_matcher::{Engine, EventSink, MatcherConfig};
 use ringmatch_proto::Event;
 
-use crate::events_file::{EventsFile, EventsFileError};
+use crate::events_file::{EventPosition, EventsFile, EventsFileError};
 use crate::OutputSink;
 
 /// An output sink that knows what it already holds, so that start-up can replay into it and
 /// it skips every event it has. Replayed events go through [`OutputSink::push`] and one
 /// [`OutputSink::end_of_batch`] at the end of the replay.
 pub trait ResumableOutput: OutputSink {
-    /// Whether the output holds any event. Every snapshot was written only once the output
-    /// durably held all events before it (see [`OutputSink`]), so any snapshot can be replayed
-    /// from, unless the output was emptied since: then the journal is replayed from its start.
-    fn holds_events(&self) -> bool;
+    /// The newest event the output holds, as (sequence, index): it holds every event of the
+    /// stream up to it and none after it. Start-up replays only from a snapshot whose events
+    /// mark is at or before it ([`snapshot_fits_output`]), so an output that lost its tail
+    /// (an events file cut by a power loss or by hand) is completed, never left with a gap.
+    fn resume_position(&self) -> Option<EventPosition>;
+    /// Whether the output holds any event.
+    fn holds_events(&self) -> bool {
+        self.resume_position().is_some()
+    }
     /// Replayed events skipped because the output already held them.
     fn skipped_count(&self) -> u64;
 }
 
 impl ResumableOutput for EventsFile {
-    fn holds_events(&self) -> bool {
-        self.report().resume_point.is_some()
+    fn resume_position(&self) -> Option<EventPosition> {
+        self.report().resume_point
     }
 
     fn skipped_count(&self) -> u64 {
@@ -83,12 +88,15 @@ pub enum RecoveryError {
     /// The configuration is invalid.
     #[error("invalid matcher configuration: {0}")]
     Config(#[from] ringmatch_matcher::ConfigError),
-    /// Neither a usable snapshot nor the journal reach back to the first command.
+    /// Neither a usable snapshot nor the journal reach back far enough to rebuild the state
+    /// and complete the output without a gap.
     #[error(
         "cannot rebuild the state and the output: the journal starts at sequence \
-         {journal_first_seq} and no usable snapshot covers the commands before it{}",
-        if *output_empty {
-            " (the output holds no event, so only a replay of the whole journal could fill it)"
+         {journal_first_seq} and no usable snapshot covers the commands before it; the output \
+         holds {}, so a replay must start at or before the command after that{}",
+        describe_position(*output_position),
+        if output_position.is_none() {
+            " (only a replay of the whole journal could fill it)"
         } else {
             ""
         }
@@ -96,9 +104,45 @@ pub enum RecoveryError {
     NoStartingPoint {
         /// First sequence in the journal.
         journal_first_seq: u64,
-        /// The output held no event, so snapshots were not used.
-        output_empty: bool,
+        /// The newest event the output holds.
+        output_position: Option<EventPosition>,
     },
+}
+
+fn describe_position(position: Option<EventPosition>) -> String {
+    match position {
+        Some((seq, index)) => format!("events through sequence {seq} index {index}"),
+        None => "no event".into(),
+    }
+}
+
+/// Whether start-up may replay from the snapshot taken after command `snapshot_seq`, with
+/// `mark`, into an output whose newest event is `output_position`: only if the output holds
+/// every event of the commands up to the snapshot, since the replay does not produce them
+/// again. Err says why not.
+pub fn snapshot_fits_output(
+    snapshot_seq: u64,
+    mark: EventsMark,
+    output_position: Option<EventPosition>,
+) -> Result<(), String> {
+    let fits = match mark {
+        EventsMark::NoEvents => true,
+        EventsMark::Last(seq, index) => output_position >= Some((seq, index)),
+        // A version 1 snapshot does not say where its commands' events end; an output that
+        // holds an event of a later command holds them all.
+        EventsMark::Unrecorded => output_position.is_some_and(|(seq, _)| seq > snapshot_seq),
+    };
+    if fits {
+        return Ok(());
+    }
+    let needed = match mark {
+        EventsMark::Last(seq, index) => format!("events through sequence {seq} index {index}"),
+        _ => format!("an event after sequence {snapshot_seq} (a version 1 snapshot)"),
+    };
+    Err(format!(
+        "the output holds {}, behind the {needed} this snapshot needs",
+        describe_position(output_position)
+    ))
 }
 
 /// The recovered state, ready to start the pipeline.
@@ -145,8 +189,9 @@ pub fn recover(
 
 /// Opens everything and rebuilds the matcher and the output: the journal, then the output
 /// (`open_output` gets the journal's next sequence), then the newest snapshot that reads,
-/// restores and lies within the journal (none if the output is empty); then the journal
-/// after it, replayed into the output, which skips what it holds. `progress` is called about
+/// restores, lies within the journal and whose events the output holds
+/// ([`snapshot_fits_output`]); then the journal after it, replayed into the output, which
+/// skips what it holds. `progress` is called about
 /// once a second during a replay.
 pub fn recover_with<O: ResumableOutput>(
     options: &RecoveryOptions,
@@ -157,7 +202,7 @@ pub fn recover_with<O: ResumableOutput>(
     let next_seq = journal.next_seq();
     let journal_first_seq = journal.first_seq();
     let mut output = open_output(next_seq)?;
-    let output_empty = !output.holds_events();
+    let output_position = output.resume_position();
     let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
     let mut snapshot_problems = Vec::new();
     let mut chosen = None;
@@ -168,14 +213,6 @@ pub fn recover_with<O: ResumableOutput>(
                 info.path.display(),
                 info.seq,
                 next_seq - 1
-            ));
-            continue;
-        }
-        if output_empty {
-            snapshot_problems.push(format!(
-                "{}: the output holds no event, so the whole journal is replayed into it; not \
-                 used",
-                info.path.display(),
             ));
             continue;
         }
@@ -190,8 +227,10 @@ pub fn recover_with<O: ResumableOutput>(
         let restored = snapshots
             .read(&info)
             .map_err(|error| error.to_string())
-            .and_then(|state| {
-                Engine::restore(options.matcher.clone(), &state)
+            .and_then(|snapshot| {
+                snapshot_fits_output(info.seq, snapshot.events_mark, output_position)
+                    .map_err(|problem| format!("{}: {problem}; not used", info.path.display()))?;
+                Engine::restore(options.matcher.clone(), &snapshot.state)
                     .map_err(|error| format!("{}: {error}", info.path.display()))
             });
         match restored {
@@ -208,7 +247,7 @@ pub fn recover_with<O: ResumableOutput>(
             if journal_first_seq > 1 {
                 return Err(RecoveryError::NoStartingPoint {
                     journal_first_seq,
-                    output_empty,
+                    output_position,
                 });
             }
             (None, Engine::new(options.matcher.clone())?)

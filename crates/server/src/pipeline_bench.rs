@@ -16,8 +16,8 @@ use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
 use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{
-    now_ns, Busy, CrossbeamPipeline, EventsFile, Metrics, NullSink, OutputSink, Pipeline,
-    PipelineConfig, Retention, Stage, StageCores, WaitKind,
+    now_ns, Busy, CrossbeamPipeline, EventPosition, EventsFile, Metrics, NullSink,
+    OutputDurability, OutputSink, Pipeline, PipelineConfig, Retention, Stage, StageCores, WaitKind,
 };
 use ringmatch_proto::Command;
 
@@ -265,6 +265,13 @@ impl OutputSink for Boxed {
     }
     fn end_of_batch(&mut self) {
         self.0.end();
+    }
+    // The pipeline benchmarks take no snapshots, which is all these two serve.
+    fn durability(&self) -> OutputDurability {
+        OutputDurability::AtEndOfBatch
+    }
+    fn last_event_position(&self) -> Option<EventPosition> {
+        None
     }
 }
 
@@ -833,7 +840,7 @@ pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
         let dir = out_dir.join("snapshot-pause");
         let store = SnapshotStore::open(&dir, 1)?;
         let started = Instant::now();
-        let info = store.write(u64::from(resting_count), &state)?;
+        let info = store.write(u64::from(resting_count), None, &state)?;
         let write_ms = started.elapsed().as_secs_f64() * 1e3;
         std::fs::remove_dir_all(&dir)?;
         println!(

@@ -2,13 +2,13 @@
 //! They read the data directory and never change it.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::Context;
 use ringmatch_journal::{inspect, JournalReader, SnapshotStore};
 use ringmatch_matcher::{Engine, EventSink};
-use ringmatch_pipeline::{read_events, EVENTS_HEADER_SIZE_BYTES};
+use ringmatch_pipeline::{read_events, snapshot_fits_output, EVENTS_HEADER_SIZE_BYTES};
 use ringmatch_proto::{Event, EVENT_SIZE_BYTES};
 
 use crate::config::Config;
@@ -229,13 +229,85 @@ pub fn journal_verify(config: &Config, out: &mut dyn Write) -> anyhow::Result<bo
     } else {
         writeln!(
             out,
-            "events: {file_events_count} of {} events, a prefix of a clean replay (the rest is \
-             published on the next start)",
+            "events: {file_events_count} of {} events, a prefix of a clean replay",
             comparer.produced_count
         )?;
     }
+    // Whatever the file lacks, the next start must be able to publish: from the journal's
+    // start, or from a snapshot whose events the file holds.
+    let incomplete = from_seq > 1 || file_events_count < comparer.produced_count;
+    if comparer.mismatch.is_none() && incomplete {
+        let held = last_event_held(&events_path, inspection.next_seq)?;
+        match completing_start(config, inspection.first_seq, inspection.next_seq, held)? {
+            Some(from) => writeln!(
+                out,
+                "events: the next start publishes the rest, replaying from sequence {from}"
+            )?,
+            None => {
+                writeln!(
+                    out,
+                    "EVENTS GAP: the events file holds {}; the journal starts at sequence {} \
+                     and no snapshot on disk fits the file, so the next start cannot complete it",
+                    held.map_or("no event".to_string(), |(seq, index)| format!(
+                        "events through sequence {seq} index {index}"
+                    )),
+                    inspection.first_seq
+                )?;
+                ok = false;
+            }
+        }
+    }
     writeln!(out, "{}", if ok { "verify: ok" } else { "verify: FAILED" })?;
     Ok(ok)
+}
+
+/// The newest event of the events file at `path` that belongs to a command before
+/// `journal_next_seq` (later ones are dropped on the next start); None if it holds none.
+fn last_event_held(path: &Path, journal_next_seq: u64) -> anyhow::Result<Option<(u64, u32)>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut file = File::open(path).with_context(|| path.display().to_string())?;
+    let length = file.metadata()?.len().max(EVENTS_HEADER_SIZE_BYTES);
+    let record_size = EVENT_SIZE_BYTES as u64;
+    let mut end =
+        EVENTS_HEADER_SIZE_BYTES + (length - EVENTS_HEADER_SIZE_BYTES) / record_size * record_size;
+    while end > EVENTS_HEADER_SIZE_BYTES {
+        let mut bytes = [0u8; EVENT_SIZE_BYTES];
+        file.seek(SeekFrom::Start(end - record_size))?;
+        file.read_exact(&mut bytes)?;
+        if let Ok(event) = Event::decode(&bytes) {
+            if event.seq < journal_next_seq {
+                return Ok(Some((event.seq, event.index)));
+            }
+        }
+        end -= record_size;
+    }
+    Ok(None)
+}
+
+/// Where the next start would replay from to complete an output that holds `held`: the
+/// journal's start, or after the newest snapshot that reads, lies within the journal and
+/// whose events the output holds. None: nowhere, the output cannot be completed.
+fn completing_start(
+    config: &Config,
+    journal_first_seq: u64,
+    journal_next_seq: u64,
+    held: Option<(u64, u32)>,
+) -> anyhow::Result<Option<u64>> {
+    let store = SnapshotStore::open(&config.snapshot_dir(), config.snapshots.keep)?;
+    for info in store.list()? {
+        if info.seq >= journal_next_seq || info.seq + 1 < journal_first_seq {
+            continue;
+        }
+        let Ok(snapshot) = store.read(&info) else {
+            continue;
+        };
+        if snapshot_fits_output(info.seq, snapshot.events_mark, held).is_ok() {
+            return Ok(Some(info.seq + 1));
+        }
+    }
+    Ok((journal_first_seq == 1).then_some(1))
 }
 
 fn starting_snapshot(config: &Config, journal_first_seq: u64) -> anyhow::Result<(Engine, u64)> {
@@ -247,7 +319,7 @@ fn starting_snapshot(config: &Config, journal_first_seq: u64) -> anyhow::Result<
         if let Ok(engine) = store
             .read(&info)
             .map_err(anyhow::Error::from)
-            .and_then(|state| Ok(Engine::restore(config.matcher(), &state)?))
+            .and_then(|snapshot| Ok(Engine::restore(config.matcher(), &snapshot.state)?))
         {
             return Ok((engine, info.seq + 1));
         }
@@ -278,7 +350,7 @@ pub fn snapshot_verify(config: &Config, out: &mut dyn Write) -> anyhow::Result<b
         let result = store
             .read(&info)
             .map_err(anyhow::Error::from)
-            .and_then(|state| Ok(Engine::restore(config.matcher(), &state)?));
+            .and_then(|snapshot| Ok(Engine::restore(config.matcher(), &snapshot.state)?));
         match result {
             Ok(engine) => writeln!(
                 out,

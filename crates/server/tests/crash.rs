@@ -1,6 +1,9 @@
-//! kill -9 of `ringmatch serve` under load at random moments, many times. After every kill,
-//! `journal verify` must pass (no damage; the events file a prefix of a clean replay) and
-//! every command acknowledged as durable must be in the journal; after every restart the
+//! kill -9 of `ringmatch serve` under load at random moments, many times. The load comes from
+//! the admin `POST /commands` and from an order-entry session at once. After every kill,
+//! `journal verify` must pass (no damage; the events file a prefix of a clean replay), every
+//! command acknowledged as durable by the admin must be in the journal, and every `ack` the
+//! session received must name a journaled command under that very sequence (the session's
+//! account and client order id); after every restart the
 //! recovered state hash must equal the hash of a clean replay of the journal. At the end a
 //! clean stop leaves an events file equal to a clean replay: every event exactly once.
 //!
@@ -12,7 +15,93 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringmatch_gateway::{hash_token, Client, ClientError, Frame, LoginOptions};
+use ringmatch_proto::{Command, Side};
 use support::{command_lines, field, stdout, Setup};
+
+/// The order-entry account of the gateway load.
+const ACCOUNT: u32 = 7;
+
+/// Sends limit orders on one session, 50 at a time, until the connection ends (the kill);
+/// returns every (sequence, client order id) acknowledged. Client order ids are unique over
+/// the whole test.
+fn gateway_load(port: u16, next_client_order_id: &AtomicU64) -> Vec<(u64, u64)> {
+    let mut acks = Vec::new();
+    let Ok(mut client) = Client::connect(
+        ("127.0.0.1", port),
+        ACCOUNT,
+        b"crash-token",
+        LoginOptions::default(),
+    ) else {
+        return acks;
+    };
+    loop {
+        let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
+        for client_order_id in first..first + 50 {
+            // Buys and sells at one price: they trade, so the book stays small.
+            let side = if client_order_id % 2 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let mut command = Command::limit(ACCOUNT, 1, side, 100, 1);
+            command.client_order_id = client_order_id;
+            if client.send(&command).is_err() {
+                return acks;
+            }
+        }
+        let mut answered = 0;
+        while answered < 50 {
+            match client.recv(Duration::from_secs(10)) {
+                Ok(Some(Frame::Ack {
+                    client_order_id,
+                    seq,
+                })) => {
+                    acks.push((seq, client_order_id));
+                    answered += 1;
+                }
+                Ok(Some(Frame::Busy { .. } | Frame::Throttled { .. })) => answered += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(ClientError::Timeout) => {
+                    panic!("no replies from a live session for 10 s")
+                }
+                Err(_) => return acks,
+            }
+        }
+    }
+}
+
+/// Every acknowledged (sequence, client order id) is in the journal, under that sequence, as
+/// a command of the session's account with that client order id.
+fn check_gateway_acks(setup: &Setup, round: u64, acks: &[(u64, u64)], next_seq: u64) {
+    let Some(first_seq) = acks.iter().map(|(seq, _)| *seq).min() else {
+        return;
+    };
+    assert!(
+        acks.iter().all(|(seq, _)| *seq < next_seq),
+        "round {round}: an acknowledged sequence is past the journal's end {next_seq}"
+    );
+    let journal: std::collections::HashMap<u64, Command> =
+        ringmatch_journal::JournalReader::open(&setup.data().join("journal"), first_seq)
+            .unwrap()
+            .take((next_seq - first_seq) as usize)
+            .map(|record| {
+                let record = record.unwrap();
+                (record.seq, record.command)
+            })
+            .collect();
+    for (seq, client_order_id) in acks {
+        let command = journal.get(seq).unwrap_or_else(|| {
+            panic!("round {round}: acknowledged sequence {seq} is not journaled")
+        });
+        assert_eq!(
+            (command.account, command.client_order_id),
+            (ACCOUNT, *client_order_id),
+            "round {round}: sequence {seq} was acknowledged to client order id {client_order_id} \
+             but the journal holds another command under it"
+        );
+    }
+}
 
 /// xorshift64*, seeded from the clock and printed, so a failing run can be repeated.
 struct Rng(u64);
@@ -35,7 +124,13 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
     let seed = support::seed_from_env();
     eprintln!("crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
-    let setup = Setup::new("");
+    let setup = Setup::new(&format!(
+        "[gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+         [[gateway.logins]]\naccount = {ACCOUNT}\ntoken_hash = \"{}\"\n",
+        hash_token(b"crash-salt", b"crash-token")
+    ));
+    let next_client_order_id = Arc::new(AtomicU64::new(1));
+    let mut gateway_acks_count = 0usize;
     let lines = Arc::new(command_lines(200_000, seed));
     let next_line = Arc::new(AtomicU64::new(0));
     let mut acked_durable_seq = 0u64;
@@ -43,6 +138,11 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
     for round in 0..rounds {
         let server = setup.start(&[]);
         let port = server.port;
+        let gateway = {
+            let gateway_port = server.gateway_port.expect("the gateway is enabled");
+            let next_client_order_id = Arc::clone(&next_client_order_id);
+            std::thread::spawn(move || gateway_load(gateway_port, &next_client_order_id))
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
         let load = {
@@ -78,6 +178,7 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
         server.kill9();
         stop.store(true, Ordering::Relaxed);
         load.join().unwrap();
+        let gateway_acks = gateway.join().unwrap();
         acked_durable_seq = acked_durable_seq.max(acked.load(Ordering::Relaxed));
 
         let output = setup.tool(&["journal", "verify"]);
@@ -92,6 +193,8 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
             next_seq > acked_durable_seq,
             "round {round}: durable sequence {acked_durable_seq} was acknowledged but the journal ends before {next_seq}"
         );
+        check_gateway_acks(&setup, round, &gateway_acks, next_seq);
+        gateway_acks_count += gateway_acks.len();
         let clean_hash = field(&text, "state_hash");
         // Restart and compare the recovered state with the clean replay.
         let server = setup.start(&[]);
@@ -117,5 +220,9 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
         .parse()
         .unwrap();
     assert!(next_seq > 1_000, "the load did real work: {text}");
+    assert!(
+        gateway_acks_count > 1_000,
+        "the session got {gateway_acks_count} acks"
+    );
     eprintln!("crash test: {text}");
 }

@@ -165,6 +165,84 @@ fn a_corrupt_newest_snapshot_is_reported_and_an_older_one_used() {
     assert_eq!(server.terminate(), Some(0));
 }
 
+/// Cuts the events file to its first `kept` records: what a power loss does to a file whose
+/// tail was never synced.
+fn cut_events_file(setup: &Setup, kept: u64) {
+    let path = setup.data().join("events.bin");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(64 + kept * 128).unwrap();
+}
+
+/// An events file that lost its tail, behind every snapshot, is completed from the journal's
+/// start on the next start instead of being left with a gap: `journal verify` says where the
+/// next start replays from, and after it the file equals a clean replay. (Before snapshots
+/// recorded their events mark, start-up used the newest snapshot and the events between the
+/// cut and that snapshot were never published.)
+#[test]
+fn an_events_file_behind_the_snapshots_is_completed_not_left_with_a_gap() {
+    let setup = Setup::new("");
+    populate(&setup, 10_000, 5);
+    let listing = stdout(&setup.tool(&["snapshot", "list"]));
+    assert!(listing.lines().count() >= 2, "{listing}");
+    cut_events_file(&setup, 100);
+
+    let verify = setup.tool(&["journal", "verify"]);
+    let text = stdout(&verify);
+    assert!(verify.status.success(), "{text}");
+    assert!(
+        text.contains("a prefix of a clean replay")
+            && text.contains("the next start publishes the rest, replaying from sequence 1"),
+        "{text}"
+    );
+    let server = setup.start(&[]);
+    let log = server.log();
+    assert!(
+        log.contains("snapshot skipped") && log.contains("behind the events through sequence"),
+        "{log}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let verify = setup.tool(&["journal", "verify"]);
+    let text = stdout(&verify);
+    assert!(verify.status.success(), "{text}");
+    assert!(text.contains("equal to a clean replay"), "{text}");
+}
+
+/// With the journal's start removed by retention, an events file behind every snapshot
+/// cannot be completed: `journal verify` fails naming the file's last event, and `serve`
+/// refuses to start, naming both positions, instead of leaving the gap.
+#[test]
+fn an_events_file_that_cannot_be_completed_is_reported_never_silently_resumed() {
+    let setup = Setup::new("");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replacen("[journal]\n", "[journal]\nretention = \"delete\"\n", 1);
+    std::fs::write(&setup.config, text).unwrap();
+    populate(&setup, 20_000, 6);
+    let first_seq: u64 = field(&stdout(&setup.tool(&["journal", "verify"])), "journal")
+        .trim_start_matches("sequences ")
+        .split("..")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(first_seq > 1, "retention removed the journal's start");
+    cut_events_file(&setup, 100);
+
+    let verify = setup.tool(&["journal", "verify"]);
+    let text = stdout(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("EVENTS GAP: the events file holds events through sequence"),
+        "{text}"
+    );
+    let (code, log) = setup.start_fails(&[]);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains(&format!("the journal starts at sequence {first_seq}"))
+            && log.contains("the output holds events through sequence"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_missing_data_directory_is_created() {
     let setup = Setup::new("");

@@ -198,6 +198,49 @@ fn a_second_engine_fences_the_first_and_nothing_is_doubled() {
     assert!(events_count > 100, "{events_count}");
 }
 
+/// An engine started by mistake on an empty data directory, with the live engine's
+/// transactional id, is refused before it initialises transactions: the live engine is not
+/// fenced and goes on publishing, exactly once. (Before, the mistaken engine fenced the live
+/// one and only then found Kafka ahead of its journal: both were down.)
+#[test]
+fn a_start_on_an_empty_data_directory_is_refused_without_fencing_the_live_engine() {
+    let bootstrap = bootstrap();
+    let names = Names::new("mistake");
+    let live = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    let lines = Arc::new(load_lines(20_000, support::seed_from_env()));
+    let next = Arc::new(AtomicU64::new(0));
+    let engine = live.start(&[]);
+    let load = Load::start(engine.port, &lines, &next);
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop();
+    kafka_support::wait_committed(engine.port, || engine.log());
+
+    let mistaken = Setup::new(&format!(
+        "{}{SECOND_INSTRUMENT}",
+        names.section(&bootstrap, PARTITIONS, "")
+    ));
+    let (code, log) = mistaken.start_fails(&[]);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("but the journal ends before sequence 1"),
+        "{log}"
+    );
+
+    // The live engine still owns the transactional id: more load, committed, no fence.
+    let load = Load::start(engine.port, &lines, &next);
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop();
+    kafka_support::wait_committed(engine.port, || engine.log());
+    let log = engine.log();
+    assert!(!log.contains("fenced"), "{log}");
+    assert_eq!(engine.terminate(), Some(0));
+    let events_count = assert_exactly_once(&bootstrap, &names, PARTITIONS, &live.config);
+    assert!(events_count > 100, "{events_count}");
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
