@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use ringmatch_pipeline::{EventRouter, OutputSlot};
-use ringmatch_proto::EventType;
+use ringmatch_pipeline::EventRouter;
+use ringmatch_proto::{Event, EventType};
 
 use crate::output::SessionOutput;
 use crate::protocol::Frame;
@@ -157,18 +157,21 @@ impl Responder {
 }
 
 impl EventRouter for Responder {
-    fn route(&mut self, slot: &OutputSlot) {
-        self.apply_registrations();
-        let (session, event) = (slot.session, &slot.event);
+    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64) {
         // Every command a session sends has at least one event (the gateway refuses the one
         // command type that has none, `snapshot`), so each is acknowledged exactly once.
-        if session != 0 && event.index == 0 {
-            let ack = Frame::Ack {
-                client_order_id: slot.client_order_id,
-                seq: event.seq,
-            };
-            self.queue(session, &ack);
-        }
+        self.apply_registrations();
+        self.queue(
+            session,
+            &Frame::Ack {
+                client_order_id,
+                seq,
+            },
+        );
+    }
+
+    fn route(&mut self, session: u32, event: &Event) {
+        self.apply_registrations();
         self.targets.clear();
         if session != 0 {
             self.targets.push(session);

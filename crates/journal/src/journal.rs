@@ -906,34 +906,48 @@ impl Journal {
         seq: u64,
         archive: Option<&Path>,
     ) -> Result<Vec<PathBuf>, JournalError> {
-        let segments = list_segments(&self.config.dir)?;
-        let mut removed = Vec::new();
-        for pair in segments.windows(2) {
-            let ((_, path), (next_first_seq, _)) = (&pair[0], &pair[1]);
-            if *next_first_seq > seq || *path == self.segment.path {
-                break;
-            }
-            match archive {
-                Some(folder) => {
-                    std::fs::create_dir_all(folder)
-                        .map_err(|source| JournalError::io(folder, source))?;
-                    let target = folder.join(path.file_name().expect("segment files have names"));
-                    std::fs::rename(path, &target)
-                        .map_err(|source| JournalError::io(path, source))?;
-                    removed.push(target);
-                }
-                None => {
-                    std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
-                    removed.push(path.clone());
-                }
-            }
-            self.first_seq = *next_first_seq;
-        }
-        if !removed.is_empty() {
-            sync_dir(&self.config.dir)?;
+        let removed = retain_segments(&self.config.dir, seq, archive)?;
+        if let Some((first_seq, _)) = list_segments(&self.config.dir)?.first() {
+            self.first_seq = *first_seq;
         }
         Ok(removed)
     }
+}
+
+/// Deletes the segments of the journal in `dir` that hold only records before `seq`, or
+/// moves them to `archive`; returns their paths. The last segment (the one being written) is
+/// never touched, nor one whose successor starts after `seq`, so this may run on any thread
+/// while the journal is open (the snapshot writer runs it, never the Journaler).
+pub fn retain_segments(
+    dir: &Path,
+    seq: u64,
+    archive: Option<&Path>,
+) -> Result<Vec<PathBuf>, JournalError> {
+    let segments = list_segments(dir)?;
+    let mut removed = Vec::new();
+    for pair in segments.windows(2) {
+        let ((_, path), (next_first_seq, _)) = (&pair[0], &pair[1]);
+        if *next_first_seq > seq {
+            break;
+        }
+        match archive {
+            Some(folder) => {
+                std::fs::create_dir_all(folder)
+                    .map_err(|source| JournalError::io(folder, source))?;
+                let target = folder.join(path.file_name().expect("segment files have names"));
+                std::fs::rename(path, &target).map_err(|source| JournalError::io(path, source))?;
+                removed.push(target);
+            }
+            None => {
+                std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+                removed.push(path.clone());
+            }
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// Makes a (truncated) segment file at least `size_bytes` long, with real zeroed blocks.

@@ -26,14 +26,14 @@ pub use format::{
     SEGMENT_MAGIC,
 };
 pub use journal::{
-    inspect, list_segments, DamageCut, DamagePolicy, Durability, Inspection, Journal,
-    JournalConfig, JournalStats, OpenReport, SegmentSummary, TailCut,
+    inspect, list_segments, retain_segments, DamageCut, DamagePolicy, Durability, Inspection,
+    Journal, JournalConfig, JournalStats, OpenReport, SegmentSummary, TailCut,
 };
 pub use lock::DirLock;
 pub use reader::JournalReader;
 pub use snapshot::{
-    EventsMark, Snapshot, SnapshotError, SnapshotInfo, SnapshotStore, SNAPSHOT_MAGIC,
-    SNAPSHOT_VERSION,
+    decode_snapshot, encode_snapshot, EventsMark, Snapshot, SnapshotError, SnapshotInfo,
+    SnapshotStore, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
 };
 
 /// Operating errors of the journal. A broken internal invariant is a panic instead.

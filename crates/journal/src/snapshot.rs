@@ -158,32 +158,11 @@ impl SnapshotStore {
         last_event: Option<(u64, u32)>,
         state: &[u8],
     ) -> Result<SnapshotInfo, SnapshotError> {
-        if let Some((event_seq, _)) = last_event {
-            assert!(
-                event_seq != 0 && event_seq <= seq,
-                "the last event before snapshot {seq} has sequence {event_seq}"
-            );
-        }
         let path = self.dir.join(file_name(seq));
         let temp = self.dir.join(format!("{}.tmp", file_name(seq)));
-        let payload = zstd::bulk::compress(state, 3).map_err(|source| io(&path, source))?;
-        let mut header = [0u8; HEADER_SIZE_BYTES];
-        header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
-        header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&COMPRESSION_ZSTD.to_le_bytes());
-        header[16..24].copy_from_slice(&seq.to_le_bytes());
-        header[24..32].copy_from_slice(&(state.len() as u64).to_le_bytes());
-        header[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        header[40..44].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        // Sequence 0 (no command has it) says the commands produced no event.
-        let (event_seq, event_index) = last_event.unwrap_or((0, 0));
-        header[44..52].copy_from_slice(&event_seq.to_le_bytes());
-        header[52..56].copy_from_slice(&event_index.to_le_bytes());
-        let header_crc = crc32c::crc32c(&header[0..60]);
-        header[60..64].copy_from_slice(&header_crc.to_le_bytes());
+        let bytes = encode_snapshot(seq, last_event, state).map_err(|source| io(&path, source))?;
         let mut file = std::fs::File::create(&temp).map_err(|source| io(&temp, source))?;
-        file.write_all(&header)
-            .and_then(|()| file.write_all(&payload))
+        file.write_all(&bytes)
             .and_then(|()| file.sync_all())
             .map_err(|source| io(&temp, source))?;
         drop(file);
@@ -195,76 +174,109 @@ impl SnapshotStore {
         }
         Ok(SnapshotInfo {
             seq,
-            size_bytes: (HEADER_SIZE_BYTES + payload.len()) as u64,
+            size_bytes: bytes.len() as u64,
             path,
         })
     }
 
-    /// Reads, verifies and decompresses one snapshot; returns its state bytes.
+    /// Reads and checks one snapshot.
     pub fn read(&self, info: &SnapshotInfo) -> Result<Snapshot, SnapshotError> {
         let bytes = std::fs::read(&info.path).map_err(|source| io(&info.path, source))?;
-        let invalid = |problem: String| SnapshotError::Invalid {
+        decode_snapshot(info.seq, &bytes).map_err(|problem| SnapshotError::Invalid {
             path: info.path.clone(),
             problem,
-        };
-        if bytes.len() < HEADER_SIZE_BYTES {
-            return Err(invalid(format!("only {} bytes", bytes.len())));
-        }
-        if bytes[0..8] != SNAPSHOT_MAGIC {
-            return Err(invalid("bad magic".into()));
-        }
-        if crc32c::crc32c(&bytes[0..60]) != u32_at(&bytes, 60) {
-            return Err(invalid("header checksum mismatch".into()));
-        }
-        let version = u32_at(&bytes, 8);
-        let known_version = version == SNAPSHOT_VERSION || version == SNAPSHOT_VERSION_1;
-        if !known_version || u32_at(&bytes, 12) != COMPRESSION_ZSTD {
-            return Err(invalid(format!(
-                "unsupported version {version} or compression"
-            )));
-        }
-        let seq = u64_at(&bytes, 16);
-        if seq != info.seq {
-            return Err(invalid(format!(
-                "file name says sequence {}, header {seq}",
-                info.seq
-            )));
-        }
-        let events_mark = if version == SNAPSHOT_VERSION_1 {
-            EventsMark::Unrecorded
-        } else {
-            match u64_at(&bytes, 44) {
-                0 => EventsMark::NoEvents,
-                event_seq if event_seq > seq => {
-                    return Err(invalid(format!(
-                        "events mark at sequence {event_seq}, after the snapshot's {seq}"
-                    )))
-                }
-                event_seq => EventsMark::Last(event_seq, u32_at(&bytes, 52)),
-            }
-        };
-        let state_size = u64_at(&bytes, 24) as usize;
-        let payload_size = u64_at(&bytes, 32) as usize;
-        let payload = &bytes[HEADER_SIZE_BYTES..];
-        if payload.len() != payload_size {
-            return Err(invalid(format!(
-                "payload is {} bytes, header says {payload_size}",
-                payload.len()
-            )));
-        }
-        if crc32c::crc32c(payload) != u32_at(&bytes, 40) {
-            return Err(invalid("payload checksum mismatch".into()));
-        }
-        let state = zstd::bulk::decompress(payload, state_size)
-            .map_err(|error| invalid(format!("decompression failed: {error}")))?;
-        if state.len() != state_size {
-            return Err(invalid(format!(
-                "state is {} bytes, header says {state_size}",
-                state.len()
-            )));
-        }
-        Ok(Snapshot { state, events_mark })
+        })
     }
+}
+
+/// The bytes of a snapshot file (header and compressed state) for the state after command
+/// `seq`, whose last event before it is `last_event` (`docs/snapshot-format.md`).
+pub fn encode_snapshot(
+    seq: u64,
+    last_event: Option<(u64, u32)>,
+    state: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    if let Some((event_seq, _)) = last_event {
+        assert!(
+            event_seq != 0 && event_seq <= seq,
+            "the last event before snapshot {seq} has sequence {event_seq}"
+        );
+    }
+    let payload = zstd::bulk::compress(state, 3)?;
+    let mut header = [0u8; HEADER_SIZE_BYTES];
+    header[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&COMPRESSION_ZSTD.to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    header[24..32].copy_from_slice(&(state.len() as u64).to_le_bytes());
+    header[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[40..44].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    // Sequence 0 (no command has it) says the commands produced no event.
+    let (event_seq, event_index) = last_event.unwrap_or((0, 0));
+    header[44..52].copy_from_slice(&event_seq.to_le_bytes());
+    header[52..56].copy_from_slice(&event_index.to_le_bytes());
+    let header_crc = crc32c::crc32c(&header[0..60]);
+    header[60..64].copy_from_slice(&header_crc.to_le_bytes());
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Checks and decodes the bytes of a snapshot file that its name says is of sequence
+/// `named_seq`; Err says what is wrong.
+pub fn decode_snapshot(named_seq: u64, bytes: &[u8]) -> Result<Snapshot, String> {
+    if bytes.len() < HEADER_SIZE_BYTES {
+        return Err(format!("only {} bytes", bytes.len()));
+    }
+    if bytes[0..8] != SNAPSHOT_MAGIC {
+        return Err("bad magic".into());
+    }
+    if crc32c::crc32c(&bytes[0..60]) != u32_at(bytes, 60) {
+        return Err("header checksum mismatch".into());
+    }
+    let version = u32_at(bytes, 8);
+    let known_version = version == SNAPSHOT_VERSION || version == SNAPSHOT_VERSION_1;
+    if !known_version || u32_at(bytes, 12) != COMPRESSION_ZSTD {
+        return Err(format!("unsupported version {version} or compression"));
+    }
+    let seq = u64_at(bytes, 16);
+    if seq != named_seq {
+        return Err(format!("file name says sequence {named_seq}, header {seq}"));
+    }
+    let events_mark = if version == SNAPSHOT_VERSION_1 {
+        EventsMark::Unrecorded
+    } else {
+        match u64_at(bytes, 44) {
+            0 => EventsMark::NoEvents,
+            event_seq if event_seq > seq => {
+                return Err(format!(
+                    "events mark at sequence {event_seq}, after the snapshot's {seq}"
+                ))
+            }
+            event_seq => EventsMark::Last(event_seq, u32_at(bytes, 52)),
+        }
+    };
+    let state_size = u64_at(bytes, 24) as usize;
+    let payload_size = u64_at(bytes, 32) as usize;
+    let payload = &bytes[HEADER_SIZE_BYTES..];
+    if payload.len() != payload_size {
+        return Err(format!(
+            "payload is {} bytes, header says {payload_size}",
+            payload.len()
+        ));
+    }
+    if crc32c::crc32c(payload) != u32_at(bytes, 40) {
+        return Err("payload checksum mismatch".into());
+    }
+    let state = zstd::bulk::decompress(payload, state_size)
+        .map_err(|error| format!("decompression failed: {error}"))?;
+    if state.len() != state_size {
+        return Err(format!(
+            "state is {} bytes, header says {state_size}",
+            state.len()
+        ));
+    }
+    Ok(Snapshot { state, events_mark })
 }
 
 #[cfg(test)]

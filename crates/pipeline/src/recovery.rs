@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ringmatch_journal::{
-    DamagePolicy, EventsMark, Journal, JournalConfig, JournalError, JournalReader, OpenReport,
-    SnapshotInfo, SnapshotStore,
+    DamagePolicy, EventsMark, Journal, JournalConfig, JournalError, OpenReport, SnapshotInfo,
+    SnapshotStore,
 };
 use ringmatch_matcher::{Engine, EventSink, MatcherConfig};
 use ringmatch_proto::Event;
 
 use crate::events_file::{EventPosition, EventsFile, EventsFileError};
+use crate::ports::{JournalPort, SnapshotPort};
 use crate::OutputSink;
 
 /// An output sink that knows what it already holds, so that start-up can replay into it and
@@ -199,11 +200,56 @@ pub fn recover_with<O: ResumableOutput>(
     progress: &mut dyn FnMut(ReplayProgress),
 ) -> Result<Recovered<O>, RecoveryError> {
     let (journal, journal_report) = Journal::open(options.journal.clone(), options.damage_policy)?;
+    let mut output = open_output(journal.next_seq())?;
+    let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
+    let rebuilt = recover_from(
+        &options.matcher,
+        &journal,
+        &snapshots,
+        &mut output,
+        progress,
+    )?;
+    Ok(Recovered {
+        engine: rebuilt.engine,
+        journal,
+        journal_report,
+        snapshot: rebuilt.snapshot,
+        snapshot_problems: rebuilt.snapshot_problems,
+        replayed_count: rebuilt.replayed_count,
+        replay_duration: rebuilt.replay_duration,
+        output,
+        snapshots,
+    })
+}
+
+/// What [`recover_from`] rebuilt.
+pub struct Rebuilt {
+    /// The matcher, at the journal's last command.
+    pub engine: Engine,
+    /// The snapshot used, if any.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Snapshots that were skipped, and why.
+    pub snapshot_problems: Vec<String>,
+    /// Commands replayed from the journal.
+    pub replayed_count: u64,
+    /// How long the replay took.
+    pub replay_duration: Duration,
+}
+
+/// The core of start-up, over the ports (the simulator runs it over simulated storage): the
+/// newest snapshot that reads, restores, lies within the journal and whose events the output
+/// holds ([`snapshot_fits_output`]), or none; then the journal after it, replayed into
+/// `output`, which skips what it holds. `progress` is called about once a second.
+pub fn recover_from<J: JournalPort, P: SnapshotPort, O: ResumableOutput>(
+    matcher: &MatcherConfig,
+    journal: &J,
+    snapshots: &P,
+    output: &mut O,
+    progress: &mut dyn FnMut(ReplayProgress),
+) -> Result<Rebuilt, RecoveryError> {
     let next_seq = journal.next_seq();
     let journal_first_seq = journal.first_seq();
-    let mut output = open_output(next_seq)?;
     let output_position = output.resume_position();
-    let snapshots = SnapshotStore::open(&options.snapshot_dir, options.snapshots_kept_count)?;
     let mut snapshot_problems = Vec::new();
     let mut chosen = None;
     for info in snapshots.list()? {
@@ -230,7 +276,7 @@ pub fn recover_with<O: ResumableOutput>(
             .and_then(|snapshot| {
                 snapshot_fits_output(info.seq, snapshot.events_mark, output_position)
                     .map_err(|problem| format!("{}: {problem}; not used", info.path.display()))?;
-                Engine::restore(options.matcher.clone(), &snapshot.state)
+                Engine::restore(matcher.clone(), &snapshot.state)
                     .map_err(|error| format!("{}: {error}", info.path.display()))
             });
         match restored {
@@ -250,7 +296,7 @@ pub fn recover_with<O: ResumableOutput>(
                     output_position,
                 });
             }
-            (None, Engine::new(options.matcher.clone())?)
+            (None, Engine::new(matcher.clone())?)
         }
     };
     let from_seq = snapshot.as_ref().map_or(1, |info| info.seq + 1);
@@ -258,8 +304,8 @@ pub fn recover_with<O: ResumableOutput>(
     let started = Instant::now();
     let mut last_report = started;
     let mut replayed_count = 0u64;
-    let mut sink = ReplaySink(&mut output);
-    for record in JournalReader::open(&options.journal.dir, from_seq)? {
+    let mut sink = ReplaySink(output);
+    for record in journal.records_from(from_seq)? {
         let record = record?;
         engine.apply(record.seq, &record.command, &mut sink);
         replayed_count += 1;
@@ -280,15 +326,11 @@ pub fn recover_with<O: ResumableOutput>(
         "the journal reader stopped before the journal's end"
     );
     output.end_of_batch();
-    Ok(Recovered {
+    Ok(Rebuilt {
         engine,
-        journal,
-        journal_report,
         snapshot,
         snapshot_problems,
         replayed_count,
         replay_duration: started.elapsed(),
-        output,
-        snapshots,
     })
 }

@@ -1,0 +1,794 @@
+//! The ring runtime: the disruptor rings, the stage threads and their wait strategy, which
+//! drive the stage structs of [`crate::stages`]. Each stage thread owns a small wrapper (a
+//! "run") that adds what only a running pipeline needs around the stage: its latency
+//! recorder, its clock reads (one per batch), the wake-ups of the stages after it, and the
+//! fatal end of the process when its port fails.
+//!
+//! ```text
+//!  Submitter ─▶ INPUT RING ─┬─▶ JournalerRun  (Journaler: append; commit at end of batch)
+//!                           └─▶ ReplicatorRun (Replicator: mode `none`)
+//!                                   │ both done with a batch
+//!                                   ▼
+//!                               MatcherRun (Matcher) ─▶ OUTPUT RING ─┬─▶ PublisherRun (Publisher)
+//!                                   │                                └─▶ Responder (acks, events)
+//!                                   └─▶ snapshot-writer thread (SnapshotWriter, then retention)
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use disruptor::{
+    build_multi_producer, build_single_producer, MultiConsumerBarrier, ProcessorSettings, Producer,
+    SingleConsumerBarrier, SingleProducer,
+};
+use ringmatch_journal::{retain_segments, Journal, SnapshotStore};
+use ringmatch_matcher::{Engine, EventSink};
+use ringmatch_proto::{CommandType, Event, EventType};
+
+use crate::market_data::MarketData;
+use crate::metrics::{new_histogram, now_ns, Stage, StageRecorder};
+use crate::stages::{
+    EventRouter, Journaler, Matcher, Publisher, Replicator, Responder, SnapshotRequest,
+    SnapshotWriter, Written,
+};
+use crate::wait::{self, ConfiguredWait, Signal};
+use crate::{
+    InputSlot, Metrics, OutputSink, OutputSlot, PipelineConfig, PipelineError, Retention, Submitter,
+};
+
+/// The running pipeline.
+pub struct Pipeline {
+    submitter: Option<Submitter>,
+    metrics: Arc<Metrics>,
+    market_data: Arc<MarketData>,
+    snapshot_writer: Option<JoinHandle<()>>,
+}
+
+/// Events of one command gathered before they go into the output ring in one batch claim, so
+/// the Publisher sees a command's events together and the ring's cursor moves once.
+const OUTPUT_CHUNK_EVENTS_MAX: usize = 256;
+/// Within a long batch, the Matcher wakes the output stages at least this often.
+const OUTPUT_NOTIFY_EVERY_COMMANDS: u32 = 32;
+/// Snapshot requests waiting for the writer at most; the Matcher skips a snapshot beyond that.
+const SNAPSHOTS_QUEUED_MAX: usize = 4;
+
+impl Pipeline {
+    /// Starts the stage threads. `engine` and `journal` must be recovered to the same point:
+    /// the next command gets `journal.next_seq()`.
+    pub fn start<S: OutputSink>(
+        config: &PipelineConfig,
+        engine: Engine,
+        journal: Journal,
+        sink: S,
+        snapshots: Option<SnapshotStore>,
+    ) -> Result<Pipeline, PipelineError> {
+        Self::start_with_router(config, engine, journal, sink, snapshots, None)
+    }
+
+    /// Like [`Pipeline::start`], with a Responder stage that acknowledges each session's
+    /// commands and hands every event to `router` (in parallel with the Publisher) when one
+    /// is given.
+    ///
+    /// The wiring, as drawn in `docs/ARCHITECTURE.md`: the input ring feeds the Journaler and
+    /// the Replicator in parallel; the Matcher runs a batch once both are done with it and
+    /// fills the output ring, which feeds the Publisher and the Responder in parallel; the
+    /// snapshot writer takes the Matcher's snapshot requests on a thread of its own.
+    pub fn start_with_router<S: OutputSink>(
+        config: &PipelineConfig,
+        engine: Engine,
+        journal: Journal,
+        sink: S,
+        snapshots: Option<SnapshotStore>,
+        router: Option<Box<dyn EventRouter>>,
+    ) -> Result<Pipeline, PipelineError> {
+        config.validate()?;
+        let base_seq = journal.next_seq();
+        let metrics = Arc::new(Metrics::new(
+            config.input_ring_slots_count as u64,
+            base_seq,
+            journal.stats(),
+        ));
+        let wiring = Wiring::new(config, &metrics, router.is_some());
+        let retention = RetentionJob {
+            dir: journal.config().dir.clone(),
+            retention: config.retention.clone(),
+        };
+        let (snapshot_sender, snapshot_writer) = match snapshots {
+            Some(store) => {
+                let writer = SnapshotWriter::new(store, sink.durability());
+                let (sender, handle) = start_snapshot_writer(writer, &metrics, retention);
+                (Some(sender), Some(handle))
+            }
+            None => (None, None),
+        };
+        let market_data = Arc::new(MarketData::from_engine(&engine));
+        let matcher = Matcher::new(
+            engine,
+            base_seq,
+            config.snapshot_every_commands,
+            sink.last_event_position(),
+        );
+        let publisher = Publisher::new(
+            sink,
+            Arc::clone(&market_data),
+            Arc::clone(&metrics),
+            config.output_ring_slots_count,
+        );
+
+        // INPUT RING ─┬─▶ Journaler
+        //             └─▶ Replicator ─▶ (both done) ─▶ Matcher ─▶ OUTPUT RING
+        let (journaler_done, replicator_done) =
+            (Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(-1)));
+        let input = build_multi_producer(
+            config.input_ring_slots_count,
+            || InputSlot {
+                command: ringmatch_proto::Command::empty(CommandType::Place),
+                session: 0,
+            },
+            wiring.wait,
+        );
+        let journaler = JournalerRun::factory(
+            &wiring,
+            Journaler::new(journal),
+            [&journaler_done, &replicator_done],
+        );
+        let replicator =
+            ReplicatorRun::factory(&wiring, base_seq, [&replicator_done, &journaler_done]);
+        let output_ring = OutputRing::factory(&wiring, publisher, router);
+        let matcher_run =
+            MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_sender);
+        let input = placed(input, config.cores.journaler, "journaler")
+            .handle_events_and_state_with(JournalerRun::handle, journaler);
+        let input = placed(input, config.cores.replicator, "replicator")
+            .handle_events_and_state_with(ReplicatorRun::handle, replicator);
+        let producer = placed(input.and_then(), config.cores.matcher, "matcher")
+            .handle_events_and_state_with(MatcherRun::handle, matcher_run)
+            .build();
+        wiring.wait_until_built();
+        Ok(Pipeline {
+            submitter: Some(Submitter::new(
+                producer,
+                base_seq,
+                Arc::clone(&metrics),
+                Arc::clone(&wiring.input_published),
+            )),
+            metrics,
+            market_data,
+            snapshot_writer,
+        })
+    }
+
+    /// A new handle for putting commands on the ring.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.as_ref().expect("running").clone()
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The L2 books as of the last published batch.
+    pub fn market_data(&self) -> Arc<MarketData> {
+        Arc::clone(&self.market_data)
+    }
+
+    /// Stops taking input, drains both rings (every submitted command is journaled, matched
+    /// and published), syncs the journal, and finishes pending snapshots. Every other
+    /// [`Submitter`] must have been dropped, or this waits for them.
+    pub fn shutdown(mut self) {
+        // Dropping the last producer makes the disruptor drain the input ring and join its
+        // stages; the Matcher's state then drops the output producer, which drains and joins
+        // the Publisher; the Matcher's snapshot sender goes with it, ending the writer.
+        drop(self.submitter.take());
+        if let Some(writer) = self.snapshot_writer.take() {
+            writer
+                .join()
+                .expect("snapshot writer panics are fatal before this point");
+        }
+    }
+}
+
+/// What every stage thread shares: the wait strategy, who wakes whom, the metrics, and the
+/// channel on which each stage says that its state is built.
+struct Wiring {
+    wait: ConfiguredWait,
+    metrics: Arc<Metrics>,
+    /// Producers wake the Journaler and Replicator.
+    input_published: Arc<Signal>,
+    /// Those two wake the Matcher.
+    input_stages_done: Arc<Signal>,
+    /// The Matcher wakes the Publisher and Responder.
+    output_published: Arc<Signal>,
+    config: PipelineConfig,
+    stages_count: usize,
+    ready_sender: crossbeam_channel::Sender<()>,
+    ready_receiver: crossbeam_channel::Receiver<()>,
+}
+
+impl Wiring {
+    fn new(config: &PipelineConfig, metrics: &Arc<Metrics>, with_responder: bool) -> Wiring {
+        let stages_count = 4 + usize::from(with_responder);
+        let (ready_sender, ready_receiver) = crossbeam_channel::bounded(stages_count);
+        Wiring {
+            wait: ConfiguredWait(config.wait),
+            metrics: Arc::clone(metrics),
+            input_published: Arc::new(Signal::default()),
+            input_stages_done: Arc::new(Signal::default()),
+            output_published: Arc::new(Signal::default()),
+            config: config.clone(),
+            stages_count,
+            ready_sender,
+            ready_receiver,
+        }
+    }
+
+    /// Start returns only once every stage has built its state, so the first commands never
+    /// wait for a stage that is still allocating and first touching its memory (the Matcher
+    /// builds the output ring; on a virtual machine that is thousands of page faults, about
+    /// 20 ms here).
+    fn wait_until_built(&self) {
+        for _ in 0..self.stages_count {
+            // A stage that panics while starting drops its sender; the panic itself stops the
+            // service (see the panic policy in ARCHITECTURE.md), so nothing more is owed here.
+            if self
+                .ready_receiver
+                .recv_timeout(Duration::from_secs(60))
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+
+    fn recorder(&self, stage: Stage) -> StageRecorder {
+        StageRecorder::new(stage, Arc::clone(&self.metrics))
+    }
+}
+
+/// Applies optional pinning and a thread name to the next handler of a builder.
+fn placed<B: ProcessorSettings<E, W>, E, W>(
+    builder: B,
+    core: Option<usize>,
+    name: &'static str,
+) -> B {
+    let builder = builder.thread_name(name);
+    match core {
+        Some(core) => builder.pin_at_core(core),
+        None => builder,
+    }
+}
+
+/// The Journaler's thread.
+struct JournalerRun {
+    journaler: Journaler<Journal>,
+    recorder: StageRecorder,
+    batch_timestamps_ns: Vec<u64>,
+    base_seq: u64,
+    sync_latency: hdrhistogram::Histogram<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl JournalerRun {
+    fn factory(
+        wiring: &Wiring,
+        journaler: Journaler<Journal>,
+        [mine, peer]: [&Arc<AtomicI64>; 2],
+    ) -> impl FnOnce() -> JournalerRun {
+        let announces = wait::Announce {
+            signal: Arc::clone(&wiring.input_stages_done),
+            mine: Arc::clone(mine),
+            peers: vec![Arc::clone(peer)],
+        };
+        let (waits_on, input) = (
+            Arc::clone(&wiring.input_published),
+            Arc::clone(&wiring.input_published),
+        );
+        let ready = wiring.ready_sender.clone();
+        let recorder = wiring.recorder(Stage::Journaled);
+        let metrics = Arc::clone(&wiring.metrics);
+        let slots_count = wiring.config.input_ring_slots_count;
+        let base_seq = journaler.journal().next_seq();
+        move || {
+            wait::bind_stage(waits_on, Some(announces), input);
+            let _ = ready.send(());
+            JournalerRun {
+                journaler,
+                recorder,
+                batch_timestamps_ns: Vec::with_capacity(slots_count),
+                base_seq,
+                sync_latency: new_histogram(),
+                metrics,
+            }
+        }
+    }
+
+    fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
+        wait::announce_progress();
+        let seq = self.base_seq + ring_seq as u64;
+        if let Err(error) = self.journaler.on_command(seq, &slot.command) {
+            panic!("journal append of sequence {seq} failed: {error}");
+        }
+        self.batch_timestamps_ns.push(slot.command.timestamp_ns);
+        if !end_of_batch {
+            return;
+        }
+        let commit_started = Instant::now();
+        if let Err(error) = self.journaler.end_of_batch() {
+            panic!("journal sync after sequence {seq} failed: {error}");
+        }
+        if crate::ports::JournalPort::commits_sync(self.journaler.journal()) {
+            self.record_sync(commit_started.elapsed());
+        }
+        let now = now_ns();
+        for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+            self.recorder.record(timestamp_ns, now);
+        }
+        // Under `batch` the stage counts a command done only at the end of its batch, once
+        // synced; the Matcher cannot see the batch earlier either.
+        self.recorder.done(seq, true);
+        wait::batch_done(ring_seq);
+    }
+
+    fn record_sync(&mut self, took: Duration) {
+        self.sync_latency
+            .saturating_record((took.as_nanos() as u64).max(1));
+        if self.sync_latency.len() >= 64 {
+            if let Ok(mut shared) = self.metrics.journal_sync.try_lock() {
+                shared
+                    .add(&self.sync_latency)
+                    .expect("histograms share bounds");
+                self.sync_latency.reset();
+            }
+        }
+    }
+}
+
+impl Drop for JournalerRun {
+    fn drop(&mut self) {
+        if let Ok(mut shared) = self.metrics.journal_sync.lock() {
+            let _ = shared.add(&self.sync_latency);
+        }
+        // A clean stop leaves everything on disk whatever the policy.
+        if let Err(error) = self.journaler.journal_mut().sync() {
+            eprintln!("journal sync on shutdown failed: {error}");
+        }
+    }
+}
+
+/// The Replicator's thread.
+struct ReplicatorRun {
+    replicator: Replicator,
+    recorder: StageRecorder,
+    batch_timestamps_ns: Vec<u64>,
+    base_seq: u64,
+}
+
+impl ReplicatorRun {
+    fn factory(
+        wiring: &Wiring,
+        base_seq: u64,
+        [mine, peer]: [&Arc<AtomicI64>; 2],
+    ) -> impl FnOnce() -> Self {
+        let announces = wait::Announce {
+            signal: Arc::clone(&wiring.input_stages_done),
+            mine: Arc::clone(mine),
+            peers: vec![Arc::clone(peer)],
+        };
+        let (waits_on, input) = (
+            Arc::clone(&wiring.input_published),
+            Arc::clone(&wiring.input_published),
+        );
+        let ready = wiring.ready_sender.clone();
+        let recorder = wiring.recorder(Stage::Replicated);
+        let slots_count = wiring.config.input_ring_slots_count;
+        move || {
+            wait::bind_stage(waits_on, Some(announces), input);
+            let _ = ready.send(());
+            ReplicatorRun {
+                replicator: Replicator::default(),
+                recorder,
+                batch_timestamps_ns: Vec::with_capacity(slots_count),
+                base_seq,
+            }
+        }
+    }
+
+    fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
+        wait::announce_progress();
+        let seq = self.base_seq + ring_seq as u64;
+        self.replicator.on_command(seq, &slot.command);
+        self.batch_timestamps_ns.push(slot.command.timestamp_ns);
+        if end_of_batch {
+            self.replicator.end_of_batch();
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.recorder.done(seq, true);
+            wait::batch_done(ring_seq);
+        }
+    }
+}
+
+/// The output ring's producer: one consumer (the Publisher), or two (Publisher and Responder).
+enum OutputProducer {
+    Publisher(SingleProducer<OutputSlot, SingleConsumerBarrier>),
+    PublisherAndResponder(SingleProducer<OutputSlot, MultiConsumerBarrier>),
+}
+
+impl OutputProducer {
+    fn try_publish_all(&mut self, session: u32, client_order_id: u64, events: &[Event]) -> bool {
+        let fill = |slots: &mut dyn Iterator<Item = &mut OutputSlot>| {
+            for (slot, event) in slots.zip(events) {
+                slot.event = *event;
+                slot.session = session;
+                slot.client_order_id = client_order_id;
+            }
+        };
+        // The batch iterator type of `disruptor` is not exported, so each arm has its closure.
+        match self {
+            OutputProducer::Publisher(producer) => producer
+                .try_batch_publish(events.len(), |mut slots| fill(&mut slots))
+                .is_ok(),
+            OutputProducer::PublisherAndResponder(producer) => producer
+                .try_batch_publish(events.len(), |mut slots| fill(&mut slots))
+                .is_ok(),
+        }
+    }
+}
+
+/// Builds the output ring, with the Publisher and the Responder on it, on the Matcher's
+/// thread (its memory is first touched there).
+struct OutputRing;
+
+impl OutputRing {
+    fn factory<S: OutputSink>(
+        wiring: &Wiring,
+        publisher: Publisher<S>,
+        router: Option<Box<dyn EventRouter>>,
+    ) -> impl FnOnce() -> OutputProducer {
+        let wait = wiring.wait;
+        let slots_count = wiring.config.output_ring_slots_count;
+        let cores = wiring.config.cores;
+        let publisher = PublisherRun::factory(wiring, publisher);
+        let responder = router.map(|router| {
+            let (waits_on, input) = (
+                Arc::clone(&wiring.output_published),
+                Arc::clone(&wiring.input_published),
+            );
+            let ready = wiring.ready_sender.clone();
+            move || {
+                wait::bind_stage(waits_on, None, input);
+                let _ = ready.send(());
+                Responder::new(router)
+            }
+        });
+        move || {
+            let builder = build_single_producer(
+                slots_count,
+                || OutputSlot {
+                    event: Event::empty(EventType::Level, CommandType::Place),
+                    session: 0,
+                    client_order_id: 0,
+                },
+                wait,
+            );
+            let builder = placed(builder, cores.publisher, "publisher")
+                .handle_events_and_state_with(PublisherRun::handle, publisher);
+            match responder {
+                None => OutputProducer::Publisher(builder.build()),
+                Some(responder) => OutputProducer::PublisherAndResponder(
+                    placed(builder, cores.responder, "responder")
+                        .handle_events_and_state_with(
+                            |responder: &mut Responder<dyn EventRouter>,
+                             slot: &OutputSlot,
+                             _ring_seq,
+                             end_of_batch| {
+                                responder.on_slot(slot);
+                                if end_of_batch {
+                                    responder.end_of_batch();
+                                }
+                            },
+                            responder,
+                        )
+                        .build(),
+                ),
+            }
+        }
+    }
+}
+
+/// Collects matcher events and publishes them into the output ring in batches, waiting (spin,
+/// yield, sleep) while the ring is full. Its buffer is allocated once, at start.
+struct RingSink<'a> {
+    producer: &'a mut OutputProducer,
+    session: u32,
+    client_order_id: u64,
+    pending: &'a mut Vec<Event>,
+    chunk_max: usize,
+}
+
+impl RingSink<'_> {
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut polls = 0u32;
+        while !self
+            .producer
+            .try_publish_all(self.session, self.client_order_id, self.pending)
+        {
+            polls += 1;
+            if polls < 100 {
+                std::hint::spin_loop();
+            } else if polls < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        self.pending.clear();
+    }
+}
+
+impl EventSink for RingSink<'_> {
+    #[inline]
+    fn push(&mut self, event: &Event) {
+        if self.pending.len() == self.chunk_max {
+            self.flush();
+        }
+        self.pending.push(*event);
+    }
+}
+
+/// The Matcher's thread.
+struct MatcherRun {
+    matcher: Matcher,
+    base_seq: u64,
+    output: OutputProducer,
+    recorder: StageRecorder,
+    snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
+    metrics: Arc<Metrics>,
+    panic_at_seq: Option<u64>,
+    batch_timestamps_ns: Vec<u64>,
+    pending_events: Vec<Event>,
+    output_chunk_max: usize,
+    /// Wakes the Publisher and Responder when they are parked.
+    output_published: Arc<Signal>,
+    /// Commands whose events were published since the last notify.
+    unannounced_commands: u32,
+}
+
+impl MatcherRun {
+    fn factory(
+        wiring: &Wiring,
+        base_seq: u64,
+        matcher: Matcher,
+        output: impl FnOnce() -> OutputProducer,
+        snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
+    ) -> impl FnOnce() -> MatcherRun {
+        let (waits_on, input, output_published) = (
+            Arc::clone(&wiring.input_stages_done),
+            Arc::clone(&wiring.input_published),
+            Arc::clone(&wiring.output_published),
+        );
+        let ready = wiring.ready_sender.clone();
+        let recorder = wiring.recorder(Stage::Matched);
+        let metrics = Arc::clone(&wiring.metrics);
+        let config = wiring.config.clone();
+        move || {
+            wait::bind_stage(waits_on, None, input);
+            let run = MatcherRun {
+                matcher,
+                base_seq,
+                output: output(),
+                recorder,
+                snapshots,
+                metrics,
+                panic_at_seq: config.matcher_panic_at_seq,
+                batch_timestamps_ns: Vec::with_capacity(config.input_ring_slots_count),
+                pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
+                output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
+                output_published,
+                unannounced_commands: 0,
+            };
+            let _ = ready.send(());
+            run
+        }
+    }
+
+    fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
+        let seq = self.base_seq + ring_seq as u64;
+        if self.panic_at_seq == Some(seq) {
+            panic!("injected fault: the matcher panics at sequence {seq}");
+        }
+        let command = &slot.command;
+        let mut sink = RingSink {
+            producer: &mut self.output,
+            session: slot.session,
+            client_order_id: command.client_order_id,
+            pending: &mut self.pending_events,
+            chunk_max: self.output_chunk_max,
+        };
+        let snapshot_due = self.matcher.on_command(seq, command, &mut sink);
+        sink.flush();
+        // Wake a parked Publisher and Responder at the end of each batch, and every few
+        // commands within a long one (a notify is an atomic add on a shared line; per command
+        // it cost the Matcher measurable time flat out).
+        self.unannounced_commands += 1;
+        if end_of_batch || self.unannounced_commands >= OUTPUT_NOTIFY_EVERY_COMMANDS {
+            self.output_published.notify();
+            self.unannounced_commands = 0;
+        }
+        if snapshot_due {
+            self.snapshot();
+        }
+        // One clock read per batch: the batch is handed on when the stage finishes it.
+        self.batch_timestamps_ns.push(command.timestamp_ns);
+        if end_of_batch {
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.recorder.done(seq, true);
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let Some(sender) = &self.snapshots else {
+            return;
+        };
+        let started = Instant::now();
+        let request = self.matcher.snapshot();
+        let pause_ns = started.elapsed().as_nanos() as u64;
+        if let Ok(mut pauses) = self.metrics.snapshot_pause.lock() {
+            pauses.saturating_record(pause_ns.max(1));
+        }
+        // The Matcher never waits for the writer: when the writer is behind (it waits for the
+        // output to hold the events before each snapshot, and the output may be waiting for
+        // its broker), this snapshot is skipped and counted. A later one covers it.
+        match sender.try_send(request) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                self.metrics
+                    .snapshots_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // The writer thread only stops when the pipeline does.
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                panic!("the snapshot writer stopped")
+            }
+        }
+    }
+}
+
+/// The Publisher's thread.
+struct PublisherRun<S: OutputSink> {
+    publisher: Publisher<S>,
+    recorder: StageRecorder,
+    batch_timestamps_ns: Vec<u64>,
+}
+
+impl<S: OutputSink> PublisherRun<S> {
+    fn factory(wiring: &Wiring, publisher: Publisher<S>) -> impl FnOnce() -> PublisherRun<S> {
+        let (waits_on, input) = (
+            Arc::clone(&wiring.output_published),
+            Arc::clone(&wiring.input_published),
+        );
+        let ready = wiring.ready_sender.clone();
+        let recorder = wiring.recorder(Stage::Published);
+        let slots_count = wiring.config.output_ring_slots_count;
+        move || {
+            wait::bind_stage(waits_on, None, input);
+            let run = PublisherRun {
+                publisher,
+                recorder,
+                batch_timestamps_ns: Vec::with_capacity(slots_count),
+            };
+            let _ = ready.send(());
+            run
+        }
+    }
+
+    fn handle(&mut self, slot: &OutputSlot, _ring_seq: i64, end_of_batch: bool) {
+        let event = &slot.event;
+        self.publisher.on_event(event);
+        if event.index == 0 {
+            self.batch_timestamps_ns.push(event.timestamp_ns);
+        }
+        if end_of_batch {
+            self.publisher.end_of_batch();
+            let now = now_ns();
+            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+            self.recorder.done(event.seq, true);
+        }
+    }
+}
+
+/// Journal retention, run on the snapshot writer's thread after each snapshot, never on the
+/// Journaler's: segments wholly before the oldest snapshot kept are deleted or archived.
+struct RetentionJob {
+    dir: PathBuf,
+    retention: Retention,
+}
+
+impl RetentionJob {
+    fn run(&self, retain_from_seq: u64) {
+        let archive = match &self.retention {
+            Retention::Keep => return,
+            Retention::Delete => None,
+            Retention::Archive(folder) => Some(folder.as_path()),
+        };
+        if let Err(error) = retain_segments(&self.dir, retain_from_seq, archive) {
+            panic!("journal retention failed: {error}");
+        }
+    }
+}
+
+fn start_snapshot_writer(
+    mut writer: SnapshotWriter<SnapshotStore>,
+    metrics: &Arc<Metrics>,
+    retention: RetentionJob,
+) -> (crossbeam_channel::Sender<SnapshotRequest>, JoinHandle<()>) {
+    let (sender, receiver) = crossbeam_channel::bounded::<SnapshotRequest>(SNAPSHOTS_QUEUED_MAX);
+    let metrics = Arc::clone(metrics);
+    let handle = std::thread::Builder::new()
+        .name("snapshot-writer".into())
+        .spawn(move || {
+            for request in receiver {
+                wait_until_ready(&writer, &request, &metrics);
+                match writer.write(&request) {
+                    Written::Done {
+                        info,
+                        retain_from_seq,
+                    } => {
+                        if let Ok(mut last) = metrics.last_snapshot.lock() {
+                            *last =
+                                Some((info.seq, info.path.display().to_string(), info.size_bytes));
+                        }
+                        retention.run(retain_from_seq);
+                    }
+                    // Without a durable output there is no snapshot: a later one covers it.
+                    Written::OutputNotDurable(error) => eprintln!(
+                        "ringmatch: snapshot after sequence {} not written: the output could \
+                         not be synced: {error}",
+                        request.seq
+                    ),
+                    // A failed snapshot costs restart time, not correctness: the journal
+                    // still holds everything. Report it and go on.
+                    Written::Failed(error) => eprintln!(
+                        "ringmatch: snapshot after sequence {} failed: {error}",
+                        request.seq
+                    ),
+                }
+            }
+        })
+        .expect("spawn the snapshot writer");
+    (sender, handle)
+}
+
+/// Waits until the output holds every event before the snapshot, saying so once after 5 s.
+fn wait_until_ready(
+    writer: &SnapshotWriter<SnapshotStore>,
+    request: &SnapshotRequest,
+    metrics: &Metrics,
+) {
+    let waiting_since = Instant::now();
+    let mut reported = false;
+    while !writer.ready(request, metrics) {
+        if !reported && waiting_since.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "ringmatch: snapshot after sequence {} waits for the output to hold its events",
+                request.seq
+            );
+            reported = true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
