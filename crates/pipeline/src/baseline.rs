@@ -9,20 +9,22 @@
 //!                                                               └─▶ channel ─▶ Publisher
 //! ```
 //!
-//! Each stage does the same work as its ring counterpart: the Journaler appends and commits
-//! per batch, the Matcher runs the same engine, and the Publisher hands events to the same
-//! kind of sink and keeps the same L2 book from level events, once per batch.
+//! Each thread drives the same stage struct as its ring counterpart (`crate::stages`): the
+//! Journaler appends and commits per batch, the Matcher runs the same engine, and the
+//! Publisher hands events to the same kind of sink and keeps the same L2 book from level
+//! events, once per batch.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use ringmatch_journal::{Journal, JournalRecord};
+use ringmatch_journal::Journal;
 use ringmatch_matcher::{Engine, EventSink};
 use ringmatch_proto::{Command, Event};
 
 use crate::market_data::MarketData;
+use crate::stages::{Journaler, Matcher, Publisher, Replicator};
 use crate::{now_ns, Busy, Metrics, OutputSink, Stage, StageRecorder};
 
 /// The producer handle of the baseline.
@@ -77,9 +79,9 @@ impl CrossbeamPipeline {
     /// Starts the four stage threads with channels of `capacity` messages.
     pub fn start<S: OutputSink>(
         capacity: usize,
-        mut engine: Engine,
-        mut journal: Journal,
-        mut sink: S,
+        engine: Engine,
+        journal: Journal,
+        sink: S,
     ) -> CrossbeamPipeline {
         let base_seq = journal.next_seq();
         let metrics = Arc::new(Metrics::new(capacity as u64, base_seq, journal.stats()));
@@ -88,7 +90,10 @@ impl CrossbeamPipeline {
         let (journaled_out, matcher_journaled) = bounded::<(u64, Command)>(capacity);
         let (replicated_out, matcher_replicated) = bounded::<u64>(capacity);
         let (events_out, publisher_in) = bounded::<Event>(capacity * 4);
-        let market_data = MarketData::from_engine(&engine);
+        let market_data = Arc::new(MarketData::from_engine(&engine));
+        let mut journaler = Journaler::new(journal);
+        let mut matcher = Matcher::new(engine, base_seq, 0, sink.last_event_position());
+        let mut publisher = Publisher::new(sink, market_data, Arc::clone(&metrics), capacity);
         let mut threads = Vec::new();
 
         let stage_metrics = Arc::clone(&metrics);
@@ -104,14 +109,11 @@ impl CrossbeamPipeline {
                     }
                 }
                 for (seq, command) in &batch {
-                    let record = JournalRecord {
-                        seq: *seq,
-                        timestamp_ns: command.timestamp_ns,
-                        command: *command,
-                    };
-                    journal.append(&record).expect("baseline journal append");
+                    journaler
+                        .on_command(*seq, command)
+                        .expect("baseline journal append");
                 }
-                journal.commit().expect("baseline journal sync");
+                journaler.end_of_batch().expect("baseline journal sync");
                 let now = now_ns();
                 for (seq, command) in batch.drain(..) {
                     recorder.record(command.timestamp_ns, now);
@@ -121,13 +123,19 @@ impl CrossbeamPipeline {
                         .expect("baseline matcher stopped");
                 }
             }
-            journal.sync().expect("baseline journal sync");
+            journaler
+                .journal_mut()
+                .sync()
+                .expect("baseline journal sync");
         }));
 
         let stage_metrics = Arc::clone(&metrics);
         threads.push(spawn("baseline-replicator", move || {
             let mut recorder = StageRecorder::new(Stage::Replicated, stage_metrics);
+            let mut replicator = Replicator::default();
             for (seq, command) in replicator_in {
+                replicator.on_command(seq, &command);
+                replicator.end_of_batch();
                 recorder.record(command.timestamp_ns, now_ns());
                 recorder.done(seq, replicated_out.is_empty());
                 replicated_out.send(seq).expect("baseline matcher stopped");
@@ -141,7 +149,7 @@ impl CrossbeamPipeline {
             for (seq, command) in matcher_journaled {
                 let replicated = receive(&matcher_replicated);
                 assert_eq!(replicated, seq, "both stages pass commands in order");
-                engine.apply(seq, &command, &mut sink);
+                matcher.on_command(seq, &command, &mut sink);
                 recorder.record(command.timestamp_ns, now_ns());
                 recorder.done(seq, matcher_replicated.is_empty());
             }
@@ -151,15 +159,10 @@ impl CrossbeamPipeline {
         threads.push(spawn("baseline-publisher", move || {
             let mut recorder = StageRecorder::new(Stage::Published, Arc::clone(&stage_metrics));
             let mut batch_timestamps_ns = Vec::new();
-            let mut batch_levels = Vec::new();
             while let Ok(first) = publisher_in.recv() {
                 let mut event = first;
                 loop {
-                    sink.push(&event);
-                    if event.event_type == ringmatch_proto::EventType::Level {
-                        batch_levels.push(event);
-                    }
-                    stage_metrics.events_written.fetch_add(1, Ordering::Relaxed);
+                    publisher.on_event(&event);
                     if event.index == 0 {
                         batch_timestamps_ns.push(event.timestamp_ns);
                     }
@@ -168,9 +171,7 @@ impl CrossbeamPipeline {
                         Err(_) => break,
                     }
                 }
-                sink.end_of_batch();
-                market_data.apply_all(&batch_levels);
-                batch_levels.clear();
+                publisher.end_of_batch();
                 let now = now_ns();
                 for timestamp_ns in batch_timestamps_ns.drain(..) {
                     recorder.record(timestamp_ns, now);
