@@ -15,7 +15,7 @@ use ringmatch_proto::{
 use crate::bitmap::LevelBitmap;
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
 use crate::rules::{
-    check_place_fields, check_replace_fields, crosses, self_trade_action, Emitter, OrderView,
+    self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
     SelfTradeAction,
 };
 use crate::state::{StateError, StateReader, StateWriter, StoredOrder};
@@ -205,6 +205,8 @@ pub struct Engine {
     accounts: Vec<Account>,
     account_by_id: FixedMap<u64>,
     next_order_id: u64,
+    /// The account index of the order `admit` took last, for `rest_new`.
+    admitted_account_index: u32,
 }
 
 #[inline]
@@ -243,6 +245,7 @@ impl Engine {
             accounts: Vec::with_capacity(limits.accounts_max as usize),
             account_by_id: FixedMap::with_len_max(limits.accounts_max as usize),
             next_order_id: 1,
+            admitted_account_index: 0,
             config,
         })
     }
@@ -402,71 +405,12 @@ impl Engine {
     }
 
     fn place<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
-        let Some(book_index) = self.book_of(command.instrument) else {
-            return out.rejected(command, RejectReason::UnknownInstrument);
-        };
-        if let Err(reason) = self.check_place(book_index, command) {
-            return out.rejected(command, reason);
-        }
-        let account_index = self.account_index_or_register(command.account);
-        let order_id = self.next_order_id;
-        self.next_order_id += 1;
-        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        let mut taker = OrderView {
-            order_id,
-            client_order_id: command.client_order_id,
-            account: command.account,
-            instrument: command.instrument,
-            side: command.side,
-            price: limit.unwrap_or(0),
-            qty: command.qty,
-            filled: 0,
-        };
-        out.accepted(&taker);
-        let stopped = self.match_taker(book_index, &mut taker, limit, command.stp, out);
-        if stopped || taker.remaining() == 0 {
-            return;
-        }
-        match (command.kind, command.tif) {
-            (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
-            (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
-            (_, TimeInForce::Fok) => {
-                panic!("a fill-or-kill order passed its check but did not fill")
-            }
-            (OrderKind::Limit, TimeInForce::Gtc) => {
-                let slot = self.free_head;
-                assert!(
-                    slot != NIL,
-                    "order slots exhausted past the engine_full check"
-                );
-                self.free_head = self.orders[slot as usize].next;
-                self.orders[slot as usize] = Order {
-                    order_id,
-                    client_order_id: command.client_order_id,
-                    price: command.price,
-                    qty: command.qty,
-                    filled: taker.filled,
-                    account: command.account,
-                    account_index,
-                    book: book_index as u32,
-                    prev: NIL,
-                    next: NIL,
-                    account_prev: NIL,
-                    account_next: NIL,
-                    side: command.side,
-                    stp: command.stp,
-                    post_only: command.post_only,
-                };
-                self.remember(slot);
-                let total_qty = self.link_level_tail(slot);
-                out.level(command.instrument, command.side, command.price, total_qty);
-            }
-        }
+        rules::place(self, command, out);
     }
 
     /// Matches `taker` against the opposite side while prices cross. Returns true when
     /// self-trade prevention cancelled the taker.
-    fn match_taker<S: EventSink + ?Sized>(
+    fn match_against_book<S: EventSink + ?Sized>(
         &mut self,
         book_index: usize,
         taker: &mut OrderView,
@@ -549,72 +493,7 @@ impl Engine {
     }
 
     fn replace<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
-        let slot = match self.find_order(command) {
-            Ok(slot) => slot,
-            Err(reason) => return out.rejected(command, reason),
-        };
-        let order = self.orders[slot as usize];
-        let book_index = order.book as usize;
-        let book = &self.books[book_index];
-        if book.halted {
-            return out.rejected(command, RejectReason::Halted);
-        }
-        if let Err(reason) = check_replace_fields(&book.spec, command) {
-            return out.rejected(command, reason);
-        }
-        let old = self.view(slot);
-        let new_price = if command.has_price {
-            command.price
-        } else {
-            old.price
-        };
-        let new_qty = if command.has_qty {
-            command.qty
-        } else {
-            old.qty
-        };
-        if new_qty <= old.filled {
-            out.cancelled(&old, CancelReason::ReplacedBelowFilled);
-            let total_qty = self.remove_order(slot);
-            return out.level(old.instrument, old.side, old.price, total_qty);
-        }
-        if order.post_only && self.best_crosses(book_index, order.side, Some(new_price)) {
-            return out.rejected(command, RejectReason::PostOnlyWouldTake);
-        }
-        let mut taker = OrderView {
-            price: new_price,
-            qty: new_qty,
-            ..old
-        };
-        out.replaced(&taker);
-        if new_price == old.price {
-            let total_qty = if taker.remaining() > old.remaining() {
-                // A larger open quantity goes to the back of the queue.
-                self.unlink_level(slot);
-                self.orders[slot as usize].qty = new_qty;
-                self.link_level_tail(slot)
-            } else {
-                self.orders[slot as usize].qty = new_qty;
-                let book = &mut self.books[book_index];
-                let level_index = book.level_index(old.price);
-                let level = &mut book.levels[level_index];
-                level.total_qty -= old.remaining() - taker.remaining();
-                level.total_qty
-            };
-            return out.level(old.instrument, old.side, old.price, total_qty);
-        }
-        let old_total_qty = self.unlink_level(slot);
-        out.level(old.instrument, old.side, old.price, old_total_qty);
-        self.orders[slot as usize].price = new_price;
-        self.orders[slot as usize].qty = new_qty;
-        let stopped = self.match_taker(book_index, &mut taker, Some(new_price), order.stp, out);
-        self.orders[slot as usize].filled = taker.filled;
-        if stopped || taker.remaining() == 0 {
-            self.forget(slot);
-        } else {
-            let total_qty = self.link_level_tail(slot);
-            out.level(old.instrument, old.side, new_price, total_qty);
-        }
+        rules::replace(self, command, out);
     }
 
     fn mass_cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
@@ -1022,5 +901,129 @@ impl Engine {
         self.books[book_index].orders_count += 1;
         self.orders_live += 1;
         Ok(slot)
+    }
+}
+
+impl BookKeeping for Engine {
+    type Book = usize;
+    type Order = u32;
+
+    #[inline]
+    fn book_of(&self, instrument: u32) -> Option<usize> {
+        Engine::book_of(self, instrument)
+    }
+
+    fn check_place(&self, book: usize, command: &Command) -> Result<(), RejectReason> {
+        Engine::check_place(self, book, command)
+    }
+
+    fn admit(&mut self, account: u32) -> u64 {
+        self.admitted_account_index = self.account_index_or_register(account);
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        order_id
+    }
+
+    #[inline]
+    fn match_taker<S: EventSink + ?Sized>(
+        &mut self,
+        book: usize,
+        taker: &mut OrderView,
+        limit: Option<i64>,
+        stp: SelfTradePrevention,
+        out: &mut Emitter<'_, S>,
+    ) -> bool {
+        self.match_against_book(book, taker, limit, stp, out)
+    }
+
+    fn rest_new(&mut self, book: usize, taker: &OrderView, command: &Command) -> u64 {
+        let slot = self.free_head;
+        assert!(
+            slot != NIL,
+            "order slots exhausted past the engine_full check"
+        );
+        self.free_head = self.orders[slot as usize].next;
+        self.orders[slot as usize] = Order {
+            order_id: taker.order_id,
+            client_order_id: command.client_order_id,
+            price: command.price,
+            qty: command.qty,
+            filled: taker.filled,
+            account: command.account,
+            account_index: self.admitted_account_index,
+            book: book as u32,
+            prev: NIL,
+            next: NIL,
+            account_prev: NIL,
+            account_next: NIL,
+            side: command.side,
+            stp: command.stp,
+            post_only: command.post_only,
+        };
+        self.remember(slot);
+        self.link_level_tail(slot)
+    }
+
+    fn find_order(&self, command: &Command) -> Result<u32, RejectReason> {
+        Engine::find_order(self, command)
+    }
+
+    fn order(&self, slot: u32) -> (usize, OrderView, SelfTradePrevention, bool) {
+        let order = &self.orders[slot as usize];
+        (
+            order.book as usize,
+            self.view(slot),
+            order.stp,
+            order.post_only,
+        )
+    }
+
+    fn halted(&self, book: usize) -> bool {
+        self.books[book].halted
+    }
+
+    fn spec(&self, book: usize) -> &InstrumentSpec {
+        &self.books[book].spec
+    }
+
+    fn best_crosses(&self, book: usize, side: Side, limit: Option<i64>) -> bool {
+        Engine::best_crosses(self, book, side, limit)
+    }
+
+    fn remove(&mut self, slot: u32) -> u64 {
+        self.remove_order(slot)
+    }
+
+    fn resize(&mut self, slot: u32, resized: &OrderView, to_back: bool) -> u64 {
+        if to_back {
+            self.unlink_level(slot);
+            self.orders[slot as usize].qty = resized.qty;
+            return self.link_level_tail(slot);
+        }
+        let old_remaining = self.orders[slot as usize].remaining();
+        self.orders[slot as usize].qty = resized.qty;
+        let book_index = self.orders[slot as usize].book as usize;
+        let book = &mut self.books[book_index];
+        let level_index = book.level_index(resized.price);
+        let level = &mut book.levels[level_index];
+        level.total_qty -= old_remaining - resized.remaining();
+        level.total_qty
+    }
+
+    fn lift(&mut self, slot: u32, taker: &OrderView) -> u64 {
+        let old_total_qty = self.unlink_level(slot);
+        self.orders[slot as usize].price = taker.price;
+        self.orders[slot as usize].qty = taker.qty;
+        old_total_qty
+    }
+
+    fn settle_lifted(&mut self, slot: u32, taker: &OrderView, done: bool) -> Option<u64> {
+        self.orders[slot as usize].filled = taker.filled;
+        if done {
+            self.forget(slot);
+            None
+        } else {
+            Some(self.link_level_tail(slot))
+        }
     }
 }

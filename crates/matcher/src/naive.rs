@@ -9,9 +9,9 @@ use ringmatch_proto::{
     TimeInForce,
 };
 
-use crate::config::{ConfigError, MatcherConfig};
+use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
 use crate::rules::{
-    check_place_fields, check_replace_fields, crosses, self_trade_action, Emitter, OrderView,
+    self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
     SelfTradeAction,
 };
 use crate::state::{StateHasher, StateWriter, StoredOrder};
@@ -34,6 +34,8 @@ pub struct NaiveBook {
     accounts: Vec<u32>,
     next_order_id: u64,
     next_priority: u64,
+    /// The order a replace took out to trade at its new price.
+    lifted: Option<NaiveOrder>,
 }
 
 /// Whether a maker at `a` has better priority than one at `b` on the same side.
@@ -58,6 +60,7 @@ impl NaiveBook {
             accounts: Vec::new(),
             next_order_id: 1,
             next_priority: 0,
+            lifted: None,
         })
     }
 
@@ -224,43 +227,7 @@ impl NaiveBook {
     }
 
     fn place<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
-        let Some(index) = self.instrument_index(command.instrument) else {
-            return out.rejected(command, RejectReason::UnknownInstrument);
-        };
-        if let Err(reason) = self.check_place(index, command) {
-            return out.rejected(command, reason);
-        }
-        if !self.accounts.contains(&command.account) {
-            self.accounts.push(command.account);
-        }
-        let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        let mut taker = OrderView {
-            order_id: self.next_order_id,
-            client_order_id: command.client_order_id,
-            account: command.account,
-            instrument: command.instrument,
-            side: command.side,
-            price: limit.unwrap_or(0),
-            qty: command.qty,
-            filled: 0,
-        };
-        self.next_order_id += 1;
-        out.accepted(&taker);
-        if self.match_taker(&mut taker, limit, command.stp, out) || taker.remaining() == 0 {
-            return;
-        }
-        match (command.kind, command.tif) {
-            (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
-            (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
-            (_, TimeInForce::Fok) => {
-                panic!("a fill-or-kill order passed its check but did not fill")
-            }
-            (OrderKind::Limit, TimeInForce::Gtc) => {
-                self.rest(taker, command.stp, command.post_only);
-                let total = self.level_total(taker.instrument, taker.side, taker.price);
-                out.level(taker.instrument, taker.side, taker.price, total);
-            }
-        }
+        rules::place(self, command, out);
     }
 
     fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool) {
@@ -274,7 +241,7 @@ impl NaiveBook {
     }
 
     /// Returns true when self-trade prevention cancelled the taker.
-    fn match_taker<S: EventSink + ?Sized>(
+    fn match_against_book<S: EventSink + ?Sized>(
         &mut self,
         taker: &mut OrderView,
         limit: Option<i64>,
@@ -355,66 +322,7 @@ impl NaiveBook {
     }
 
     fn replace<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
-        let index = match self.find(command) {
-            Ok(index) => index,
-            Err(reason) => return out.rejected(command, reason),
-        };
-        let order = self.orders[index];
-        let old = order.view;
-        let instrument_index = self
-            .instrument_index(old.instrument)
-            .expect("a resting order's instrument is configured");
-        if self.halted[instrument_index] {
-            return out.rejected(command, RejectReason::Halted);
-        }
-        if let Err(reason) =
-            check_replace_fields(&self.config.instruments[instrument_index], command)
-        {
-            return out.rejected(command, reason);
-        }
-        let new_price = if command.has_price {
-            command.price
-        } else {
-            old.price
-        };
-        let new_qty = if command.has_qty {
-            command.qty
-        } else {
-            old.qty
-        };
-        if new_qty <= old.filled {
-            self.orders.remove(index);
-            out.cancelled(&old, CancelReason::ReplacedBelowFilled);
-            let total = self.level_total(old.instrument, old.side, old.price);
-            return out.level(old.instrument, old.side, old.price, total);
-        }
-        if order.post_only && self.best_crosses(old.instrument, old.side, Some(new_price)) {
-            return out.rejected(command, RejectReason::PostOnlyWouldTake);
-        }
-        let mut taker = OrderView {
-            price: new_price,
-            qty: new_qty,
-            ..old
-        };
-        out.replaced(&taker);
-        if new_price == old.price {
-            if taker.remaining() > old.remaining() {
-                self.orders[index].priority = self.next_priority;
-                self.next_priority += 1;
-            }
-            self.orders[index].view = taker;
-            let total = self.level_total(old.instrument, old.side, old.price);
-            return out.level(old.instrument, old.side, old.price, total);
-        }
-        self.orders.remove(index);
-        let total = self.level_total(old.instrument, old.side, old.price);
-        out.level(old.instrument, old.side, old.price, total);
-        let stopped = self.match_taker(&mut taker, Some(new_price), order.stp, out);
-        if !stopped && taker.remaining() > 0 {
-            self.rest(taker, order.stp, order.post_only);
-            let total = self.level_total(old.instrument, old.side, new_price);
-            out.level(old.instrument, old.side, new_price, total);
-        }
+        rules::replace(self, command, out);
     }
 
     fn open_orders<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
@@ -511,5 +419,98 @@ impl NaiveBook {
         let mut bytes = Vec::new();
         self.write_state(&mut bytes);
         bytes
+    }
+}
+
+impl BookKeeping for NaiveBook {
+    /// The instrument's index in the configuration.
+    type Book = usize;
+    /// The order's index in the vector of resting orders.
+    type Order = usize;
+
+    fn book_of(&self, instrument: u32) -> Option<usize> {
+        self.instrument_index(instrument)
+    }
+
+    fn check_place(&self, book: usize, command: &Command) -> Result<(), RejectReason> {
+        NaiveBook::check_place(self, book, command)
+    }
+
+    fn admit(&mut self, account: u32) -> u64 {
+        if !self.accounts.contains(&account) {
+            self.accounts.push(account);
+        }
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        order_id
+    }
+
+    fn match_taker<S: EventSink + ?Sized>(
+        &mut self,
+        _book: usize,
+        taker: &mut OrderView,
+        limit: Option<i64>,
+        stp: SelfTradePrevention,
+        out: &mut Emitter<'_, S>,
+    ) -> bool {
+        self.match_against_book(taker, limit, stp, out)
+    }
+
+    fn rest_new(&mut self, _book: usize, taker: &OrderView, command: &Command) -> u64 {
+        self.rest(*taker, command.stp, command.post_only);
+        self.level_total(taker.instrument, taker.side, taker.price)
+    }
+
+    fn find_order(&self, command: &Command) -> Result<usize, RejectReason> {
+        self.find(command)
+    }
+
+    fn order(&self, index: usize) -> (usize, OrderView, SelfTradePrevention, bool) {
+        let order = &self.orders[index];
+        let book = self
+            .instrument_index(order.view.instrument)
+            .expect("a resting order's instrument is configured");
+        (book, order.view, order.stp, order.post_only)
+    }
+
+    fn halted(&self, book: usize) -> bool {
+        self.halted[book]
+    }
+
+    fn spec(&self, book: usize) -> &InstrumentSpec {
+        &self.config.instruments[book]
+    }
+
+    fn best_crosses(&self, book: usize, side: Side, limit: Option<i64>) -> bool {
+        NaiveBook::best_crosses(self, self.config.instruments[book].id, side, limit)
+    }
+
+    fn remove(&mut self, index: usize) -> u64 {
+        let order = self.orders.remove(index);
+        self.level_total(order.view.instrument, order.view.side, order.view.price)
+    }
+
+    fn resize(&mut self, index: usize, resized: &OrderView, to_back: bool) -> u64 {
+        if to_back {
+            self.orders[index].priority = self.next_priority;
+            self.next_priority += 1;
+        }
+        self.orders[index].view = *resized;
+        self.level_total(resized.instrument, resized.side, resized.price)
+    }
+
+    fn lift(&mut self, index: usize, _taker: &OrderView) -> u64 {
+        let order = self.orders.remove(index);
+        self.lifted = Some(order);
+        self.level_total(order.view.instrument, order.view.side, order.view.price)
+    }
+
+    fn settle_lifted(&mut self, _index: usize, taker: &OrderView, done: bool) -> Option<u64> {
+        let order = self.lifted.take().expect("an order was lifted");
+        if done {
+            return None;
+        }
+        self.rest(*taker, order.stp, order.post_only);
+        Some(self.level_total(taker.instrument, taker.side, taker.price))
     }
 }

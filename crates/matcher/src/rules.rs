@@ -4,7 +4,8 @@
 //! differ in how they keep the book, which is exactly what the property tests compare.
 
 use ringmatch_proto::{
-    CancelReason, Command, CommandType, Event, EventType, Reason, RejectReason, Side,
+    CancelReason, Command, CommandType, Event, EventType, OrderKind, Reason, RejectReason,
+    SelfTradePrevention, Side, TimeInForce,
 };
 
 use crate::config::InstrumentSpec;
@@ -266,5 +267,151 @@ pub(crate) fn self_trade_action(
         Stp::CancelTaker => SelfTradeAction::CancelTaker,
         Stp::CancelMaker => SelfTradeAction::CancelMaker,
         Stp::CancelBoth => SelfTradeAction::CancelBoth,
+    }
+}
+
+/// What the place and replace rules need from an order book: the book keeping, which is all
+/// the fast engine and the naive reference book do differently. The sequence of the rules
+/// (checks, events, matching, what rests) is written once, in [`place`] and [`replace`].
+pub(crate) trait BookKeeping {
+    /// An instrument's book.
+    type Book: Copy;
+    /// A resting order.
+    type Order: Copy;
+    /// The book of an instrument, if it is configured.
+    fn book_of(&self, instrument: u32) -> Option<Self::Book>;
+    /// Every check a new order must pass before anything changes.
+    fn check_place(&self, book: Self::Book, command: &Command) -> Result<(), RejectReason>;
+    /// Registers the order's account (the check allowed it) and takes the next order id.
+    fn admit(&mut self, account: u32) -> u64;
+    /// Matches `taker` against the opposite side while prices cross (`limit` None: any
+    /// price). Returns true when self-trade prevention cancelled the taker.
+    fn match_taker<S: crate::EventSink + ?Sized>(
+        &mut self,
+        book: Self::Book,
+        taker: &mut OrderView,
+        limit: Option<i64>,
+        stp: SelfTradePrevention,
+        out: &mut Emitter<'_, S>,
+    ) -> bool;
+    /// Rests what is left of a new order at the back of its level; the level's new total.
+    fn rest_new(&mut self, book: Self::Book, taker: &OrderView, command: &Command) -> u64;
+    /// The resting order a cancel or replace names.
+    fn find_order(&self, command: &Command) -> Result<Self::Order, RejectReason>;
+    /// A resting order: its book, what events report of it, its self-trade prevention and
+    /// post-only flag.
+    fn order(&self, order: Self::Order) -> (Self::Book, OrderView, SelfTradePrevention, bool);
+    /// Whether the book's instrument is halted.
+    fn halted(&self, book: Self::Book) -> bool;
+    /// The book's instrument.
+    fn spec(&self, book: Self::Book) -> &InstrumentSpec;
+    /// Whether an order of `side` at `limit` would trade with the best opposite level.
+    fn best_crosses(&self, book: Self::Book, side: Side, limit: Option<i64>) -> bool;
+    /// Removes a resting order; its level's new total.
+    fn remove(&mut self, order: Self::Order) -> u64;
+    /// Gives a resting order the quantity of `resized` at the same price, at the back of its
+    /// level when `to_back`; the level's new total.
+    fn resize(&mut self, order: Self::Order, resized: &OrderView, to_back: bool) -> u64;
+    /// Takes a resting order out of its level to trade at a new price as `taker`; the old
+    /// level's new total.
+    fn lift(&mut self, order: Self::Order, taker: &OrderView) -> u64;
+    /// After a lifted order traded: rests what is left of `taker` at the back of its new
+    /// level and returns that level's total, or, when `done`, drops the order.
+    fn settle_lifted(&mut self, order: Self::Order, taker: &OrderView, done: bool) -> Option<u64>;
+}
+
+/// Places an order: check, accept, match, then cancel or rest what is left.
+pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    command: &Command,
+    out: &mut Emitter<'_, S>,
+) {
+    let Some(book_id) = book.book_of(command.instrument) else {
+        return out.rejected(command, RejectReason::UnknownInstrument);
+    };
+    if let Err(reason) = book.check_place(book_id, command) {
+        return out.rejected(command, reason);
+    }
+    let order_id = book.admit(command.account);
+    let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+    let mut taker = OrderView {
+        order_id,
+        client_order_id: command.client_order_id,
+        account: command.account,
+        instrument: command.instrument,
+        side: command.side,
+        price: limit.unwrap_or(0),
+        qty: command.qty,
+        filled: 0,
+    };
+    out.accepted(&taker);
+    let stopped = book.match_taker(book_id, &mut taker, limit, command.stp, out);
+    if stopped || taker.remaining() == 0 {
+        return;
+    }
+    match (command.kind, command.tif) {
+        (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
+        (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
+        (_, TimeInForce::Fok) => panic!("a fill-or-kill order passed its check but did not fill"),
+        (OrderKind::Limit, TimeInForce::Gtc) => {
+            let total_qty = book.rest_new(book_id, &taker, command);
+            out.level(command.instrument, command.side, command.price, total_qty);
+        }
+    }
+}
+
+/// Replaces a resting order's price and/or quantity: at the same price it keeps its place
+/// unless its open quantity grows; at a new price it trades as a taker first.
+pub(crate) fn replace<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    command: &Command,
+    out: &mut Emitter<'_, S>,
+) {
+    let order = match book.find_order(command) {
+        Ok(order) => order,
+        Err(reason) => return out.rejected(command, reason),
+    };
+    let (book_id, old, stp, post_only) = book.order(order);
+    if book.halted(book_id) {
+        return out.rejected(command, RejectReason::Halted);
+    }
+    if let Err(reason) = check_replace_fields(book.spec(book_id), command) {
+        return out.rejected(command, reason);
+    }
+    let new_price = if command.has_price {
+        command.price
+    } else {
+        old.price
+    };
+    let new_qty = if command.has_qty {
+        command.qty
+    } else {
+        old.qty
+    };
+    if new_qty <= old.filled {
+        out.cancelled(&old, CancelReason::ReplacedBelowFilled);
+        let total_qty = book.remove(order);
+        return out.level(old.instrument, old.side, old.price, total_qty);
+    }
+    if post_only && book.best_crosses(book_id, old.side, Some(new_price)) {
+        return out.rejected(command, RejectReason::PostOnlyWouldTake);
+    }
+    let mut taker = OrderView {
+        price: new_price,
+        qty: new_qty,
+        ..old
+    };
+    out.replaced(&taker);
+    if new_price == old.price {
+        // A larger open quantity goes to the back of the queue.
+        let total_qty = book.resize(order, &taker, taker.remaining() > old.remaining());
+        return out.level(old.instrument, old.side, old.price, total_qty);
+    }
+    let old_total_qty = book.lift(order, &taker);
+    out.level(old.instrument, old.side, old.price, old_total_qty);
+    let stopped = book.match_taker(book_id, &mut taker, Some(new_price), stp, out);
+    let done = stopped || taker.remaining() == 0;
+    if let Some(total_qty) = book.settle_lifted(order, &taker, done) {
+        out.level(old.instrument, old.side, new_price, total_qty);
     }
 }
