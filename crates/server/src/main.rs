@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ringmatch_bench::matcher_bench::{self as bench, MatcherBenchOptions};
 use ringmatch_matcher::Engine;
-use ringmatch_server::bench::{self, MatcherBenchOptions};
 use ringmatch_server::config::Config;
 use ringmatch_server::script::{self, FeedError};
 use ringmatch_server::tools;
@@ -350,7 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok((account.parse()?, token.to_string()))
                 })
                 .collect::<anyhow::Result<Vec<(u32, String)>>>()?;
-            ringmatch_server::loadgen::run(&ringmatch_server::loadgen::LoadgenOptions {
+            ringmatch_bench::loadgen::run(&ringmatch_bench::loadgen::LoadgenOptions {
                 gateway,
                 logins,
                 rate_per_second: rate,
@@ -435,17 +435,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "--runs and --commands must be at least 1"
             );
             if restart {
-                ringmatch_server::pipeline_bench::run_restart(
-                    commands,
-                    snapshot_every,
-                    &out,
-                    seed,
-                )?;
+                ringmatch_bench::pipeline_bench::run_restart(commands, snapshot_every, &out, seed)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(bootstrap) = kafka {
-                ringmatch_server::kafka_bench::run(
-                    &ringmatch_server::kafka_bench::KafkaBenchOptions {
+                ringmatch_bench::kafka_bench::run(
+                    &ringmatch_bench::kafka_bench::KafkaBenchOptions {
                         bootstrap,
                         delivery: ringmatch_kafka::Delivery::parse(&delivery)
                             .map_err(|problem| anyhow::anyhow!("--delivery: {problem}"))?,
@@ -469,7 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if snapshot_pause {
-                ringmatch_server::pipeline_bench::run_snapshot_pause(&out)?;
+                ringmatch_bench::pipeline_bench::run_snapshot_pause(&out)?;
                 return Ok(ExitCode::SUCCESS);
             }
             if matcher_only {
@@ -486,8 +481,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some("crossbeam") => true,
                 Some(other) => anyhow::bail!("--baseline {other}: the only baseline is crossbeam"),
             };
-            ringmatch_server::pipeline_bench::run(
-                &ringmatch_server::pipeline_bench::PipelineBenchOptions {
+            ringmatch_bench::pipeline_bench::run(
+                &ringmatch_bench::pipeline_bench::PipelineBenchOptions {
                     commands_count: commands,
                     rate_per_second: rate,
                     durability: ringmatch_journal::Durability::from_name(&durability).ok_or_else(

@@ -129,7 +129,7 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         ms(commit_latency.value_at_quantile(0.5)),
         ms(commit_latency.value_at_quantile(0.99)),
     );
-    crate::pipeline_bench::write_histogram_files(
+    crate::report::write_histogram_files(
         &options.out_dir,
         &format!("kafka-{delivery}-output-lag"),
         &lag,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringmatch_gateway::{decode_frame, Client, Decoded, Frame, LoginOptions};
 use ringmatch_pipeline::{new_histogram, now_ns};
+
 use ringmatch_proto::{Command, CommandType, Side, TimeInForce};
 
 /// Options of a load run.
@@ -629,20 +630,6 @@ impl Progress {
     }
 }
 
-/// Sleeps (with a 1 us timer slack) until `intended_ns`. The in-process bench paces its
-/// driver with this: the driver takes no CPU between sends, like a feed that blocks on its
-/// socket. A late wake-up is not hidden: latency counts from the intended time.
-pub fn wait_until(intended_ns: u64) {
-    ringmatch_pipeline::tighten_timer_slack();
-    loop {
-        let now = now_ns();
-        if now >= intended_ns {
-            return;
-        }
-        std::thread::sleep(Duration::from_nanos(intended_ns - now));
-    }
-}
-
 /// The size of an echo frame: the size of a command frame.
 const ECHO_FRAME_SIZE_BYTES: usize = 4 + 1 + ringmatch_proto::COMMAND_SIZE_BYTES;
 
@@ -769,7 +756,7 @@ fn print_report(name: &str, report: &LoadReport, options: &LoadgenOptions) {
     );
     if let Some(dir) = &options.out_dir {
         if let Err(error) =
-            crate::pipeline_bench::write_histogram_files(dir, name, &report.latency, report.elapsed)
+            crate::report::write_histogram_files(dir, name, &report.latency, report.elapsed)
         {
             eprintln!("loadgen: cannot write {}: {error}", dir.display());
         }
