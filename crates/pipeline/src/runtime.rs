@@ -244,6 +244,25 @@ impl Wiring {
         }
     }
 
+    /// What a stage reading the input ring waits on, announces to the Matcher (that `mine`
+    /// is done, once `peer` is too) and is woken by.
+    fn input_stage(
+        &self,
+        mine: &Arc<AtomicI64>,
+        peer: &Arc<AtomicI64>,
+    ) -> (Arc<Signal>, Option<wait::Announce>, Arc<Signal>) {
+        let announces = wait::Announce {
+            signal: Arc::clone(&self.input_stages_done),
+            mine: Arc::clone(mine),
+            peers: vec![Arc::clone(peer)],
+        };
+        (
+            Arc::clone(&self.input_published),
+            Some(announces),
+            Arc::clone(&self.input_published),
+        )
+    }
+
     fn recorder(&self, stage: Stage) -> StageRecorder {
         StageRecorder::new(stage, Arc::clone(&self.metrics))
     }
@@ -278,22 +297,14 @@ impl JournalerRun {
         journaler: Journaler<Journal>,
         [mine, peer]: [&Arc<AtomicI64>; 2],
     ) -> impl FnOnce() -> JournalerRun {
-        let announces = wait::Announce {
-            signal: Arc::clone(&wiring.input_stages_done),
-            mine: Arc::clone(mine),
-            peers: vec![Arc::clone(peer)],
-        };
-        let (waits_on, input) = (
-            Arc::clone(&wiring.input_published),
-            Arc::clone(&wiring.input_published),
-        );
+        let (waits_on, announces, input) = wiring.input_stage(mine, peer);
         let ready = wiring.ready_sender.clone();
         let recorder = wiring.recorder(Stage::Journaled);
         let metrics = Arc::clone(&wiring.metrics);
         let slots_count = wiring.config.input_ring_slots_count;
         let base_seq = journaler.journal().next_seq();
         move || {
-            wait::bind_stage(waits_on, Some(announces), input);
+            wait::bind_stage(waits_on, announces, input);
             let _ = ready.send(());
             JournalerRun {
                 journaler,
@@ -373,20 +384,12 @@ impl ReplicatorRun {
         base_seq: u64,
         [mine, peer]: [&Arc<AtomicI64>; 2],
     ) -> impl FnOnce() -> Self {
-        let announces = wait::Announce {
-            signal: Arc::clone(&wiring.input_stages_done),
-            mine: Arc::clone(mine),
-            peers: vec![Arc::clone(peer)],
-        };
-        let (waits_on, input) = (
-            Arc::clone(&wiring.input_published),
-            Arc::clone(&wiring.input_published),
-        );
+        let (waits_on, announces, input) = wiring.input_stage(mine, peer);
         let ready = wiring.ready_sender.clone();
         let recorder = wiring.recorder(Stage::Replicated);
         let slots_count = wiring.config.input_ring_slots_count;
         move || {
-            wait::bind_stage(waits_on, Some(announces), input);
+            wait::bind_stage(waits_on, announces, input);
             let _ = ready.send(());
             ReplicatorRun {
                 replicator: Replicator::default(),

@@ -658,46 +658,47 @@ impl World {
     }
 
     /// The Journaler takes a batch: what was submitted and not yet journaled, or part of it.
+    /// A batch of a seed-chosen size (at least one) of what a stage has not taken yet: the
+    /// indices from `done` to at most `available`; None when nothing waits.
+    fn draw_batch(&mut self, done: usize, available: usize) -> Option<std::ops::Range<usize>> {
+        let waiting = available - done;
+        (waiting > 0).then(|| done..done + self.rng.between(1, waiting as u64) as usize)
+    }
+
     fn journal_batch(&mut self, node: &mut Node) -> Result<(), ()> {
-        let waiting = node.input.len() - node.journaled_count;
-        if waiting == 0 {
+        let Some(batch) = self.draw_batch(node.journaled_count, node.input.len()) else {
             return Ok(());
-        }
-        let batch = self.rng.between(1, waiting as u64) as usize;
-        for index in node.journaled_count..node.journaled_count + batch {
+        };
+        for index in batch.clone() {
             let seq = node.base_seq + index as u64;
             node.journaler
                 .on_command(seq, &node.input[index].command)
                 .map_err(|_| ())?;
         }
         node.journaler.end_of_batch().map_err(|_| ())?;
-        node.journaled_count += batch;
+        node.journaled_count = batch.end;
         Ok(())
     }
 
     fn replicate_batch(&mut self, node: &mut Node) {
-        let waiting = node.input.len() - node.replicated_count;
-        if waiting == 0 {
+        let Some(batch) = self.draw_batch(node.replicated_count, node.input.len()) else {
             return;
-        }
-        let batch = self.rng.between(1, waiting as u64) as usize;
-        for index in node.replicated_count..node.replicated_count + batch {
+        };
+        for index in batch.clone() {
             let seq = node.base_seq + index as u64;
             node.replicator.on_command(seq, &node.input[index].command);
         }
         node.replicator.end_of_batch();
-        node.replicated_count += batch;
+        node.replicated_count = batch.end;
     }
 
     /// The Matcher takes a batch of what both the Journaler and the Replicator finished.
     fn match_batch(&mut self, node: &mut Node) {
         let ready = node.journaled_count.min(node.replicated_count);
-        let waiting = ready - node.matched_count;
-        if waiting == 0 {
+        let Some(batch) = self.draw_batch(node.matched_count, ready) else {
             return;
-        }
-        let batch = self.rng.between(1, waiting as u64) as usize;
-        for index in node.matched_count..node.matched_count + batch {
+        };
+        for index in batch.clone() {
             let seq = node.base_seq + index as u64;
             let slot = node.input[index];
             let mut ring = OutputRing {
@@ -712,39 +713,35 @@ impl World {
                 }
             }
         }
-        node.matched_count += batch;
+        node.matched_count = batch.end;
     }
 
     /// The Publisher takes a batch. An output that fails (a write error) ends the process,
     /// as the real sinks do by panicking.
     fn publish_batch(&mut self, node: &mut Node) -> Result<(), ()> {
-        let waiting = node.output.len() - node.published_count;
-        if waiting == 0 {
+        let Some(batch) = self.draw_batch(node.published_count, node.output.len()) else {
             return Ok(());
-        }
+        };
         if std::mem::take(&mut lock(&self.faults).events_write_fails) {
             return Err(());
         }
-        let batch = self.rng.between(1, waiting as u64) as usize;
-        for index in node.published_count..node.published_count + batch {
+        for index in batch.clone() {
             node.publisher.on_event(&node.output[index].event);
         }
         node.publisher.end_of_batch();
-        node.published_count += batch;
+        node.published_count = batch.end;
         Ok(())
     }
 
     fn respond_batch(&mut self, node: &mut Node) {
-        let waiting = node.output.len() - node.responded_count;
-        if waiting == 0 {
+        let Some(batch) = self.draw_batch(node.responded_count, node.output.len()) else {
             return;
-        }
-        let batch = self.rng.between(1, waiting as u64) as usize;
-        for index in node.responded_count..node.responded_count + batch {
+        };
+        for index in batch.clone() {
             node.responder.on_slot(&node.output[index]);
         }
         node.responder.end_of_batch();
-        node.responded_count += batch;
+        node.responded_count = batch.end;
     }
 
     /// The snapshot writer takes the oldest request, if the output holds its events yet.
