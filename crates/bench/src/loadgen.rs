@@ -64,6 +64,8 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency from intended send time to response, nanoseconds.
     pub latency: Histogram<u64>,
+    /// Latency from intended send time to the command's `ack`, nanoseconds (order entry).
+    pub ack_latency: Histogram<u64>,
 }
 
 impl LoadReport {
@@ -154,6 +156,7 @@ impl SessionMix {
 /// Counters every session adds to, read by the progress line and the final report.
 struct Shared {
     latency: Mutex<Histogram<u64>>,
+    ack_latency: Mutex<Histogram<u64>>,
     /// The latencies since the progress line last read them.
     window: Mutex<Histogram<u64>>,
     responses: AtomicU64,
@@ -166,6 +169,7 @@ impl Shared {
     fn new() -> Shared {
         Shared {
             latency: Mutex::new(new_histogram()),
+            ack_latency: Mutex::new(new_histogram()),
             window: Mutex::new(new_histogram()),
             responses: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -186,6 +190,7 @@ impl Shared {
             refused_count: self.refused.load(Ordering::Relaxed),
             elapsed: Duration::from_nanos(elapsed_ns),
             latency: self.latency.lock().expect("not poisoned").clone(),
+            ack_latency: self.ack_latency.lock().expect("not poisoned").clone(),
         }
     }
 }
@@ -194,6 +199,7 @@ impl Shared {
 /// thread takes no lock per response.
 struct Tally {
     latency: Histogram<u64>,
+    ack_latency: Histogram<u64>,
     window: Histogram<u64>,
     responses: u64,
     refused: u64,
@@ -204,6 +210,7 @@ impl Tally {
     fn new() -> Tally {
         Tally {
             latency: new_histogram(),
+            ack_latency: new_histogram(),
             window: new_histogram(),
             responses: 0,
             refused: 0,
@@ -244,6 +251,11 @@ impl Tally {
                 .lock()
                 .expect("not poisoned")
                 .add(&self.latency);
+            let _ = shared
+                .ack_latency
+                .lock()
+                .expect("not poisoned")
+                .add(&self.ack_latency);
         }
     }
 }
@@ -472,6 +484,9 @@ impl Conversation for OrderEntry {
             match frame {
                 Frame::Ack { seq, .. } => {
                     if let Some(intended_ns) = self.unacknowledged.pop_front() {
+                        tally
+                            .ack_latency
+                            .saturating_record(now_ns.saturating_sub(intended_ns).max(1));
                         self.by_seq.insert(seq, intended_ns);
                     }
                 }
@@ -754,6 +769,18 @@ fn print_report(name: &str, report: &LoadReport, options: &LoadgenOptions) {
         quantile(0.9999),
         report.latency.max() as f64 / 1_000.0
     );
+    if !report.ack_latency.is_empty() {
+        let ack = |q: f64| report.ack_latency.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "{name} ack latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  p99.99 {:.1}  max {:.1}",
+            ack(0.5),
+            ack(0.9),
+            ack(0.99),
+            ack(0.999),
+            ack(0.9999),
+            report.ack_latency.max() as f64 / 1_000.0
+        );
+    }
     if let Some(dir) = &options.out_dir {
         if let Err(error) =
             crate::report::write_histogram_files(dir, name, &report.latency, report.elapsed)

@@ -347,7 +347,6 @@ pub(crate) fn bench_pipeline_config(
         cores: StageCores::default(),
         snapshot_every_commands,
         retention: Retention::Keep,
-        matcher_panic_at_seq: None,
     }
 }
 

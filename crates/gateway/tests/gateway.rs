@@ -68,7 +68,6 @@ impl Harness {
                 cores: StageCores::default(),
                 snapshot_every_commands: 0,
                 retention: Retention::Keep,
-                matcher_panic_at_seq: None,
             },
             engine,
             journal,

@@ -60,9 +60,7 @@ pub use recovery::{
     RecoveryOptions, ReplayProgress, ResumableOutput,
 };
 pub use ringmatch_journal::EventsMark;
-pub use wait::{
-    single_core_waits_count, tighten_timer_slack, ConfiguredWait, Signal, WaitKind, PHASED_SLEEP,
-};
+pub use wait::{tighten_timer_slack, ConfiguredWait, Signal, WaitCounters, WaitKind, PHASED_SLEEP};
 
 /// A slot of the input ring.
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +125,6 @@ pub struct PipelineConfig {
     pub snapshot_every_commands: u64,
     /// Journal segments retention.
     pub retention: Retention,
-    /// Fault injection for tests: the Matcher panics on reaching this sequence.
-    pub matcher_panic_at_seq: Option<u64>,
 }
 
 /// Configuration problems found before any thread starts.

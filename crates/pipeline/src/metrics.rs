@@ -57,6 +57,8 @@ pub fn now_ns() -> u64 {
 
 /// Everything the service measures.
 pub struct Metrics {
+    /// Idle yields and parks of this pipeline's stages that are restricted to one core.
+    pub wait_counters: Arc<crate::wait::WaitCounters>,
     /// Last sequence each stage finished, by [`Stage`].
     pub stage_seq: [AtomicU64; 4],
     /// Latency from ingress to each stage, by [`Stage`] (nanoseconds).
@@ -101,6 +103,7 @@ impl Metrics {
             snapshots_skipped: AtomicU64::new(0),
             last_snapshot: Mutex::new(None),
             journal,
+            wait_counters: Arc::default(),
         }
     }
 

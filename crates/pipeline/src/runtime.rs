@@ -299,12 +299,13 @@ impl JournalerRun {
     ) -> impl FnOnce() -> JournalerRun {
         let (waits_on, announces, input) = wiring.input_stage(mine, peer);
         let ready = wiring.ready_sender.clone();
+        let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Journaled);
         let metrics = Arc::clone(&wiring.metrics);
         let slots_count = wiring.config.input_ring_slots_count;
         let base_seq = journaler.journal().next_seq();
         move || {
-            wait::bind_stage(waits_on, announces, input);
+            wait::bind_stage(waits_on, announces, input, counters);
             let _ = ready.send(());
             JournalerRun {
                 journaler,
@@ -386,10 +387,11 @@ impl ReplicatorRun {
     ) -> impl FnOnce() -> Self {
         let (waits_on, announces, input) = wiring.input_stage(mine, peer);
         let ready = wiring.ready_sender.clone();
+        let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Replicated);
         let slots_count = wiring.config.input_ring_slots_count;
         move || {
-            wait::bind_stage(waits_on, announces, input);
+            wait::bind_stage(waits_on, announces, input, counters);
             let _ = ready.send(());
             ReplicatorRun {
                 replicator: Replicator::default(),
@@ -425,20 +427,30 @@ enum OutputProducer {
 
 impl OutputProducer {
     fn try_publish_all(&mut self, session: u32, client_order_id: u64, events: &[Event]) -> bool {
-        let fill = |slots: &mut dyn Iterator<Item = &mut OutputSlot>| {
-            for (slot, event) in slots.zip(events) {
-                slot.event = *event;
-                slot.session = session;
-                slot.client_order_id = client_order_id;
-            }
-        };
-        // The batch iterator type of `disruptor` is not exported, so each arm has its closure.
+        // The batch iterator type of `disruptor` is not exported, so each arm has its closure
+        // (a shared one over `dyn Iterator` would cost a call per slot).
         match self {
             OutputProducer::Publisher(producer) => producer
-                .try_batch_publish(events.len(), |mut slots| fill(&mut slots))
+                .try_batch_publish(events.len(), |slots| {
+                    for (slot, event) in slots.zip(events) {
+                        *slot = OutputSlot {
+                            event: *event,
+                            session,
+                            client_order_id,
+                        };
+                    }
+                })
                 .is_ok(),
             OutputProducer::PublisherAndResponder(producer) => producer
-                .try_batch_publish(events.len(), |mut slots| fill(&mut slots))
+                .try_batch_publish(events.len(), |slots| {
+                    for (slot, event) in slots.zip(events) {
+                        *slot = OutputSlot {
+                            event: *event,
+                            session,
+                            client_order_id,
+                        };
+                    }
+                })
                 .is_ok(),
         }
     }
@@ -464,8 +476,9 @@ impl OutputRing {
                 Arc::clone(&wiring.input_published),
             );
             let ready = wiring.ready_sender.clone();
+            let counters = Arc::clone(&wiring.metrics.wait_counters);
             move || {
-                wait::bind_stage(waits_on, None, input);
+                wait::bind_stage(waits_on, None, input, counters);
                 let _ = ready.send(());
                 Responder::new(router)
             }
@@ -556,7 +569,6 @@ struct MatcherRun {
     recorder: StageRecorder,
     snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
     metrics: Arc<Metrics>,
-    panic_at_seq: Option<u64>,
     batch_timestamps_ns: Vec<u64>,
     pending_events: Vec<Event>,
     output_chunk_max: usize,
@@ -580,11 +592,12 @@ impl MatcherRun {
             Arc::clone(&wiring.output_published),
         );
         let ready = wiring.ready_sender.clone();
+        let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Matched);
         let metrics = Arc::clone(&wiring.metrics);
         let config = wiring.config.clone();
         move || {
-            wait::bind_stage(waits_on, None, input);
+            wait::bind_stage(waits_on, None, input, counters);
             let run = MatcherRun {
                 matcher,
                 base_seq,
@@ -592,7 +605,6 @@ impl MatcherRun {
                 recorder,
                 snapshots,
                 metrics,
-                panic_at_seq: config.matcher_panic_at_seq,
                 batch_timestamps_ns: Vec::with_capacity(config.input_ring_slots_count),
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
@@ -606,9 +618,6 @@ impl MatcherRun {
 
     fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64;
-        if self.panic_at_seq == Some(seq) {
-            panic!("injected fault: the matcher panics at sequence {seq}");
-        }
         let command = &slot.command;
         let mut sink = RingSink {
             producer: &mut self.output,
@@ -683,10 +692,11 @@ impl<S: OutputSink> PublisherRun<S> {
             Arc::clone(&wiring.input_published),
         );
         let ready = wiring.ready_sender.clone();
+        let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Published);
         let slots_count = wiring.config.output_ring_slots_count;
         move || {
-            wait::bind_stage(waits_on, None, input);
+            wait::bind_stage(waits_on, None, input, counters);
             let run = PublisherRun {
                 publisher,
                 recorder,

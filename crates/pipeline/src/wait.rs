@@ -225,12 +225,20 @@ struct Binding {
     core: Option<u32>,
     /// The signal the submitters of commands notify (it records their core).
     input: Arc<Signal>,
+    /// Where the stage counts its idle yields and parks.
+    counters: Arc<WaitCounters>,
 }
 
 /// Makes the calling stage thread park on `waits_on` when idle (phased strategy) and announce
 /// its finished batches through `announces`; `input` is the signal the submitters of
-/// commands notify. Call it on the stage thread, before its first event.
-pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>, input: Arc<Signal>) {
+/// commands notify; the stage counts its idle waits in `counters` (its pipeline's). Call it on
+/// the stage thread, before its first event.
+pub fn bind_stage(
+    waits_on: Arc<Signal>,
+    announces: Option<Announce>,
+    input: Arc<Signal>,
+    counters: Arc<WaitCounters>,
+) {
     let seen = Cell::new(waits_on.epoch().wrapping_sub(1));
     BINDING.set(Some(Binding {
         waits_on,
@@ -238,6 +246,7 @@ pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>, input: Arc
         seen,
         core: the_one_core(),
         input,
+        counters,
     }));
 }
 
@@ -245,17 +254,24 @@ pub fn bind_stage(waits_on: Arc<Signal>, announces: Option<Announce>, input: Arc
 /// 100,000 commands/s (one every 10 us) the stages then hardly ever park.
 pub const CORE_POLL: Duration = Duration::from_micros(50);
 
-/// Yields and parks of stages restricted to a single core, in this process (every pipeline).
-static SINGLE_CORE_YIELDS: AtomicU64 = AtomicU64::new(0);
-static SINGLE_CORE_PARKS: AtomicU64 = AtomicU64::new(0);
+/// How often a pipeline's idle stages that are restricted to a single core yielded and
+/// parked (phased strategy); one per pipeline, in its `Metrics`.
+#[derive(Debug, Default)]
+pub struct WaitCounters {
+    /// Yields.
+    pub single_core_yields_count: AtomicU64,
+    /// Parks.
+    pub single_core_parks_count: AtomicU64,
+}
 
-/// How many times, in this process, idle stages restricted to a single core yielded and
-/// parked (phased strategy). For tests and tools.
-pub fn single_core_waits_count() -> (u64, u64) {
-    (
-        SINGLE_CORE_YIELDS.load(Ordering::Relaxed),
-        SINGLE_CORE_PARKS.load(Ordering::Relaxed),
-    )
+impl WaitCounters {
+    /// (yields, parks) so far.
+    pub fn single_core_waits_count(&self) -> (u64, u64) {
+        (
+            self.single_core_yields_count.load(Ordering::Relaxed),
+            self.single_core_parks_count.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Records that the calling stage finished a batch ending at ring sequence `sequence`. The
@@ -392,7 +408,14 @@ fn phased_wait(sequence: Sequence) {
     let since = idle_since.unwrap_or_else(Instant::now);
     PHASE.set((sequence, polls, Some(since)));
     if action == Idle::Yield {
-        SINGLE_CORE_YIELDS.fetch_add(1, Ordering::Relaxed);
+        BINDING.with_borrow(|binding| {
+            if let Some(binding) = binding {
+                binding
+                    .counters
+                    .single_core_yields_count
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        });
         std::thread::yield_now();
         return;
     }
@@ -408,7 +431,10 @@ fn phased_wait(sequence: Sequence) {
             binding.seen.set(epoch);
         } else {
             if binding.core.is_some() {
-                SINGLE_CORE_PARKS.fetch_add(1, Ordering::Relaxed);
+                binding
+                    .counters
+                    .single_core_parks_count
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let _ = binding.waits_on.park(epoch, PHASED_PARK_BOUND);
         }
@@ -566,7 +592,12 @@ mod tests {
         let thread_input = Arc::clone(&input);
         std::thread::spawn(move || {
             crate::restrict_thread_to_cores("test", &[core]).unwrap();
-            bind_stage(Arc::new(Signal::default()), None, Arc::clone(&thread_input));
+            bind_stage(
+                Arc::new(Signal::default()),
+                None,
+                Arc::clone(&thread_input),
+                Arc::default(),
+            );
             let bound_core = BINDING.with_borrow(|binding| binding.as_ref().unwrap().core);
             assert_eq!(bound_core, Some(core as u32));
             thread_input.notify_from_submitter();

@@ -40,7 +40,6 @@ fn start_returns_after_every_stage_is_built() {
         cores: StageCores::default(),
         snapshot_every_commands: 0,
         retention: Retention::Keep,
-        matcher_panic_at_seq: None,
     };
     assert!(!thread_names().iter().any(|name| name == "publisher"));
     let pipeline = Pipeline::start(

@@ -533,7 +533,6 @@ impl Config {
             },
             snapshot_every_commands: self.snapshots.every_commands,
             retention: self.retention()?,
-            matcher_panic_at_seq: None,
         })
     }
 

@@ -66,20 +66,12 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         "admin.listen = {admin_address} is not a loopback address: set admin.token_hash \
          (ringmatch hash-token) so that requests must carry the admin token"
     );
-    let mut pipeline_config = config.pipeline_config()?;
+    let pipeline_config = config.pipeline_config()?;
     pipeline_config.validate()?;
     // Before any thread starts, so that every thread inherits it.
     if let Some(cores) = &config.pipeline.cores.service {
         ringmatch_pipeline::restrict_thread_to_cores("service (pipeline.cores.service)", cores)?;
         log!("service threads restricted to cores {cores:?}");
-    }
-    // Fault injection for the tests that prove a panicking stage stops the service.
-    if let Ok(value) = std::env::var("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ") {
-        let seq = value
-            .parse()
-            .with_context(|| format!("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ={value:?}"))?;
-        log!("FAULT INJECTION: the matcher will panic at sequence {seq}");
-        pipeline_config.matcher_panic_at_seq = Some(seq);
     }
     log!(
         "starting: data directory {}, journal durability {}, wait strategy {}, {} instruments, \
@@ -226,14 +218,32 @@ fn run<O: ResumableOutput>(
         }
         None => (None, None),
     };
-    let pipeline = Pipeline::start_with_router(
-        &pipeline_config,
-        recovered.engine,
-        recovered.journal,
-        recovered.output,
-        Some(recovered.snapshots),
-        router,
-    )?;
+    // Fault injection for the tests that prove a panicking stage stops the service: the
+    // sink is wrapped only when asked, so the pipeline itself carries no test hook.
+    let pipeline = match fault_panic_at_seq()? {
+        None => Pipeline::start_with_router(
+            &pipeline_config,
+            recovered.engine,
+            recovered.journal,
+            recovered.output,
+            Some(recovered.snapshots),
+            router,
+        )?,
+        Some(seq) => {
+            log!("FAULT INJECTION: the publisher will panic at sequence {seq}");
+            Pipeline::start_with_router(
+                &pipeline_config,
+                recovered.engine,
+                recovered.journal,
+                PanicAtSeq {
+                    inner: recovered.output,
+                    seq,
+                },
+                Some(recovered.snapshots),
+                router,
+            )?
+        }
+    };
     let metrics = pipeline.metrics();
     let gateway = match (gateway_config, registrations) {
         (Some(gateway_config), Some(registrations)) => {
@@ -318,6 +328,48 @@ fn run<O: ResumableOutput>(
             .max(metrics.stage_seq[Stage::Matched as usize].load(Ordering::Relaxed))
     );
     Ok(())
+}
+
+/// `RINGMATCH_FAULT_PANIC_AT_SEQ`: the sequence at which the Publisher is made to panic.
+fn fault_panic_at_seq() -> anyhow::Result<Option<u64>> {
+    match std::env::var("RINGMATCH_FAULT_PANIC_AT_SEQ") {
+        Ok(value) => {
+            Ok(Some(value.parse().with_context(|| {
+                format!("RINGMATCH_FAULT_PANIC_AT_SEQ={value:?}")
+            })?))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// An output that panics on the first live event of sequence `seq` (fault injection).
+struct PanicAtSeq<O> {
+    inner: O,
+    seq: u64,
+}
+
+impl<O: ringmatch_pipeline::OutputSink> ringmatch_pipeline::OutputSink for PanicAtSeq<O> {
+    fn push(&mut self, event: &ringmatch_proto::Event) {
+        if event.seq == self.seq {
+            panic!(
+                "injected fault: the publisher panics at sequence {}",
+                self.seq
+            );
+        }
+        self.inner.push(event);
+    }
+
+    fn end_of_batch(&mut self) {
+        self.inner.end_of_batch();
+    }
+
+    fn durability(&self) -> ringmatch_pipeline::OutputDurability {
+        self.inner.durability()
+    }
+
+    fn last_event_position(&self) -> Option<ringmatch_pipeline::EventPosition> {
+        self.inner.last_event_position()
+    }
 }
 
 fn report_recovery<O: ResumableOutput>(recovered: &Recovered<O>) {

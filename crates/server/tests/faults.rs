@@ -368,7 +368,7 @@ fn bad_admin_requests_are_refused_and_nothing_is_half_applied() {
 #[test]
 fn a_panicking_stage_stops_the_service_promptly_with_the_journal_intact() {
     let setup = Setup::new("");
-    let server = setup.start_with_env(&[], &[("RINGMATCH_FAULT_MATCHER_PANIC_AT_SEQ", "150")]);
+    let server = setup.start_with_env(&[], &[("RINGMATCH_FAULT_PANIC_AT_SEQ", "150")]);
     let lines = command_lines(400, 4);
     // The commands before the fault are acknowledged; the request holding sequence 150 may
     // or may not be answered before the process ends.
@@ -377,10 +377,10 @@ fn a_panicking_stage_stops_the_service_promptly_with_the_journal_intact() {
     let (code, log) = server.wait_exit(std::time::Duration::from_secs(10));
     assert_eq!(code, Some(70), "{log}");
     assert!(
-        log.contains("injected fault: the matcher panics at sequence 150"),
+        log.contains("injected fault: the publisher panics at sequence 150"),
         "{log}"
     );
-    assert!(log.contains("fatal: thread 'matcher' panicked"), "{log}");
+    assert!(log.contains("fatal: thread 'publisher' panicked"), "{log}");
     let verify = setup.tool(&["journal", "verify"]);
     assert!(verify.status.success(), "{}", stdout(&verify));
     let text = stdout(&verify);
