@@ -508,6 +508,7 @@ fn handle_connection(stream: TcpStream, admin: &mut Admin) -> std::io::Result<()
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     };
     let mut stream = stream;
@@ -589,6 +590,7 @@ fn submit_commands(body: &[u8], submitter: &mut Submitter, metrics: &Metrics) ->
     let mut first_seq = None;
     let mut last_seq = None;
     let mut submitted = 0usize;
+    let mut busy = None;
     for command in &mut commands {
         command.timestamp_ns = now_ns();
         match submitter.try_submit(command) {
@@ -597,18 +599,14 @@ fn submit_commands(body: &[u8], submitter: &mut Submitter, metrics: &Metrics) ->
                 last_seq = Some(seq);
                 submitted += 1;
             }
-            Err(busy) => {
-                return Response::json(
-                    503,
-                    format!(
-                        "{{\"error\":\"{busy}\",\"submitted\":{submitted},\"first_seq\":{},\"last_seq\":{}}}",
-                        json_option(first_seq),
-                        json_option(last_seq)
-                    ),
-                )
+            Err(refusal) => {
+                busy = Some(refusal);
+                break;
             }
         }
     }
+    // A reply that names sequences is a promise: it goes out only once those commands are
+    // durable under the journal's policy. What was taken before a `busy` is waited for too.
     let durable = last_seq.is_none_or(|last| {
         let deadline = Instant::now() + DURABLE_WAIT;
         while metrics.journal.durable_seq.load(Ordering::Acquire) < last {
@@ -619,14 +617,35 @@ fn submit_commands(body: &[u8], submitter: &mut Submitter, metrics: &Metrics) ->
         }
         true
     });
-    Response::json(
-        200,
+    let sequences = if durable {
         format!(
-            "{{\"submitted\":{submitted},\"first_seq\":{},\"last_seq\":{},\"durable\":{durable}}}",
+            ",\"first_seq\":{},\"last_seq\":{}",
             json_option(first_seq),
             json_option(last_seq)
+        )
+    } else {
+        String::new()
+    };
+    match busy {
+        Some(busy) => Response::json(
+            503,
+            format!(
+                "{{\"error\":\"{busy}\",\"submitted\":{submitted}{sequences},\"durable\":{durable}}}"
+            ),
         ),
-    )
+        None if durable => Response::json(
+            200,
+            format!("{{\"submitted\":{submitted}{sequences},\"durable\":true}}"),
+        ),
+        None => Response::json(
+            504,
+            format!(
+                "{{\"error\":\"the commands were taken but not durable within {} s: they may \
+                 or may not be in the journal\",\"submitted\":{submitted},\"durable\":false}}",
+                DURABLE_WAIT.as_secs()
+            ),
+        ),
+    }
 }
 
 /// `GET /book/<instrument>[?levels=N]`: L2 depth, best first (20 levels unless asked).
