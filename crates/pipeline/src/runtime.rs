@@ -147,13 +147,14 @@ impl Pipeline {
         let producer = placed(input.and_then(), config.cores.matcher, "matcher")
             .handle_events_and_state_with(MatcherRun::handle, matcher_run)
             .build();
+        let input_published = Arc::clone(&wiring.input_published);
         wiring.wait_until_built();
         Ok(Pipeline {
             submitter: Some(Submitter::new(
                 producer,
                 base_seq,
                 Arc::clone(&metrics),
-                Arc::clone(&wiring.input_published),
+                input_published,
             )),
             metrics,
             market_data,
@@ -230,15 +231,13 @@ impl Wiring {
     /// wait for a stage that is still allocating and first touching its memory (the Matcher
     /// builds the output ring; on a virtual machine that is thousands of page faults, about
     /// 20 ms here).
-    fn wait_until_built(&self) {
+    fn wait_until_built(self) {
+        // Only the stages hold senders from here on.
+        drop(self.ready_sender);
         for _ in 0..self.stages_count {
             // A stage that panics while starting drops its sender; the panic itself stops the
             // service (see the panic policy in ARCHITECTURE.md), so nothing more is owed here.
-            if self
-                .ready_receiver
-                .recv_timeout(Duration::from_secs(60))
-                .is_err()
-            {
+            if self.ready_receiver.recv().is_err() {
                 break;
             }
         }
