@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ringmatch_sim::{run_seed, Revert};
+use ringmatch_sim::{run_seed_with, Options, Revert};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots]"
+        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots] [--page-reorder]"
     );
     ExitCode::from(2)
 }
@@ -21,8 +21,14 @@ fn main() -> ExitCode {
     let mut first = 0u64;
     let mut single: Option<u64> = None;
     let mut revert = None;
+    let mut page_reorder = false;
     let mut index = 0;
     while index < args.len() {
+        if args[index] == "--page-reorder" {
+            page_reorder = true;
+            index += 1;
+            continue;
+        }
         let value = args.get(index + 1);
         let number = value.and_then(|text| text.parse::<u64>().ok());
         match (args[index].as_str(), number) {
@@ -37,12 +43,22 @@ fn main() -> ExitCode {
         }
         index += 2;
     }
-    let replay = |seed: u64| match revert {
-        Some(revert) => format!("scripts/sim.sh --seed {seed} --revert {}", revert.name()),
-        None => format!("scripts/sim.sh --seed {seed}"),
+    let options = Options {
+        revert,
+        page_reorder,
+    };
+    let replay = |seed: u64| {
+        let mut command = format!("scripts/sim.sh --seed {seed}");
+        if let Some(revert) = revert {
+            command += &format!(" --revert {}", revert.name());
+        }
+        if page_reorder {
+            command += " --page-reorder";
+        }
+        command
     };
     if let Some(seed) = single {
-        return match run_seed(seed, revert) {
+        return match run_seed_with(seed, options) {
             Ok(summary) => {
                 println!("seed {seed}: ok: {summary:?}");
                 ExitCode::SUCCESS
@@ -65,7 +81,7 @@ fn main() -> ExitCode {
     let mut from_snapshot = 0u64;
     let mut faults = 0u64;
     for seed in first..first + count {
-        match run_seed(seed, revert) {
+        match run_seed_with(seed, options) {
             Ok(summary) => {
                 crashes += summary.crashes_count;
                 power_losses += summary.power_losses_count;

@@ -83,9 +83,25 @@ impl JournalImage {
     }
 
     /// Applies a crash: a power loss keeps the synced bytes and a seed-chosen prefix of the
-    /// rest, maybe with its last sector torn (random bytes past a seed-chosen point).
-    pub fn crash(&mut self, crash: Crash, rng: &mut Rng) {
+    /// rest, maybe with its last sector torn (random bytes past a seed-chosen point). With
+    /// `page_reorder`, each unsynced sector survives or not on its own instead (writeback and
+    /// the device may persist them in any order), and what did not survive reads as the
+    /// zeros the preallocated segment held.
+    pub fn crash(&mut self, crash: Crash, rng: &mut Rng, page_reorder: bool) {
         if crash == Crash::Process {
+            return;
+        }
+        if page_reorder {
+            let mut sector = self.synced_len / SECTOR_SIZE_BYTES * SECTOR_SIZE_BYTES;
+            while sector < self.bytes.len() {
+                let end = (sector + SECTOR_SIZE_BYTES).min(self.bytes.len());
+                if rng.chance(500) {
+                    for byte in &mut self.bytes[sector.max(self.synced_len)..end] {
+                        *byte = 0;
+                    }
+                }
+                sector = end;
+            }
             return;
         }
         let unsynced = self.bytes.len() - self.synced_len;
@@ -101,9 +117,10 @@ impl JournalImage {
         }
     }
 
-    /// What opening the journal finds: its records up to the first that is not valid (a torn
-    /// tail, which is cut, as the real journal cuts it), and the next sequence.
-    pub fn open(&mut self) -> u64 {
+    /// What opening the journal finds: its records up to the first that is not valid, and the
+    /// next sequence. As the real journal does, what follows is cut as a torn tail when no
+    /// valid record lies after it, and refused as damage before the tail when one does.
+    pub fn open(&mut self) -> Result<u64, String> {
         let mut offset = 0;
         let mut next_seq = 1;
         while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset) {
@@ -111,9 +128,20 @@ impl JournalImage {
             next_seq += 1;
             offset += length;
         }
+        let mut later = offset + RECORD_SIZE_BYTES;
+        while later + RECORD_SIZE_BYTES <= self.bytes.len() {
+            if let RecordAt::Valid(record, _) = record_at(&self.bytes, later) {
+                return Err(format!(
+                    "journal damaged before its tail: sequence {next_seq} at offset {offset} is \
+                     not a record, but sequence {} follows it",
+                    record.seq
+                ));
+            }
+            later += RECORD_SIZE_BYTES;
+        }
         self.bytes.truncate(offset);
         self.synced_len = offset;
-        next_seq
+        Ok(next_seq)
     }
 
     /// Every valid record, in order.
@@ -143,19 +171,20 @@ pub struct SimJournal {
 }
 
 impl SimJournal {
-    /// The journal on `image` (opened: its torn tail cut), with `durability`.
+    /// The journal on `image` (opened: its torn tail cut), with `durability`; Err when the
+    /// journal refuses to open (damage before its tail).
     pub fn open(
         image: Shared<JournalImage>,
         faults: Shared<Faults>,
         durability: Durability,
-    ) -> SimJournal {
-        let next_seq = lock(&image).open();
-        SimJournal {
+    ) -> Result<SimJournal, String> {
+        let next_seq = lock(&image).open()?;
+        Ok(SimJournal {
             image,
             faults,
             durability,
             next_seq,
-        }
+        })
     }
 
     fn sync(&mut self) -> Result<(), JournalError> {
