@@ -415,6 +415,20 @@ async fn read_loop(
                         "a drop-copy session cannot send commands".into(),
                     ));
                 }
+                // The Responder closes a session whose queue filled (it does not read its
+                // replies); the session takes no more commands once it is closing. Accepted
+                // commands queue nothing here (their ack comes from the Responder), so this is
+                // where the session task learns it.
+                if let (true, slow) = output.closing() {
+                    return Some(if slow {
+                        (
+                            ErrorCode::SlowConsumer,
+                            "the session's outbound queue is full".into(),
+                        )
+                    } else {
+                        (ErrorCode::ShuttingDown, "the session is closing".into())
+                    });
+                }
                 let now = Instant::now();
                 tokens = (tokens + now.duration_since(refilled_at).as_secs_f64() * rate).min(rate);
                 refilled_at = now;

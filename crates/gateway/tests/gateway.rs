@@ -395,6 +395,20 @@ fn a_session_that_does_not_read_is_dropped_without_slowing_others() {
             Err(_) => saw_end = true,
         }
     }
+    // Once dropped, the slow session's commands are no longer taken: the engine saw far
+    // fewer than the 200,000 it tried to send.
+    let taken = harness
+        .pipeline
+        .as_ref()
+        .unwrap()
+        .metrics()
+        .input_published_seq
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("commands taken from the slow session: {taken}");
+    assert!(
+        dropped && taken < 150_000,
+        "{taken} commands taken, dropped: {dropped}"
+    );
     other.place_limit(1, Side::Sell, 99_000, 1, 7).unwrap();
     let frames = other
         .recv_until(
