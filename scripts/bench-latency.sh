@@ -23,6 +23,7 @@ serve_cores=""
 client_cores=""
 while [ $# -gt 0 ]; do
     case "$1" in
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --durability) durability="$2"; shift 2 ;;
         --rates) rates="$2"; shift 2 ;;
         --sessions) sessions="$2"; shift 2 ;;

@@ -131,10 +131,12 @@ enum Commands {
         echo_server_cores: Option<Vec<usize>>,
     },
     /// Print the `token_hash` to put in `[[gateway.logins]]` for a login token (a fresh random
-    /// salt each time; the token itself is never stored).
+    /// salt each time; the token itself is never stored). Without TOKEN, or with `-`, the
+    /// token is the first line of standard input, so that it stays out of shell history.
     HashToken {
-        /// The secret token the client will send at login (at most 64 bytes).
-        token: String,
+        /// The secret token the client will send at login (at most 64 bytes); `-` or absent:
+        /// read it from standard input.
+        token: Option<String>,
     },
     /// Print the embedded events file.
     Events {
@@ -366,6 +368,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::HashToken { token } => {
+            let token = match token.as_deref() {
+                None | Some("-") => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+                Some(token) => token.to_string(),
+            };
             anyhow::ensure!(
                 !token.is_empty()
                     && token.len() <= ringmatch_gateway::protocol::TOKEN_SIZE_MAX_BYTES,

@@ -114,6 +114,29 @@ fn a_missing_file_or_bad_config_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `hash-token -` (or no argument) hashes the first line of standard input, so that the
+/// token stays out of shell history; the printed hash verifies that token and no other.
+#[test]
+fn hash_token_reads_the_token_from_standard_input() {
+    for args in [&["hash-token", "-"][..], &["hash-token"][..]] {
+        let output = ringmatch(args, Some("s3cret-token\n"));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let printed = text(&output.stdout);
+        let hash = printed
+            .trim()
+            .strip_prefix("token_hash = \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{printed}"));
+        let credential = ringmatch_gateway::Credential::parse(1, hash, vec![]).unwrap();
+        assert!(credential.verify(b"s3cret-token"));
+        assert!(!credential.verify(b"-"));
+        assert!(!credential.verify(b"s3cret-token\n"));
+    }
+    let output = ringmatch(&["hash-token", "-"], Some("\n"));
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("the token must be 1 to 64 bytes"));
+}
+
 #[test]
 fn help_describes_every_subcommand() {
     let output = ringmatch(&["--help"], None);
