@@ -559,7 +559,7 @@ impl World {
                 self.submit(node);
                 Ok(())
             }
-            30..=44 => match self.journal_batch(node) {
+            30..=44 => match self.journal_batch(node, true) {
                 Err(JournalStop::Crashed(crash)) => return Some(crash),
                 Err(JournalStop::PortFailed) => Err(()),
                 Ok(()) => Ok(()),
@@ -703,15 +703,14 @@ impl World {
         (waiting > 0).then(|| done..done + self.rng.between(1, waiting as u64) as usize)
     }
 
-    /// The Journaler takes a batch. The machine may crash in the middle of it, after some
-    /// appends and before the batch's sync, when what the batch wrote is unsynced.
-    fn journal_batch(&mut self, node: &mut Node) -> Result<(), JournalStop> {
+    /// The Journaler takes a batch. When `may_crash`, the machine may crash in the middle of
+    /// it, after some appends and before the batch's sync, when what the batch wrote is
+    /// unsynced.
+    fn journal_batch(&mut self, node: &mut Node, may_crash: bool) -> Result<(), JournalStop> {
         let Some(batch) = self.draw_batch(node.journaled_count, node.input.len()) else {
             return Ok(());
         };
-        let crash_after = self
-            .rng
-            .chance(self.plan.crash_per_mille * 2)
+        let crash_after = (may_crash && self.rng.chance(self.plan.crash_per_mille * 2))
             .then(|| self.rng.between(1, batch.len() as u64) as usize);
         for (appended, index) in batch.clone().enumerate() {
             if crash_after == Some(appended) {
@@ -728,26 +727,6 @@ impl World {
         node.journaler
             .end_of_batch()
             .map_err(|_| JournalStop::PortFailed)?;
-        node.journaled_count = batch.end;
-        Ok(())
-    }
-
-    /// A Journaler batch at the clean end: no crash, no fault.
-    fn journal_batch_clean(&mut self, node: &mut Node) -> Result<(), Failure> {
-        let Some(batch) = self.draw_batch(node.journaled_count, node.input.len()) else {
-            return Ok(());
-        };
-        for index in batch.clone() {
-            let seq = node.base_seq + index as u64;
-            node.journaler
-                .on_command(seq, &node.input[index].command)
-                .map_err(|error| {
-                    self.fail(format!("the journal failed without a fault: {error}"))
-                })?;
-        }
-        node.journaler
-            .end_of_batch()
-            .map_err(|error| self.fail(format!("the journal failed without a fault: {error}")))?;
         node.journaled_count = batch.end;
         Ok(())
     }
@@ -853,7 +832,8 @@ impl World {
                 node.responded_count,
                 node.snapshot_requests.len(),
             );
-            self.journal_batch_clean(node)?;
+            self.journal_batch(node, false)
+                .map_err(|_| self.fail("the journal failed without a fault".into()))?;
             self.replicate_batch(node);
             self.match_batch(node);
             self.publish_batch(node)
