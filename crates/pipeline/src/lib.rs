@@ -56,8 +56,8 @@ pub use events_file::{
 pub use market_data::{L2Book, MarketData};
 pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
 pub use recovery::{
-    recover, recover_from, recover_with, snapshot_fits_output, Recovered, RecoveryError,
-    RecoveryOptions, ReplayProgress, ResumableOutput,
+    choose_snapshot, recover, recover_from, recover_with, snapshot_fits_output, Recovered,
+    RecoveryError, RecoveryOptions, ReplayProgress, ResumableOutput,
 };
 pub use ringmatch_journal::EventsMark;
 pub use wait::{tighten_timer_slack, ConfiguredWait, Signal, WaitCounters, WaitKind, PHASED_SLEEP};

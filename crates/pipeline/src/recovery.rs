@@ -146,6 +146,53 @@ pub fn snapshot_fits_output(
     ))
 }
 
+/// The snapshot start-up replays from, restored: the newest one that lies within the journal
+/// (`journal_first_seq..next_seq`), reads, whose events the output holds
+/// ([`snapshot_fits_output`]) and that restores; None when no snapshot qualifies (then only the
+/// journal's start will do). Every snapshot passed over is reported in `problems`.
+pub fn choose_snapshot<P: SnapshotPort>(
+    matcher: &MatcherConfig,
+    snapshots: &P,
+    journal_first_seq: u64,
+    next_seq: u64,
+    output_position: Option<EventPosition>,
+    problems: &mut Vec<String>,
+) -> Result<Option<(SnapshotInfo, Engine)>, RecoveryError> {
+    for info in snapshots.list()? {
+        if info.seq >= next_seq {
+            problems.push(format!(
+                "{}: taken after sequence {}, but the journal ends at {}; not used",
+                info.path.display(),
+                info.seq,
+                next_seq - 1
+            ));
+            continue;
+        }
+        if info.seq + 1 < journal_first_seq {
+            problems.push(format!(
+                "{}: the journal no longer reaches back to sequence {}; not used",
+                info.path.display(),
+                info.seq + 1
+            ));
+            continue;
+        }
+        let restored = snapshots
+            .read(&info)
+            .map_err(|error| error.to_string())
+            .and_then(|snapshot| {
+                snapshot_fits_output(info.seq, snapshot.events_mark, output_position)
+                    .map_err(|problem| format!("{}: {problem}; not used", info.path.display()))?;
+                Engine::restore(matcher.clone(), &snapshot.state)
+                    .map_err(|error| format!("{}: {error}", info.path.display()))
+            });
+        match restored {
+            Ok(engine) => return Ok(Some((info, engine))),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    Ok(None)
+}
+
 /// The recovered state, ready to start the pipeline.
 pub struct Recovered<O = EventsFile> {
     /// The matcher, at the journal's last command.
@@ -251,42 +298,14 @@ pub fn recover_from<J: JournalPort, P: SnapshotPort, O: ResumableOutput>(
     let journal_first_seq = journal.first_seq();
     let output_position = output.resume_position();
     let mut snapshot_problems = Vec::new();
-    let mut chosen = None;
-    for info in snapshots.list()? {
-        if info.seq >= next_seq {
-            snapshot_problems.push(format!(
-                "{}: taken after sequence {}, but the journal ends at {}; not used",
-                info.path.display(),
-                info.seq,
-                next_seq - 1
-            ));
-            continue;
-        }
-        if info.seq + 1 < journal_first_seq {
-            snapshot_problems.push(format!(
-                "{}: the journal no longer reaches back to sequence {}; not used",
-                info.path.display(),
-                info.seq + 1
-            ));
-            continue;
-        }
-        let restored = snapshots
-            .read(&info)
-            .map_err(|error| error.to_string())
-            .and_then(|snapshot| {
-                snapshot_fits_output(info.seq, snapshot.events_mark, output_position)
-                    .map_err(|problem| format!("{}: {problem}; not used", info.path.display()))?;
-                Engine::restore(matcher.clone(), &snapshot.state)
-                    .map_err(|error| format!("{}: {error}", info.path.display()))
-            });
-        match restored {
-            Ok(engine) => {
-                chosen = Some((info, engine));
-                break;
-            }
-            Err(problem) => snapshot_problems.push(problem),
-        }
-    }
+    let chosen = choose_snapshot(
+        matcher,
+        snapshots,
+        journal_first_seq,
+        next_seq,
+        output_position,
+        &mut snapshot_problems,
+    )?;
     let (snapshot, mut engine) = match chosen {
         Some((info, engine)) => (Some(info), engine),
         None => {

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use ringmatch_journal::{inspect, JournalReader, SnapshotStore};
 use ringmatch_matcher::{Engine, EventSink};
-use ringmatch_pipeline::{read_events, snapshot_fits_output, EVENTS_HEADER_SIZE_BYTES};
+use ringmatch_pipeline::{choose_snapshot, read_events, EVENTS_HEADER_SIZE_BYTES};
 use ringmatch_proto::{Event, EVENT_SIZE_BYTES};
 
 use crate::config::Config;
@@ -286,9 +286,9 @@ fn last_event_held(path: &Path, journal_next_seq: u64) -> anyhow::Result<Option<
     Ok(None)
 }
 
-/// Where the next start would replay from to complete an output that holds `held`: the
-/// journal's start, or after the newest snapshot that reads, lies within the journal and
-/// whose events the output holds. None: nowhere, the output cannot be completed.
+/// Where the next start would replay from to complete an output that holds `held`: after the
+/// snapshot start-up would choose, or the journal's start. None: nowhere, the output cannot be
+/// completed.
 fn completing_start(
     config: &Config,
     journal_first_seq: u64,
@@ -296,18 +296,18 @@ fn completing_start(
     held: Option<(u64, u32)>,
 ) -> anyhow::Result<Option<u64>> {
     let store = SnapshotStore::open(&config.snapshot_dir(), config.snapshots.keep)?;
-    for info in store.list()? {
-        if info.seq >= journal_next_seq || info.seq + 1 < journal_first_seq {
-            continue;
-        }
-        let Ok(snapshot) = store.read(&info) else {
-            continue;
-        };
-        if snapshot_fits_output(info.seq, snapshot.events_mark, held).is_ok() {
-            return Ok(Some(info.seq + 1));
-        }
-    }
-    Ok((journal_first_seq == 1).then_some(1))
+    let chosen = choose_snapshot(
+        &config.matcher(),
+        &store,
+        journal_first_seq,
+        journal_next_seq,
+        held,
+        &mut Vec::new(),
+    )?;
+    Ok(match chosen {
+        Some((info, _)) => Some(info.seq + 1),
+        None => (journal_first_seq == 1).then_some(1),
+    })
 }
 
 fn starting_snapshot(config: &Config, journal_first_seq: u64) -> anyhow::Result<(Engine, u64)> {
