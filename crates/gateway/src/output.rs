@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -36,6 +37,9 @@ pub struct SessionOutput {
     wake: Notify,
     /// The most bytes that may wait for the socket.
     limit_bytes: usize,
+    /// Set once the session is closing or its socket broke (mirrors the state's flags), so
+    /// the session task can check it per command without the lock.
+    ended: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -89,6 +93,7 @@ impl SessionOutput {
             }),
             wake: Notify::new(),
             limit_bytes: queue_depth_frames.max(1) * EVENT_FRAME_SIZE_BYTES,
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -103,6 +108,7 @@ impl SessionOutput {
             // The last frame goes past the limit: it tells the client why it is cut off.
             state.closing = true;
             state.slow = true;
+            self.ended.store(true, Ordering::Release);
             encode_frame(
                 &Frame::Error {
                     code: ErrorCode::SlowConsumer as u16,
@@ -129,6 +135,7 @@ impl SessionOutput {
             }
         }
         state.closing = true;
+        self.ended.store(true, Ordering::Release);
         drop(state);
         self.wake.notify_one();
     }
@@ -164,6 +171,7 @@ impl SessionOutput {
             match socket.write(&state.bytes[state.written..]) {
                 Ok(0) => {
                     state.broken = true;
+                    self.ended.store(true, Ordering::Release);
                     return Flushed::Broken;
                 }
                 Ok(count) => {
@@ -176,6 +184,7 @@ impl SessionOutput {
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     state.broken = true;
+                    self.ended.store(true, Ordering::Release);
                     return Flushed::Broken;
                 }
             }
@@ -196,6 +205,11 @@ impl SessionOutput {
         encode_frame(&Frame::Heartbeat, &mut state.bytes);
         state.last_write = Instant::now();
         None
+    }
+
+    /// Whether the session is closing or its socket broke, without taking the lock.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// (closing, slow) of the session.

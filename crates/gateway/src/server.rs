@@ -418,8 +418,9 @@ async fn read_loop(
                 // The Responder closes a session whose queue filled (it does not read its
                 // replies); the session takes no more commands once it is closing. Accepted
                 // commands queue nothing here (their ack comes from the Responder), so this is
-                // where the session task learns it.
-                if let (true, slow) = output.closing() {
+                // where the session task learns it (a flag, not the output's lock, per command).
+                if output.has_ended() {
+                    let (_, slow) = output.closing();
                     return Some(if slow {
                         (
                             ErrorCode::SlowConsumer,
