@@ -386,6 +386,8 @@ pub struct SimEventsFile {
     /// Events written since the last end of batch, still in the process (a buffered writer).
     buffered: Vec<Event>,
     last_position: Option<EventPosition>,
+    /// Replayed events skipped because the file held them.
+    skipped_count: u64,
     /// Set when a replayed event differed from the stored one at the resume point (the real
     /// file panics there).
     pub mismatch: Option<String>,
@@ -422,6 +424,7 @@ impl SimEventsFile {
             resume,
             buffered: Vec::new(),
             last_position: resume.map(|event| (event.seq, event.index)),
+            skipped_count: 0,
             mismatch: None,
             unsynced_snapshots,
         }
@@ -440,6 +443,7 @@ impl OutputSink for SimEventsFile {
                         "replay produced a different event at the resume point {position:?}"
                     ));
                 }
+                self.skipped_count += 1;
                 return;
             }
             self.resume = None;
@@ -477,6 +481,6 @@ impl ResumableOutput for SimEventsFile {
     }
 
     fn skipped_count(&self) -> u64 {
-        0
+        self.skipped_count
     }
 }
