@@ -443,11 +443,20 @@ async fn read_loop(
                     // A session acts for its own account only, and the gateway stamps ingress.
                     command.account = account;
                     command.timestamp_ns = now_ns();
-                    if command.command_type == CommandType::Snapshot {
-                        return Some((
-                            ErrorCode::MalformedFrame,
-                            "snapshot is an admin command".into(),
-                        ));
+                    match command.command_type {
+                        CommandType::Snapshot => {
+                            return Some((
+                                ErrorCode::MalformedFrame,
+                                "snapshot is an admin command".into(),
+                            ))
+                        }
+                        CommandType::Term => {
+                            return Some((
+                                ErrorCode::MalformedFrame,
+                                "term records are written by the cluster's leader".into(),
+                            ))
+                        }
+                        _ => {}
                     }
                     match submitter.try_submit_from(session_id, &command) {
                         Ok(_) => continue,

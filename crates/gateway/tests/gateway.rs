@@ -307,6 +307,17 @@ fn malformed_truncated_and_oversized_frames_end_only_their_own_session() {
         // Half a frame, then the client goes away.
         (vec![65, 0, 0, 0, frame_type::COMMAND, 1, 1], None),
     ];
+    // Well-formed commands no client may send: the admin's snapshot and the cluster's term
+    // record.
+    let mut cases = cases;
+    for command in [
+        ringmatch_proto::Command::empty(ringmatch_proto::CommandType::Snapshot),
+        ringmatch_proto::Command::term(3),
+    ] {
+        let mut bytes = vec![65, 0, 0, 0, frame_type::COMMAND];
+        bytes.extend_from_slice(&command.to_bytes());
+        cases.push((bytes, Some(ErrorCode::MalformedFrame)));
+    }
     for (bytes, expected) in cases {
         let mut client = harness.login(1);
         let mut raw = client_stream(&mut client);

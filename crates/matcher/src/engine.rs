@@ -270,8 +270,9 @@ impl Engine {
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
             CommandType::Halt => self.set_halted(command, true, &mut out),
             CommandType::Resume => self.set_halted(command, false, &mut out),
-            // The pipeline acts on a snapshot command; to the matcher it is a no-op.
-            CommandType::Snapshot => {}
+            // The pipeline acts on a snapshot command and the replication layer on a term
+            // record; to the matcher both are no-ops.
+            CommandType::Snapshot | CommandType::Term => {}
             CommandType::OpenOrders => self.open_orders(command, &mut out),
         }
     }

@@ -72,7 +72,7 @@ impl NaiveBook {
             CommandType::Cancel => self.cancel(command, &mut out),
             CommandType::Replace => self.replace(command, &mut out),
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
-            CommandType::Snapshot => {}
+            CommandType::Snapshot | CommandType::Term => {}
             CommandType::OpenOrders => self.open_orders(command, &mut out),
             CommandType::Halt | CommandType::Resume => {
                 match self.instrument_index(command.instrument) {

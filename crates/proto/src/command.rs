@@ -23,6 +23,10 @@ wire_enum! {
         Snapshot = 7, "snapshot";
         /// List the account's resting orders (optionally of one instrument). Changes no state.
         OpenOrders = 8, "open_orders";
+        /// A new Raft term begins at this sequence (`order_id` holds the term): the first
+        /// record a cluster's new leader journals. Changes no state and produces no events;
+        /// only the replication layer writes it, never a client.
+        Term = 9, "term";
     }
 }
 
@@ -159,6 +163,21 @@ impl Command {
         command.price = price;
         command.qty = qty;
         command
+    }
+
+    /// The record that opens Raft term `term` in the journal.
+    pub const fn term(term: u64) -> Command {
+        let mut command = Command::empty(CommandType::Term);
+        command.order_id = term;
+        command
+    }
+
+    /// The term a [`CommandType::Term`] record opens; `None` for any other command.
+    pub const fn term_opened(&self) -> Option<u64> {
+        match self.command_type {
+            CommandType::Term => Some(self.order_id),
+            _ => None,
+        }
     }
 
     /// Writes the 64-byte record.
@@ -321,10 +340,10 @@ mod tests {
             ),
             (
                 1,
-                9,
+                10,
                 DecodeError::UnknownType {
                     record: "command",
-                    code: 9,
+                    code: 10,
                 },
             ),
             (

@@ -96,6 +96,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
         CommandType::Halt | CommandType::Resume => &["instrument", "account", "timestamp_ns"],
         CommandType::Snapshot => &["timestamp_ns"],
         CommandType::OpenOrders => &["account", "instrument", "timestamp_ns"],
+        CommandType::Term => &[],
     }
 }
 
@@ -134,6 +135,9 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             names.join(", ")
         )
     })?;
+    if command_type == CommandType::Term {
+        return Err("`term` records are written by the cluster's leader, never by a script".into());
+    }
     let allowed = allowed_fields(command_type);
     if let Some(field) = json
         .present_fields()
@@ -225,7 +229,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         CommandType::Halt | CommandType::Resume => {
             command.instrument = required(json.instrument, "instrument", command_type)?;
         }
-        CommandType::Snapshot => {}
+        CommandType::Snapshot | CommandType::Term => {}
     }
     Ok(command)
 }
@@ -276,6 +280,7 @@ pub fn command_to_json(command: &Command) -> String {
             out.num("instrument", command.instrument);
         }
         CommandType::Snapshot => {}
+        CommandType::Term => out.num("term", command.order_id),
     }
     out.num_nonzero("timestamp_ns", command.timestamp_ns);
     out.finish()
@@ -558,6 +563,7 @@ mod tests {
                 r#"{"type":"place","account":1,"instrument":1,"side":"buy","kind":"market","price":3,"qty":1}"#,
                 "takes no `price`",
             ),
+            (r#"{"type":"term"}"#, "written by the cluster's leader"),
         ];
         for (line, expected) in cases {
             let error = parse_command(line).unwrap_err();
