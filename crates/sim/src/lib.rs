@@ -23,6 +23,7 @@
 //! its records (the real record layout and checks, written sequentially); the real journal's
 //! byte-level recovery is tested in `crates/journal/tests`.
 
+pub mod cluster;
 pub mod rng;
 pub mod storage;
 
@@ -118,7 +119,7 @@ impl std::fmt::Display for Failure {
 
 /// Instruments, limits and rings of the simulated engine: small, so that limits, full rings
 /// and snapshots all come up in a few hundred steps.
-fn matcher_config() -> MatcherConfig {
+pub(crate) fn matcher_config() -> MatcherConfig {
     MatcherConfig {
         instruments: vec![InstrumentSpec {
             id: 1,

@@ -1,16 +1,18 @@
 //! `ringmatch-sim`: runs seeds of the simulator. `--seeds N` runs seeds 0..N (or from
 //! `--first S`), `--seed S` replays one and prints what it did, `--revert NAME` turns a fix
-//! off (`ack-at-submit`, `unsynced-snapshots`). A failure prints the command that replays it;
-//! the exit status is 1 if any seed failed.
+//! off (`ack-at-submit`, `unsynced-snapshots`), `--cluster` runs the three-node cluster
+//! simulator instead. A failure prints the command that replays it; the exit status is 1 if
+//! any seed failed.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ringmatch_sim::{run_seed_with, Options, Revert};
+use ringmatch_sim::cluster::{run_cluster_seed_with, ClusterRevert, ClusterSummary};
+use ringmatch_sim::{run_seed_with, Failure, Options, Revert};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots] [--page-reorder]"
+        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots] [--page-reorder]\n       ringmatch-sim --cluster (--seeds N [--first S] | --seed S) [--revert ack-at-propose|ack-by-index|forget-vote|unsynced-journal]"
     );
     ExitCode::from(2)
 }
@@ -21,11 +23,14 @@ fn main() -> ExitCode {
     let mut first = 0u64;
     let mut single: Option<u64> = None;
     let mut revert = None;
+    let mut revert_name: Option<String> = None;
     let mut page_reorder = false;
+    let mut cluster = false;
     let mut index = 0;
     while index < args.len() {
-        if args[index] == "--page-reorder" {
-            page_reorder = true;
+        if args[index] == "--page-reorder" || args[index] == "--cluster" {
+            page_reorder |= args[index] == "--page-reorder";
+            cluster |= args[index] == "--cluster";
             index += 1;
             continue;
         }
@@ -35,13 +40,27 @@ fn main() -> ExitCode {
             ("--seeds", Some(count)) => seeds = Some(count),
             ("--first", Some(seed)) => first = seed,
             ("--seed", Some(seed)) => single = Some(seed),
-            ("--revert", _) => match value.and_then(|name| Revert::from_name(name)) {
-                Some(found) => revert = Some(found),
-                None => return usage(),
-            },
+            ("--revert", Some(_)) | ("--revert", None) if value.is_some() => {
+                revert_name = value.cloned();
+                revert = value.and_then(|name| Revert::from_name(name));
+            }
             _ => return usage(),
         }
         index += 2;
+    }
+    if cluster {
+        let cluster_revert = match revert_name.as_deref().map(ClusterRevert::from_name) {
+            None => None,
+            Some(Some(found)) => Some(found),
+            Some(None) => return usage(),
+        };
+        if page_reorder {
+            return usage();
+        }
+        return run_cluster(single, seeds, first, cluster_revert);
+    }
+    if revert_name.is_some() && revert.is_none() {
+        return usage();
     }
     let options = Options {
         revert,
@@ -108,6 +127,79 @@ fn main() -> ExitCode {
          {power_losses} power losses, {from_snapshot} starts from a snapshot, {faults} faults, \
          {acks} acks checked, {:.1} s)",
         count - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_cluster(
+    single: Option<u64>,
+    seeds: Option<u64>,
+    first: u64,
+    revert: Option<ClusterRevert>,
+) -> ExitCode {
+    let report = |failure: &Failure| {
+        println!("{failure}");
+        let revert = revert.map_or(String::new(), |revert| {
+            format!(" --revert {}", revert.name())
+        });
+        println!(
+            "replay: scripts/sim.sh --cluster --seed {}{revert}",
+            failure.seed
+        );
+    };
+    if let Some(seed) = single {
+        return match run_cluster_seed_with(seed, revert) {
+            Ok(summary) => {
+                println!("cluster seed {seed}: ok: {summary:?}");
+                ExitCode::SUCCESS
+            }
+            Err(failure) => {
+                report(&failure);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(count) = seeds else {
+        return usage();
+    };
+    // A failing seed is reported with its panic's message; the backtraces of many would
+    // bury the summary (`--seed S` replays one with its backtrace).
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let mut failed = 0u64;
+    let mut total = ClusterSummary::default();
+    for seed in first..first + count {
+        match run_cluster_seed_with(seed, revert) {
+            Ok(summary) => {
+                total.crashes_count += summary.crashes_count;
+                total.power_losses_count += summary.power_losses_count;
+                total.leader_terms_count += summary.leader_terms_count;
+                total.acks_count += summary.acks_count;
+                total.lost_count += summary.lost_count;
+                total.damaged_frames_count += summary.damaged_frames_count;
+            }
+            Err(failure) => {
+                failed += 1;
+                report(&failure);
+            }
+        }
+    }
+    println!(
+        "{} passed, {failed} failed ({count} cluster seeds from {first}, {} crashes of which {} \
+         power losses, {} terms with a leader, {} acks checked, {} proposals lost to a leader \
+         change, {} damaged frames refused, {:.1} s)",
+        count - failed,
+        total.crashes_count,
+        total.power_losses_count,
+        total.leader_terms_count,
+        total.acks_count,
+        total.lost_count,
+        total.damaged_frames_count,
         started.elapsed().as_secs_f64()
     );
     if failed == 0 {

@@ -11,6 +11,7 @@
 //!   `decode_snapshot`), written whole or not at all (temporary file, sync, rename).
 //! - [`SimEventsFile`]: the events file: resume point, skip and compare on replay, synced only
 //!   by the snapshot writer, as the real one.
+//! - [`SimHardState`]: a cluster node's Raft hard state, replaced whole and synced.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,6 +23,7 @@ use ringmatch_journal::{
 use ringmatch_pipeline::ports::{JournalPort, SnapshotPort};
 use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableOutput};
 use ringmatch_proto::Event;
+use ringmatch_replication::{HardState, HardStatePort, LogPort, ReplicationError};
 
 use crate::rng::Rng;
 
@@ -251,6 +253,48 @@ impl JournalPort for SimJournal {
         let records = lock(&self.image).records();
         let from = (seq - 1) as usize;
         Ok(Box::new(records.into_iter().skip(from).map(Ok)))
+    }
+}
+
+impl LogPort for SimJournal {
+    fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError> {
+        assert!(seq >= 1 && seq <= self.next_seq, "a cut within the journal");
+        let offset = (seq - 1) as usize * RECORD_SIZE_BYTES;
+        let mut image = lock(&self.image);
+        image.bytes.truncate(offset);
+        // The cut is synced at once (as the port promises): a crash never brings the cut
+        // records back.
+        image.synced_len = image.synced_len.min(offset);
+        self.next_seq = seq;
+        Ok(())
+    }
+}
+
+/// The Raft hard state as the disk holds it: replaced whole and synced on every store
+/// (unless `durable` is off, to show what forgetting it breaks: then a store never reaches
+/// the disk).
+pub struct SimHardState {
+    stored: Shared<Option<HardState>>,
+    durable: bool,
+}
+
+impl SimHardState {
+    /// The port over `stored`.
+    pub fn new(stored: Shared<Option<HardState>>, durable: bool) -> SimHardState {
+        SimHardState { stored, durable }
+    }
+}
+
+impl HardStatePort for SimHardState {
+    fn load(&self) -> Result<Option<HardState>, ReplicationError> {
+        Ok(*lock(&self.stored))
+    }
+
+    fn store(&mut self, state: &HardState) -> Result<(), ReplicationError> {
+        if self.durable {
+            *lock(&self.stored) = Some(*state);
+        }
+        Ok(())
     }
 }
 

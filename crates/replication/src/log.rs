@@ -1,0 +1,415 @@
+//! The journal as the Raft log. Journal sequence = Raft index. A record's term is not stored
+//! in the record: every term's first entry is the empty entry its leader appends, journaled as
+//! a [`CommandType::Term`] record naming the term, and by Raft's log matching every entry up to
+//! the next term record has that term. [`LogStore`] keeps those runs in memory (rebuilt from
+//! the journal at open), so `term(i)` never reads the disk.
+//!
+//! Membership is static (the `[cluster]` configuration): a configuration-change entry is
+//! refused, never journaled.
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState as RaftHardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use ringmatch_journal::{JournalError, JournalRecord};
+use ringmatch_pipeline::ports::JournalPort;
+use ringmatch_proto::{Command, CommandType, COMMAND_SIZE_BYTES};
+
+use crate::hard_state::{HardState, HardStatePort};
+use crate::ReplicationError;
+
+/// The journal as a Raft log: a [`JournalPort`] whose uncommitted tail can be cut.
+pub trait LogPort: JournalPort {
+    /// Removes every record from `seq` on, durably (a crash never brings them back): a
+    /// follower's uncommitted tail that the leader has overridden.
+    fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError>;
+}
+
+/// Bytes of a normal entry's data: the ingress timestamp, then the 64-byte command.
+pub const ENTRY_DATA_SIZE_BYTES: usize = 8 + COMMAND_SIZE_BYTES;
+
+/// The data of the entry that carries `command`.
+pub fn entry_data(timestamp_ns: u64, command: &Command) -> Vec<u8> {
+    let mut data = Vec::with_capacity(ENTRY_DATA_SIZE_BYTES);
+    data.extend_from_slice(&timestamp_ns.to_le_bytes());
+    data.extend_from_slice(&command.to_bytes());
+    data
+}
+
+/// The journal record for entry `entry`, checked.
+pub fn record_of(entry: &Entry) -> Result<JournalRecord, ReplicationError> {
+    if entry.get_entry_type() != EntryType::EntryNormal {
+        return Err(ReplicationError::BadEntry {
+            index: entry.index,
+            reason: "configuration changes are not supported (membership is static)".into(),
+        });
+    }
+    if entry.data.is_empty() {
+        return Ok(JournalRecord {
+            seq: entry.index,
+            timestamp_ns: 0,
+            command: Command::term(entry.term),
+        });
+    }
+    if entry.data.len() != ENTRY_DATA_SIZE_BYTES {
+        return Err(ReplicationError::BadEntry {
+            index: entry.index,
+            reason: format!(
+                "{} bytes of data, not {ENTRY_DATA_SIZE_BYTES}",
+                entry.data.len()
+            ),
+        });
+    }
+    let mut timestamp = [0u8; 8];
+    timestamp.copy_from_slice(&entry.data[..8]);
+    let command =
+        Command::decode(&entry.data[8..]).map_err(|error| ReplicationError::BadEntry {
+            index: entry.index,
+            reason: error.to_string(),
+        })?;
+    if command.command_type == CommandType::Term {
+        return Err(ReplicationError::BadEntry {
+            index: entry.index,
+            reason: "a term record inside a normal entry".into(),
+        });
+    }
+    Ok(JournalRecord {
+        seq: entry.index,
+        timestamp_ns: u64::from_le_bytes(timestamp),
+        command,
+    })
+}
+
+/// The Raft entry for a journal record of term `term`.
+fn entry_of(record: &JournalRecord, term: u64) -> Entry {
+    let data = match record.command.term_opened() {
+        Some(_) => Bytes::new(),
+        None => Bytes::from(entry_data(record.timestamp_ns, &record.command)),
+    };
+    Entry {
+        index: record.seq,
+        term,
+        data,
+        ..Entry::default()
+    }
+}
+
+/// The terms of the log as runs: `(first index, term)`, ascending.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TermRuns {
+    runs: Vec<(u64, u64)>,
+}
+
+impl TermRuns {
+    /// The term of the entry at `index` (0 before the first term record).
+    pub fn term_at(&self, index: u64) -> u64 {
+        match self.runs.partition_point(|&(first, _)| first <= index) {
+            0 => 0,
+            at => self.runs[at - 1].1,
+        }
+    }
+
+    /// The term of the last run (0 when there is none).
+    pub fn last_term(&self) -> u64 {
+        self.runs.last().map_or(0, |&(_, term)| term)
+    }
+
+    fn open(&mut self, index: u64, term: u64) {
+        self.runs.push((index, term));
+    }
+
+    fn cut_from(&mut self, index: u64) {
+        self.runs.retain(|&(first, _)| first < index);
+    }
+}
+
+/// The Raft log over the journal, with the hard state beside it: what `raft::RawNode` reads
+/// as its storage.
+pub struct LogStore<L: LogPort, H: HardStatePort> {
+    log: L,
+    hard_state_port: H,
+    hard_state: HardState,
+    conf_state: ConfState,
+    terms: TermRuns,
+}
+
+impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
+    /// The log over `log`, whose records must be a cluster's (a journal written by one node
+    /// alone, whose first record is not a term record, is refused), with the hard state of
+    /// `hard_state_port` and the static membership `conf_state`.
+    pub fn open(
+        log: L,
+        hard_state_port: H,
+        conf_state: ConfState,
+    ) -> Result<LogStore<L, H>, ReplicationError> {
+        if log.first_seq() != 1 {
+            return Err(ReplicationError::Unsupported(format!(
+                "the journal starts at sequence {}: a cluster node's journal must start at 1 \
+                 (catch-up by snapshot is not built yet)",
+                log.first_seq()
+            )));
+        }
+        let mut terms = TermRuns::default();
+        for record in log.records_from(1).map_err(ReplicationError::Journal)? {
+            let record = record.map_err(ReplicationError::Journal)?;
+            match record.command.term_opened() {
+                Some(term) if term > terms.last_term() => terms.open(record.seq, term),
+                Some(term) => {
+                    return Err(ReplicationError::BadLog(format!(
+                        "sequence {} opens term {term}, not later than term {}",
+                        record.seq,
+                        terms.last_term()
+                    )))
+                }
+                None if record.seq == 1 => {
+                    return Err(ReplicationError::BadLog(
+                        "its first record is not a term record: the journal was written by a \
+                         single node, not by a cluster"
+                            .into(),
+                    ))
+                }
+                None => {}
+            }
+        }
+        let hard_state = hard_state_port.load()?.unwrap_or_default();
+        let last_index = log.next_seq() - 1;
+        if hard_state.commit > last_index {
+            return Err(ReplicationError::BadLog(format!(
+                "the stored commit index {} is past the journal's last sequence {last_index}",
+                hard_state.commit
+            )));
+        }
+        Ok(LogStore {
+            log,
+            hard_state_port,
+            hard_state,
+            conf_state,
+            terms,
+        })
+    }
+
+    /// The hard state as last stored.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// The index of the last entry.
+    pub fn last_index(&self) -> u64 {
+        self.log.next_seq() - 1
+    }
+
+    /// The term runs.
+    pub fn terms(&self) -> &TermRuns {
+        &self.terms
+    }
+
+    /// The journal.
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// Appends `entries` (consecutive), first cutting any entries at and after the first one's
+    /// index (the tail the leader overrode; never a committed entry). Not yet durable: see
+    /// [`LogStore::sync`].
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), ReplicationError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index <= self.last_index() {
+            if first.index <= self.hard_state.commit {
+                return Err(ReplicationError::BadLog(format!(
+                    "an append at index {} would cut committed entries (commit {})",
+                    first.index, self.hard_state.commit
+                )));
+            }
+            self.log
+                .truncate_from(first.index)
+                .map_err(ReplicationError::Journal)?;
+            self.terms.cut_from(first.index);
+        }
+        for entry in entries {
+            let record = record_of(entry)?;
+            if record.seq != self.log.next_seq() {
+                return Err(ReplicationError::BadLog(format!(
+                    "entry {} does not follow the journal's last sequence {}",
+                    record.seq,
+                    self.last_index()
+                )));
+            }
+            match record.command.term_opened() {
+                Some(term) if term > self.terms.last_term() => self.terms.open(record.seq, term),
+                Some(term) => {
+                    return Err(ReplicationError::BadLog(format!(
+                        "entry {} opens term {term}, not later than term {}",
+                        record.seq,
+                        self.terms.last_term()
+                    )))
+                }
+                None if entry.term != self.terms.last_term() => {
+                    return Err(ReplicationError::BadLog(format!(
+                        "entry {} has term {}, but the term record before it opens term {}",
+                        record.seq,
+                        entry.term,
+                        self.terms.last_term()
+                    )))
+                }
+                None => {}
+            }
+            self.log
+                .append(&record)
+                .map_err(ReplicationError::Journal)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended entry durable.
+    pub fn sync(&mut self) -> Result<(), ReplicationError> {
+        self.log.commit().map_err(ReplicationError::Journal)
+    }
+
+    /// Records Raft's hard state: stored durably when the term or the vote changed (what a
+    /// node must never forget); a commit-only change is kept in memory (a lagging stored
+    /// commit is safe).
+    pub fn set_hard_state(&mut self, state: &RaftHardState) -> Result<(), ReplicationError> {
+        let next = HardState {
+            term: state.term,
+            vote: state.vote,
+            commit: state.commit.min(self.last_index()),
+        };
+        if next.term != self.hard_state.term || next.vote != self.hard_state.vote {
+            self.hard_state_port.store(&next)?;
+        }
+        self.hard_state = next;
+        Ok(())
+    }
+
+    /// Notes a new commit index (kept in memory).
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+}
+
+fn storage_error(error: ReplicationError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(error)))
+}
+
+impl<L: LogPort, H: HardStatePort> raft::Storage for LogStore<L, H> {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let mut hard_state = RaftHardState::default();
+        hard_state.term = self.hard_state.term;
+        hard_state.vote = self.hard_state.vote;
+        hard_state.commit = self.hard_state.commit;
+        Ok(RaftState::new(hard_state, self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.log.first_seq() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.log.next_seq() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into();
+        let mut entries = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let records = self
+            .log
+            .records_from(low)
+            .map_err(|error| storage_error(ReplicationError::Journal(error)))?;
+        for record in records.take((high - low) as usize) {
+            let record = record.map_err(|error| storage_error(ReplicationError::Journal(error)))?;
+            let entry = entry_of(&record, self.terms.term_at(record.seq));
+            size += (entry.data.len() + 24) as u64;
+            // As raft-rs asks: at least one entry, then as many as fit in `max_size`.
+            if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index == 0 {
+            return Ok(0);
+        }
+        if index + 1 < self.log.first_seq() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if index > self.last_index() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.terms.term_at(index))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.log.first_seq())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A node's journal starts at sequence 1 (see `open`), so Raft never needs a snapshot
+        // to catch a follower up; snapshot transfer comes with journal retention in a
+        // cluster.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_runs_answer_for_every_index() {
+        let mut runs = TermRuns::default();
+        assert_eq!(runs.term_at(5), 0);
+        runs.open(1, 1);
+        runs.open(4, 3);
+        runs.open(9, 4);
+        let terms: Vec<u64> = (0..12).map(|index| runs.term_at(index)).collect();
+        assert_eq!(terms, [0, 1, 1, 1, 3, 3, 3, 3, 3, 4, 4, 4]);
+        runs.cut_from(4);
+        assert_eq!(runs.last_term(), 1);
+        assert_eq!(runs.term_at(10), 1);
+    }
+
+    #[test]
+    fn entries_and_records_convert_both_ways() {
+        let command = Command::limit(3, 1, ringmatch_proto::Side::Buy, 100, 5);
+        let record = JournalRecord {
+            seq: 7,
+            timestamp_ns: 99,
+            command,
+        };
+        let entry = entry_of(&record, 2);
+        assert_eq!((entry.index, entry.term), (7, 2));
+        assert_eq!(record_of(&entry).unwrap(), record);
+        let term = JournalRecord {
+            seq: 8,
+            timestamp_ns: 0,
+            command: Command::term(3),
+        };
+        let empty = entry_of(&term, 3);
+        assert!(empty.data.is_empty());
+        assert_eq!(record_of(&empty).unwrap(), term);
+        let mut change = Entry::default();
+        change.set_entry_type(EntryType::EntryConfChange);
+        assert!(record_of(&change).is_err());
+        let mut short = entry.clone();
+        short.data = Bytes::from_static(&[1, 2, 3]);
+        assert!(record_of(&short).is_err());
+        let mut disguised = entry;
+        disguised.data = Bytes::from(entry_data(0, &Command::term(9)));
+        assert!(record_of(&disguised).is_err());
+    }
+}

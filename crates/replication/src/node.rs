@@ -1,0 +1,397 @@
+//! One cluster node: the raft-rs `RawNode` over the journal ([`LogStore`]), stepped by its
+//! driver. The node reads no clock and does no network I/O: the driver calls
+//! [`Node::tick`] on its timer, hands it the messages that arrive ([`Node::step`]) and the
+//! commands to sequence ([`Node::propose`]), and [`Node::process`] gives back the messages
+//! to send and the committed records to run. The production driver is a thread with a TCP
+//! transport; the simulator (`crates/sim`) drives the same struct over a simulated network.
+//!
+//! What [`Node::process`] does with one Raft `Ready`, in this order:
+//! 1. hands the leader's append messages to the outbox *before* its own journal write, so the
+//!    followers write and sync in parallel with the leader;
+//! 2. appends the new entries to the journal (cutting an overridden uncommitted tail) and
+//!    syncs it;
+//! 3. stores the hard state when the term or the vote changed (synced);
+//! 4. hands the messages that had to wait for that sync (votes, append acks) to the outbox;
+//! 5. returns the committed entries as journal records: only those may be matched, so an
+//!    acknowledgement means "on a majority of disks", the leader's own copy counting once it
+//!    is synced.
+
+use raft::eraftpb::{ConfState, Message};
+use raft::{Config, RawNode, StateRole};
+use ringmatch_journal::JournalRecord;
+use ringmatch_proto::{Command, CommandType};
+
+use crate::hard_state::HardStatePort;
+use crate::log::{entry_data, record_of, LogPort, LogStore};
+use crate::ReplicationError;
+
+/// How a node takes part in its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The cluster's id: frames of another cluster are refused.
+    pub cluster_id: u64,
+    /// This node's id (not 0).
+    pub node_id: u64,
+    /// The voting members, this node among them unless it is a learner.
+    pub voters: Vec<u64>,
+    /// Non-voting members: they receive the log but never count toward a majority.
+    pub learners: Vec<u64>,
+    /// Ticks without a leader's message before a follower stands for election.
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Whether each election timeout is drawn at random from `election_ticks` to twice that
+    /// (raft-rs's own draw, which avoids split votes). The simulator turns it off and gives
+    /// each node its own fixed timeout instead, so a seed replays exactly.
+    pub randomized_election: bool,
+}
+
+impl NodeConfig {
+    /// Every member's id, voters first.
+    pub fn members(&self) -> impl Iterator<Item = u64> + '_ {
+        self.voters.iter().chain(&self.learners).copied()
+    }
+
+    /// Checks the configuration; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), ReplicationError> {
+        let bad = |reason: String| Err(ReplicationError::Config(reason));
+        if self.node_id == 0 {
+            return bad("node id 0 is reserved (it means \"none\" to Raft)".into());
+        }
+        let mut ids: Vec<u64> = self.members().collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) || ids.contains(&0) {
+            return bad(format!("member ids must be distinct and not 0: {ids:?}"));
+        }
+        if !ids.contains(&self.node_id) {
+            return bad(format!(
+                "node {} is not among the members {ids:?}",
+                self.node_id
+            ));
+        }
+        if self.voters.is_empty() {
+            return bad("a cluster needs at least one voter".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return bad(format!(
+                "the election timeout ({} ticks) must be longer than the heartbeat interval \
+                 ({} ticks, at least 1)",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A node's part at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sequences commands; its committed entries are acknowledged.
+    Leader,
+    /// Journals the leader's entries and runs the committed ones in shadow.
+    Follower,
+    /// Standing for election.
+    Candidate,
+    /// Asking whether it could win an election, before disturbing the cluster (pre-vote).
+    PreCandidate,
+    /// A non-voting member.
+    Learner,
+}
+
+impl Role {
+    /// The name in `/status` and the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre_candidate",
+            Role::Learner => "learner",
+        }
+    }
+}
+
+/// A member's replication progress, as the leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberProgress {
+    /// The member.
+    pub node_id: u64,
+    /// The highest index known to be in its journal.
+    pub matched: u64,
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// Its part.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader it knows of (0: none).
+    pub leader_id: u64,
+    /// The highest index known committed.
+    pub commit: u64,
+    /// The last index in its journal.
+    pub last_index: u64,
+    /// On the leader, every other member's progress; empty elsewhere.
+    pub members: Vec<MemberProgress>,
+}
+
+/// A committed entry, as the journal holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The record (its `seq` is the entry's index).
+    pub record: JournalRecord,
+    /// The entry's term.
+    pub term: u64,
+}
+
+/// The node.
+pub struct Node<L: LogPort, H: HardStatePort> {
+    raw: RawNode<LogStore<L, H>>,
+    config: NodeConfig,
+    applied: u64,
+}
+
+impl<L: LogPort, H: HardStatePort> Node<L, H> {
+    /// Opens the node over its journal and hard state. `applied` is the last index whose
+    /// command the caller's matcher has already run (recovered from a snapshot and replay);
+    /// it must not pass the stored commit index. Committed entries after it come out of
+    /// [`Node::process`].
+    pub fn open(
+        config: &NodeConfig,
+        log: L,
+        hard_state: H,
+        applied: u64,
+    ) -> Result<Node<L, H>, ReplicationError> {
+        config.validate()?;
+        let conf_state = ConfState {
+            voters: config.voters.clone(),
+            learners: config.learners.clone(),
+            ..ConfState::default()
+        };
+        let store = LogStore::open(log, hard_state, conf_state)?;
+        let commit = store.hard_state().commit;
+        if applied > commit {
+            return Err(ReplicationError::BadLog(format!(
+                "the matcher has run up to sequence {applied}, past the stored commit index \
+                 {commit}"
+            )));
+        }
+        let (min_election_tick, max_election_tick) = if config.randomized_election {
+            (config.election_ticks, 2 * config.election_ticks)
+        } else {
+            (config.election_ticks, config.election_ticks + 1)
+        };
+        let raft_config = Config {
+            id: config.node_id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            min_election_tick,
+            max_election_tick,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            // A leader that hears from no majority for an election timeout steps down, so a
+            // leader cut off from the cluster stops acknowledging.
+            check_quorum: true,
+            // A node that rejoins after a partition does not depose a working leader.
+            pre_vote: true,
+            ..Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, store, &logger).map_err(ReplicationError::Raft)?;
+        Ok(Node {
+            raw,
+            config: config.clone(),
+            applied,
+        })
+    }
+
+    /// One tick of the node's timer.
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Hands the node a message from a member. A message from a node that is not a member,
+    /// or for another node, is refused; one of an old term is ignored by Raft.
+    pub fn step(&mut self, message: Message) -> Result<(), ReplicationError> {
+        if message.to != self.config.node_id {
+            return Err(ReplicationError::Refused(format!(
+                "a message for node {}, and this is node {}",
+                message.to, self.config.node_id
+            )));
+        }
+        if message.from == self.config.node_id
+            || !self.config.members().any(|id| id == message.from)
+        {
+            return Err(ReplicationError::Refused(format!(
+                "a message from node {}, which is not another member",
+                message.from
+            )));
+        }
+        if raft::raw_node::is_local_msg(message.get_msg_type()) {
+            return Err(ReplicationError::Refused(format!(
+                "a local message type ({:?}) from the network",
+                message.get_msg_type()
+            )));
+        }
+        match self.raw.step(message) {
+            Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            Err(error) => Err(ReplicationError::Raft(error)),
+        }
+    }
+
+    /// Sequences one command, when this node is the leader: the index it will have (the
+    /// sequence it is journaled and matched under once committed).
+    pub fn propose(
+        &mut self,
+        timestamp_ns: u64,
+        command: &Command,
+    ) -> Result<u64, ReplicationError> {
+        if command.command_type == CommandType::Term {
+            return Err(ReplicationError::Refused(
+                "a term record is never proposed".into(),
+            ));
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(ReplicationError::NotLeader {
+                leader_id: self.raw.raft.leader_id,
+            });
+        }
+        let index = self.raw.raft.raft_log.last_index() + 1;
+        match self
+            .raw
+            .propose(Vec::new(), entry_data(timestamp_ns, command))
+        {
+            Ok(()) => Ok(index),
+            Err(raft::Error::ProposalDropped) => Err(ReplicationError::NotLeader {
+                leader_id: self.raw.raft.leader_id,
+            }),
+            Err(error) => Err(ReplicationError::Raft(error)),
+        }
+    }
+
+    /// Handles everything Raft has ready (see the module docs), handing messages to
+    /// `outbox` as they may leave; returns the committed records to run, in order.
+    pub fn process(
+        &mut self,
+        outbox: &mut dyn FnMut(Message),
+    ) -> Result<Vec<Committed>, ReplicationError> {
+        let mut committed = Vec::new();
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            for message in ready.take_messages() {
+                outbox(message);
+            }
+            if !ready.snapshot().is_empty() {
+                return Err(ReplicationError::Unsupported(
+                    "a snapshot from the leader (catch-up by snapshot is not built yet)".into(),
+                ));
+            }
+            self.take_committed(ready.take_committed_entries(), &mut committed)?;
+            if !ready.entries().is_empty() {
+                let store = self.raw.mut_store();
+                store.append(ready.entries())?;
+                store.sync()?;
+            }
+            if let Some(hard_state) = ready.hs() {
+                self.raw.mut_store().set_hard_state(hard_state)?;
+            }
+            for message in ready.take_persisted_messages() {
+                outbox(message);
+            }
+            let mut light = self.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                self.raw.mut_store().set_commit(commit);
+            }
+            for message in light.take_messages() {
+                outbox(message);
+            }
+            self.take_committed(light.take_committed_entries(), &mut committed)?;
+            self.raw.advance_apply_to(self.applied);
+        }
+        Ok(committed)
+    }
+
+    fn take_committed(
+        &mut self,
+        entries: Vec<raft::eraftpb::Entry>,
+        out: &mut Vec<Committed>,
+    ) -> Result<(), ReplicationError> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            if entry.index != self.applied + 1 {
+                return Err(ReplicationError::BadLog(format!(
+                    "committed entry {} after applied {}",
+                    entry.index, self.applied
+                )));
+            }
+            out.push(Committed {
+                record: record_of(&entry)?,
+                term: entry.term,
+            });
+            self.applied = entry.index;
+        }
+        Ok(())
+    }
+
+    /// This node's part at the moment.
+    pub fn role(&self) -> Role {
+        if !self.raw.raft.promotable() {
+            return Role::Learner;
+        }
+        match self.raw.raft.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+        }
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The last index this node's matcher has been given.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The journal under the node.
+    pub fn log(&self) -> &L {
+        self.raw.store().log()
+    }
+
+    /// What the node reports about itself.
+    pub fn status(&self) -> NodeStatus {
+        let raft = &self.raw.raft;
+        let mut members: Vec<MemberProgress> = if raft.state == StateRole::Leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, _)| **id != self.config.node_id)
+                .map(|(id, progress)| MemberProgress {
+                    node_id: *id,
+                    matched: progress.matched,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        members.sort_by_key(|member| member.node_id);
+        NodeStatus {
+            node_id: self.config.node_id,
+            role: self.role(),
+            term: raft.term,
+            leader_id: raft.leader_id,
+            commit: raft.raft_log.committed,
+            last_index: raft.raft_log.last_index(),
+            members,
+        }
+    }
+}
