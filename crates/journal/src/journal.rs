@@ -899,6 +899,72 @@ impl Journal {
         Ok(())
     }
 
+    /// Removes every record from `seq` on, and syncs the cut before returning, so a crash
+    /// never brings those records back (a cluster follower's uncommitted tail that its
+    /// leader overrode). Later segments are deleted and the one holding `seq` becomes the
+    /// active segment again. `seq` must lie from the first sequence held to the next one.
+    pub fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError> {
+        assert!(
+            seq >= self.first_seq && seq <= self.next_seq,
+            "a cut at {seq} outside the journal ({}..{})",
+            self.first_seq,
+            self.next_seq
+        );
+        if seq == self.next_seq {
+            return Ok(());
+        }
+        let records_in_active =
+            (self.segment.offset - SEGMENT_HEADER_SIZE_BYTES) / RECORD_SIZE_BYTES;
+        let active_first_seq = self.next_seq - records_in_active as u64;
+        if seq >= active_first_seq {
+            let from =
+                SEGMENT_HEADER_SIZE_BYTES + (seq - active_first_seq) as usize * RECORD_SIZE_BYTES;
+            let length = self.segment.offset - from;
+            // SAFETY: `from..offset` lies within the map (it was written by `append`); only
+            // this journal writes through the map, and this slice is the only reference to
+            // these bytes while it lives.
+            #[allow(unsafe_code)]
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(self.segment.map.as_mut_ptr().add(from), length)
+            };
+            bytes.fill(0);
+            self.segment
+                .map
+                .flush_range(from, length)
+                .map_err(|source| JournalError::io(&self.segment.path, source))?;
+            self.segment.offset = from;
+            self.segment.synced_offset = from;
+        } else {
+            let segments = list_segments(&self.config.dir)?;
+            let (holder_first_seq, holder) = segments
+                .iter()
+                .rev()
+                .find(|(first, _)| *first <= seq)
+                .cloned()
+                .expect("the first segment starts at or before the first sequence held");
+            let from =
+                SEGMENT_HEADER_SIZE_BYTES + (seq - holder_first_seq) as usize * RECORD_SIZE_BYTES;
+            Self::zero_from(&holder, from)?;
+            let (file, map) = map_active(&holder)?;
+            let done = std::mem::replace(
+                &mut self.segment,
+                ActiveSegment::new(holder, file, map, from),
+            );
+            self.prefaulter.retire(done);
+            for (first, path) in &segments {
+                if *first > holder_first_seq {
+                    std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+                }
+            }
+            sync_dir(&self.config.dir)?;
+            self.prefaulter.keep_ahead(&mut self.segment);
+        }
+        self.next_seq = seq;
+        self.stats.next_seq.store(seq, Ordering::Relaxed);
+        self.stats.durable_seq.store(seq - 1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Removes (or moves to `archive`) every segment whose records all come before `seq`.
     /// The active segment is never removed. Returns the segments removed or moved.
     pub fn retain_from(

@@ -479,3 +479,68 @@ fn a_standby_segment_left_behind_is_removed_on_open_and_the_journal_goes_on() {
     let expected: Vec<JournalRecord> = (1..=17).map(record).collect();
     assert_eq!(read_all(dir.path(), 1), expected);
 }
+
+/// A cut of the tail (a cluster follower's overridden entries), within the active segment
+/// and across segments: the cut records never come back, and appends go on from the cut.
+#[test]
+fn a_cut_tail_is_gone_after_a_reopen_and_appends_go_on_from_it() {
+    let other = |seq: u64| {
+        let mut replaced = record(seq);
+        replaced.command.qty += 100;
+        replaced
+    };
+    for (cut_at, expect_segments) in [(9u64, 3usize), (3, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = Journal::open(
+            config(dir.path(), 4, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        for seq in 1..=10 {
+            journal.append(&record(seq)).unwrap();
+        }
+        journal.commit().unwrap();
+        journal.truncate_from(cut_at).unwrap();
+        assert_eq!(journal.next_seq(), cut_at);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), expect_segments);
+        for seq in cut_at..=12 {
+            journal.append(&other(seq)).unwrap();
+        }
+        journal.commit().unwrap();
+        drop(journal);
+        let expected: Vec<JournalRecord> = (1..cut_at)
+            .map(record)
+            .chain((cut_at..=12).map(other))
+            .collect();
+        assert_eq!(read_all(dir.path(), 1), expected, "cut at {cut_at}");
+        let (journal, report) = Journal::open(
+            config(dir.path(), 4, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        assert_eq!(
+            (report.next_seq, report.tail_cut),
+            (13, None),
+            "cut at {cut_at}"
+        );
+        drop(journal);
+        // A cut with nothing written after it is as final.
+        let (mut journal, _) = Journal::open(
+            config(dir.path(), 4, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        journal.truncate_from(cut_at).unwrap();
+        drop(journal);
+        assert_eq!(
+            read_all(dir.path(), 1),
+            (1..cut_at).map(record).collect::<Vec<_>>()
+        );
+        let (_, report) = Journal::open(
+            config(dir.path(), 4, Durability::Batch),
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        assert_eq!((report.next_seq, report.tail_cut), (cut_at, None));
+    }
+}

@@ -24,6 +24,12 @@ pub trait LogPort: JournalPort {
     fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError>;
 }
 
+impl LogPort for ringmatch_journal::Journal {
+    fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError> {
+        ringmatch_journal::Journal::truncate_from(self, seq)
+    }
+}
+
 /// Bytes of a normal entry's data: the ingress timestamp, then the 64-byte command.
 pub const ENTRY_DATA_SIZE_BYTES: usize = 8 + COMMAND_SIZE_BYTES;
 
