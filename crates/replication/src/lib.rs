@@ -4,9 +4,13 @@
 //! them, and [`frame`] is the versioned framing Raft messages travel in between nodes
 //! (`docs/replication-protocol.md`).
 //!
+//! [`transport`] carries the frames over TCP and [`replica`] is the production driver: the
+//! thread that owns a node, ticks it and lets other threads wait for a commit.
+//!
 //! It deliberately does not know order-book rules (a committed record is handed back to the
-//! caller's matcher as it is), threads, sockets or clocks: its driver owns the timer and the
-//! transport, so the seeded simulator can drive the very same node over a simulated network.
+//! caller's matcher as it is). The node itself knows no threads, sockets or clocks: its
+//! driver owns the timer and the transport, so the seeded simulator drives the very same
+//! node over a simulated network.
 //! Membership is static: the `[cluster]` configuration names every member.
 
 pub mod frame;
@@ -14,6 +18,8 @@ pub mod hard_state;
 pub mod log;
 pub mod node;
 pub mod proposals;
+pub mod replica;
+pub mod transport;
 
 use std::path::PathBuf;
 
@@ -22,7 +28,9 @@ pub use hard_state::{HardState, HardStateFile, HardStatePort, Owner};
 pub use log::{LogPort, LogStore, TermRuns};
 pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Role};
 pub use proposals::{Outcome, Proposals};
-pub use raft::eraftpb::{Message, MessageType};
+pub use raft::eraftpb::{Entry, Message, MessageType};
+pub use replica::{CommitHook, Replica, WaitError};
+pub use transport::{PeerAddress, Transport, TransportStats};
 
 use ringmatch_journal::JournalError;
 

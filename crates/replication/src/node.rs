@@ -16,7 +16,7 @@
 //!    acknowledgement means "on a majority of disks", the leader's own copy counting once it
 //!    is synced.
 
-use raft::eraftpb::{ConfState, Message};
+use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{Config, RawNode, StateRole};
 use ringmatch_journal::JournalRecord;
 use ringmatch_proto::{Command, CommandType};
@@ -215,8 +215,10 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         self.raw.tick();
     }
 
-    /// Hands the node a message from a member. A message from a node that is not a member,
-    /// or for another node, is refused; one of an old term is ignored by Raft.
+    /// Hands the node a message from a member. Refused: a message from a node that is not
+    /// another member or for another node; one without a term; a local message type, and a
+    /// proposal or read request (commands enter only through the leader's own pipeline). One
+    /// of an old term is taken and ignored by Raft.
     pub fn step(&mut self, message: Message) -> Result<(), ReplicationError> {
         if message.to != self.config.node_id {
             return Err(ReplicationError::Refused(format!(
@@ -232,10 +234,24 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                 message.from
             )));
         }
-        if raft::raw_node::is_local_msg(message.get_msg_type()) {
+        if message.term == 0 {
+            // Raft reads term 0 as "local, of the current term": from the network it would
+            // let any sender's append pass as the leader's.
             return Err(ReplicationError::Refused(format!(
-                "a local message type ({:?}) from the network",
+                "a {:?} without a term",
                 message.get_msg_type()
+            )));
+        }
+        let message_type = message.get_msg_type();
+        if raft::raw_node::is_local_msg(message_type)
+            || matches!(
+                message_type,
+                MessageType::MsgPropose | MessageType::MsgReadIndex | MessageType::MsgReadIndexResp
+            )
+        {
+            return Err(ReplicationError::Refused(format!(
+                "a {:?} from the network, where members never send one",
+                message_type
             )));
         }
         match self.raw.step(message) {

@@ -11,7 +11,8 @@
 //! 2. every node that runs the entry at an index runs the same entry (index, term, command),
 //!    across crashes;
 //! 3. every acknowledgement names the command committed at its sequence;
-//! 4. a damaged frame is refused by the framing, never handed to Raft.
+//! 4. a damaged frame is refused by the framing, and a forged message (a term-less append, a
+//!    proposal from the network) by the node, never taken by Raft.
 //!
 //! And at the end, with the network healed and every node up: the cluster elects a leader
 //! and converges; every node's journal holds the same committed records, every acknowledged
@@ -111,6 +112,8 @@ pub struct ClusterSummary {
     pub frames_count: u64,
     /// Frames damaged on the way, all refused.
     pub damaged_frames_count: u64,
+    /// Well-formed messages no member sends (term-less appends, proposals), all refused.
+    pub forged_messages_count: u64,
 }
 
 /// The run's choices, drawn from the seed.
@@ -176,6 +179,9 @@ struct InFlight {
     from: u64,
     bytes: Vec<u8>,
     damaged: bool,
+    /// A well-formed frame whose message no member sends (term-less, or a proposal): the node
+    /// must refuse it.
+    forged: bool,
 }
 
 struct Discard;
@@ -501,11 +507,20 @@ impl Cluster {
                 )));
             }
             let up = self.members[position].up.as_mut().expect("checked above");
-            if let Err(error) = up.node.step(*message) {
-                return Err(self.fail(format!(
-                    "node {} refused a member's message: {error}",
-                    frame.to
-                )));
+            match (up.node.step(*message), frame.forged) {
+                (Ok(()), false) | (Err(_), true) => {}
+                (Ok(()), true) => {
+                    return Err(self.fail(format!(
+                        "node {} took a forged message from node {}",
+                        frame.to, frame.from
+                    )))
+                }
+                (Err(error), false) => {
+                    return Err(self.fail(format!(
+                        "node {} refused a member's message: {error}",
+                        frame.to
+                    )))
+                }
             }
         }
         Ok(())
@@ -626,6 +641,7 @@ impl Cluster {
                     from: message.from,
                     bytes: bytes.clone(),
                     damaged: false,
+                    forged: false,
                 };
                 if self.faults_on && self.rng.chance(self.plan.damage_per_mille) {
                     let at = self.rng.below(frame.bytes.len() as u64) as usize;
@@ -635,6 +651,9 @@ impl Cluster {
                 }
                 self.wire.push(frame);
             }
+        }
+        if self.faults_on && self.rng.chance(self.plan.damage_per_mille) {
+            self.forge(id);
         }
         if role == Role::Leader && id == LEARNER {
             return Err(self.fail(format!("the learner leads in term {term}")));
@@ -653,6 +672,51 @@ impl Cluster {
             self.run_committed(index, entry)?;
         }
         Ok(())
+    }
+
+    /// Puts on the wire, as if from member `from`, a well-formed frame whose message no
+    /// member sends: an append without a term (Raft would take it as the current leader's),
+    /// or a proposal (commands enter only through the leader's pipeline).
+    fn forge(&mut self, from: u64) {
+        let others: Vec<u64> = self
+            .members
+            .iter()
+            .map(|member| member.id)
+            .filter(|&id| id != from)
+            .collect();
+        let to = others[self.rng.below(others.len() as u64) as usize];
+        let mut message = ringmatch_replication::Message::default();
+        let proposal = self.rng.chance(500);
+        message.set_msg_type(if proposal {
+            ringmatch_replication::MessageType::MsgPropose
+        } else {
+            ringmatch_replication::MessageType::MsgAppend
+        });
+        message.from = from;
+        message.to = to;
+        message.term = if proposal { self.rng.between(1, 5) } else { 0 };
+        let command = self.draw_command();
+        let last = self.committed.keys().next_back().copied().unwrap_or(0);
+        message.index = last;
+        message.commit = last + 1;
+        message.entries = vec![ringmatch_replication::Entry {
+            index: last + 1,
+            term: message.term,
+            data: ringmatch_replication::log::entry_data(command.timestamp_ns, &command).into(),
+            ..Default::default()
+        }]
+        .into();
+        let mut bytes = Vec::new();
+        encode_frame(CLUSTER_ID, &message, &mut bytes);
+        self.summary.forged_messages_count += 1;
+        self.wire.push(InFlight {
+            deliver_at: self.step + 1,
+            to,
+            from,
+            bytes,
+            damaged: false,
+            forged: true,
+        });
     }
 
     /// Member `index` runs one committed entry: checkers 1 to 3.

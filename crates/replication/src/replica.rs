@@ -1,0 +1,344 @@
+//! The production driver of a [`Node`]: one thread that owns it, ticks it on a timer, hands
+//! it what the [`Transport`] receives and what the leader's pipeline proposes, runs
+//! [`Node::process`] and publishes the node's status, so that other threads can wait for a
+//! sequence to be committed ([`Replica::wait_committed`]).
+//!
+//! A proposal carries the sequence the ring gave the command; the node must put it at that
+//! very index. If it cannot (this node no longer leads, or the indexes disagree), the replica
+//! records why, and every waiter is told: the leader's pipeline then stops acknowledging.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use raft::eraftpb::Message;
+use ringmatch_journal::JournalRecord;
+
+use crate::hard_state::HardStatePort;
+use crate::log::LogPort;
+use crate::node::{Committed, Node, NodeStatus, Role};
+use crate::transport::{PeerAddress, Transport, TransportStats};
+use crate::ReplicationError;
+
+/// Messages taken from the network per turn of the loop at most, so a flood cannot starve
+/// the timer.
+const MESSAGES_PER_TURN_MAX: usize = 4_096;
+
+/// What a replica is told to do.
+enum Control {
+    Propose(Vec<JournalRecord>),
+    Stop,
+}
+
+/// What the node's thread publishes.
+#[derive(Debug, Clone)]
+struct Published {
+    status: NodeStatus,
+    /// Why the node stopped, or why a proposal could not be placed.
+    failure: Option<String>,
+    stopped: bool,
+}
+
+struct Shared {
+    state: Mutex<Published>,
+    changed: Condvar,
+}
+
+/// Called on the node's thread with every committed entry, in order, and the status after.
+pub type CommitHook = Box<dyn FnMut(&NodeStatus, &[Committed]) + Send>;
+
+/// Why [`Replica::wait_committed`] returned without the sequence committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// This node stopped leading, or never led, in the term the wait was for.
+    #[error(
+        "this node no longer leads term {term} (now {role} in term {now_term}, leader {leader_id})"
+    )]
+    Deposed {
+        /// The term the wait was for.
+        term: u64,
+        /// The node's role now.
+        role: &'static str,
+        /// The term now.
+        now_term: u64,
+        /// The leader it knows of now (0: none).
+        leader_id: u64,
+    },
+    /// The replica failed or stopped.
+    #[error("the replica stopped: {0}")]
+    Stopped(String),
+    /// The time ran out.
+    #[error("not committed within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A running replica: the node's thread and its transport.
+pub struct Replica {
+    control: Sender<Control>,
+    shared: Arc<Shared>,
+    transport_stats: Arc<TransportStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Starts the node's thread over `node`, reading frames on `listener` and sending to
+    /// `peers`, ticking every `tick`; `on_commit` sees every committed entry.
+    pub fn start<L: LogPort, H: HardStatePort>(
+        node: Node<L, H>,
+        cluster_id: u64,
+        listener: TcpListener,
+        peers: &[PeerAddress],
+        tick: Duration,
+        on_commit: CommitHook,
+    ) -> Result<Replica, ReplicationError> {
+        let status = node.status();
+        let (deliver, messages) = unbounded();
+        let transport = Transport::start(cluster_id, status.node_id, listener, peers, deliver)
+            .map_err(|source| ReplicationError::Io {
+                path: "replication listener".into(),
+                source,
+            })?;
+        let transport_stats = transport.stats();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Published {
+                status,
+                failure: None,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let (control, control_receiver) = unbounded();
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("replica".into())
+                .spawn(move || {
+                    run(
+                        node,
+                        transport,
+                        messages,
+                        control_receiver,
+                        &shared,
+                        tick,
+                        on_commit,
+                    )
+                })
+                .map_err(|source| ReplicationError::Io {
+                    path: "replica thread".into(),
+                    source,
+                })?
+        };
+        Ok(Replica {
+            control,
+            shared,
+            transport_stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands the node commands to sequence, each at its record's `seq`.
+    pub fn propose(&self, records: Vec<JournalRecord>) -> Result<(), ReplicationError> {
+        self.control
+            .send(Control::Propose(records))
+            .map_err(|_| ReplicationError::Refused("the replica has stopped".into()))
+    }
+
+    /// Waits until `seq` is committed while this node leads `term`.
+    pub fn wait_committed(&self, seq: u64, term: u64, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().expect("the replica's lock");
+        loop {
+            if let Some(failure) = &state.failure {
+                return Err(WaitError::Stopped(failure.clone()));
+            }
+            let status = &state.status;
+            if status.role != Role::Leader || status.term != term {
+                return Err(WaitError::Deposed {
+                    term,
+                    role: status.role.name(),
+                    now_term: status.term,
+                    leader_id: status.leader_id,
+                });
+            }
+            if status.commit >= seq {
+                return Ok(());
+            }
+            if state.stopped {
+                return Err(WaitError::Stopped("stopped".into()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout(timeout));
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .expect("the replica's lock")
+                .0;
+        }
+    }
+
+    /// Waits until `accept` holds for the status, or the time runs out; the status then.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        accept: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<NodeStatus, WaitError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().expect("the replica's lock");
+        loop {
+            if accept(&state.status) {
+                return Ok(state.status.clone());
+            }
+            if let Some(failure) = &state.failure {
+                return Err(WaitError::Stopped(failure.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout(timeout));
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .expect("the replica's lock")
+                .0;
+        }
+    }
+
+    /// The node's status as last published.
+    pub fn status(&self) -> NodeStatus {
+        self.shared
+            .state
+            .lock()
+            .expect("the replica's lock")
+            .status
+            .clone()
+    }
+
+    /// Why the replica failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .state
+            .lock()
+            .expect("the replica's lock")
+            .failure
+            .clone()
+    }
+
+    /// The transport's counters.
+    pub fn transport_stats(&self) -> Arc<TransportStats> {
+        Arc::clone(&self.transport_stats)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn publish(shared: &Shared, status: NodeStatus, failure: Option<String>, stopped: bool) {
+    let mut state = shared.state.lock().expect("the replica's lock");
+    state.status = status;
+    if state.failure.is_none() {
+        state.failure = failure;
+    }
+    state.stopped |= stopped;
+    drop(state);
+    shared.changed.notify_all();
+}
+
+fn run<L: LogPort, H: HardStatePort>(
+    mut node: Node<L, H>,
+    transport: Transport,
+    messages: Receiver<Message>,
+    control: Receiver<Control>,
+    shared: &Shared,
+    tick: Duration,
+    mut on_commit: CommitHook,
+) {
+    let mut next_tick = Instant::now() + tick;
+    let mut failure: Option<String> = None;
+    let mut stopping = false;
+    while !stopping && failure.is_none() {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let step = |node: &mut Node<L, H>, message: Message| {
+            let from = message.from;
+            if let Err(error) = node.step(message) {
+                eprintln!("replication: refused a message from node {from}: {error}");
+            }
+        };
+        let mut proposals = Vec::new();
+        select! {
+            recv(messages) -> message => {
+                if let Ok(message) = message {
+                    step(&mut node, message);
+                }
+            }
+            recv(control) -> order => match order {
+                Ok(Control::Propose(records)) => proposals.push(records),
+                Ok(Control::Stop) | Err(_) => stopping = true,
+            },
+            default(wait) => {}
+        }
+        for message in messages.try_iter().take(MESSAGES_PER_TURN_MAX) {
+            step(&mut node, message);
+        }
+        for order in control.try_iter() {
+            match order {
+                Control::Propose(records) => proposals.push(records),
+                Control::Stop => stopping = true,
+            }
+        }
+        for record in proposals.into_iter().flatten() {
+            match node.propose(record.timestamp_ns, &record.command) {
+                Ok(index) if index == record.seq => {}
+                Ok(index) => {
+                    failure = Some(format!(
+                        "sequence {} was proposed at index {index}: the ring and the log disagree",
+                        record.seq
+                    ));
+                    break;
+                }
+                Err(error) => {
+                    // No longer the leader: its waiters learn it from the status (role and
+                    // term), and the command is never acknowledged.
+                    eprintln!(
+                        "replication: sequence {} was not proposed: {error}",
+                        record.seq
+                    );
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            node.tick();
+            next_tick += tick;
+            if next_tick < now {
+                next_tick = now + tick;
+            }
+        }
+        match node.process(&mut |message| transport.send(&message)) {
+            Ok(committed) => {
+                let status = node.status();
+                if !committed.is_empty() {
+                    on_commit(&status, &committed);
+                }
+                publish(shared, status, failure.clone(), false);
+            }
+            Err(error) => {
+                failure = Some(format!("the node failed: {error}"));
+                publish(shared, node.status(), failure.clone(), false);
+            }
+        }
+    }
+    publish(shared, node.status(), failure, true);
+}
