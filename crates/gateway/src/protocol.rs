@@ -64,6 +64,9 @@ pub enum ErrorCode {
     ReadOnlySession = 9,
     /// The server is shutting down.
     ShuttingDown = 10,
+    /// This cluster member does not lead; the text names the leader's order-entry address
+    /// when one is known ("... order entry at HOST:PORT").
+    NotLeader = 11,
 }
 
 impl ErrorCode {
@@ -81,6 +84,7 @@ impl ErrorCode {
             8 => UnsupportedVersion,
             9 => ReadOnlySession,
             10 => ShuttingDown,
+            11 => NotLeader,
             _ => return None,
         })
     }

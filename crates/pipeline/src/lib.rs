@@ -56,7 +56,7 @@ pub use events_file::{
 pub use market_data::{L2Book, MarketData};
 pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
 pub use recovery::{
-    choose_snapshot, recover, recover_from, recover_with, snapshot_fits_output, Recovered,
+    choose_snapshot, recover, recover_from, recover_with, snapshot_fits_output, Rebuilt, Recovered,
     RecoveryError, RecoveryOptions, ReplayProgress, ResumableOutput,
 };
 pub use ringmatch_journal::EventsMark;

@@ -14,9 +14,12 @@
 //! - [`crate::OutputSink`] / [`crate::ResumableOutput`]: events are taken in (sequence, index)
 //!   order, each once; [`crate::OutputDurability`] says when they are durable.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use ringmatch_journal::{
-    Journal, JournalError, JournalReader, JournalRecord, Snapshot, SnapshotError, SnapshotInfo,
-    SnapshotStore,
+    Journal, JournalError, JournalReader, JournalRecord, JournalStats, Snapshot, SnapshotError,
+    SnapshotInfo, SnapshotStore,
 };
 
 /// The journal as the Journaler and start-up see it.
@@ -37,6 +40,13 @@ pub trait JournalPort: Send + 'static {
         &self,
         seq: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<JournalRecord, JournalError>> + '_>, JournalError>;
+    /// The counters the metrics read.
+    fn stats(&self) -> Arc<JournalStats>;
+    /// At a clean stop: everything appended is made durable, whatever the policy.
+    fn sync_all(&mut self) -> Result<(), JournalError>;
+    /// The folder of segment files that retention may remove old segments from; `None` when
+    /// no retention may run (a cluster's log must keep its start).
+    fn segments_dir(&self) -> Option<&Path>;
 }
 
 impl JournalPort for Journal {
@@ -68,6 +78,18 @@ impl JournalPort for Journal {
         let reader = JournalReader::open(&self.config().dir, seq)?;
         let count = Journal::next_seq(self).saturating_sub(seq) as usize;
         Ok(Box::new(reader.take(count)))
+    }
+
+    fn stats(&self) -> Arc<JournalStats> {
+        Journal::stats(self)
+    }
+
+    fn sync_all(&mut self) -> Result<(), JournalError> {
+        Journal::sync(self)
+    }
+
+    fn segments_dir(&self) -> Option<&Path> {
+        Some(&self.config().dir)
     }
 }
 

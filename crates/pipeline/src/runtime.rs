@@ -14,7 +14,7 @@
 //!                                   └─▶ snapshot-writer thread (SnapshotWriter, then retention)
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,12 +24,13 @@ use disruptor::{
     build_multi_producer, build_single_producer, MultiConsumerBarrier, ProcessorSettings, Producer,
     SingleConsumerBarrier, SingleProducer,
 };
-use ringmatch_journal::{retain_segments, Journal, SnapshotStore};
+use ringmatch_journal::{retain_segments, SnapshotStore};
 use ringmatch_matcher::{Engine, EventSink};
 use ringmatch_proto::{CommandType, Event, EventType};
 
 use crate::market_data::MarketData;
 use crate::metrics::{new_histogram, now_ns, Stage, StageRecorder};
+use crate::ports::JournalPort;
 use crate::stages::{
     EventRouter, Journaler, Matcher, Publisher, Replicator, Responder, SnapshotRequest,
     SnapshotWriter, Written,
@@ -58,10 +59,10 @@ const SNAPSHOTS_QUEUED_MAX: usize = 4;
 impl Pipeline {
     /// Starts the stage threads. `engine` and `journal` must be recovered to the same point:
     /// the next command gets `journal.next_seq()`.
-    pub fn start<S: OutputSink>(
+    pub fn start<S: OutputSink, J: JournalPort>(
         config: &PipelineConfig,
         engine: Engine,
-        journal: Journal,
+        journal: J,
         sink: S,
         snapshots: Option<SnapshotStore>,
     ) -> Result<Pipeline, PipelineError> {
@@ -76,10 +77,10 @@ impl Pipeline {
     /// the Replicator in parallel; the Matcher runs a batch once both are done with it and
     /// fills the output ring, which feeds the Publisher and the Responder in parallel; the
     /// snapshot writer takes the Matcher's snapshot requests on a thread of its own.
-    pub fn start_with_router<S: OutputSink>(
+    pub fn start_with_router<S: OutputSink, J: JournalPort>(
         config: &PipelineConfig,
         engine: Engine,
-        journal: Journal,
+        journal: J,
         sink: S,
         snapshots: Option<SnapshotStore>,
         router: Option<Box<dyn EventRouter>>,
@@ -93,7 +94,7 @@ impl Pipeline {
         ));
         let wiring = Wiring::new(config, &metrics, router.is_some());
         let retention = RetentionJob {
-            dir: journal.config().dir.clone(),
+            dir: journal.segments_dir().map(Path::to_path_buf),
             retention: config.retention.clone(),
         };
         let (snapshot_sender, snapshot_writer) = match snapshots {
@@ -281,8 +282,8 @@ fn placed<B: ProcessorSettings<E, W>, E, W>(
 }
 
 /// The Journaler's thread.
-struct JournalerRun {
-    journaler: Journaler<Journal>,
+struct JournalerRun<J: JournalPort> {
+    journaler: Journaler<J>,
     recorder: StageRecorder,
     batch_timestamps_ns: Vec<u64>,
     base_seq: u64,
@@ -290,12 +291,12 @@ struct JournalerRun {
     metrics: Arc<Metrics>,
 }
 
-impl JournalerRun {
+impl<J: JournalPort> JournalerRun<J> {
     fn factory(
         wiring: &Wiring,
-        journaler: Journaler<Journal>,
+        journaler: Journaler<J>,
         [mine, peer]: [&Arc<AtomicI64>; 2],
-    ) -> impl FnOnce() -> JournalerRun {
+    ) -> impl FnOnce() -> JournalerRun<J> {
         let (waits_on, announces, input) = wiring.input_stage(mine, peer);
         let ready = wiring.ready_sender.clone();
         let counters = Arc::clone(&wiring.metrics.wait_counters);
@@ -331,7 +332,7 @@ impl JournalerRun {
         if let Err(error) = self.journaler.end_of_batch() {
             panic!("journal sync after sequence {seq} failed: {error}");
         }
-        if crate::ports::JournalPort::commits_sync(self.journaler.journal()) {
+        if self.journaler.journal().commits_sync() {
             self.record_sync(commit_started.elapsed());
         }
         let now = now_ns();
@@ -358,13 +359,13 @@ impl JournalerRun {
     }
 }
 
-impl Drop for JournalerRun {
+impl<J: JournalPort> Drop for JournalerRun<J> {
     fn drop(&mut self) {
         if let Ok(mut shared) = self.metrics.journal_sync.lock() {
             let _ = shared.add(&self.sync_latency);
         }
         // A clean stop leaves everything on disk whatever the policy.
-        if let Err(error) = self.journaler.journal_mut().sync() {
+        if let Err(error) = self.journaler.journal_mut().sync_all() {
             eprintln!("journal sync on shutdown failed: {error}");
         }
     }
@@ -726,18 +727,22 @@ impl<S: OutputSink> PublisherRun<S> {
 /// Journal retention, run on the snapshot writer's thread after each snapshot, never on the
 /// Journaler's: segments wholly before the oldest snapshot kept are deleted or archived.
 struct RetentionJob {
-    dir: PathBuf,
+    /// `None`: the journal allows no retention.
+    dir: Option<PathBuf>,
     retention: Retention,
 }
 
 impl RetentionJob {
     fn run(&self, retain_from_seq: u64) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
         let archive = match &self.retention {
             Retention::Keep => return,
             Retention::Delete => None,
             Retention::Archive(folder) => Some(folder.as_path()),
         };
-        if let Err(error) = retain_segments(&self.dir, retain_from_seq, archive) {
+        if let Err(error) = retain_segments(dir, retain_from_seq, archive) {
             panic!("journal retention failed: {error}");
         }
     }

@@ -19,6 +19,7 @@ pub mod log;
 pub mod node;
 pub mod proposals;
 pub mod replica;
+pub mod replicated;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Role};
 pub use proposals::{Outcome, Proposals};
 pub use raft::eraftpb::{Entry, Message, MessageType};
 pub use replica::{CommitHook, Replica, WaitError};
+pub use replicated::{OnDeposed, ReplicatedJournal};
 pub use transport::{PeerAddress, Transport, TransportStats};
 
 use ringmatch_journal::JournalError;

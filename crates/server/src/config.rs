@@ -40,6 +40,73 @@ pub struct Config {
     pub kafka: KafkaSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentSection>,
+    /// A cluster of replicas on Raft; absent: one node.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: this node's part in a cluster (`docs/replication-protocol.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The cluster's id, the same on every member; frames of another cluster are refused.
+    pub cluster_id: u64,
+    /// This node's id among `members`.
+    pub node_id: u64,
+    /// Milliseconds per Raft tick.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower stands for election (each timeout is drawn
+    /// between this and twice this).
+    #[serde(default = "default_election_ticks")]
+    pub election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    #[serde(default = "default_heartbeat_ticks")]
+    pub heartbeat_ticks: usize,
+    /// Every member, this node among them.
+    pub members: Vec<MemberSection>,
+}
+
+fn default_tick_ms() -> u64 {
+    10
+}
+
+fn default_election_ticks() -> usize {
+    15
+}
+
+fn default_heartbeat_ticks() -> usize {
+    3
+}
+
+/// `[[cluster.members]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// Node id (not 0).
+    pub id: u64,
+    /// Address its replication listener takes frames on.
+    pub replication: String,
+    /// Address of its order-entry gateway (where clients are sent when it leads).
+    pub order_entry: String,
+    /// A non-voting member (a disaster-recovery copy): never counts toward a majority.
+    #[serde(default)]
+    pub learner: bool,
+}
+
+/// A `[cluster]` section, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// The node's Raft configuration.
+    pub node: ringmatch_replication::NodeConfig,
+    /// This node's replication address.
+    pub listen: std::net::SocketAddr,
+    /// Every member's replication address.
+    pub peers: Vec<ringmatch_replication::PeerAddress>,
+    /// Every member's order-entry address, by node id.
+    pub order_entry: Vec<(u64, std::net::SocketAddr)>,
+    /// Time per tick.
+    pub tick: std::time::Duration,
 }
 
 /// `[data]`.
@@ -362,7 +429,96 @@ impl Config {
             config.output.format
         );
         config.kafka_config()?;
+        config.cluster_plan()?;
         Ok(config)
+    }
+
+    /// The `[cluster]` section, checked; `None` for a single node.
+    pub fn cluster_plan(&self) -> anyhow::Result<Option<ClusterPlan>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let address = |text: &str, what: String| -> anyhow::Result<std::net::SocketAddr> {
+            text.parse()
+                .map_err(|_| anyhow::anyhow!("{what} = {text:?} is not an address"))
+        };
+        let mut peers = Vec::new();
+        let mut order_entry = Vec::new();
+        for member in &cluster.members {
+            peers.push(ringmatch_replication::PeerAddress {
+                node_id: member.id,
+                address: address(
+                    &member.replication,
+                    format!("cluster member {} replication", member.id),
+                )?,
+            });
+            order_entry.push((
+                member.id,
+                address(
+                    &member.order_entry,
+                    format!("cluster member {} order_entry", member.id),
+                )?,
+            ));
+        }
+        let node = ringmatch_replication::NodeConfig {
+            cluster_id: cluster.cluster_id,
+            node_id: cluster.node_id,
+            voters: cluster
+                .members
+                .iter()
+                .filter(|member| !member.learner)
+                .map(|member| member.id)
+                .collect(),
+            learners: cluster
+                .members
+                .iter()
+                .filter(|member| member.learner)
+                .map(|member| member.id)
+                .collect(),
+            election_ticks: cluster.election_ticks,
+            heartbeat_ticks: cluster.heartbeat_ticks,
+            randomized_election: true,
+        };
+        node.validate()?;
+        anyhow::ensure!(cluster.tick_ms >= 1, "cluster.tick_ms must be at least 1");
+        let listen = peers
+            .iter()
+            .find(|peer| peer.node_id == cluster.node_id)
+            .map(|peer| peer.address)
+            .expect("validate checked that the node is a member");
+        let own_order_entry = order_entry
+            .iter()
+            .find(|(id, _)| *id == cluster.node_id)
+            .map(|(_, address)| *address)
+            .expect("validate checked that the node is a member");
+        anyhow::ensure!(
+            self.gateway.enabled,
+            "a cluster member needs the gateway ([gateway] enabled = true): clients follow the \
+             leader through it"
+        );
+        anyhow::ensure!(
+            self.gateway.listen.parse::<std::net::SocketAddr>().ok() == Some(own_order_entry),
+            "gateway.listen = {:?} differs from this node's order_entry {own_order_entry} in \
+             [[cluster.members]]",
+            self.gateway.listen
+        );
+        anyhow::ensure!(
+            self.durability()? != ringmatch_journal::Durability::None,
+            "journal.durability = \"none\" cannot be used in a cluster: a member acknowledges \
+             an entry to the leader only once it is synced"
+        );
+        anyhow::ensure!(
+            matches!(self.retention()?, ringmatch_pipeline::Retention::Keep),
+            "journal.retention must be \"keep\" in a cluster (a member's Raft log starts at \
+             sequence 1 until catch-up by snapshot is built)"
+        );
+        Ok(Some(ClusterPlan {
+            node,
+            listen,
+            peers,
+            order_entry,
+            tick: std::time::Duration::from_millis(cluster.tick_ms),
+        }))
     }
 
     /// The journal's durability policy.

@@ -6,6 +6,7 @@
 //! command line, configuration files and the process's standard streams. The matching rules
 //! themselves live in `ringmatch-matcher`; this crate only wires inputs to them.
 
+pub mod cluster;
 pub mod config;
 pub mod script;
 pub mod serve;

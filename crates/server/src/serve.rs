@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ringmatch_journal::DamagePolicy;
 use ringmatch_kafka::{EventEncoder, KafkaMetrics, KafkaOutput, OutputFormat};
+use ringmatch_pipeline::ports::JournalPort;
 use ringmatch_pipeline::{
     install_fatal_panic_hook, now_ns, recover, recover_with, Metrics, Pipeline, PipelineConfig,
     Recovered, RecoveryError, RecoveryOptions, ResumableOutput, Stage, Submitter,
 };
 use ringmatch_proto::{Command, CommandType};
+use ringmatch_replication::Replica;
 
 use crate::config::Config;
 use crate::script::parse_command;
@@ -99,15 +101,22 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
         events_path: config.events_path(),
     };
     let started = Instant::now();
-    let mut progress = |progress: ringmatch_pipeline::ReplayProgress| {
-        log!(
-            "replay: {} of {} commands, {:.0} commands/s, about {:.1} s left",
-            progress.replayed_count,
-            progress.total_count,
-            progress.rate_per_second,
-            progress.eta.as_secs_f64()
-        )
-    };
+    if let Some(plan) = config.cluster_plan()? {
+        return crate::cluster::serve_cluster(
+            config,
+            plan,
+            pipeline_config,
+            Surface {
+                admin_address,
+                admin_token,
+                kafka: None,
+                cluster: None,
+            },
+            &recovery,
+            kafka_config,
+        );
+    }
+    let mut progress = log_replay_progress;
     match kafka_config {
         None => {
             log!(
@@ -127,11 +136,14 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
             run(
                 config,
                 pipeline_config,
-                admin_address,
-                admin_token,
+                Surface {
+                    admin_address,
+                    admin_token,
+                    kafka: None,
+                    cluster: None,
+                },
                 started,
-                recovered,
-                None,
+                recovered.into(),
             )
         }
         Some(kafka_config) => {
@@ -146,57 +158,108 @@ pub fn serve(config: &Config, options: ServeOptions) -> anyhow::Result<()> {
                 kafka_config.transactional_id,
                 kafka_config.format
             );
-            let encoder = match kafka_config.format {
-                OutputFormat::Binary => EventEncoder::Binary,
-                OutputFormat::Json => EventEncoder::Json(crate::script::event_to_json),
-            };
             let recovered = recover_with(
                 &recovery,
-                |journal_next_seq| {
-                    let (output, report) =
-                        KafkaOutput::open(&kafka_config, encoder, journal_next_seq)
-                            .map_err(|error| RecoveryError::Output(error.to_string()))?;
-                    for topic in &report.created_topics {
-                        log!("kafka: created topic {topic:?}");
-                    }
-                    log!(
-                        "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} \
-                         s); last committed event (sequence, index): {:?}",
-                        report.open_duration.as_secs_f64(),
-                        report.topics_duration.as_secs_f64(),
-                        report.fence_duration.as_secs_f64(),
-                        report.resume.max(),
-                    );
-                    Ok(output)
-                },
+                |journal_next_seq| open_kafka(&kafka_config, journal_next_seq),
                 &mut progress,
             )?;
             let kafka_metrics = recovered.output.metrics();
             run(
                 config,
                 pipeline_config,
-                admin_address,
-                admin_token,
+                Surface {
+                    admin_address,
+                    admin_token,
+                    kafka: Some(kafka_metrics),
+                    cluster: None,
+                },
                 started,
-                recovered,
-                Some(kafka_metrics),
+                recovered.into(),
             )
+        }
+    }
+}
+
+/// Logs the progress of a replay (about once a second).
+pub(crate) fn log_replay_progress(progress: ringmatch_pipeline::ReplayProgress) {
+    log!(
+        "replay: {} of {} commands, {:.0} commands/s, about {:.1} s left",
+        progress.replayed_count,
+        progress.total_count,
+        progress.rate_per_second,
+        progress.eta.as_secs_f64()
+    )
+}
+
+/// Opens the Kafka output (it reads what the topics hold, refuses an output ahead of the
+/// journal, then fences older producers), logging what it found.
+pub(crate) fn open_kafka(
+    kafka_config: &ringmatch_kafka::KafkaConfig,
+    journal_next_seq: u64,
+) -> Result<KafkaOutput, RecoveryError> {
+    let encoder = match kafka_config.format {
+        OutputFormat::Binary => EventEncoder::Binary,
+        OutputFormat::Json => EventEncoder::Json(crate::script::event_to_json),
+    };
+    let (output, report) = KafkaOutput::open(kafka_config, encoder, journal_next_seq)
+        .map_err(|error| RecoveryError::Output(error.to_string()))?;
+    for topic in &report.created_topics {
+        log!("kafka: created topic {topic:?}");
+    }
+    log!(
+        "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} s); last \
+         committed event (sequence, index): {:?}",
+        report.open_duration.as_secs_f64(),
+        report.topics_duration.as_secs_f64(),
+        report.fence_duration.as_secs_f64(),
+        report.resume.max(),
+    );
+    Ok(output)
+}
+
+/// What the service shows its operators and clients.
+pub(crate) struct Surface {
+    pub(crate) admin_address: SocketAddr,
+    pub(crate) admin_token: Option<ringmatch_gateway::Credential>,
+    pub(crate) kafka: Option<Arc<KafkaMetrics>>,
+    pub(crate) cluster: Option<Arc<Replica>>,
+}
+
+/// The recovered state the pipeline starts from.
+pub(crate) struct Start<O, J> {
+    pub(crate) engine: ringmatch_matcher::Engine,
+    pub(crate) journal: J,
+    pub(crate) output: O,
+    pub(crate) snapshots: ringmatch_journal::SnapshotStore,
+}
+
+impl<O: ResumableOutput> From<Recovered<O>> for Start<O, ringmatch_journal::Journal> {
+    fn from(recovered: Recovered<O>) -> Self {
+        report_recovery(&recovered);
+        Start {
+            engine: recovered.engine,
+            journal: recovered.journal,
+            output: recovered.output,
+            snapshots: recovered.snapshots,
         }
     }
 }
 
 /// Starts the pipeline on the recovered state and output, the gateway and the admin
 /// listener, and runs until a termination signal.
-fn run<O: ResumableOutput>(
+pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
     config: &Config,
     pipeline_config: PipelineConfig,
-    admin_address: SocketAddr,
-    admin_token: Option<ringmatch_gateway::Credential>,
+    surface: Surface,
     started: Instant,
-    recovered: Recovered<O>,
-    kafka: Option<Arc<KafkaMetrics>>,
+    recovered: Start<O, J>,
 ) -> anyhow::Result<()> {
-    report_recovery(&recovered);
+    let Surface {
+        admin_address,
+        admin_token,
+        kafka,
+        cluster,
+    } = surface;
     let state_hash = recovered.engine.state_hash();
     let next_seq = recovered.journal.next_seq();
     log!(
@@ -279,6 +342,7 @@ fn run<O: ResumableOutput>(
             market_data: pipeline.market_data(),
             token: admin_token,
             kafka,
+            cluster,
         };
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -424,13 +488,27 @@ struct Admin {
     market_data: Arc<ringmatch_pipeline::MarketData>,
     token: Option<ringmatch_gateway::Credential>,
     kafka: Option<Arc<KafkaMetrics>>,
+    cluster: Option<Arc<Replica>>,
 }
 
 fn run_admin(listener: &TcpListener, admin: &mut Admin, stop: &AtomicBool) {
+    let token = admin.token.clone();
+    serve_admin(listener, token.as_ref(), stop, &mut |method, path, body| {
+        route(method, path, body, admin)
+    });
+}
+
+/// The admin listener's loop: one request per connection, each answered by `route`.
+pub(crate) fn serve_admin(
+    listener: &TcpListener,
+    token: Option<&ringmatch_gateway::Credential>,
+    stop: &AtomicBool,
+    route: &mut dyn FnMut(&str, &str, &[u8]) -> Response,
+) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(error) = handle_connection(stream, admin) {
+                if let Err(error) = handle_connection(stream, token, route) {
                     log!("admin: request failed: {error}");
                 }
             }
@@ -442,14 +520,14 @@ fn run_admin(listener: &TcpListener, admin: &mut Admin, stop: &AtomicBool) {
     }
 }
 
-struct Response {
+pub(crate) struct Response {
     status: u16,
     content_type: &'static str,
     body: String,
 }
 
 impl Response {
-    fn json(status: u16, body: String) -> Response {
+    pub(crate) fn json(status: u16, body: String) -> Response {
         Response {
             status,
             content_type: "application/json",
@@ -458,7 +536,11 @@ impl Response {
     }
 }
 
-fn handle_connection(stream: TcpStream, admin: &mut Admin) -> std::io::Result<()> {
+fn handle_connection(
+    stream: TcpStream,
+    token: Option<&ringmatch_gateway::Credential>,
+    route: &mut dyn FnMut(&str, &str, &[u8]) -> Response,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -482,7 +564,7 @@ fn handle_connection(stream: TcpStream, admin: &mut Admin) -> std::io::Result<()
             }
         }
     }
-    let authorized = admin.token.as_ref().is_none_or(|token| {
+    let authorized = token.is_none_or(|token| {
         bearer
             .as_deref()
             .is_some_and(|given| token.verify(given.as_bytes()))
@@ -497,7 +579,7 @@ fn handle_connection(stream: TcpStream, admin: &mut Admin) -> std::io::Result<()
     } else {
         let mut body = vec![0u8; content_length];
         reader.read_exact(&mut body)?;
-        route(method, path, &body, admin)
+        route(method, path, &body)
     };
     let reason = match response.status {
         200 => "OK",
@@ -533,7 +615,10 @@ fn route(method: &str, path: &str, body: &[u8], admin: &mut Admin) -> Response {
         return book_json(&admin.market_data, rest);
     }
     match (method, path) {
-        ("GET", "/status") => Response::json(200, status_json(metrics, admin.kafka.as_deref())),
+        ("GET", "/status") => Response::json(
+            200,
+            status_json(metrics, admin.kafka.as_deref(), admin.cluster.as_deref()),
+        ),
         ("GET", "/metrics") => Response {
             status: 200,
             content_type: "text/plain; version=0.0.4",
@@ -688,7 +773,11 @@ fn json_option(value: Option<u64>) -> String {
     value.map_or_else(|| "null".into(), |value| value.to_string())
 }
 
-fn status_json(metrics: &Metrics, kafka: Option<&KafkaMetrics>) -> String {
+fn status_json(
+    metrics: &Metrics,
+    kafka: Option<&KafkaMetrics>,
+    cluster: Option<&Replica>,
+) -> String {
     let stage = |stage: Stage| metrics.stage_seq[stage as usize].load(Ordering::Relaxed);
     let journal = &metrics.journal;
     let last_snapshot = metrics
@@ -709,7 +798,7 @@ fn status_json(metrics: &Metrics, kafka: Option<&KafkaMetrics>) -> String {
         "{{\"stages\":{{\"published_input\":{},\"journaled\":{},\"replicated\":{},\"matched\":{},\"published\":{}}},\
          \"input_ring\":{{\"slots\":{},\"occupancy\":{},\"busy_rejections\":{}}},\
          \"journal\":{{\"next_seq\":{},\"durable_seq\":{},\"bytes_written\":{},\"records_written\":{},\"syncs\":{}}},\
-         \"events\":{{\"written\":{}}},\"last_snapshot\":{last_snapshot},\"kafka\":{}}}",
+         \"events\":{{\"written\":{}}},\"last_snapshot\":{last_snapshot},\"kafka\":{},\"cluster\":{}}}",
         metrics.input_published_seq.load(Ordering::Relaxed),
         stage(Stage::Journaled),
         stage(Stage::Replicated),
@@ -734,6 +823,7 @@ fn status_json(metrics: &Metrics, kafka: Option<&KafkaMetrics>) -> String {
                 kafka.commits.load(Ordering::Relaxed),
             )
         ),
+        cluster.map_or_else(|| "null".into(), crate::cluster::cluster_json),
     )
 }
 

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ringmatch_journal::{
-    decode_snapshot, encode_snapshot, record_at, Durability, JournalError, JournalRecord, RecordAt,
-    Snapshot, SnapshotError, SnapshotInfo, RECORD_SIZE_BYTES,
+    decode_snapshot, encode_snapshot, record_at, Durability, JournalError, JournalRecord,
+    JournalStats, RecordAt, Snapshot, SnapshotError, SnapshotInfo, RECORD_SIZE_BYTES,
 };
 use ringmatch_pipeline::ports::{JournalPort, SnapshotPort};
 use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableOutput};
@@ -170,6 +170,7 @@ pub struct SimJournal {
     faults: Shared<Faults>,
     durability: Durability,
     next_seq: u64,
+    stats: Arc<JournalStats>,
 }
 
 impl SimJournal {
@@ -186,6 +187,7 @@ impl SimJournal {
             faults,
             durability,
             next_seq,
+            stats: Arc::default(),
         })
     }
 
@@ -253,6 +255,18 @@ impl JournalPort for SimJournal {
         let records = lock(&self.image).records();
         let from = (seq - 1) as usize;
         Ok(Box::new(records.into_iter().skip(from).map(Ok)))
+    }
+
+    fn stats(&self) -> Arc<JournalStats> {
+        Arc::clone(&self.stats)
+    }
+
+    fn sync_all(&mut self) -> Result<(), JournalError> {
+        self.sync()
+    }
+
+    fn segments_dir(&self) -> Option<&std::path::Path> {
+        None
     }
 }
 

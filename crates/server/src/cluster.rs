@@ -1,0 +1,412 @@
+//! `serve` as a member of a cluster (`[cluster]`). The node's thread ([`Replica`]) owns the
+//! journal, which is the Raft log. While another member leads, this one journals what the
+//! leader sends; its order-entry port answers every connection with a `not_leader` error
+//! naming the leader's order-entry address, and its admin port answers `/status` only.
+//!
+//! Once it leads and its own term record is committed (so everything before it is too), it
+//! becomes the leader: the output is opened (Kafka fences the previous leader's producer
+//! through the cluster's one transactional id), the matcher and the output are rebuilt from
+//! the newest usable snapshot and the journal (the existing start-up), and the pipeline
+//! starts with the [`ReplicatedJournal`] as its Journaler's port, so a command is matched and
+//! acknowledged only once a majority has it on disk. Then the gateway opens.
+//!
+//! A leader that learns of a higher term, or cannot reach a majority for an election timeout,
+//! stops at once with exit status 3: it acknowledges nothing more, its sessions and output
+//! end with the process, and its supervisor (`scripts/cluster.sh`, systemd) starts it again
+//! as a follower, whose uncommitted tail the new leader then cuts.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ringmatch_gateway::protocol::{encode_frame, ErrorCode, Frame};
+use ringmatch_journal::{Journal, SnapshotStore};
+use ringmatch_pipeline::{recover_from, EventsFile, PipelineConfig, RecoveryOptions};
+use ringmatch_replication::{
+    HardStateFile, HardStatePort, Node, Owner, Replica, ReplicatedJournal, Role, WaitError,
+};
+
+use crate::config::{ClusterPlan, Config};
+use crate::log;
+use crate::serve::{log_replay_progress, open_kafka, run, serve_admin, Response, Start, Surface};
+
+/// Exit status of a leader that stopped leading.
+pub const EXIT_DEPOSED: i32 = 3;
+
+/// Ends the process of a leader that no longer leads.
+fn deposed(why: &str) -> ! {
+    log!(
+        "cluster: stepped down ({why}); stopping with status {EXIT_DEPOSED}: nothing more is \
+         acknowledged, and a restart rejoins as a follower"
+    );
+    std::process::exit(EXIT_DEPOSED)
+}
+
+/// The `cluster` object of `/status`.
+pub(crate) fn cluster_json(replica: &Replica) -> String {
+    let status = replica.status();
+    let members: Vec<String> = status
+        .members
+        .iter()
+        .map(|member| {
+            format!(
+                "{{\"node_id\":{},\"matched_seq\":{},\"lag\":{}}}",
+                member.node_id,
+                member.matched,
+                status.last_index.saturating_sub(member.matched)
+            )
+        })
+        .collect();
+    let stats = replica.transport_stats();
+    format!(
+        "{{\"node_id\":{},\"role\":\"{}\",\"term\":{},\"leader_id\":{},\"commit_seq\":{},\
+         \"last_seq\":{},\"members\":[{}],\"frames_sent\":{},\"frames_received\":{},\
+         \"frames_dropped\":{},\"frames_refused\":{}}}",
+        status.node_id,
+        status.role.name(),
+        status.term,
+        status.leader_id,
+        status.commit,
+        status.last_index,
+        members.join(","),
+        stats.frames_sent.load(Ordering::Relaxed),
+        stats.frames_received.load(Ordering::Relaxed),
+        stats.frames_dropped.load(Ordering::Relaxed),
+        stats.frames_refused.load(Ordering::Relaxed),
+    )
+}
+
+/// Runs this node as a cluster member until a termination signal (or until it is deposed).
+pub(crate) fn serve_cluster(
+    config: &Config,
+    plan: ClusterPlan,
+    pipeline_config: PipelineConfig,
+    surface: Surface,
+    recovery: &RecoveryOptions,
+    kafka_config: Option<ringmatch_kafka::KafkaConfig>,
+) -> anyhow::Result<()> {
+    let node_id = plan.node.node_id;
+    let cluster_id = plan.node.cluster_id;
+    let (journal, report) = Journal::open(recovery.journal.clone(), recovery.damage_policy)?;
+    if let Some(cut) = &report.tail_cut {
+        log!(
+            "journal: cut a torn tail of {} bytes at {} offset {}, from sequence {}",
+            cut.bytes_count,
+            cut.path.display(),
+            cut.offset,
+            cut.from_seq
+        );
+    }
+    let stats = journal.stats();
+    let hard_state = HardStateFile::new(
+        &config.data.dir,
+        Owner {
+            cluster_id,
+            node_id,
+        },
+    );
+    let stored = hard_state.load()?.unwrap_or_default();
+    let node = Node::open(&plan.node, journal, hard_state, stored.commit)?;
+    let listener = TcpListener::bind(plan.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (this node's replication address)",
+            plan.listen
+        )
+    })?;
+    let replica = Arc::new(Replica::start(
+        node,
+        cluster_id,
+        listener,
+        &plan.peers,
+        plan.tick,
+        Box::new(|_, _| {}),
+    )?);
+    log!(
+        "cluster: node {node_id} of cluster {cluster_id} (voters {:?}, learners {:?}), \
+         replication on {}, journal to sequence {}, term {}, commit {}",
+        plan.node.voters,
+        plan.node.learners,
+        plan.listen,
+        report.next_seq - 1,
+        stored.term,
+        stored.commit
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let following = Following::start(config, &plan, &replica, &surface)?;
+    let mut last_role = None;
+    let status = loop {
+        if stop.load(Ordering::Relaxed) {
+            log!("stopping: a follower; the journal is synced as it is written");
+            following.stop();
+            drop(replica);
+            return Ok(());
+        }
+        if let Some(failure) = replica.failure() {
+            anyhow::bail!("cluster: the node failed: {failure}");
+        }
+        let status = replica.status();
+        if last_role != Some((status.role, status.leader_id, status.term)) {
+            log!(
+                "cluster: {} in term {}, leader {}",
+                status.role.name(),
+                status.term,
+                if status.leader_id == 0 {
+                    "unknown".to_string()
+                } else {
+                    format!("node {}", status.leader_id)
+                }
+            );
+            last_role = Some((status.role, status.leader_id, status.term));
+        }
+        if status.role == Role::Leader && status.commit == status.last_index {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    following.stop();
+    // From here, "recovered in" measures the promotion.
+    let started = Instant::now();
+    let term = status.term;
+    let next_seq = status.last_index + 1;
+    log!(
+        "cluster: leading term {term}; everything to sequence {} is committed; opening the \
+         output",
+        status.last_index
+    );
+    {
+        let replica = Arc::clone(&replica);
+        std::thread::Builder::new()
+            .name("cluster-watch".into())
+            .spawn(move || loop {
+                let status = replica.status();
+                if let Some(failure) = replica.failure() {
+                    deposed(&format!("the node failed: {failure}"));
+                }
+                if status.role != Role::Leader || status.term != term {
+                    deposed(&format!(
+                        "now {} in term {}, leader {}",
+                        status.role.name(),
+                        status.term,
+                        status.leader_id
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            })?;
+    }
+    let journal = ReplicatedJournal::new(
+        Arc::clone(&replica),
+        term,
+        &recovery.journal.dir,
+        1,
+        next_seq,
+        stats,
+        Box::new(|error: &WaitError| deposed(&error.to_string())),
+    );
+    let snapshots = SnapshotStore::open(&recovery.snapshot_dir, recovery.snapshots_kept_count)?;
+    let surface = Surface {
+        cluster: Some(Arc::clone(&replica)),
+        ..surface
+    };
+    let mut progress = log_replay_progress;
+    match kafka_config {
+        None => {
+            let (mut output, _) = EventsFile::open(&recovery.events_path, next_seq)?;
+            let rebuilt = recover_from(
+                &recovery.matcher,
+                &journal,
+                &snapshots,
+                &mut output,
+                &mut progress,
+            )?;
+            log_rebuilt(&rebuilt);
+            run(
+                config,
+                pipeline_config,
+                surface,
+                started,
+                Start {
+                    engine: rebuilt.engine,
+                    journal,
+                    output,
+                    snapshots,
+                },
+            )
+        }
+        Some(kafka_config) => {
+            let mut output = open_kafka(&kafka_config, next_seq)?;
+            let rebuilt = recover_from(
+                &recovery.matcher,
+                &journal,
+                &snapshots,
+                &mut output,
+                &mut progress,
+            )?;
+            log_rebuilt(&rebuilt);
+            let surface = Surface {
+                kafka: Some(output.metrics()),
+                ..surface
+            };
+            run(
+                config,
+                pipeline_config,
+                surface,
+                started,
+                Start {
+                    engine: rebuilt.engine,
+                    journal,
+                    output,
+                    snapshots,
+                },
+            )
+        }
+    }
+}
+
+fn log_rebuilt(rebuilt: &ringmatch_pipeline::Rebuilt) {
+    for problem in &rebuilt.snapshot_problems {
+        log!("snapshot skipped: {problem}");
+    }
+    match &rebuilt.snapshot {
+        Some(info) => log!(
+            "snapshot: using {} (after sequence {}); replayed {} commands in {:.3} s",
+            info.path.display(),
+            info.seq,
+            rebuilt.replayed_count,
+            rebuilt.replay_duration.as_secs_f64()
+        ),
+        None => log!(
+            "snapshot: none used; replayed the whole journal, {} commands in {:.3} s",
+            rebuilt.replayed_count,
+            rebuilt.replay_duration.as_secs_f64()
+        ),
+    }
+}
+
+/// What a follower serves: its order-entry port sends clients to the leader, and its admin
+/// port answers `/status`.
+struct Following {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Following {
+    fn start(
+        config: &Config,
+        plan: &ClusterPlan,
+        replica: &Arc<Replica>,
+        surface: &Surface,
+    ) -> anyhow::Result<Following> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let order_entry: SocketAddr = config.gateway.listen.parse()?;
+        let gateway = TcpListener::bind(order_entry)
+            .with_context(|| format!("cannot listen on {order_entry} (gateway.listen)"))?;
+        gateway.set_nonblocking(true)?;
+        {
+            let stop = Arc::clone(&stop);
+            let replica = Arc::clone(replica);
+            let addresses = plan.order_entry.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("not-leader".into())
+                    .spawn(move || send_to_leader(&gateway, &replica, &addresses, &stop))?,
+            );
+        }
+        let admin = TcpListener::bind(surface.admin_address).with_context(|| {
+            format!("cannot listen on {} (admin.listen)", surface.admin_address)
+        })?;
+        admin.set_nonblocking(true)?;
+        {
+            let stop = Arc::clone(&stop);
+            let replica = Arc::clone(replica);
+            let token = surface.admin_token.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("admin".into())
+                    .spawn(move || {
+                        serve_admin(
+                            &admin,
+                            token.as_ref(),
+                            &stop,
+                            &mut |method, path, _| match (method, path) {
+                                ("GET", "/status") => Response::json(
+                                    200,
+                                    format!("{{\"cluster\":{}}}", cluster_json(&replica)),
+                                ),
+                                _ => Response::json(
+                                    503,
+                                    format!(
+                                        "{{\"error\":\"not the leader\",\"leader_id\":{}}}",
+                                        replica.status().leader_id
+                                    ),
+                                ),
+                            },
+                        )
+                    })?,
+            );
+        }
+        log!(
+            "cluster: following; order entry on {order_entry} sends clients to the leader, \
+             admin on http://{} answers /status",
+            surface.admin_address
+        );
+        Ok(Following { stop, threads })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers every order-entry connection with a `not_leader` error naming the leader's
+/// order-entry address (or saying none is known), then closes it.
+fn send_to_leader(
+    listener: &TcpListener,
+    replica: &Replica,
+    addresses: &[(u64, SocketAddr)],
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                // Whatever the client sent first (its login) is answered the same way.
+                let mut first = [0u8; 512];
+                let _ = stream.read(&mut first);
+                let leader_id = replica.status().leader_id;
+                let text = match addresses.iter().find(|(id, _)| *id == leader_id) {
+                    Some((_, address)) => {
+                        format!("not the leader: node {leader_id} leads, order entry at {address}")
+                    }
+                    None => "not the leader: no leader is known yet; try again shortly".into(),
+                };
+                let mut bytes = Vec::new();
+                encode_frame(
+                    &Frame::Error {
+                        code: ErrorCode::NotLeader as u16,
+                        text,
+                    },
+                    &mut bytes,
+                );
+                let _ = stream.write_all(&bytes);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
