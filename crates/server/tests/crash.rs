@@ -15,61 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmatch_gateway::{hash_token, Client, ClientError, Frame, LoginOptions};
-use ringmatch_proto::{Command, Side};
+use ringmatch_gateway::hash_token;
+use ringmatch_proto::Command;
 use support::{command_lines, field, stdout, Setup};
 
 /// The order-entry account of the gateway load.
 const ACCOUNT: u32 = 7;
-
-/// Sends limit orders on one session, 50 at a time, until the connection ends (the kill);
-/// returns every (sequence, client order id) acknowledged. Client order ids are unique over
-/// the whole test.
-fn gateway_load(port: u16, next_client_order_id: &AtomicU64) -> Vec<(u64, u64)> {
-    let mut acks = Vec::new();
-    let Ok(mut client) = Client::connect(
-        ("127.0.0.1", port),
-        ACCOUNT,
-        b"crash-token",
-        LoginOptions::default(),
-    ) else {
-        return acks;
-    };
-    loop {
-        let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
-        for client_order_id in first..first + 50 {
-            // Buys and sells at one price: they trade, so the book stays small.
-            let side = if client_order_id % 2 == 0 {
-                Side::Buy
-            } else {
-                Side::Sell
-            };
-            let mut command = Command::limit(ACCOUNT, 1, side, 100, 1);
-            command.client_order_id = client_order_id;
-            if client.send(&command).is_err() {
-                return acks;
-            }
-        }
-        let mut answered = 0;
-        while answered < 50 {
-            match client.recv(Duration::from_secs(10)) {
-                Ok(Some(Frame::Ack {
-                    client_order_id,
-                    seq,
-                })) => {
-                    acks.push((seq, client_order_id));
-                    answered += 1;
-                }
-                Ok(Some(Frame::Busy { .. } | Frame::Throttled { .. })) => answered += 1,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(ClientError::Timeout) => {
-                    panic!("no replies from a live session for 10 s")
-                }
-                Err(_) => return acks,
-            }
-        }
-    }
-}
 
 /// Every acknowledged (sequence, client order id) is in the journal, under that sequence, as
 /// a command of the session's account with that client order id.
@@ -141,7 +92,9 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
         let gateway = {
             let gateway_port = server.gateway_port.expect("the gateway is enabled");
             let next_client_order_id = Arc::clone(&next_client_order_id);
-            std::thread::spawn(move || gateway_load(gateway_port, &next_client_order_id))
+            std::thread::spawn(move || {
+                support::gateway_load(gateway_port, ACCOUNT, b"crash-token", &next_client_order_id)
+            })
         };
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));

@@ -6,7 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use ringmatch_gateway::{Client, ClientError, Frame, LoginOptions};
+use ringmatch_proto::Side;
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ringmatch")
@@ -271,4 +275,55 @@ pub fn last_segment(data: &Path) -> PathBuf {
         .collect();
     segments.sort();
     segments.pop().unwrap()
+}
+
+/// Sends limit orders on one session, 50 at a time, until the connection ends (the kill);
+/// returns every (sequence, client order id) acknowledged to `account`. Client order ids are unique over
+/// the whole test.
+pub fn gateway_load(
+    port: u16,
+    account: u32,
+    token: &[u8],
+    next_client_order_id: &AtomicU64,
+) -> Vec<(u64, u64)> {
+    let mut acks = Vec::new();
+    let Ok(mut client) =
+        Client::connect(("127.0.0.1", port), account, token, LoginOptions::default())
+    else {
+        return acks;
+    };
+    loop {
+        let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
+        for client_order_id in first..first + 50 {
+            // Buys and sells at one price: they trade, so the book stays small.
+            let side = if client_order_id % 2 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let mut command = ringmatch_proto::Command::limit(account, 1, side, 100, 1);
+            command.client_order_id = client_order_id;
+            if client.send(&command).is_err() {
+                return acks;
+            }
+        }
+        let mut answered = 0;
+        while answered < 50 {
+            match client.recv(Duration::from_secs(10)) {
+                Ok(Some(Frame::Ack {
+                    client_order_id,
+                    seq,
+                })) => {
+                    acks.push((seq, client_order_id));
+                    answered += 1;
+                }
+                Ok(Some(Frame::Busy { .. } | Frame::Throttled { .. })) => answered += 1,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(ClientError::Timeout) => {
+                    panic!("no replies from a live session for 10 s")
+                }
+                Err(_) => return acks,
+            }
+        }
+    }
 }
