@@ -435,3 +435,66 @@ fn bad_kafka_configurations_fail_clearly_and_leave_the_journal_alone() {
         "{log}"
     );
 }
+
+/// A three-node cluster publishing to Kafka, its leader killed with kill -9 under
+/// order-entry load, each time started again. Every member has the cluster's one
+/// transactional id: each new leader fences the old one's producer and resumes from what
+/// Kafka holds. Both topics end equal to a clean replay of the journal, every event once.
+#[test]
+fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
+    use support::cluster::{cluster, leader, ACCOUNT, TOKEN};
+    let bootstrap = bootstrap();
+    let rounds: u64 = std::env::var("RINGMATCH_KAFKA_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(6);
+    let seed = support::seed_from_env();
+    eprintln!("kafka cluster test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
+    let mut random = seed | 1;
+    let names = Names::new("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = cluster(dir.path(), &names.section(&bootstrap, PARTITIONS, ""));
+    for member in &mut members {
+        member.start();
+    }
+    let next_client_order_id = Arc::new(AtomicU64::new(1));
+    let mut acks = 0;
+    for round in 0..rounds {
+        let at = leader(&members);
+        let port = members[at].order_entry_port;
+        let load = {
+            let next_client_order_id = Arc::clone(&next_client_order_id);
+            std::thread::spawn(move || {
+                support::gateway_load(port, ACCOUNT, TOKEN, &next_client_order_id)
+            })
+        };
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        std::thread::sleep(Duration::from_millis(300 + random % 700));
+        members[at].kill9();
+        acks += load.join().unwrap().len();
+        eprintln!(
+            "kafka cluster test: round {round}: killed the leader, node {}",
+            members[at].id
+        );
+        members[at].start();
+    }
+    let at = leader(&members);
+    kafka_support::wait_committed(members[at].admin_port, || members[at].log_text());
+    for member in &mut members {
+        assert_eq!(
+            member.terminate(),
+            Some(0),
+            "node {}:\n{}",
+            member.id,
+            member.log_text()
+        );
+    }
+    let events_count = assert_exactly_once(&bootstrap, &names, PARTITIONS, &members[at].config);
+    assert!(
+        acks > 1_000 && events_count > 1_000,
+        "{acks} acks, {events_count} events"
+    );
+    eprintln!("kafka cluster test: {acks} acks, {events_count} events exactly once in Kafka");
+}

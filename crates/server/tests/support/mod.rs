@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test file uses a different part.
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
