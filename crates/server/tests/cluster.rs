@@ -6,6 +6,12 @@
 //! acknowledged command is in it exactly once under its acknowledged sequence, and the final
 //! leader's events file equals a clean replay of the journal.
 //!
+//! A second test puts a TCP proxy on every replication link and cuts, slows and flaps them:
+//! a leader cut off from both followers stops (exit status 3) and acknowledges nothing more,
+//! the others elect a leader, and when the link heals the old leader rejoins as a follower
+//! with its uncommitted tail cut; a slow link, one-way loss and a flapping link leave the
+//! cluster taking orders. Both end with the same checks.
+//!
 //! `RINGMATCH_CLUSTER_ROUNDS` sets the number of kills (default 20); the seed is printed.
 
 mod support;
@@ -15,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::cluster::{cluster, leader, Member, ACCOUNT, TOKEN};
+use support::cluster::{cluster, cluster_with_proxies, leader, Member, ACCOUNT, TOKEN};
 use support::{field, stdout};
 
 #[test]
@@ -35,7 +41,7 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut members = cluster(dir.path(), "");
-    for member in &mut members {
+    for member in members.iter_mut() {
         member.start();
     }
     let next_client_order_id = Arc::new(AtomicU64::new(1));
@@ -65,6 +71,22 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
         assert_ne!(next, at, "round {round}");
         members[at].start();
     }
+    let (_, text) = stop_and_check(&mut members, &acks);
+    failovers.sort();
+    eprintln!(
+        "cluster test: {} acks checked over {rounds} failovers; kill -9 to a new leader taking \
+         orders: median {:?}, max {:?}; journal {}",
+        acks.len(),
+        failovers[failovers.len() / 2],
+        failovers[failovers.len() - 1],
+        field(&text, "journal")
+    );
+}
+
+/// The end of a test: a leader, every member caught up, a clean stop of each; then every
+/// journal is the same, every acknowledged command is in it once under its sequence, and the
+/// leader's events file equals a clean replay. Returns the leader and its `journal verify`.
+fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String) {
     // The end: a leader, every member caught up, then a clean stop of each.
     let at = leader(&members);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -91,7 +113,7 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    for member in &mut members {
+    for member in members.iter_mut() {
         assert_eq!(
             member.terminate(),
             Some(0),
@@ -123,7 +145,7 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
             journal.insert(record["seq"].as_u64().unwrap(), key);
         }
     }
-    for (seq, client_order_id) in &acks {
+    for (seq, client_order_id) in acks {
         assert_eq!(
             journal.get(seq),
             Some(&(u64::from(ACCOUNT), *client_order_id)),
@@ -135,13 +157,161 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     let text = stdout(&verify);
     assert!(verify.status.success(), "{text}");
     assert!(text.contains("equal to a clean replay"), "{text}");
-    failovers.sort();
-    eprintln!(
-        "cluster test: {} acks checked over {rounds} failovers; kill -9 to a new leader taking \
-         orders: median {:?}, max {:?}; journal {}",
-        acks.len(),
-        failovers[failovers.len() / 2],
-        failovers[failovers.len() - 1],
-        field(&text, "journal")
+    (at, text)
+}
+
+/// Order-entry load on the leader `at` for `duration`; the acks.
+fn load_for(
+    members: &[Member],
+    at: usize,
+    next: &Arc<AtomicU64>,
+    duration: Duration,
+) -> Vec<(u64, u64)> {
+    support::gateway_load_until(
+        members[at].order_entry_port,
+        ACCOUNT,
+        TOKEN,
+        next,
+        Some(Instant::now() + duration),
+    )
+}
+
+#[test]
+fn a_cut_slow_lossy_or_flapping_network_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, links) = cluster_with_proxies(dir.path(), "");
+    let link = |from: usize, to: usize| {
+        links[from][to]
+            .as_ref()
+            .expect("a link between two members")
+    };
+    for member in &mut members {
+        member.start();
+    }
+    let next = Arc::new(AtomicU64::new(1));
+    let mut acks = Vec::new();
+
+    // The leader cut off from both followers, under load: it stops with status 3 (it can
+    // reach no majority), and the other two elect a leader that takes orders.
+    let old = leader(&members);
+    let load = {
+        let (port, next) = (members[old].order_entry_port, Arc::clone(&next));
+        std::thread::spawn(move || support::gateway_load(port, ACCOUNT, TOKEN, &next))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // First its frames to the followers are lost, so that what it journals from here on
+    // reaches no one (its uncommitted tail); then it hears nothing from them either.
+    for other in (0..3).filter(|&other| other != old) {
+        link(old, other).cut();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for other in (0..3).filter(|&other| other != old) {
+        link(other, old).cut();
+    }
+    let status = members[old].wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status,
+        Some(3),
+        "the cut-off leader:\n{}",
+        members[old].log_text()
+    );
+    acks.extend(load.join().unwrap());
+    let new = leader(&members);
+    assert_ne!(new, old);
+    acks.extend(load_for(&members, new, &next, Duration::from_millis(500)));
+    // What the cut-off leader journaled and could never commit.
+    let stale = stdout(&members[old].tool(&["journal", "dump"]));
+    for other in (0..3).filter(|&other| other != old) {
+        link(old, other).heal();
+        link(other, old).heal();
+    }
+    members[old].start();
+
+    // A slow link: every frame from the leader held 30 ms.
+    let at = leader(&members);
+    for other in (0..3).filter(|&other| other != at) {
+        link(at, other).delay(Duration::from_millis(30));
+    }
+    let slow = load_for(&members, at, &next, Duration::from_secs(1));
+    assert!(!slow.is_empty(), "nothing acknowledged over a slow link");
+    acks.extend(slow);
+    for other in (0..3).filter(|&other| other != at) {
+        link(at, other).delay(Duration::ZERO);
+    }
+
+    // One-way loss: the leader's frames to one follower are lost; the other follower and
+    // the leader are a majority.
+    let at = leader(&members);
+    let deaf = (0..3).find(|&other| other != at).unwrap();
+    link(at, deaf).cut();
+    let one_way = load_for(&members, at, &next, Duration::from_secs(1));
+    assert!(
+        !one_way.is_empty(),
+        "nothing acknowledged with one link lost one way"
+    );
+    acks.extend(one_way);
+    link(at, deaf).heal();
+
+    // A flapping follower: its links cut and healed every 100 ms while orders flow.
+    let at = leader(&members);
+    let flapping = (0..3).find(|&other| other != at).unwrap();
+    let load = {
+        let (port, next) = (members[at].order_entry_port, Arc::clone(&next));
+        std::thread::spawn(move || {
+            support::gateway_load_until(
+                port,
+                ACCOUNT,
+                TOKEN,
+                &next,
+                Some(Instant::now() + Duration::from_secs(2)),
+            )
+        })
+    };
+    for flap in 0..20 {
+        for other in (0..3).filter(|&other| other != flapping) {
+            if flap % 2 == 0 {
+                link(flapping, other).cut();
+                link(other, flapping).cut();
+            } else {
+                link(flapping, other).heal();
+                link(other, flapping).heal();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for other in (0..3).filter(|&other| other != flapping) {
+        link(flapping, other).heal();
+        link(other, flapping).heal();
+    }
+    let flapped = load.join().unwrap();
+    assert!(
+        !flapped.is_empty(),
+        "nothing acknowledged while a follower flapped"
+    );
+    acks.extend(flapped);
+
+    let (at, _) = stop_and_check(&mut members, &acks);
+    // The old leader's uncommitted tail was cut: what it journaled past the commit point
+    // differs from the history every member holds now.
+    let history = stdout(&members[at].tool(&["journal", "dump"]));
+    let stale_lines: Vec<&str> = stale.lines().collect();
+    let history_lines: Vec<&str> = history.lines().collect();
+    assert!(
+        stale_lines
+            .iter()
+            .zip(&history_lines)
+            .any(|(stale, kept)| stale != kept)
+            || stale_lines.len() > history_lines.len(),
+        "the cut-off leader had no uncommitted tail to cut: it journaled {} records, the \
+         history has {}; its last: {:?}; its log:\n{}",
+        stale_lines.len(),
+        history_lines.len(),
+        stale_lines.last(),
+        members[old].log_text()
+    );
+    assert_eq!(
+        stdout(&members[old].tool(&["journal", "dump"])),
+        history,
+        "the old leader's journal"
     );
 }

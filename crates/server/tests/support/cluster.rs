@@ -1,12 +1,13 @@
 //! A three-node cluster of `ringmatch serve` processes on loopback, for the tests.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ringmatch_gateway::hash_token;
 
+use super::proxy::Proxy;
 use super::{binary, http};
 
 /// The order-entry account of the tests' load, and its token.
@@ -71,6 +72,26 @@ impl Member {
         child.wait().unwrap();
     }
 
+    /// Waits for the process to end by itself; its exit status (`None` if it did not end
+    /// within `timeout`, when it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// Whether its process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();
@@ -97,25 +118,63 @@ impl Member {
 
 /// Three members' configuration files, on free loopback ports, each ending with `extra`.
 pub fn cluster(dir: &std::path::Path, extra: &str) -> Vec<Member> {
+    cluster_routed(dir, extra, |_, _, address| address)
+}
+
+/// Like [`cluster`], with every directed replication link from member `a` to member `b`
+/// through a [`Proxy`]: `links[a - 1][b - 1]` (none from a member to itself).
+pub fn cluster_with_proxies(
+    dir: &std::path::Path,
+    extra: &str,
+) -> (Vec<Member>, Vec<Vec<Option<Proxy>>>) {
+    let mut links: Vec<Vec<Option<Proxy>>> =
+        (0..3).map(|_| (0..3).map(|_| None).collect()).collect();
+    let members = cluster_routed(dir, extra, |from, to, address| {
+        let proxy = Proxy::start(address);
+        let through = proxy.address;
+        links[(from - 1) as usize][(to - 1) as usize] = Some(proxy);
+        through
+    });
+    (members, links)
+}
+
+/// The configurations, member `from` reaching member `to`'s replication `address` at
+/// `route(from, to, address)`.
+fn cluster_routed(
+    dir: &std::path::Path,
+    extra: &str,
+    mut route: impl FnMut(u64, u64, SocketAddr) -> SocketAddr,
+) -> Vec<Member> {
     let ports: Vec<(u16, u16, u16)> = (0..3)
         .map(|_| (free_port(), free_port(), free_port()))
         .collect();
-    let members_toml: String = ports
-        .iter()
-        .enumerate()
-        .map(|(index, (replication, order_entry, _))| {
-            format!(
-                "[[cluster.members]]\nid = {}\nreplication = \"127.0.0.1:{replication}\"\n\
-                 order_entry = \"127.0.0.1:{order_entry}\"\n",
-                index + 1
-            )
-        })
-        .collect();
+    let mut members_toml = Vec::new();
+    for from in 1..=3u64 {
+        let text: String = ports
+            .iter()
+            .enumerate()
+            .map(|(index, (replication, order_entry, _))| {
+                let to = index as u64 + 1;
+                let address: SocketAddr = format!("127.0.0.1:{replication}").parse().unwrap();
+                let address = if to == from {
+                    address
+                } else {
+                    route(from, to, address)
+                };
+                format!(
+                    "[[cluster.members]]\nid = {to}\nreplication = \"{address}\"\n\
+                     order_entry = \"127.0.0.1:{order_entry}\"\n"
+                )
+            })
+            .collect();
+        members_toml.push(text);
+    }
     ports
         .iter()
         .enumerate()
         .map(|(index, (_, order_entry, admin))| {
             let id = index as u64 + 1;
+            let members_toml = &members_toml[index];
             let data = dir.join(format!("node{id}"));
             let config = dir.join(format!("node{id}.toml"));
             let text = format!(

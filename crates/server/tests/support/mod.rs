@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part.
 
 pub mod cluster;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -288,13 +289,24 @@ pub fn gateway_load(
     token: &[u8],
     next_client_order_id: &AtomicU64,
 ) -> Vec<(u64, u64)> {
+    gateway_load_until(port, account, token, next_client_order_id, None)
+}
+
+/// [`gateway_load`] that also stops, between two batches, once `until` has passed.
+pub fn gateway_load_until(
+    port: u16,
+    account: u32,
+    token: &[u8],
+    next_client_order_id: &AtomicU64,
+    until: Option<Instant>,
+) -> Vec<(u64, u64)> {
     let mut acks = Vec::new();
     let Ok(mut client) =
         Client::connect(("127.0.0.1", port), account, token, LoginOptions::default())
     else {
         return acks;
     };
-    loop {
+    while until.is_none_or(|until| Instant::now() < until) {
         let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
         for client_order_id in first..first + 50 {
             // Buys and sells at one price: they trade, so the book stays small.
@@ -328,4 +340,5 @@ pub fn gateway_load(
             }
         }
     }
+    acks
 }
