@@ -88,7 +88,7 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
 /// leader's events file equals a clean replay. Returns the leader and its `journal verify`.
 fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String) {
     // The end: a leader, every member caught up, then a clean stop of each.
-    let at = leader(&members);
+    let at = leader(members);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let statuses: Vec<serde_json::Value> = members.iter().filter_map(Member::status).collect();
