@@ -1,7 +1,8 @@
 //! `serve` as a member of a cluster (`[cluster]`). The node's thread ([`Replica`]) owns the
 //! journal, which is the Raft log. While another member leads, this one journals what the
 //! leader sends; its order-entry port answers every connection with a `not_leader` error
-//! naming the leader's order-entry address, and its admin port answers `/status` only.
+//! naming the leader's order-entry address, and its admin port answers `/status` and
+//! `/metrics` only.
 //!
 //! Once it leads and its own term record is committed (so everything before it is too), it
 //! becomes the leader: the output is opened (Kafka fences the previous leader's producer
@@ -78,6 +79,111 @@ pub(crate) fn cluster_json(replica: &Replica) -> String {
         stats.frames_dropped.load(Ordering::Relaxed),
         stats.frames_refused.load(Ordering::Relaxed),
     )
+}
+
+/// The cluster's part of `/metrics` (Prometheus text format).
+pub(crate) fn cluster_metrics_text(replica: &Replica) -> String {
+    let status = replica.status();
+    let stats = replica.transport_stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let roles = [
+        Role::Leader,
+        Role::Follower,
+        Role::Candidate,
+        Role::PreCandidate,
+        Role::Learner,
+    ];
+    let role_samples: Vec<(String, u64)> = roles
+        .iter()
+        .map(|role| {
+            (
+                format!("{{role=\"{}\"}}", role.name()),
+                u64::from(*role == status.role),
+            )
+        })
+        .collect();
+    metric(
+        "ringmatch_cluster_role",
+        "gauge",
+        "This node's Raft role (1 for the current one).",
+        &role_samples,
+    );
+    metric(
+        "ringmatch_cluster_term",
+        "gauge",
+        "The current Raft term.",
+        &[(String::new(), status.term)],
+    );
+    metric(
+        "ringmatch_cluster_leader_id",
+        "gauge",
+        "The leader this node knows of (0: none).",
+        &[(String::new(), status.leader_id)],
+    );
+    metric(
+        "ringmatch_cluster_commit_seq",
+        "gauge",
+        "The highest sequence known committed.",
+        &[(String::new(), status.commit)],
+    );
+    metric(
+        "ringmatch_cluster_last_seq",
+        "gauge",
+        "The last sequence in this node's journal.",
+        &[(String::new(), status.last_index)],
+    );
+    let lag: Vec<(String, u64)> = status
+        .members
+        .iter()
+        .map(|member| {
+            (
+                format!("{{node=\"{}\"}}", member.node_id),
+                status.last_index.saturating_sub(member.matched),
+            )
+        })
+        .collect();
+    metric(
+        "ringmatch_cluster_member_lag_commands",
+        "gauge",
+        "On the leader: commands each other member lacks.",
+        &lag,
+    );
+    for (name, help, value) in [
+        (
+            "ringmatch_cluster_frames_sent_total",
+            "Replication frames sent.",
+            &stats.frames_sent,
+        ),
+        (
+            "ringmatch_cluster_frames_received_total",
+            "Replication frames received.",
+            &stats.frames_received,
+        ),
+        (
+            "ringmatch_cluster_frames_dropped_total",
+            "Replication frames dropped (queue full or peer unreachable).",
+            &stats.frames_dropped,
+        ),
+        (
+            "ringmatch_cluster_frames_refused_total",
+            "Connections closed for sending an invalid frame.",
+            &stats.frames_refused,
+        ),
+    ] {
+        metric(
+            name,
+            "counter",
+            help,
+            &[(String::new(), value.load(Ordering::Relaxed))],
+        );
+    }
+    out
 }
 
 /// Runs this node as a cluster member until a termination signal (or until it is deposed).
@@ -292,7 +398,7 @@ fn log_rebuilt(rebuilt: &ringmatch_pipeline::Rebuilt) {
 }
 
 /// What a follower serves: its order-entry port sends clients to the leader, and its admin
-/// port answers `/status`.
+/// port answers `/status` and `/metrics`.
 struct Following {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -342,6 +448,9 @@ impl Following {
                                     200,
                                     format!("{{\"cluster\":{}}}", cluster_json(&replica)),
                                 ),
+                                ("GET", "/metrics") => {
+                                    Response::prometheus(cluster_metrics_text(&replica))
+                                }
                                 _ => Response::json(
                                     503,
                                     format!(
@@ -356,7 +465,7 @@ impl Following {
         }
         log!(
             "cluster: following; order entry on {order_entry} sends clients to the leader, \
-             admin on http://{} answers /status",
+             admin on http://{} answers /status and /metrics",
             surface.admin_address
         );
         Ok(Following { stop, threads })

@@ -138,6 +138,11 @@ enum Commands {
         /// read it from standard input.
         token: Option<String>,
     },
+    /// What the members of a cluster report about themselves (their admin `/status`).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommands,
+    },
     /// Print the embedded events file.
     Events {
         #[command(subcommand)]
@@ -266,6 +271,18 @@ enum SnapshotCommands {
 }
 
 #[derive(Debug, Subcommand)]
+enum ClusterCommands {
+    /// One line per member: role, term, leader, commit and last sequence; on the leader,
+    /// every other member's matched sequence and lag. Exit status 1 if no member answers.
+    Status {
+        /// Admin addresses to ask, comma-separated (default: this configuration's
+        /// admin.listen).
+        #[arg(long, value_delimiter = ',')]
+        admin: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum EventsCommands {
     /// Print every event of <data>/events.bin as the JSON lines of `ringmatch feed`.
     Dump,
@@ -366,6 +383,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 echo_server_cores,
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Commands::Cluster {
+            command: ClusterCommands::Status { admin },
+        } => {
+            let addresses = if admin.is_empty() {
+                vec![Config::load(&cli.config)?.admin.listen]
+            } else {
+                admin
+            };
+            Ok(status(tools::cluster_status(&addresses, &mut out)?))
         }
         Commands::HashToken { token } => {
             let token = match token.as_deref() {

@@ -527,6 +527,14 @@ pub(crate) struct Response {
 }
 
 impl Response {
+    pub(crate) fn prometheus(body: String) -> Response {
+        Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body,
+        }
+    }
+
     pub(crate) fn json(status: u16, body: String) -> Response {
         Response {
             status,
@@ -627,6 +635,11 @@ fn route(method: &str, path: &str, body: &[u8], admin: &mut Admin) -> Response {
                     .kafka
                     .as_ref()
                     .map(|kafka| kafka.prometheus_text())
+                    .unwrap_or_default()
+                + &admin
+                    .cluster
+                    .as_deref()
+                    .map(crate::cluster::cluster_metrics_text)
                     .unwrap_or_default(),
         },
         ("POST", "/snapshot") => {

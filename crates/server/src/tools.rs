@@ -376,3 +376,77 @@ pub fn events_dump(path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `ringmatch cluster status`: asks each admin address for `/status` and prints one line per
+/// member; true if any answered.
+pub fn cluster_status(addresses: &[String], out: &mut dyn Write) -> anyhow::Result<bool> {
+    let mut answered = false;
+    for address in addresses {
+        let status = match http_get_json(address, "/status") {
+            Ok(status) => status,
+            Err(error) => {
+                writeln!(out, "{address}: no answer ({error})")?;
+                continue;
+            }
+        };
+        answered = true;
+        let cluster = &status["cluster"];
+        if cluster.is_null() {
+            writeln!(out, "{address}: a single node (no [cluster])")?;
+            continue;
+        }
+        let number = |key: &str| cluster[key].as_u64().unwrap_or(0);
+        let leader = match number("leader_id") {
+            0 => "none known".to_string(),
+            id => format!("node {id}"),
+        };
+        write!(
+            out,
+            "{address}: node {} {} term {} leader {leader} commit {} last {}",
+            number("node_id"),
+            cluster["role"].as_str().unwrap_or("?"),
+            number("term"),
+            number("commit_seq"),
+            number("last_seq"),
+        )?;
+        if let Some(members) = cluster["members"].as_array() {
+            for member in members {
+                write!(
+                    out,
+                    "; node {} matched {} lag {}",
+                    member["node_id"].as_u64().unwrap_or(0),
+                    member["matched_seq"].as_u64().unwrap_or(0),
+                    member["lag"].as_u64().unwrap_or(0)
+                )?;
+            }
+        }
+        writeln!(out)?;
+    }
+    Ok(answered)
+}
+
+/// One `GET` to a loopback admin listener; its body as JSON.
+fn http_get_json(address: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read;
+    let address: std::net::SocketAddr = address
+        .parse()
+        .with_context(|| format!("{address:?} is not an address"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("not an HTTP response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(serde_json::from_str(body)?)
+}

@@ -113,6 +113,25 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // What an operator sees: `ringmatch cluster status` names one leader, and every member's
+    // /metrics gives its role.
+    let admin: Vec<String> = members
+        .iter()
+        .map(|member| format!("127.0.0.1:{}", member.admin_port))
+        .collect();
+    let report = stdout(&members[0].tool(&["cluster", "status", "--admin", &admin.join(",")]));
+    assert_eq!(report.lines().count(), 3, "{report}");
+    assert_eq!(report.matches(" leader term ").count(), 1, "{report}");
+    assert_eq!(report.matches(" follower term ").count(), 2, "{report}");
+    for (index, member) in members.iter().enumerate() {
+        let (_, metrics) = support::http(member.admin_port, "GET", "/metrics", "").unwrap();
+        let role = if index == at { "leader" } else { "follower" };
+        assert!(
+            metrics.contains(&format!("ringmatch_cluster_role{{role=\"{role}\"}} 1")),
+            "node {}: {metrics}",
+            member.id
+        );
+    }
     for member in members.iter_mut() {
         assert_eq!(
             member.terminate(),
