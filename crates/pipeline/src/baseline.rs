@@ -135,7 +135,9 @@ impl CrossbeamPipeline {
             let mut replicator = Replicator::default();
             for (seq, command) in replicator_in {
                 replicator.on_command(seq, &command);
-                replicator.end_of_batch();
+                replicator
+                    .end_of_batch()
+                    .expect("a Replicator without a link never fails");
                 recorder.record(command.timestamp_ns, now_ns());
                 recorder.done(seq, replicated_out.is_empty());
                 replicated_out.send(seq).expect("baseline matcher stopped");

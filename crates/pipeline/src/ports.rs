@@ -13,6 +13,8 @@
 //!   file under a snapshot's name); `list` is newest first; `read` checks everything it returns.
 //! - [`crate::OutputSink`] / [`crate::ResumableOutput`]: events are taken in (sequence, index)
 //!   order, each once; [`crate::OutputDurability`] says when they are durable.
+//! - [`ReplicaLink`]: once `replicated(seq)` returns `Ok`, every command to `seq` is on a
+//!   majority of the cluster's disks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -125,4 +127,12 @@ impl SnapshotPort for SnapshotStore {
     fn read(&self, info: &SnapshotInfo) -> Result<Snapshot, SnapshotError> {
         SnapshotStore::read(self, info)
     }
+}
+
+/// The Replicator's link to the other members of a cluster.
+pub trait ReplicaLink: Send + 'static {
+    /// Blocks until every command up to `seq` is replicated under the cluster's rule (on a
+    /// majority of members' disks); an error when it never will be from here (this member
+    /// stopped leading).
+    fn replicated(&mut self, seq: u64) -> Result<(), String>;
 }

@@ -30,7 +30,7 @@ use ringmatch_proto::{CommandType, Event, EventType};
 
 use crate::market_data::MarketData;
 use crate::metrics::{new_histogram, now_ns, Stage, StageRecorder};
-use crate::ports::JournalPort;
+use crate::ports::{JournalPort, ReplicaLink};
 use crate::stages::{
     EventRouter, Journaler, Matcher, Publisher, Replicator, Responder, SnapshotRequest,
     SnapshotWriter, Written,
@@ -85,6 +85,20 @@ impl Pipeline {
         snapshots: Option<SnapshotStore>,
         router: Option<Box<dyn EventRouter>>,
     ) -> Result<Pipeline, PipelineError> {
+        Self::start_replicated(config, engine, journal, sink, snapshots, router, None)
+    }
+
+    /// Like [`Pipeline::start_with_router`], with the Replicator waiting on `link` at the end
+    /// of each batch (a cluster's leader): the Matcher then runs only replicated commands.
+    pub fn start_replicated<S: OutputSink, J: JournalPort>(
+        config: &PipelineConfig,
+        engine: Engine,
+        journal: J,
+        sink: S,
+        snapshots: Option<SnapshotStore>,
+        router: Option<Box<dyn EventRouter>>,
+        link: Option<Box<dyn ReplicaLink>>,
+    ) -> Result<Pipeline, PipelineError> {
         config.validate()?;
         let base_seq = journal.next_seq();
         let metrics = Arc::new(Metrics::new(
@@ -137,7 +151,7 @@ impl Pipeline {
             [&journaler_done, &replicator_done],
         );
         let replicator =
-            ReplicatorRun::factory(&wiring, base_seq, [&replicator_done, &journaler_done]);
+            ReplicatorRun::factory(&wiring, base_seq, link, [&replicator_done, &journaler_done]);
         let output_ring = OutputRing::factory(&wiring, publisher, router);
         let matcher_run =
             MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_sender);
@@ -383,6 +397,7 @@ impl ReplicatorRun {
     fn factory(
         wiring: &Wiring,
         base_seq: u64,
+        link: Option<Box<dyn ReplicaLink>>,
         [mine, peer]: [&Arc<AtomicI64>; 2],
     ) -> impl FnOnce() -> Self {
         let (waits_on, announces, input) = wiring.input_stage(mine, peer);
@@ -394,7 +409,7 @@ impl ReplicatorRun {
             wait::bind_stage(waits_on, announces, input, counters);
             let _ = ready.send(());
             ReplicatorRun {
-                replicator: Replicator::default(),
+                replicator: link.map_or_else(Replicator::default, Replicator::with_link),
                 recorder,
                 batch_timestamps_ns: Vec::with_capacity(slots_count),
                 base_seq,
@@ -408,7 +423,9 @@ impl ReplicatorRun {
         self.replicator.on_command(seq, &slot.command);
         self.batch_timestamps_ns.push(slot.command.timestamp_ns);
         if end_of_batch {
-            self.replicator.end_of_batch();
+            if let Err(error) = self.replicator.end_of_batch() {
+                panic!("replication of sequence {seq} failed: {error}");
+            }
             let now = now_ns();
             for timestamp_ns in self.batch_timestamps_ns.drain(..) {
                 self.recorder.record(timestamp_ns, now);

@@ -31,7 +31,7 @@ pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Role};
 pub use proposals::{Outcome, Proposals};
 pub use raft::eraftpb::{Entry, Message, MessageType};
 pub use replica::{CommitHook, Replica, WaitError};
-pub use replicated::{OnDeposed, ReplicatedJournal};
+pub use replicated::{CommitLink, OnDeposed, ReplicatedJournal};
 pub use transport::{PeerAddress, Transport, TransportStats};
 
 use ringmatch_journal::JournalError;

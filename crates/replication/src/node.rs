@@ -194,6 +194,12 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // Off: with raft-rs 0.7's batch_append (pending appends to one follower merged
+            // into one message) the cluster simulator finds followers told to commit past
+            // their log and raft-rs panicking ("to_commit N is out of range", "unstable.slice
+            // out of bound") in most seeds. A ring batch is one proposal anyway
+            // (`propose_all`), so its commands already travel in one append.
+            batch_append: false,
             // A leader that hears from no majority for an election timeout steps down, so a
             // leader cut off from the cluster stops acknowledging.
             check_quorum: true,
@@ -283,6 +289,44 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             .propose(Vec::new(), entry_data(timestamp_ns, command))
         {
             Ok(()) => Ok(index),
+            Err(raft::Error::ProposalDropped) => Err(ReplicationError::NotLeader {
+                leader_id: self.raw.raft.leader_id,
+            }),
+            Err(error) => Err(ReplicationError::Raft(error)),
+        }
+    }
+
+    /// Sequences several commands at once, in order, when this node is the leader: one Raft
+    /// proposal for all of them (one append message per follower, not one per command). The
+    /// index of the first; the others follow it.
+    pub fn propose_all(&mut self, commands: &[(u64, Command)]) -> Result<u64, ReplicationError> {
+        if commands
+            .iter()
+            .any(|(_, command)| command.command_type == CommandType::Term)
+        {
+            return Err(ReplicationError::Refused(
+                "a term record is never proposed".into(),
+            ));
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(ReplicationError::NotLeader {
+                leader_id: self.raw.raft.leader_id,
+            });
+        }
+        let first = self.raw.raft.raft_log.last_index() + 1;
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.config.node_id;
+        message.entries = commands
+            .iter()
+            .map(|(timestamp_ns, command)| raft::eraftpb::Entry {
+                data: entry_data(*timestamp_ns, command).into(),
+                ..raft::eraftpb::Entry::default()
+            })
+            .collect::<Vec<_>>()
+            .into();
+        match self.raw.raft.step(message) {
+            Ok(()) => Ok(first),
             Err(raft::Error::ProposalDropped) => Err(ReplicationError::NotLeader {
                 leader_id: self.raw.raft.leader_id,
             }),

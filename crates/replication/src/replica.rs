@@ -297,23 +297,27 @@ fn run<L: LogPort, H: HardStatePort>(
                 Control::Stop => stopping = true,
             }
         }
-        for record in proposals.into_iter().flatten() {
-            match node.propose(record.timestamp_ns, &record.command) {
-                Ok(index) if index == record.seq => {}
+        for batch in proposals {
+            let Some(first) = batch.first().map(|record| record.seq) else {
+                continue;
+            };
+            let commands: Vec<(u64, ringmatch_proto::Command)> = batch
+                .iter()
+                .map(|record| (record.timestamp_ns, record.command))
+                .collect();
+            match node.propose_all(&commands) {
+                Ok(index) if index == first => {}
                 Ok(index) => {
                     failure = Some(format!(
-                        "sequence {} was proposed at index {index}: the ring and the log disagree",
-                        record.seq
+                        "sequence {first} was proposed at index {index}: the ring and the log \
+                         disagree"
                     ));
                     break;
                 }
                 Err(error) => {
                     // No longer the leader: its waiters learn it from the status (role and
-                    // term), and the command is never acknowledged.
-                    eprintln!(
-                        "replication: sequence {} was not proposed: {error}",
-                        record.seq
-                    );
+                    // term), and the commands are never acknowledged.
+                    eprintln!("replication: sequences from {first} were not proposed: {error}");
                     break;
                 }
             }

@@ -1,9 +1,11 @@
-//! The journal as a cluster leader's pipeline sees it: the Journaler's port. An append
-//! gathers the command; the end of a batch hands the batch to the [`Replica`], which proposes
-//! each command at the sequence the ring gave it, and returns once the batch is committed:
-//! on a majority of the members' disks, the leader's own copy counting once its journal sync
-//! is done. Only then does the Matcher see the batch, so an acknowledgement means "on a
-//! majority of disks".
+//! The journal as a cluster leader's pipeline sees it. [`ReplicatedJournal`] is the
+//! Journaler's port: an append gathers the command; the end of a batch hands the batch to the
+//! [`Replica`], which proposes each command at the sequence the ring gave it, and returns at
+//! once. [`CommitLink`] is the Replicator's link: the end of its batch returns once Raft has
+//! committed it, on a majority of the members' disks, the leader's own copy counting once its
+//! journal sync is done. The Matcher runs a batch only after both stages are done with it, so
+//! an acknowledgement means "on a majority of disks", and batches are pipelined: the next is
+//! proposed while the last is still being replicated.
 //!
 //! The node's thread writes the journal itself (it is the Raft log); this port never writes
 //! a file. It reads the journal's directory for start-up's replay.
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringmatch_journal::{JournalError, JournalReader, JournalRecord, JournalStats};
-use ringmatch_pipeline::ports::JournalPort;
+use ringmatch_pipeline::ports::{JournalPort, ReplicaLink};
 
 use crate::replica::{Replica, WaitError};
 
@@ -27,7 +29,6 @@ pub type OnDeposed = Box<dyn Fn(&WaitError) + Send>;
 /// The Journaler's port on a cluster leader.
 pub struct ReplicatedJournal {
     replica: Arc<Replica>,
-    term: u64,
     dir: PathBuf,
     first_seq: u64,
     next_seq: u64,
@@ -37,11 +38,10 @@ pub struct ReplicatedJournal {
 }
 
 impl ReplicatedJournal {
-    /// The port of a leader of `term` whose next command gets `next_seq`, over the journal
-    /// in `dir` (which the replica's node writes) with its counters `stats`.
+    /// The port of a leader whose next command gets `next_seq`, over the journal in `dir`
+    /// (which the replica's node writes) with its counters `stats`.
     pub fn new(
         replica: Arc<Replica>,
-        term: u64,
         dir: &Path,
         first_seq: u64,
         next_seq: u64,
@@ -50,7 +50,6 @@ impl ReplicatedJournal {
     ) -> ReplicatedJournal {
         ReplicatedJournal {
             replica,
-            term,
             dir: dir.to_path_buf(),
             first_seq,
             next_seq,
@@ -77,9 +76,11 @@ impl JournalPort for ReplicatedJournal {
     }
 
     fn commit(&mut self) -> Result<(), JournalError> {
-        let Some(last) = self.batch.last().map(|record| record.seq) else {
+        if self.batch.is_empty() {
             return Ok(());
-        };
+        }
+        // Proposed, not waited for: the Replicator waits for the commit (`CommitLink`), so the
+        // next batch can be proposed while this one is on its way to the followers.
         if self
             .replica
             .propose(std::mem::take(&mut self.batch))
@@ -89,23 +90,11 @@ impl JournalPort for ReplicatedJournal {
             (self.on_deposed)(&error);
             return Err(self.failed(&error));
         }
-        loop {
-            match self
-                .replica
-                .wait_committed(last, self.term, COMMIT_WAIT_SLICE)
-            {
-                Ok(()) => return Ok(()),
-                Err(WaitError::Timeout(_)) => continue,
-                Err(error) => {
-                    (self.on_deposed)(&error);
-                    return Err(self.failed(&error));
-                }
-            }
-        }
+        Ok(())
     }
 
     fn commits_sync(&self) -> bool {
-        true
+        false
     }
 
     fn first_seq(&self) -> u64 {
@@ -131,11 +120,48 @@ impl JournalPort for ReplicatedJournal {
     }
 
     fn sync_all(&mut self) -> Result<(), JournalError> {
-        // Every batch was committed at its end; the node's journal syncs what it writes.
+        // Every batch was proposed at its end; the node's journal syncs what it writes.
         self.commit()
     }
 
     fn segments_dir(&self) -> Option<&Path> {
         None
+    }
+}
+
+/// The Replicator's link on a cluster leader: the end of a batch waits until Raft has
+/// committed it (on a majority of the members' disks) while this node leads its term.
+pub struct CommitLink {
+    replica: Arc<Replica>,
+    term: u64,
+    on_deposed: OnDeposed,
+}
+
+impl CommitLink {
+    /// The link of a leader of `term`.
+    pub fn new(replica: Arc<Replica>, term: u64, on_deposed: OnDeposed) -> CommitLink {
+        CommitLink {
+            replica,
+            term,
+            on_deposed,
+        }
+    }
+}
+
+impl ReplicaLink for CommitLink {
+    fn replicated(&mut self, seq: u64) -> Result<(), String> {
+        loop {
+            match self
+                .replica
+                .wait_committed(seq, self.term, COMMIT_WAIT_SLICE)
+            {
+                Ok(()) => return Ok(()),
+                Err(WaitError::Timeout(_)) => continue,
+                Err(error) => {
+                    (self.on_deposed)(&error);
+                    return Err(error.to_string());
+                }
+            }
+        }
     }
 }

@@ -8,8 +8,9 @@
 //! becomes the leader: the output is opened (Kafka fences the previous leader's producer
 //! through the cluster's one transactional id), the matcher and the output are rebuilt from
 //! the newest usable snapshot and the journal (the existing start-up), and the pipeline
-//! starts with the [`ReplicatedJournal`] as its Journaler's port, so a command is matched and
-//! acknowledged only once a majority has it on disk. Then the gateway opens.
+//! starts with the [`ReplicatedJournal`] as its Journaler's port (it proposes each batch) and
+//! a [`CommitLink`] as its Replicator's (it waits for each batch's commit), so a command is
+//! matched and acknowledged only once a majority has it on disk. Then the gateway opens.
 //!
 //! A leader that learns of a higher term, or cannot reach a majority for an election timeout,
 //! stops at once with exit status 3: it acknowledges nothing more, its sessions and output
@@ -28,7 +29,8 @@ use ringmatch_gateway::protocol::{encode_frame, ErrorCode, Frame};
 use ringmatch_journal::{Journal, SnapshotStore};
 use ringmatch_pipeline::{recover_from, EventsFile, PipelineConfig, RecoveryOptions};
 use ringmatch_replication::{
-    HardStateFile, HardStatePort, Node, Owner, Replica, ReplicatedJournal, Role, WaitError,
+    CommitLink, HardStateFile, HardStatePort, Node, Owner, Replica, ReplicatedJournal, Role,
+    WaitError,
 };
 
 use crate::config::{ClusterPlan, Config};
@@ -310,7 +312,6 @@ pub(crate) fn serve_cluster(
     }
     let journal = ReplicatedJournal::new(
         Arc::clone(&replica),
-        term,
         &recovery.journal.dir,
         1,
         next_seq,
@@ -344,6 +345,11 @@ pub(crate) fn serve_cluster(
                     journal,
                     output,
                     snapshots,
+                    link: Some(Box::new(CommitLink::new(
+                        Arc::clone(&replica),
+                        term,
+                        Box::new(|error: &WaitError| deposed(&error.to_string())),
+                    ))),
                 },
             )
         }
@@ -371,6 +377,11 @@ pub(crate) fn serve_cluster(
                     journal,
                     output,
                     snapshots,
+                    link: Some(Box::new(CommitLink::new(
+                        Arc::clone(&replica),
+                        term,
+                        Box::new(|error: &WaitError| deposed(&error.to_string())),
+                    ))),
                 },
             )
         }

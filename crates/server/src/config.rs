@@ -72,11 +72,11 @@ fn default_tick_ms() -> u64 {
 }
 
 fn default_election_ticks() -> usize {
-    15
+    30
 }
 
 fn default_heartbeat_ticks() -> usize {
-    3
+    5
 }
 
 /// `[[cluster.members]]`.

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod failover_bench;
 pub mod script;
 pub mod serve;
 pub mod tools;

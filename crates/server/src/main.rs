@@ -138,6 +138,16 @@ enum Commands {
         /// read it from standard input.
         token: Option<String>,
     },
+    /// Time failovers of a local three-node cluster: kill -9 of the leader under load to the
+    /// first acknowledged order on the new leader (scripts/bench-failover.sh).
+    BenchFailover {
+        /// Failovers to time.
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        /// Folder with the members' node1.toml..node3.toml.
+        #[arg(long, default_value = "config/examples/cluster")]
+        members: std::path::PathBuf,
+    },
     /// What the members of a cluster report about themselves (their admin `/status`).
     Cluster {
         #[command(subcommand)]
@@ -382,6 +392,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cores,
                 echo_server_cores,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::BenchFailover { rounds, members } => {
+            ringmatch_server::failover_bench::run(rounds, &members, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Cluster {

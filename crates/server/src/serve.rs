@@ -231,6 +231,8 @@ pub(crate) struct Start<O, J> {
     pub(crate) journal: J,
     pub(crate) output: O,
     pub(crate) snapshots: ringmatch_journal::SnapshotStore,
+    /// The Replicator's link (a cluster leader's).
+    pub(crate) link: Option<Box<dyn ringmatch_pipeline::ports::ReplicaLink>>,
 }
 
 impl<O: ResumableOutput> From<Recovered<O>> for Start<O, ringmatch_journal::Journal> {
@@ -241,6 +243,7 @@ impl<O: ResumableOutput> From<Recovered<O>> for Start<O, ringmatch_journal::Jour
             journal: recovered.journal,
             output: recovered.output,
             snapshots: recovered.snapshots,
+            link: None,
         }
     }
 }
@@ -284,17 +287,18 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
     // Fault injection for the tests that prove a panicking stage stops the service: the
     // sink is wrapped only when asked, so the pipeline itself carries no test hook.
     let pipeline = match fault_panic_at_seq()? {
-        None => Pipeline::start_with_router(
+        None => Pipeline::start_replicated(
             &pipeline_config,
             recovered.engine,
             recovered.journal,
             recovered.output,
             Some(recovered.snapshots),
             router,
+            recovered.link,
         )?,
         Some(seq) => {
             log!("FAULT INJECTION: the publisher will panic at sequence {seq}");
-            Pipeline::start_with_router(
+            Pipeline::start_replicated(
                 &pipeline_config,
                 recovered.engine,
                 recovered.journal,
@@ -304,6 +308,7 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
                 },
                 Some(recovered.snapshots),
                 router,
+                recovered.link,
             )?
         }
     };

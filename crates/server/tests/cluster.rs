@@ -26,6 +26,7 @@ use support::{field, stdout};
 
 #[test]
 fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
+    let _serial = support::cluster::one_at_a_time();
     let rounds: u64 = std::env::var("RINGMATCH_CLUSTER_ROUNDS")
         .ok()
         .and_then(|text| text.parse().ok())
@@ -197,6 +198,7 @@ fn load_for(
 
 #[test]
 fn a_cut_slow_lossy_or_flapping_network_loses_and_doubles_nothing() {
+    let _serial = support::cluster::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let (mut members, links) = cluster_with_proxies(dir.path(), "");
     let link = |from: usize, to: usize| {

@@ -578,32 +578,38 @@ impl Cluster {
         else {
             return;
         };
+        let Some(up) = &self.members[position].up else {
+            self.believed_leader = VOTERS[self.rng.below(3) as usize];
+            return;
+        };
+        let term = up.node.term();
+        // One proposal of a few commands, as the leader's pipeline hands it a ring batch.
         let count = self.rng.between(1, 4);
-        for _ in 0..count {
-            let Some(up) = &self.members[position].up else {
-                self.believed_leader = VOTERS[self.rng.below(3) as usize];
-                return;
-            };
-            let term = up.node.term();
-            let command = self.draw_command();
-            let up = self.members[position].up.as_mut().expect("checked above");
-            match up.node.propose(command.timestamp_ns, &command) {
-                Ok(index) => {
-                    up.proposals.proposed(index, term, command.timestamp_ns);
+        let commands: Vec<(u64, Command)> = (0..count)
+            .map(|_| {
+                let command = self.draw_command();
+                (command.timestamp_ns, command)
+            })
+            .collect();
+        let up = self.members[position].up.as_mut().expect("checked above");
+        match up.node.propose_all(&commands) {
+            Ok(first) => {
+                for (offset, (token, _)) in commands.iter().enumerate() {
+                    let index = first + offset as u64;
+                    up.proposals.proposed(index, term, *token);
                     if self.revert == Some(ClusterRevert::AckAtPropose) {
-                        self.acks.insert(command.timestamp_ns, index);
+                        self.acks.insert(*token, index);
                     }
                 }
-                Err(ReplicationError::NotLeader { leader_id }) => {
-                    self.believed_leader = if leader_id == 0 {
-                        VOTERS[self.rng.below(3) as usize]
-                    } else {
-                        leader_id
-                    };
-                    return;
-                }
-                Err(error) => panic!("a proposal failed: {error}"),
             }
+            Err(ReplicationError::NotLeader { leader_id }) => {
+                self.believed_leader = if leader_id == 0 {
+                    VOTERS[self.rng.below(3) as usize]
+                } else {
+                    leader_id
+                };
+            }
+            Err(error) => panic!("a proposal failed: {error}"),
         }
     }
 

@@ -740,7 +740,9 @@ impl World {
             let seq = node.base_seq + index as u64;
             node.replicator.on_command(seq, &node.input[index].command);
         }
-        node.replicator.end_of_batch();
+        node.replicator
+            .end_of_batch()
+            .expect("a Replicator without a link never fails");
         node.replicated_count = batch.end;
     }
 

@@ -14,6 +14,12 @@ use super::{binary, http};
 pub const ACCOUNT: u32 = 7;
 pub const TOKEN: &[u8] = b"cluster-token";
 
+/// Cluster tests run one at a time: three members each on a 2-core machine are enough load.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// One member: its configuration, log and ports, and its process while it runs.
 pub struct Member {
     pub id: u64,
@@ -187,7 +193,7 @@ fn cluster_routed(
                  [[gateway.logins]]\naccount = {ACCOUNT}\ntoken_hash = \"{hash}\"\n\
                  [limits]\norders_per_book_max = 100000\norders_max = 100000\naccounts_max = 100\ninstruments_max = 2\n\
                  [[instruments]]\nid = 1\nsymbol = \"DEMO\"\ntick_size = 1\nlot_size = 1\nmin_price = 1\nmax_price = 200000\nmax_qty = 1000000\n\
-                 [cluster]\ncluster_id = 9\nnode_id = {id}\ntick_ms = 10\nelection_ticks = 15\nheartbeat_ticks = 3\n\
+                 [cluster]\ncluster_id = 9\nnode_id = {id}\ntick_ms = 10\nelection_ticks = 30\nheartbeat_ticks = 5\n\
                  {members_toml}{extra}",
                 data = data.display(),
                 hash = hash_token(b"cluster-salt", TOKEN),
