@@ -133,15 +133,7 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
             member.id
         );
     }
-    for member in members.iter_mut() {
-        assert_eq!(
-            member.terminate(),
-            Some(0),
-            "node {}:\n{}",
-            member.id,
-            member.log_text()
-        );
-    }
+    support::cluster::stop_all(members, at);
 
     let dumps: Vec<String> = members
         .iter()

@@ -482,15 +482,7 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
     }
     let at = leader(&members);
     kafka_support::wait_committed(members[at].admin_port, || members[at].log_text());
-    for member in &mut members {
-        assert_eq!(
-            member.terminate(),
-            Some(0),
-            "node {}:\n{}",
-            member.id,
-            member.log_text()
-        );
-    }
+    support::cluster::stop_all(&mut members, at);
     let events_count = assert_exactly_once(&bootstrap, &names, PARTITIONS, &members[at].config);
     assert!(
         acks > 1_000 && events_count > 1_000,

@@ -234,3 +234,19 @@ pub fn leader(members: &[Member]) -> usize {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Stops every member cleanly, the leader `at` first (stopped while its followers are gone,
+/// a leader loses its majority and steps down with status 3 instead); each must exit with 0.
+pub fn stop_all(members: &mut [Member], at: usize) {
+    let order = std::iter::once(at).chain((0..members.len()).filter(|&index| index != at));
+    for index in order {
+        let member = &mut members[index];
+        assert_eq!(
+            member.terminate(),
+            Some(0),
+            "node {}:\n{}",
+            member.id,
+            member.log_text()
+        );
+    }
+}
