@@ -147,38 +147,26 @@ impl Replica {
 
     /// Waits until `seq` is committed while this node leads `term`.
     pub fn wait_committed(&self, seq: u64, term: u64, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.shared.state.lock().expect("the replica's lock");
-        loop {
+        self.wait(timeout, |state| {
             if let Some(failure) = &state.failure {
-                return Err(WaitError::Stopped(failure.clone()));
+                return Some(Err(WaitError::Stopped(failure.clone())));
             }
             let status = &state.status;
             if status.role != Role::Leader || status.term != term {
-                return Err(WaitError::Deposed {
+                return Some(Err(WaitError::Deposed {
                     term,
                     role: status.role.name(),
                     now_term: status.term,
                     leader_id: status.leader_id,
-                });
+                }));
             }
             if status.commit >= seq {
-                return Ok(());
+                return Some(Ok(()));
             }
-            if state.stopped {
-                return Err(WaitError::Stopped("stopped".into()));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(WaitError::Timeout(timeout));
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, deadline - now)
-                .expect("the replica's lock")
-                .0;
-        }
+            state
+                .stopped
+                .then(|| Err(WaitError::Stopped("stopped".into())))
+        })
     }
 
     /// Waits until `accept` holds for the status, or the time runs out; the status then.
@@ -187,14 +175,29 @@ impl Replica {
         timeout: Duration,
         accept: impl Fn(&NodeStatus) -> bool,
     ) -> Result<NodeStatus, WaitError> {
+        self.wait(timeout, |state| {
+            if accept(&state.status) {
+                return Some(Ok(state.status.clone()));
+            }
+            state
+                .failure
+                .as_ref()
+                .map(|failure| Err(WaitError::Stopped(failure.clone())))
+        })
+    }
+
+    /// Waits, each time the node publishes, until `decide` gives an answer or the time runs
+    /// out.
+    fn wait<T>(
+        &self,
+        timeout: Duration,
+        decide: impl Fn(&Published) -> Option<Result<T, WaitError>>,
+    ) -> Result<T, WaitError> {
         let deadline = Instant::now() + timeout;
         let mut state = self.shared.state.lock().expect("the replica's lock");
         loop {
-            if accept(&state.status) {
-                return Ok(state.status.clone());
-            }
-            if let Some(failure) = &state.failure {
-                return Err(WaitError::Stopped(failure.clone()));
+            if let Some(answer) = decide(&state) {
+                return answer;
             }
             let now = Instant::now();
             if now >= deadline {

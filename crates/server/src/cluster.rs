@@ -35,7 +35,9 @@ use ringmatch_replication::{
 
 use crate::config::{ClusterPlan, Config};
 use crate::log;
-use crate::serve::{log_replay_progress, open_kafka, run, serve_admin, Response, Start, Surface};
+use crate::serve::{
+    log_replay_progress, log_tail_cut, open_kafka, run, serve_admin, Response, Start, Surface,
+};
 
 /// Exit status of a leader that stopped leading.
 pub const EXIT_DEPOSED: i32 = 3;
@@ -200,15 +202,7 @@ pub(crate) fn serve_cluster(
     let node_id = plan.node.node_id;
     let cluster_id = plan.node.cluster_id;
     let (journal, report) = Journal::open(recovery.journal.clone(), recovery.damage_policy)?;
-    if let Some(cut) = &report.tail_cut {
-        log!(
-            "journal: cut a torn tail of {} bytes at {} offset {}, from sequence {}",
-            cut.bytes_count,
-            cut.path.display(),
-            cut.offset,
-            cut.from_seq
-        );
-    }
+    log_tail_cut(&report);
     let stats = journal.stats();
     let hard_state = HardStateFile::new(
         &config.data.dir,
@@ -323,68 +317,76 @@ pub(crate) fn serve_cluster(
         cluster: Some(Arc::clone(&replica)),
         ..surface
     };
-    let mut progress = log_replay_progress;
+    let leading = Leading {
+        config,
+        pipeline_config,
+        surface,
+        started,
+        journal,
+        snapshots,
+        link: Box::new(CommitLink::new(
+            Arc::clone(&replica),
+            term,
+            Box::new(|error: &WaitError| deposed(&error.to_string())),
+        )),
+    };
     match kafka_config {
         None => {
-            let (mut output, _) = EventsFile::open(&recovery.events_path, next_seq)?;
-            let rebuilt = recover_from(
-                &recovery.matcher,
-                &journal,
-                &snapshots,
-                &mut output,
-                &mut progress,
-            )?;
-            log_rebuilt(&rebuilt);
-            run(
-                config,
-                pipeline_config,
-                surface,
-                started,
-                Start {
-                    engine: rebuilt.engine,
-                    journal,
-                    output,
-                    snapshots,
-                    link: Some(Box::new(CommitLink::new(
-                        Arc::clone(&replica),
-                        term,
-                        Box::new(|error: &WaitError| deposed(&error.to_string())),
-                    ))),
-                },
-            )
+            let (output, _) = EventsFile::open(&recovery.events_path, next_seq)?;
+            leading.run(&recovery.matcher, output, None)
         }
         Some(kafka_config) => {
-            let mut output = open_kafka(&kafka_config, next_seq)?;
-            let rebuilt = recover_from(
-                &recovery.matcher,
-                &journal,
-                &snapshots,
-                &mut output,
-                &mut progress,
-            )?;
-            log_rebuilt(&rebuilt);
-            let surface = Surface {
-                kafka: Some(output.metrics()),
-                ..surface
-            };
-            run(
-                config,
-                pipeline_config,
-                surface,
-                started,
-                Start {
-                    engine: rebuilt.engine,
-                    journal,
-                    output,
-                    snapshots,
-                    link: Some(Box::new(CommitLink::new(
-                        Arc::clone(&replica),
-                        term,
-                        Box::new(|error: &WaitError| deposed(&error.to_string())),
-                    ))),
-                },
-            )
+            let output = open_kafka(&kafka_config, next_seq)?;
+            let metrics = output.metrics();
+            leading.run(&recovery.matcher, output, Some(metrics))
         }
+    }
+}
+
+/// What a new leader starts its pipeline with, whatever its output.
+struct Leading<'a> {
+    config: &'a Config,
+    pipeline_config: PipelineConfig,
+    surface: Surface,
+    started: Instant,
+    journal: ReplicatedJournal,
+    snapshots: SnapshotStore,
+    link: Box<CommitLink>,
+}
+
+impl Leading<'_> {
+    /// Rebuilds the matcher and `output` from the newest usable snapshot and the committed
+    /// journal, then runs the pipeline until a signal (or the end of this leadership).
+    fn run<O: ringmatch_pipeline::ResumableOutput>(
+        self,
+        matcher: &ringmatch_matcher::MatcherConfig,
+        mut output: O,
+        kafka: Option<Arc<ringmatch_kafka::KafkaMetrics>>,
+    ) -> anyhow::Result<()> {
+        let rebuilt = recover_from(
+            matcher,
+            &self.journal,
+            &self.snapshots,
+            &mut output,
+            &mut log_replay_progress,
+        )?;
+        log_rebuilt(&rebuilt);
+        run(
+            self.config,
+            self.pipeline_config,
+            Surface {
+                kafka,
+                ..self.surface
+            },
+            self.started,
+            Start {
+                engine: rebuilt.engine,
+                journal: self.journal,
+                output,
+                snapshots: self.snapshots,
+                link: Some(self.link),
+            },
+        )
     }
 }
 

@@ -441,8 +441,8 @@ impl<O: ringmatch_pipeline::OutputSink> ringmatch_pipeline::OutputSink for Panic
     }
 }
 
-fn report_recovery<O: ResumableOutput>(recovered: &Recovered<O>) {
-    let report = &recovered.journal_report;
+/// Logs a torn tail that opening the journal cut.
+pub(crate) fn log_tail_cut(report: &ringmatch_journal::OpenReport) {
     if let Some(cut) = &report.tail_cut {
         log!(
             "journal: cut a torn tail of {} bytes at {} offset {}, from sequence {}",
@@ -452,6 +452,11 @@ fn report_recovery<O: ResumableOutput>(recovered: &Recovered<O>) {
             cut.from_seq
         );
     }
+}
+
+fn report_recovery<O: ResumableOutput>(recovered: &Recovered<O>) {
+    let report = &recovered.journal_report;
+    log_tail_cut(report);
     if let Some(cut) = &report.damage_cut {
         log!(
             "journal: CUT AT DAMAGE (--cut-damaged-journal): {} offset {}, from sequence {} ({}); \

@@ -27,10 +27,7 @@ use support::{field, stdout};
 #[test]
 fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     let _serial = support::cluster::one_at_a_time();
-    let rounds: u64 = std::env::var("RINGMATCH_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(20);
+    let rounds = support::count_from_env("RINGMATCH_CLUSTER_ROUNDS", 20);
     let seed = support::seed_from_env();
     eprintln!("cluster test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut rng = seed | 1;

@@ -68,10 +68,7 @@ impl Rng {
 
 #[test]
 fn kill_9_under_load_loses_and_doubles_nothing() {
-    let rounds: u64 = std::env::var("RINGMATCH_CRASH_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(20);
+    let rounds = support::count_from_env("RINGMATCH_CRASH_ROUNDS", 20);
     let seed = support::seed_from_env();
     eprintln!("crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut rng = Rng(seed);

@@ -83,10 +83,7 @@ fn skipped_on_start(log: &str) -> u64 {
 #[test]
 fn kill_9_under_load_then_kafka_holds_every_event_exactly_once() {
     let bootstrap = bootstrap();
-    let rounds: u64 = std::env::var("RINGMATCH_KAFKA_CRASH_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(10);
+    let rounds = support::count_from_env("RINGMATCH_KAFKA_CRASH_ROUNDS", 10);
     let seed = support::seed_from_env();
     eprintln!("kafka crash test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut random = seed;
@@ -444,10 +441,7 @@ fn bad_kafka_configurations_fail_clearly_and_leave_the_journal_alone() {
 fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
     use support::cluster::{cluster, leader, ACCOUNT, TOKEN};
     let bootstrap = bootstrap();
-    let rounds: u64 = std::env::var("RINGMATCH_KAFKA_CLUSTER_ROUNDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(6);
+    let rounds = support::count_from_env("RINGMATCH_KAFKA_CLUSTER_ROUNDS", 6);
     let seed = support::seed_from_env();
     eprintln!("kafka cluster test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
     let mut random = seed | 1;

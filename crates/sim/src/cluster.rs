@@ -229,18 +229,11 @@ pub fn run_cluster_seed_with(
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.run()));
     match outcome {
         Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            Err(Failure {
-                seed,
-                step: cluster.step,
-                problem: format!("panicked: {message}"),
-            })
-        }
+        Err(panic) => Err(Failure {
+            seed,
+            step: cluster.step,
+            problem: format!("panicked: {}", crate::panic_message(&*panic)),
+        }),
     }
 }
 

@@ -351,6 +351,15 @@ pub fn run_seed(seed: u64, revert: Option<Revert>) -> Result<Summary, Failure> {
     )
 }
 
+/// The message a panic carried.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
 /// Runs the simulation of `seed` with `options`.
 pub fn run_seed_with(seed: u64, options: Options) -> Result<Summary, Failure> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -359,18 +368,11 @@ pub fn run_seed_with(seed: u64, options: Options) -> Result<Summary, Failure> {
     }));
     match outcome {
         Ok(result) => result,
-        Err(panic) => {
-            let problem = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            Err(Failure {
-                seed,
-                step: 0,
-                problem: format!("panicked: {problem}"),
-            })
-        }
+        Err(panic) => Err(Failure {
+            seed,
+            step: 0,
+            problem: format!("panicked: {}", panic_message(&*panic)),
+        }),
     }
 }
 

@@ -233,6 +233,14 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, Str
 }
 
 /// `RINGMATCH_CRASH_SEED`, or a seed from the clock (tests print it so a run can be repeated).
+/// A count from the environment variable `name`, or `default`.
+pub fn count_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn seed_from_env() -> u64 {
     std::env::var("RINGMATCH_CRASH_SEED")
         .ok()
