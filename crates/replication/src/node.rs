@@ -273,27 +273,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         timestamp_ns: u64,
         command: &Command,
     ) -> Result<u64, ReplicationError> {
-        if command.command_type == CommandType::Term {
-            return Err(ReplicationError::Refused(
-                "a term record is never proposed".into(),
-            ));
-        }
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(ReplicationError::NotLeader {
-                leader_id: self.raw.raft.leader_id,
-            });
-        }
-        let index = self.raw.raft.raft_log.last_index() + 1;
-        match self
-            .raw
-            .propose(Vec::new(), entry_data(timestamp_ns, command))
-        {
-            Ok(()) => Ok(index),
-            Err(raft::Error::ProposalDropped) => Err(ReplicationError::NotLeader {
-                leader_id: self.raw.raft.leader_id,
-            }),
-            Err(error) => Err(ReplicationError::Raft(error)),
-        }
+        self.propose_all(&[(timestamp_ns, *command)])
     }
 
     /// Sequences several commands at once, in order, when this node is the leader: one Raft

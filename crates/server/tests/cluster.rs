@@ -47,13 +47,8 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     let mut failovers = Vec::new();
     for round in 0..rounds {
         let at = leader(&members);
-        let port = members[at].order_entry_port;
-        let load = {
-            let next_client_order_id = Arc::clone(&next_client_order_id);
-            std::thread::spawn(move || {
-                support::gateway_load(port, ACCOUNT, TOKEN, &next_client_order_id)
-            })
-        };
+        let load =
+            support::cluster::spawn_load(members[at].order_entry_port, &next_client_order_id);
         std::thread::sleep(Duration::from_millis(100 + next_random() % 500));
         members[at].kill9();
         let killed_at = Instant::now();

@@ -439,7 +439,7 @@ fn bad_kafka_configurations_fail_clearly_and_leave_the_journal_alone() {
 /// Kafka holds. Both topics end equal to a clean replay of the journal, every event once.
 #[test]
 fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
-    use support::cluster::{cluster, leader, ACCOUNT, TOKEN};
+    use support::cluster::{cluster, leader};
     let bootstrap = bootstrap();
     let rounds = support::count_from_env("RINGMATCH_KAFKA_CLUSTER_ROUNDS", 6);
     let seed = support::seed_from_env();
@@ -455,13 +455,8 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
     let mut acks = 0;
     for round in 0..rounds {
         let at = leader(&members);
-        let port = members[at].order_entry_port;
-        let load = {
-            let next_client_order_id = Arc::clone(&next_client_order_id);
-            std::thread::spawn(move || {
-                support::gateway_load(port, ACCOUNT, TOKEN, &next_client_order_id)
-            })
-        };
+        let load =
+            support::cluster::spawn_load(members[at].order_entry_port, &next_client_order_id);
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;

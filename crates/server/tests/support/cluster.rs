@@ -250,3 +250,13 @@ pub fn stop_all(members: &mut [Member], at: usize) {
         );
     }
 }
+
+/// Order-entry load (`gateway_load`) on a thread, against the order-entry port `port`, until
+/// its connection ends; the thread returns the acks.
+pub fn spawn_load(
+    port: u16,
+    next_client_order_id: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
+    let next_client_order_id = std::sync::Arc::clone(next_client_order_id);
+    std::thread::spawn(move || super::gateway_load(port, ACCOUNT, TOKEN, &next_client_order_id))
+}
