@@ -4,6 +4,9 @@
 //! naming the leader's order-entry address, and its admin port answers `/status` and
 //! `/metrics` only.
 //!
+//! A follower also runs the matcher in shadow on what is committed and writes the snapshots
+//! (`crate::shadow`), so the leader of a cluster of more than one takes none.
+//!
 //! Once it leads and its own term record is committed (so everything before it is too), it
 //! becomes the leader: the output is opened (Kafka fences the previous leader's producer
 //! through the cluster's one transactional id), the matcher and the output are rebuilt from
@@ -38,6 +41,7 @@ use crate::log;
 use crate::serve::{
     log_replay_progress, log_tail_cut, open_kafka, run, serve_admin, Response, Start, Surface,
 };
+use crate::shadow::Shadow;
 
 /// Exit status of a leader that stopped leading.
 pub const EXIT_DEPOSED: i32 = 3;
@@ -212,6 +216,13 @@ pub(crate) fn serve_cluster(
         },
     );
     let stored = hard_state.load()?.unwrap_or_default();
+    let (shadow, on_commit) = Shadow::start(
+        &recovery.matcher,
+        SnapshotStore::open(&recovery.snapshot_dir, recovery.snapshots_kept_count)?,
+        &recovery.journal.dir,
+        stored.commit,
+        config.snapshots.every_commands,
+    )?;
     let node = Node::open(&plan.node, journal, hard_state, stored.commit)?;
     let listener = TcpListener::bind(plan.listen).with_context(|| {
         format!(
@@ -225,7 +236,7 @@ pub(crate) fn serve_cluster(
         listener,
         &plan.peers,
         plan.tick,
-        Box::new(|_, _| {}),
+        on_commit,
     )?);
     log!(
         "cluster: node {node_id} of cluster {cluster_id} (voters {:?}, learners {:?}), \
@@ -250,6 +261,7 @@ pub(crate) fn serve_cluster(
             log!("stopping: a follower; the journal is synced as it is written");
             following.stop();
             drop(replica);
+            shadow.stop();
             return Ok(());
         }
         if let Some(failure) = replica.failure() {
@@ -275,8 +287,10 @@ pub(crate) fn serve_cluster(
         std::thread::sleep(Duration::from_millis(2));
     };
     following.stop();
-    // From here, "recovered in" measures the promotion.
+    // From here, "recovered in" measures the promotion. The shadow matcher has written its
+    // last snapshot; the pipeline's matcher runs the commands from here.
     let started = Instant::now();
+    shadow.stop();
     let term = status.term;
     let next_seq = status.last_index + 1;
     log!(
@@ -317,8 +331,18 @@ pub(crate) fn serve_cluster(
         cluster: Some(Arc::clone(&replica)),
         ..surface
     };
+    // With other members, the followers' shadow matchers take the snapshots and the leader
+    // never pauses for one (POST /snapshot still takes one on demand); a cluster of one takes
+    // them as a single node does.
+    let mut pipeline_config = pipeline_config;
+    let mut leader_config = config.clone();
+    if plan.peers.len() > 1 {
+        pipeline_config.snapshot_every_commands = 0;
+        leader_config.snapshots.every_commands = 0;
+        leader_config.snapshots.every_seconds = 0;
+    }
     let leading = Leading {
-        config,
+        config: &leader_config,
         pipeline_config,
         surface,
         started,

@@ -11,4 +11,5 @@ pub mod config;
 pub mod failover_bench;
 pub mod script;
 pub mod serve;
+mod shadow;
 pub mod tools;

@@ -106,6 +106,18 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The followers took the snapshots, in shadow; the leader never paused for one.
+    let leader_status = members[at].status().expect("the leader answers");
+    assert!(
+        leader_status["last_snapshot"].is_null(),
+        "the leader took a snapshot: {leader_status}"
+    );
+    assert!(
+        members.iter().any(|member| member
+            .log_text()
+            .contains("cluster: shadow snapshot after sequence")),
+        "no follower wrote a snapshot"
+    );
     // What an operator sees: `ringmatch cluster status` names one leader, and every member's
     // /metrics gives its role.
     let admin: Vec<String> = members

@@ -477,5 +477,23 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
         acks > 1_000 && events_count > 1_000,
         "{acks} acks, {events_count} events"
     );
-    eprintln!("kafka cluster test: {acks} acks, {events_count} events exactly once in Kafka");
+    // Promotions replayed from the snapshots the followers wrote in shadow, whose events
+    // marks Kafka held.
+    let promotions_from_a_snapshot: usize = members
+        .iter()
+        .map(|member| {
+            member
+                .log_text()
+                .matches("ringmatch: snapshot: using")
+                .count()
+        })
+        .sum();
+    assert!(
+        promotions_from_a_snapshot > 0,
+        "no promotion used a follower's snapshot"
+    );
+    eprintln!(
+        "kafka cluster test: {acks} acks, {events_count} events exactly once in Kafka; \
+         {promotions_from_a_snapshot} promotions from a snapshot"
+    );
 }
