@@ -21,7 +21,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::cluster::{cluster, cluster_with_proxies, leader, Member, ACCOUNT, TOKEN};
+use support::cluster::{
+    cluster, cluster_with_learner, cluster_with_proxies, leader, Member, ACCOUNT, TOKEN,
+};
 use support::{field, stdout};
 
 #[test]
@@ -94,7 +96,7 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
                 )
             })
             .collect();
-        if statuses.len() == 3
+        if statuses.len() == members.len()
             && positions.len() == 1
             && positions.iter().all(|(commit, last)| commit == last)
         {
@@ -125,12 +127,20 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
         .map(|member| format!("127.0.0.1:{}", member.admin_port))
         .collect();
     let report = stdout(&members[0].tool(&["cluster", "status", "--admin", &admin.join(",")]));
-    assert_eq!(report.lines().count(), 3, "{report}");
+    assert_eq!(report.lines().count(), members.len(), "{report}");
     assert_eq!(report.matches(" leader term ").count(), 1, "{report}");
-    assert_eq!(report.matches(" follower term ").count(), 2, "{report}");
+    assert_eq!(
+        report.matches(" follower term ").count() + report.matches(" learner term ").count(),
+        members.len() - 1,
+        "{report}"
+    );
     for (index, member) in members.iter().enumerate() {
         let (_, metrics) = support::http(member.admin_port, "GET", "/metrics", "").unwrap();
-        let role = if index == at { "leader" } else { "follower" };
+        let role = match (index == at, member.id > 3) {
+            (true, _) => "leader",
+            (false, false) => "follower",
+            (false, true) => "learner",
+        };
         assert!(
             metrics.contains(&format!("ringmatch_cluster_role{{role=\"{role}\"}} 1")),
             "node {}: {metrics}",
@@ -331,4 +341,43 @@ fn a_cut_slow_lossy_or_flapping_network_loses_and_doubles_nothing() {
         history,
         "the old leader's journal"
     );
+}
+
+/// A fourth member that is a learner: it never votes or leads, the voters commit while it is
+/// down (it never gates the leader), and it catches up once it is back.
+#[test]
+fn a_learner_never_gates_the_leader_and_catches_up() {
+    let _serial = support::cluster::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = cluster_with_learner(dir.path(), "");
+    for member in &mut members {
+        member.start();
+    }
+    let next = Arc::new(AtomicU64::new(1));
+    let mut acks = Vec::new();
+    let at = leader(&members);
+    assert_ne!(members[at].id, 4, "the learner leads");
+    acks.extend(load_for(&members, at, &next, Duration::from_millis(500)));
+    members[3].kill9();
+    let without = load_for(&members, at, &next, Duration::from_secs(1));
+    assert!(
+        !without.is_empty(),
+        "nothing acknowledged with the learner down"
+    );
+    acks.extend(without);
+    members[3].start();
+    // The learner is back, and behind; a failover among the voters leaves it a learner.
+    members[at].kill9();
+    let next_leader = leader(&members);
+    assert_ne!(members[next_leader].id, 4, "the learner leads");
+    members[at].start();
+    acks.extend(load_for(
+        &members,
+        next_leader,
+        &next,
+        Duration::from_millis(500),
+    ));
+    let learner = members[3].status().unwrap();
+    assert_eq!(learner["cluster"]["role"], "learner", "{learner}");
+    stop_and_check(&mut members, &acks);
 }

@@ -124,7 +124,12 @@ impl Member {
 
 /// Three members' configuration files, on free loopback ports, each ending with `extra`.
 pub fn cluster(dir: &std::path::Path, extra: &str) -> Vec<Member> {
-    cluster_routed(dir, extra, |_, _, address| address)
+    cluster_routed(dir, extra, 3, |_, _, address| address)
+}
+
+/// Like [`cluster`], with a fourth member, node 4, that is a learner.
+pub fn cluster_with_learner(dir: &std::path::Path, extra: &str) -> Vec<Member> {
+    cluster_routed(dir, extra, 4, |_, _, address| address)
 }
 
 /// Like [`cluster`], with every directed replication link from member `a` to member `b`
@@ -135,7 +140,7 @@ pub fn cluster_with_proxies(
 ) -> (Vec<Member>, Vec<Vec<Option<Proxy>>>) {
     let mut links: Vec<Vec<Option<Proxy>>> =
         (0..3).map(|_| (0..3).map(|_| None).collect()).collect();
-    let members = cluster_routed(dir, extra, |from, to, address| {
+    let members = cluster_routed(dir, extra, 3, |from, to, address| {
         let proxy = Proxy::start(address);
         let through = proxy.address;
         links[(from - 1) as usize][(to - 1) as usize] = Some(proxy);
@@ -144,18 +149,19 @@ pub fn cluster_with_proxies(
     (members, links)
 }
 
-/// The configurations, member `from` reaching member `to`'s replication `address` at
-/// `route(from, to, address)`.
+/// The configurations of `count` members (three voters, the rest learners), member `from`
+/// reaching member `to`'s replication `address` at `route(from, to, address)`.
 fn cluster_routed(
     dir: &std::path::Path,
     extra: &str,
+    count: u64,
     mut route: impl FnMut(u64, u64, SocketAddr) -> SocketAddr,
 ) -> Vec<Member> {
-    let ports: Vec<(u16, u16, u16)> = (0..3)
+    let ports: Vec<(u16, u16, u16)> = (0..count)
         .map(|_| (free_port(), free_port(), free_port()))
         .collect();
     let mut members_toml = Vec::new();
-    for from in 1..=3u64 {
+    for from in 1..=count {
         let text: String = ports
             .iter()
             .enumerate()
@@ -169,7 +175,8 @@ fn cluster_routed(
                 };
                 format!(
                     "[[cluster.members]]\nid = {to}\nreplication = \"{address}\"\n\
-                     order_entry = \"127.0.0.1:{order_entry}\"\n"
+                     order_entry = \"127.0.0.1:{order_entry}\"\nlearner = {}\n",
+                    to > 3
                 )
             })
             .collect();
