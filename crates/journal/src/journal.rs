@@ -944,6 +944,16 @@ impl Journal {
                 .expect("the first segment starts at or before the first sequence held");
             let from =
                 SEGMENT_HEADER_SIZE_BYTES + (seq - holder_first_seq) as usize * RECORD_SIZE_BYTES;
+            // The later segments go first, newest first, and the directory is synced before
+            // the holder is cut: a crash in between leaves the holder whole, a journal that
+            // opens (its tail is cut again), never a segment that ends before the next one
+            // starts.
+            for (first, path) in segments.iter().rev() {
+                if *first > holder_first_seq {
+                    std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+                }
+            }
+            sync_dir(&self.config.dir)?;
             Self::zero_from(&holder, from)?;
             let (file, map) = map_active(&holder)?;
             let done = std::mem::replace(
@@ -951,12 +961,6 @@ impl Journal {
                 ActiveSegment::new(holder, file, map, from),
             );
             self.prefaulter.retire(done);
-            for (first, path) in &segments {
-                if *first > holder_first_seq {
-                    std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
-                }
-            }
-            sync_dir(&self.config.dir)?;
             self.prefaulter.keep_ahead(&mut self.segment);
         }
         self.next_seq = seq;

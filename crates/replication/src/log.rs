@@ -30,6 +30,9 @@ impl LogPort for ringmatch_journal::Journal {
     }
 }
 
+/// How far the commit index moves before it is stored again without a term or vote change.
+pub const COMMIT_STORED_EVERY: u64 = 16_384;
+
 /// Bytes of a normal entry's data: the ingress timestamp, then the 64-byte command.
 pub const ENTRY_DATA_SIZE_BYTES: usize = 8 + COMMAND_SIZE_BYTES;
 
@@ -134,6 +137,10 @@ pub struct LogStore<L: LogPort, H: HardStatePort> {
     log: L,
     hard_state_port: H,
     hard_state: HardState,
+    /// The commit index in the stored hard state.
+    stored_commit: u64,
+    /// See [`crate::NodeConfig::commit_stored_every`].
+    commit_stored_every: u64,
     conf_state: ConfState,
     terms: TermRuns,
 }
@@ -146,6 +153,7 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
         log: L,
         hard_state_port: H,
         conf_state: ConfState,
+        commit_stored_every: u64,
     ) -> Result<LogStore<L, H>, ReplicationError> {
         if log.first_seq() != 1 {
             return Err(ReplicationError::Unsupported(format!(
@@ -187,6 +195,8 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
         Ok(LogStore {
             log,
             hard_state_port,
+            stored_commit: hard_state.commit,
+            commit_stored_every,
             hard_state,
             conf_state,
             terms,
@@ -272,25 +282,41 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
         self.log.commit().map_err(ReplicationError::Journal)
     }
 
-    /// Records Raft's hard state: stored durably when the term or the vote changed (what a
-    /// node must never forget); a commit-only change is kept in memory (a lagging stored
-    /// commit is safe).
-    pub fn set_hard_state(&mut self, state: &RaftHardState) -> Result<(), ReplicationError> {
-        let next = HardState {
-            term: state.term,
-            vote: state.vote,
-            commit: state.commit.min(self.last_index()),
-        };
-        if next.term != self.hard_state.term || next.vote != self.hard_state.vote {
-            self.hard_state_port.store(&next)?;
+    /// Records a new term or vote: stored durably when either changed (what a node must never
+    /// forget), with the commit index known so far. A commit index that comes in the same
+    /// Raft step refers to the log after that step's entries: `set_commit` takes it once they
+    /// are journaled.
+    pub fn set_term_and_vote(&mut self, term: u64, vote: u64) -> Result<(), ReplicationError> {
+        if term == self.hard_state.term && vote == self.hard_state.vote {
+            return Ok(());
         }
+        let next = HardState {
+            term,
+            vote,
+            ..self.hard_state
+        };
+        self.hard_state_port.store(&next)?;
+        self.stored_commit = next.commit;
         self.hard_state = next;
         Ok(())
     }
 
-    /// Notes a new commit index (kept in memory).
-    pub fn set_commit(&mut self, commit: u64) {
+    /// Notes a new commit index: kept in memory, and stored (synced) once it has moved
+    /// `commit_stored_every` past the stored one, so that a restart, which replays the
+    /// matcher only up to the stored commit, never has far to go. The entries up to it are
+    /// synced already (`process` syncs before it advances).
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), ReplicationError> {
+        let commit = commit.min(self.last_index());
+        if commit >= self.stored_commit + self.commit_stored_every {
+            let state = HardState {
+                commit,
+                ..self.hard_state
+            };
+            self.hard_state_port.store(&state)?;
+            self.stored_commit = commit;
+        }
         self.hard_state.commit = commit;
+        Ok(())
     }
 }
 

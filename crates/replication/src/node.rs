@@ -6,11 +6,11 @@
 //! transport; the simulator (`crates/sim`) drives the same struct over a simulated network.
 //!
 //! What [`Node::process`] does with one Raft `Ready`, in this order:
-//! 1. hands the leader's append messages to the outbox *before* its own journal write, so the
+//! 1. stores the hard state when the term or the vote changed (synced);
+//! 2. hands the leader's append messages to the outbox *before* its own journal write, so the
 //!    followers write and sync in parallel with the leader;
-//! 2. appends the new entries to the journal (cutting an overridden uncommitted tail) and
+//! 3. appends the new entries to the journal (cutting an overridden uncommitted tail) and
 //!    syncs it;
-//! 3. stores the hard state when the term or the vote changed (synced);
 //! 4. hands the messages that had to wait for that sync (votes, append acks) to the outbox;
 //! 5. returns the committed entries as journal records: only those may be matched, so an
 //!    acknowledgement means "on a majority of disks", the leader's own copy counting once it
@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// (raft-rs's own draw, which avoids split votes). The simulator turns it off and gives
     /// each node its own fixed timeout instead, so a seed replays exactly.
     pub randomized_election: bool,
+    /// How far the commit index moves before it is stored without a term or vote change
+    /// ([`crate::log::COMMIT_STORED_EVERY`] in service; the simulator draws small values).
+    pub commit_stored_every: u64,
 }
 
 impl NodeConfig {
@@ -71,6 +74,9 @@ impl NodeConfig {
         }
         if self.voters.is_empty() {
             return bad("a cluster needs at least one voter".into());
+        }
+        if self.commit_stored_every == 0 {
+            return bad("commit_stored_every must be at least 1".into());
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return bad(format!(
@@ -172,7 +178,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             learners: config.learners.clone(),
             ..ConfState::default()
         };
-        let store = LogStore::open(log, hard_state, conf_state)?;
+        let store = LogStore::open(log, hard_state, conf_state, config.commit_stored_every)?;
         let commit = store.hard_state().commit;
         if applied > commit {
             return Err(ReplicationError::BadLog(format!(
@@ -252,7 +258,13 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         if raft::raw_node::is_local_msg(message_type)
             || matches!(
                 message_type,
-                MessageType::MsgPropose | MessageType::MsgReadIndex | MessageType::MsgReadIndexResp
+                MessageType::MsgPropose
+                    | MessageType::MsgReadIndex
+                    | MessageType::MsgReadIndexResp
+                    // No member transfers leadership: a transfer would make the leader drop
+                    // proposals while it still leads.
+                    | MessageType::MsgTransferLeader
+                    | MessageType::MsgTimeoutNow
             )
         {
             return Err(ReplicationError::Refused(format!(
@@ -323,6 +335,15 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         let mut committed = Vec::new();
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
+            // A new term or vote is stored before any message of this Ready leaves and before
+            // its entries are journaled: a crash then never leaves a term record in the
+            // journal (or at a learner) of a term this node has forgotten.
+            let hard_state = ready.hs().cloned();
+            if let Some(hard_state) = &hard_state {
+                self.raw
+                    .mut_store()
+                    .set_term_and_vote(hard_state.term, hard_state.vote)?;
+            }
             for message in ready.take_messages() {
                 outbox(message);
             }
@@ -337,15 +358,15 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                 store.append(ready.entries())?;
                 store.sync()?;
             }
-            if let Some(hard_state) = ready.hs() {
-                self.raw.mut_store().set_hard_state(hard_state)?;
+            if let Some(hard_state) = &hard_state {
+                self.raw.mut_store().set_commit(hard_state.commit)?;
             }
             for message in ready.take_persisted_messages() {
                 outbox(message);
             }
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
-                self.raw.mut_store().set_commit(commit);
+                self.raw.mut_store().set_commit(commit)?;
             }
             for message in light.take_messages() {
                 outbox(message);

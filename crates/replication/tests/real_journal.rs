@@ -33,6 +33,7 @@ fn config(id: u64) -> NodeConfig {
         election_ticks: 10 + 5 * id as usize,
         heartbeat_ticks: 2,
         randomized_election: false,
+        commit_stored_every: 5,
     }
 }
 

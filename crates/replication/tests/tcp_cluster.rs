@@ -49,6 +49,7 @@ fn start(dir: &Path, id: u64, listener: TcpListener, peers: &[PeerAddress]) -> R
         election_ticks: 15,
         heartbeat_ticks: 3,
         randomized_election: true,
+        commit_stored_every: ringmatch_replication::log::COMMIT_STORED_EVERY,
     };
     let node = Node::open(&config, journal, hard_state, commit).unwrap();
     Replica::start(node, CLUSTER_ID, listener, peers, TICK, Box::new(|_, _| {})).unwrap()

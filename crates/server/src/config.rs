@@ -478,6 +478,7 @@ impl Config {
             election_ticks: cluster.election_ticks,
             heartbeat_ticks: cluster.heartbeat_ticks,
             randomized_election: true,
+            commit_stored_every: ringmatch_replication::log::COMMIT_STORED_EVERY,
         };
         node.validate()?;
         anyhow::ensure!(cluster.tick_ms >= 1, "cluster.tick_ms must be at least 1");

@@ -122,6 +122,7 @@ struct Plan {
     /// The voters', then the learner's (a learner never stands for election).
     election_ticks: [usize; 4],
     with_learner: bool,
+    commit_stored_every: u64,
     delay_max: u64,
     drop_per_mille: u64,
     duplicate_per_mille: u64,
@@ -140,8 +141,12 @@ impl Plan {
             let other = rng.below(index as u64 + 1) as usize;
             election_ticks.swap(index, other);
         }
+        let steps_count = rng.between(300, 1_200);
         Plan {
-            steps_count: rng.between(300, 1_200),
+            steps_count,
+            // Small, so that the commit index is stored (and restarts start from it) in every
+            // run; taken from a draw already made, so the seeds' runs stay as they were.
+            commit_stored_every: 1 + steps_count % 64,
             election_ticks,
             with_learner: rng.chance(500),
             delay_max: rng.between(1, 4),
@@ -307,6 +312,7 @@ impl Cluster {
             election_ticks: self.plan.election_ticks[(id - 1) as usize],
             heartbeat_ticks: HEARTBEAT_TICKS,
             randomized_election: false,
+            commit_stored_every: self.plan.commit_stored_every,
         }
     }
 

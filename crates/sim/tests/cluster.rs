@@ -79,7 +79,7 @@ fn each_broken_rule_is_found() {
         // A node that forgets its term after a crash journals an old term again.
         (ClusterRevert::ForgetVote, 1, "opens term 1, not later than"),
         // Followers that ack unsynced entries let a power loss change a committed entry.
-        (ClusterRevert::UnsyncedJournal, 9, "committed as"),
+        (ClusterRevert::UnsyncedJournal, 50, "committed as"),
     ];
     for (revert, seed, expected) in cases {
         let failure = run_cluster_seed_with(seed, Some(revert)).unwrap_err();
