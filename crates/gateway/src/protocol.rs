@@ -4,6 +4,7 @@
 //! Decoding is incremental and never panics: [`decode_frame`] takes the bytes received so far
 //! and says whether a whole frame is there, how long it is, or what is wrong with it.
 
+use ringmatch_proto::le::{u16_at, u32_at, u64_at};
 use ringmatch_proto::{Command, DecodeError, Event, COMMAND_SIZE_BYTES, EVENT_SIZE_BYTES};
 
 /// Version of the session protocol, sent in the login frame. Version 2: an `ack` means the
@@ -193,22 +194,6 @@ pub enum Decoded {
     Incomplete,
     /// A whole frame, taking this many bytes.
     Frame(Frame, usize),
-}
-
-fn u16_at(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
-}
-
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(raw)
-}
-
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(raw)
 }
 
 /// Decodes the frame at the start of `bytes`, if it is all there. `max_frame_bytes` bounds the

@@ -77,9 +77,7 @@ impl JournalPort for Journal {
         seq: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<JournalRecord, JournalError>> + '_>, JournalError>
     {
-        let reader = JournalReader::open(&self.config().dir, seq)?;
-        let count = Journal::next_seq(self).saturating_sub(seq) as usize;
-        Ok(Box::new(reader.take(count)))
+        records_before(&self.config().dir, seq, Journal::next_seq(self))
     }
 
     fn stats(&self) -> Arc<JournalStats> {
@@ -93,6 +91,17 @@ impl JournalPort for Journal {
     fn segments_dir(&self) -> Option<&Path> {
         Some(&self.config().dir)
     }
+}
+
+/// The records of the journal in `dir` from `seq` up to (not including) `next_seq`, checked
+/// as they are read: `records_from` of a port whose journal is a folder of segments.
+pub fn records_before(
+    dir: &Path,
+    seq: u64,
+    next_seq: u64,
+) -> Result<Box<dyn Iterator<Item = Result<JournalRecord, JournalError>>>, JournalError> {
+    let reader = JournalReader::open(dir, seq)?;
+    Ok(Box::new(reader.take(next_seq.saturating_sub(seq) as usize)))
 }
 
 /// The snapshot store as the snapshot writer and start-up see it.

@@ -126,32 +126,44 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
-/// Checked little-endian reads from a record already known to be long enough.
-pub(crate) mod le {
+/// Little-endian reads and writes at an offset of a buffer already known to be long enough
+/// (they panic otherwise); shared by every binary layout of the project.
+pub mod le {
+    /// The `u16` at `offset`.
+    pub fn u16_at(bytes: &[u8], offset: usize) -> u16 {
+        u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+    }
+
+    /// The `u32` at `offset`.
     pub fn u32_at(bytes: &[u8], offset: usize) -> u32 {
         let mut raw = [0u8; 4];
         raw.copy_from_slice(&bytes[offset..offset + 4]);
         u32::from_le_bytes(raw)
     }
 
+    /// The `u64` at `offset`.
     pub fn u64_at(bytes: &[u8], offset: usize) -> u64 {
         let mut raw = [0u8; 8];
         raw.copy_from_slice(&bytes[offset..offset + 8]);
         u64::from_le_bytes(raw)
     }
 
+    /// The `i64` at `offset`.
     pub fn i64_at(bytes: &[u8], offset: usize) -> i64 {
         u64_at(bytes, offset) as i64
     }
 
+    /// Writes `value` at `offset`.
     pub fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
         bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
     }
 
+    /// Writes `value` at `offset`.
     pub fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
         bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
     }
 
+    /// Writes `value` at `offset`.
     pub fn put_i64(bytes: &mut [u8], offset: usize, value: i64) {
         put_u64(bytes, offset, value as u64);
     }

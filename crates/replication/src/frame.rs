@@ -5,6 +5,7 @@
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
+use ringmatch_proto::le::{u16_at, u32_at, u64_at};
 
 /// First bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"RMRP";
@@ -100,22 +101,6 @@ pub enum Decoded {
         /// Bytes of the stream the frame took.
         used: usize,
     },
-}
-
-fn u16_at(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
-}
-
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(raw)
-}
-
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(raw)
 }
 
 /// Reads the frame at the start of `bytes`, for node `node_id` of cluster `cluster_id`.

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmatch_journal::{JournalError, JournalReader, JournalRecord, JournalStats};
-use ringmatch_pipeline::ports::{JournalPort, ReplicaLink};
+use ringmatch_journal::{JournalError, JournalRecord, JournalStats};
+use ringmatch_pipeline::ports::{records_before, JournalPort, ReplicaLink};
 
 use crate::replica::{Replica, WaitError};
 
@@ -110,9 +110,7 @@ impl JournalPort for ReplicatedJournal {
         seq: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<JournalRecord, JournalError>> + '_>, JournalError>
     {
-        let reader = JournalReader::open(&self.dir, seq)?;
-        let count = self.next_seq.saturating_sub(seq) as usize;
-        Ok(Box::new(reader.take(count)))
+        records_before(&self.dir, seq, self.next_seq)
     }
 
     fn stats(&self) -> Arc<JournalStats> {
