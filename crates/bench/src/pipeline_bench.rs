@@ -675,6 +675,7 @@ pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
                 orders_max: resting_count,
                 accounts_max: 10_000,
                 instruments_max: 1,
+                ..Limits::default()
             },
         };
         let mut engine = Engine::new(config)?;

@@ -56,6 +56,7 @@ impl Harness {
                 orders_max: 200_000,
                 accounts_max: 100,
                 instruments_max: 1,
+                resends_max: 1_000,
             },
         })
         .unwrap();

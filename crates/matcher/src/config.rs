@@ -46,6 +46,10 @@ pub struct Limits {
     pub accounts_max: u32,
     /// Most instruments that may be configured.
     pub instruments_max: u32,
+    /// Most places the resend window remembers (`docs/order-entry-protocol.md`, "Resending
+    /// after a lost connection"): at least the places per second times the longest time a
+    /// client may take to resend.
+    pub resends_max: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +59,7 @@ impl Default for Limits {
             orders_max: 1_000_000,
             accounts_max: 100_000,
             instruments_max: 64,
+            resends_max: 262_144,
         }
     }
 }
@@ -111,11 +116,12 @@ impl MatcherConfig {
     /// Checks every instrument and limit; a config that passes cannot make the matcher panic.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let limits = &self.limits;
-        let limit_checks: [(&'static str, u32); 4] = [
+        let limit_checks: [(&'static str, u32); 5] = [
             ("orders_per_book_max", limits.orders_per_book_max),
             ("orders_max", limits.orders_max),
             ("accounts_max", limits.accounts_max),
             ("instruments_max", limits.instruments_max),
+            ("resends_max", limits.resends_max),
         ];
         for (name, value) in limit_checks {
             if value == 0 {

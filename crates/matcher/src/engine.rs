@@ -14,11 +14,12 @@ use ringmatch_proto::{
 
 use crate::bitmap::LevelBitmap;
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
+use crate::resend::{ResendLookup, ResendWindow};
 use crate::rules::{
     self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
     SelfTradeAction,
 };
-use crate::state::{StateError, StateReader, StateWriter, StoredOrder};
+use crate::state::{StateError, StateReader, StateWriter, StoredOrder, StoredResend};
 use crate::table::FixedMap;
 use crate::EventSink;
 
@@ -207,6 +208,7 @@ pub struct Engine {
     next_order_id: u64,
     /// The account index of the order `admit` took last, for `rest_new`.
     admitted_account_index: u32,
+    resends: ResendWindow,
 }
 
 #[inline]
@@ -246,6 +248,7 @@ impl Engine {
             account_by_id: FixedMap::with_len_max(limits.accounts_max as usize),
             next_order_id: 1,
             admitted_account_index: 0,
+            resends: ResendWindow::new(limits.resends_max as usize),
             config,
         })
     }
@@ -731,6 +734,11 @@ impl Engine {
                 }
             }
         }
+        writer.u64(self.resends.forgotten_through());
+        writer.u32(self.resends.entries().count() as u32);
+        for resend in self.resends.entries() {
+            writer.resend(resend);
+        }
     }
 
     /// A hash of the whole matcher state; equal states hash equal in every implementation.
@@ -745,6 +753,23 @@ impl Engine {
         let mut bytes = Vec::new();
         self.write_state(&mut bytes);
         bytes
+    }
+
+    /// [`Engine::restore`] of the state after the command with sequence `last_seq` (a
+    /// snapshot's). A version 1 state was written before the resend window existed; its
+    /// engine may have taken any place up to `last_seq`, so the restored window counts all of
+    /// them as forgotten, and a possible resend with a lower floor is refused rather than
+    /// placed a second time.
+    pub fn restore_at(
+        config: MatcherConfig,
+        bytes: &[u8],
+        last_seq: u64,
+    ) -> Result<Engine, StateError> {
+        let mut engine = Engine::restore(config, bytes)?;
+        if bytes.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
+            engine.resends.set_forgotten_through(last_seq);
+        }
+        Ok(engine)
     }
 
     /// Rebuilds an engine from [`Engine::encode_state`] bytes. The configuration must name the
@@ -795,6 +820,9 @@ impl Engine {
                 }
             }
         }
+        if reader.version() >= 2 {
+            engine.restore_resends(&mut reader)?;
+        }
         reader.finish()?;
         // Account lists are in order-id order, as they were when the orders arrived.
         slots_by_order_id.sort_unstable();
@@ -827,6 +855,30 @@ impl Engine {
         }
         if self.best_crosses(book_index, side, Some(price)) {
             return Err(StateError::Invalid(format!("crossed book at {price}")));
+        }
+        Ok(())
+    }
+
+    /// Reads the resend window. A window larger than `resends_max` keeps its newest entries,
+    /// exactly as if the engine had run with the smaller limit all along.
+    fn restore_resends(&mut self, reader: &mut StateReader<'_>) -> Result<(), StateError> {
+        let forgotten_through = reader.u64()?;
+        self.resends.set_forgotten_through(forgotten_through);
+        let mut previous_seq = forgotten_through;
+        for _ in 0..reader.u32()? {
+            let resend = reader.resend()?;
+            if resend.seq <= previous_seq
+                || resend.client_order_id == 0
+                || resend.order_id >= self.next_order_id
+                || (resend.order_id == 0) != resend.rejected.is_some()
+            {
+                return Err(StateError::Invalid(format!(
+                    "resend window entry of sequence {} is not valid",
+                    resend.seq
+                )));
+            }
+            previous_seq = resend.seq;
+            self.resends.record(resend);
         }
         Ok(())
     }
@@ -916,6 +968,20 @@ impl BookKeeping for Engine {
 
     fn check_place(&self, book: usize, command: &Command) -> Result<(), RejectReason> {
         Engine::check_place(self, book, command)
+    }
+
+    #[inline]
+    fn resend_lookup(&self, account: u32, client_order_id: u64, floor: u64) -> ResendLookup {
+        self.resends.lookup(account, client_order_id, floor)
+    }
+
+    #[inline]
+    fn resend_record(&mut self, resend: StoredResend) {
+        self.resends.record(resend);
+    }
+
+    fn resting(&self, order_id: u64) -> Option<OrderView> {
+        self.by_order_id.get(order_id).map(|slot| self.view(slot))
     }
 
     fn admit(&mut self, account: u32) -> u64 {

@@ -2,7 +2,8 @@
 //!
 //! [`Engine::apply`] takes one [`Command`] and pushes its [`Event`]s to an [`EventSink`]:
 //! price-time priority limit order books per instrument, market / limit orders with GTC, IOC
-//! and FOK, post-only, self-trade prevention, cancel, replace, mass cancel, halt and resume.
+//! and FOK, post-only, self-trade prevention, cancel, replace, mass cancel, halt and resume,
+//! and a resend window that gives a client's possible resend its original's outcome.
 //! The rules are written down in `docs/matching-rules.md`.
 //!
 //! The matcher is a pure function of (state, command): it does not read the clock (timestamps
@@ -21,6 +22,7 @@ mod bitmap;
 mod config;
 mod engine;
 mod naive;
+mod resend;
 mod rules;
 mod state;
 mod table;
@@ -33,7 +35,8 @@ pub use engine::Engine;
 pub use naive::NaiveBook;
 pub use ringmatch_proto::{Command, Event};
 pub use state::{
-    StateError, StateHasher, StateReader, StateWriter, StoredOrder, STATE_MAGIC, STATE_VERSION,
+    StateError, StateHasher, StateReader, StateWriter, StoredOrder, StoredResend, STATE_MAGIC,
+    STATE_VERSION, STATE_VERSION_OLDEST,
 };
 
 /// Where the matcher puts the events of a command.

@@ -10,11 +10,12 @@ use ringmatch_proto::{
 };
 
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
+use crate::resend::{decide, ResendLookup};
 use crate::rules::{
     self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
     SelfTradeAction,
 };
-use crate::state::{StateHasher, StateWriter, StoredOrder};
+use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend};
 use crate::EventSink;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,9 @@ pub struct NaiveBook {
     next_priority: u64,
     /// The order a replace took out to trade at its new price.
     lifted: Option<NaiveOrder>,
+    /// The resend window, oldest first, searched linearly.
+    resends: Vec<StoredResend>,
+    resends_forgotten_through: u64,
 }
 
 /// Whether a maker at `a` has better priority than one at `b` on the same side.
@@ -61,6 +65,8 @@ impl NaiveBook {
             next_order_id: 1,
             next_priority: 0,
             lifted: None,
+            resends: Vec::new(),
+            resends_forgotten_through: 0,
         })
     }
 
@@ -405,6 +411,11 @@ impl NaiveBook {
                 }
             }
         }
+        writer.u64(self.resends_forgotten_through);
+        writer.u32(self.resends.len() as u32);
+        for resend in &self.resends {
+            writer.resend(resend);
+        }
     }
 
     /// The state hash, equal to [`crate::Engine::state_hash`] for the same state.
@@ -434,6 +445,26 @@ impl BookKeeping for NaiveBook {
 
     fn check_place(&self, book: usize, command: &Command) -> Result<(), RejectReason> {
         NaiveBook::check_place(self, book, command)
+    }
+
+    fn resend_lookup(&self, account: u32, client_order_id: u64, floor: u64) -> ResendLookup {
+        let newest =
+            self.resends.iter().rev().find(|resend| {
+                resend.account == account && resend.client_order_id == client_order_id
+            });
+        decide(newest, floor, self.resends_forgotten_through)
+    }
+
+    fn resend_record(&mut self, resend: StoredResend) {
+        if self.resends.len() == self.config.limits.resends_max as usize {
+            self.resends_forgotten_through = self.resends.remove(0).seq;
+        }
+        self.resends.push(resend);
+    }
+
+    fn resting(&self, order_id: u64) -> Option<OrderView> {
+        self.position_of(order_id)
+            .map(|index| self.orders[index].view)
     }
 
     fn admit(&mut self, account: u32) -> u64 {

@@ -9,6 +9,8 @@ use ringmatch_proto::{
 };
 
 use crate::config::InstrumentSpec;
+use crate::resend::ResendLookup;
+use crate::state::StoredResend;
 
 /// The parts of an order that events report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,11 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         }
     }
 
+    /// The sequence of the command whose events this numbers.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     fn base(&self, event_type: EventType) -> Event {
         let mut event = Event::empty(event_type, self.command_type);
         event.seq = self.seq;
@@ -153,6 +160,8 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         event.reason = Reason::Reject(reason);
         match command.command_type {
             CommandType::Place => {
+                // A possible resend carries its resend floor there, which is no order id.
+                event.order_id = 0;
                 event.side = Some(command.side);
                 event.price = command.price;
                 event.qty = command.qty;
@@ -162,6 +171,31 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
                 event.qty = if command.has_qty { command.qty } else { 0 };
             }
             _ => {}
+        }
+        self.push(event);
+    }
+
+    /// The answer to a possible resend of `original`: its sequence and outcome, and, while
+    /// the order rests, its current price, quantity and open quantity (`now`).
+    pub fn resent(&mut self, original: &StoredResend, now: Option<&OrderView>) {
+        let mut event = self.base(EventType::Resent);
+        event.instrument = original.instrument;
+        event.account = original.account;
+        event.order_id = original.order_id;
+        event.client_order_id = original.client_order_id;
+        event.side = Some(original.side);
+        event.original_seq = original.seq;
+        event.reason = original.rejected.map_or(Reason::None, Reason::Reject);
+        match now {
+            Some(order) => {
+                event.price = order.price;
+                event.qty = order.qty;
+                event.remaining = order.remaining();
+            }
+            None => {
+                event.price = original.price;
+                event.qty = original.qty;
+            }
         }
         self.push(event);
     }
@@ -294,6 +328,12 @@ pub(crate) trait BookKeeping {
         stp: SelfTradePrevention,
         out: &mut Emitter<'_, S>,
     ) -> bool;
+    /// What the resend window knows of a possible resend (`crate::resend`).
+    fn resend_lookup(&self, account: u32, client_order_id: u64, floor: u64) -> ResendLookup;
+    /// Remembers a place in the resend window.
+    fn resend_record(&mut self, resend: StoredResend);
+    /// A resting order by engine order id, as events report it.
+    fn resting(&self, order_id: u64) -> Option<OrderView>;
     /// Rests what is left of a new order at the back of its level; the level's new total.
     fn rest_new(&mut self, book: Self::Book, taker: &OrderView, command: &Command) -> u64;
     /// The resting order a cancel or replace names.
@@ -320,17 +360,66 @@ pub(crate) trait BookKeeping {
     fn settle_lifted(&mut self, order: Self::Order, taker: &OrderView, done: bool) -> Option<u64>;
 }
 
-/// Places an order: check, accept, match, then cancel or rest what is left.
+/// Places an order. A possible resend the engine already took gets the original's outcome
+/// (`resent`), one it cannot tell about is rejected (`resend_unknown`); any other place is
+/// checked, accepted, matched, then what is left is cancelled or rests. Every place with a
+/// client order id is remembered in the resend window with its outcome, except one rejected
+/// as a duplicate client order id, which is not that id's order.
 pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
     book: &mut B,
     command: &Command,
     out: &mut Emitter<'_, S>,
 ) {
+    if let Some(floor) = command.resend_floor() {
+        if command.client_order_id == 0 {
+            return out.rejected(command, RejectReason::InvalidOrder);
+        }
+        match book.resend_lookup(command.account, command.client_order_id, floor) {
+            ResendLookup::Original(original) => {
+                let now = match original.order_id {
+                    0 => None,
+                    order_id => book.resting(order_id),
+                };
+                return out.resent(&original, now.as_ref());
+            }
+            ResendLookup::Unknown => return out.rejected(command, RejectReason::ResendUnknown),
+            ResendLookup::New => {}
+        }
+    }
+    let outcome = place_new(book, command, out);
+    if command.client_order_id != 0 && outcome != Err(RejectReason::DuplicateClientOrderId) {
+        book.resend_record(StoredResend {
+            seq: out.seq(),
+            account: command.account,
+            client_order_id: command.client_order_id,
+            instrument: command.instrument,
+            side: command.side,
+            price: if command.kind == OrderKind::Limit {
+                command.price
+            } else {
+                0
+            },
+            qty: command.qty,
+            order_id: outcome.unwrap_or(0),
+            rejected: outcome.err(),
+        });
+    }
+}
+
+/// A new order: check, accept, match, then cancel or rest what is left. Its engine order id,
+/// or why it was rejected.
+fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    command: &Command,
+    out: &mut Emitter<'_, S>,
+) -> Result<u64, RejectReason> {
     let Some(book_id) = book.book_of(command.instrument) else {
-        return out.rejected(command, RejectReason::UnknownInstrument);
+        out.rejected(command, RejectReason::UnknownInstrument);
+        return Err(RejectReason::UnknownInstrument);
     };
     if let Err(reason) = book.check_place(book_id, command) {
-        return out.rejected(command, reason);
+        out.rejected(command, reason);
+        return Err(reason);
     }
     let order_id = book.admit(command.account);
     let limit = (command.kind == OrderKind::Limit).then_some(command.price);
@@ -347,7 +436,7 @@ pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
     out.accepted(&taker);
     let stopped = book.match_taker(book_id, &mut taker, limit, command.stp, out);
     if stopped || taker.remaining() == 0 {
-        return;
+        return Ok(order_id);
     }
     match (command.kind, command.tif) {
         (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
@@ -358,6 +447,7 @@ pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
             out.level(command.instrument, command.side, command.price, total_qty);
         }
     }
+    Ok(order_id)
 }
 
 /// Replaces a resting order's price and/or quantity: at the same price it keeps its place

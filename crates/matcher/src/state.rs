@@ -4,15 +4,19 @@
 //! The byte layout is in `docs/snapshot-format.md` ("matcher state"). Both the fast engine and
 //! the naive reference book write the same walk, so equal states give equal hashes and bytes.
 
-use ringmatch_proto::SelfTradePrevention;
+use ringmatch_proto::{RejectReason, SelfTradePrevention, Side};
 
 use crate::config::{ConfigError, InstrumentSpec};
 
 /// First four bytes of a matcher state: `RMMS`.
 pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
 
-/// Layout version of the matcher state.
-pub const STATE_VERSION: u32 = 1;
+/// Layout version of the matcher state this build writes. Version 2 added the resend window
+/// after the books; version 1 states still read, with an empty window.
+pub const STATE_VERSION: u32 = 2;
+
+/// The oldest layout version this build reads.
+pub const STATE_VERSION_OLDEST: u32 = 1;
 
 /// One resting order as the state stores it (its book, side and price come from its level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,29 @@ pub struct StoredOrder {
     pub stp: SelfTradePrevention,
     /// Post-only flag (checked again on replace).
     pub post_only: bool,
+}
+
+/// One place the resend window remembers: the outcome a possible resend of it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredResend {
+    /// Sequence of the place command.
+    pub seq: u64,
+    /// Its account.
+    pub account: u32,
+    /// Its client order id (never 0: places without one are not remembered).
+    pub client_order_id: u64,
+    /// Its instrument.
+    pub instrument: u32,
+    /// Its side.
+    pub side: Side,
+    /// Its limit price (0 for a market order).
+    pub price: i64,
+    /// Its quantity.
+    pub qty: u64,
+    /// The engine order id it was accepted with; 0 when it was rejected.
+    pub order_id: u64,
+    /// Why it was rejected, when it was.
+    pub rejected: Option<RejectReason>,
 }
 
 /// Receives the canonical walk of a matcher state.
@@ -75,6 +102,19 @@ pub trait StateWriter {
         self.u64(order.filled);
         self.u8(order.stp.code());
         self.u8(u8::from(order.post_only));
+    }
+
+    /// One entry of the resend window.
+    fn resend(&mut self, resend: &StoredResend) {
+        self.u64(resend.seq);
+        self.u32(resend.account);
+        self.u64(resend.client_order_id);
+        self.u32(resend.instrument);
+        self.u8(resend.side.code());
+        self.i64(resend.price);
+        self.u64(resend.qty);
+        self.u64(resend.order_id);
+        self.u8(resend.rejected.map_or(0, RejectReason::code));
     }
 }
 
@@ -149,7 +189,10 @@ pub enum StateError {
     #[error("not a matcher state (bad magic)")]
     BadMagic,
     /// The version is not one this build reads.
-    #[error("matcher state version {0} is not supported (this build reads {STATE_VERSION})")]
+    #[error(
+        "matcher state version {0} is not supported (this build reads {STATE_VERSION_OLDEST} \
+         to {STATE_VERSION})"
+    )]
     Version(u32),
     /// Bytes follow the end of the state.
     #[error("{0} unexpected bytes after the matcher state")]
@@ -172,12 +215,17 @@ pub enum StateError {
 pub struct StateReader<'a> {
     bytes: &'a [u8],
     offset: usize,
+    version: u32,
 }
 
 impl<'a> StateReader<'a> {
     /// A reader at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
-        StateReader { bytes, offset: 0 }
+        StateReader {
+            bytes,
+            offset: 0,
+            version: 0,
+        }
     }
 
     fn take<const N: usize>(&mut self) -> Result<[u8; N], StateError> {
@@ -226,9 +274,17 @@ impl<'a> StateReader<'a> {
             return Err(StateError::BadMagic);
         }
         match self.u32()? {
-            STATE_VERSION => Ok(()),
+            version @ STATE_VERSION_OLDEST..=STATE_VERSION => {
+                self.version = version;
+                Ok(())
+            }
             other => Err(StateError::Version(other)),
         }
+    }
+
+    /// The layout version [`StateReader::header`] read.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// An instrument, checked against `spec`; returns its halted flag.
@@ -269,6 +325,25 @@ impl<'a> StateReader<'a> {
             stp: SelfTradePrevention::from_code(self.u8()?)
                 .map_err(|error| StateError::Invalid(error.to_string()))?,
             post_only: self.flag()?,
+        })
+    }
+
+    /// One entry of the resend window.
+    pub fn resend(&mut self) -> Result<StoredResend, StateError> {
+        let invalid = |error: ringmatch_proto::DecodeError| StateError::Invalid(error.to_string());
+        Ok(StoredResend {
+            seq: self.u64()?,
+            account: self.u32()?,
+            client_order_id: self.u64()?,
+            instrument: self.u32()?,
+            side: Side::from_code(self.u8()?).map_err(invalid)?,
+            price: self.i64()?,
+            qty: self.u64()?,
+            order_id: self.u64()?,
+            rejected: match self.u8()? {
+                0 => None,
+                code => Some(RejectReason::from_code(code).map_err(invalid)?),
+            },
         })
     }
 

@@ -71,6 +71,7 @@ pub fn mix_config() -> MatcherConfig {
             orders_max: 100_000,
             accounts_max: 10_000,
             instruments_max: 1,
+            resends_max: 100_000,
         },
     }
 }

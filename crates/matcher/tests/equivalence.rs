@@ -1,6 +1,7 @@
 //! Property tests: the fast engine and the naive reference book produce identical event
 //! streams and identical states on random command streams over several instruments, every
-//! order type, cancels, replaces, mass cancels, halts, self-trades and limit hits; and an
+//! order type, cancels, replaces, mass cancels, halts, self-trades, limit hits and possible
+//! resends (with a resend window small enough to forget); and an
 //! engine restored from its encoded state mid-stream continues exactly as one never stopped.
 //!
 //! `PROPTEST_CASES` sets the number of streams (10,000 by default).
@@ -44,6 +45,7 @@ fn config() -> MatcherConfig {
             orders_max: 12,
             accounts_max: 4,
             instruments_max: 3,
+            resends_max: 6,
         },
     }
 }
@@ -66,6 +68,7 @@ struct Raw {
     client_order_id: u64,
     has_price: bool,
     has_qty: bool,
+    possible_resend: bool,
 }
 
 fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
@@ -81,6 +84,8 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
     command.client_order_id = raw.client_order_id;
     command.has_price = raw.has_price;
     command.has_qty = raw.has_qty;
+    // A possible resend's floor is `order_id`: 1..=40 lands around the streams' sequences.
+    command.possible_resend = raw.possible_resend && raw.command_type == CommandType::Place;
     command.timestamp_ns = timestamp_ns;
     let off = i64::from(raw.off_tick);
     // Price steps 0..=24 straddle each band by a couple of ticks on both ends.
@@ -145,6 +150,7 @@ fn raw_command() -> impl Strategy<Value = Raw> {
             prop_oneof![3 => Just(0u64), 2 => 1u64..=4],
             prop::bool::weighted(0.7),
             prop::bool::weighted(0.5),
+            prop::bool::weighted(0.1),
         ),
     )
         .prop_map(
@@ -159,6 +165,7 @@ fn raw_command() -> impl Strategy<Value = Raw> {
                     client_order_id,
                     has_price,
                     has_qty,
+                    possible_resend,
                 ),
             )| Raw {
                 command_type,
@@ -176,6 +183,7 @@ fn raw_command() -> impl Strategy<Value = Raw> {
                 client_order_id,
                 has_price,
                 has_qty,
+                possible_resend,
             },
         )
 }
@@ -273,7 +281,7 @@ fn random_streams_hit_every_kind_of_outcome() {
     let strategy = stream();
     let mut event_types = HashSet::new();
     let mut reasons = HashSet::new();
-    for _ in 0..800 {
+    for _ in 0..2_000 {
         let (raws, _) = strategy.new_tree(&mut runner).unwrap().current();
         let mut engine = Engine::new(config()).unwrap();
         for (index, raw) in raws.iter().enumerate() {

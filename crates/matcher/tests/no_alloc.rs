@@ -2,8 +2,8 @@
 //!
 //! A counting global allocator counts every allocation, reallocation and deallocation made by
 //! the test thread while the counter is armed. After a warm-up, 1,200,000 mixed commands (the
-//! exchange-core mix, with market, FOK, IOC, post-only, self-trade, mass cancel, halt/resume
-//! and invalid commands spliced in) run through the engine with the counter armed: the count
+//! exchange-core mix, with client order ids on every place, and market, FOK, IOC, post-only,
+//! self-trade, mass cancel, halt/resume, possible resends and invalid commands spliced in) run through the engine with the counter armed: the count
 //! must be zero. A control check arms the counter around a deliberate allocation, so the test
 //! cannot pass because the counter is broken.
 
@@ -75,13 +75,28 @@ fn heap_operations_during(f: impl FnOnce()) -> u64 {
 
 /// Every 23rd command is replaced by one of a rotating set of other command kinds, so the
 /// stream covers every command type and many rejection paths, not just the exchange-core mix.
-fn spliced(index: usize, base: Command) -> Command {
+/// Every place carries a client order id, so the resend window fills and forgets.
+fn spliced(index: usize, mut base: Command) -> Command {
+    if base.command_type == CommandType::Place {
+        base.client_order_id = index as u64 + 1_000;
+    }
     if index % 23 != 0 {
         return base;
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 13 {
+    match (index / 23) % 15 {
+        // Possible resends: of a recent command (remembered, or never a place), and of one
+        // the window has long forgotten.
+        13 => {
+            command = base.as_resend(0);
+            command.command_type = CommandType::Place;
+            command.client_order_id = index as u64 + 1_000 - 46;
+        }
+        14 => {
+            command = command.as_resend(index as u64 / 2);
+            command.client_order_id = (index as u64).saturating_sub(300_000) + 1_000;
+        }
         0 => {
             command.kind = OrderKind::Market;
             command.tif = TimeInForce::Ioc;
@@ -169,6 +184,7 @@ fn steady_state_processing_does_not_allocate() {
 
     let mut events_count = 0u64;
     let mut types_seen = [false; 16];
+    let mut resend_unknown_seen = false;
     let count = heap_operations_during(|| {
         for command in measured {
             seq += 1;
@@ -177,6 +193,10 @@ fn steady_state_processing_does_not_allocate() {
             events_count += events.len() as u64;
             for event in &events {
                 types_seen[event.event_type.code() as usize] = true;
+                resend_unknown_seen |= event.reason
+                    == ringmatch_proto::Reason::Reject(
+                        ringmatch_proto::RejectReason::ResendUnknown,
+                    );
             }
         }
     });
@@ -194,4 +214,8 @@ fn steady_state_processing_does_not_allocate() {
             "no {event_type} event in the measured stream"
         );
     }
+    assert!(
+        resend_unknown_seen,
+        "no possible resend met a forgotten window in the measured stream"
+    );
 }

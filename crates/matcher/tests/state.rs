@@ -152,6 +152,7 @@ fn small_config() -> MatcherConfig {
             orders_max: 16,
             accounts_max: 4,
             instruments_max: 1,
+            resends_max: 4,
         },
     }
 }
@@ -175,19 +176,53 @@ fn small_engine() -> Engine {
     engine
 }
 
-/// A matcher state written by format version 1 is checked in; this build must write the same
-/// bytes for the same state and read the file back. `UPDATE_FIXTURES=1` rewrites it, which
-/// is only right together with a format version bump.
+/// A matcher state written by format version 1 is checked in: this build still reads it, with
+/// the same books, and an empty resend window that (restored at a snapshot's sequence)
+/// counts every earlier place as forgotten.
 #[test]
-fn the_checked_in_version_1_state_still_reads_and_matches() {
+fn the_checked_in_version_1_state_still_reads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v1.bin");
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(&stored[..8], b"RMMS\x01\x00\x00\x00");
+    let restored = Engine::restore(small_config(), &stored).unwrap();
+    assert_eq!(restored.resting_orders_count(), 3);
+    // Version 2 of the same books: the version, then an empty window after the books.
+    let mut as_version_2 = stored.clone();
+    as_version_2[4] = 2;
+    as_version_2.extend_from_slice(&[0; 12]);
+    assert_eq!(restored.encode_state(), as_version_2);
+
+    // Restored at sequence 5, a resend whose floor is below 5 cannot be told from a new order.
+    let mut at_5 = Engine::restore_at(small_config(), &stored, 5).unwrap();
+    let mut resend = Command::limit(1, 1, Side::Buy, 90, 3).as_resend(4);
+    resend.client_order_id = 99;
+    let mut events = Vec::new();
+    at_5.apply(6, &resend, &mut events);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].reason,
+        ringmatch_proto::Reason::Reject(ringmatch_proto::RejectReason::ResendUnknown)
+    );
+    // A floor of 5 rules out everything the old state may have taken: placed.
+    let mut events = Vec::new();
+    at_5.apply(7, &resend.as_resend(5), &mut events);
+    assert_eq!(events[0].event_type, ringmatch_proto::EventType::Accepted);
+}
+
+/// The current layout (version 2, with the resend window) is checked in too; this build must
+/// write the same bytes for the same state and read the file back. `UPDATE_FIXTURES=1`
+/// rewrites it, which is only right together with a format version bump.
+#[test]
+fn the_checked_in_version_2_state_still_reads_and_matches() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v2.bin");
     let engine = small_engine();
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, engine.encode_state()).unwrap();
     }
     let stored = std::fs::read(&path).unwrap();
-    assert_eq!(&stored[..4], b"RMMS");
+    assert_eq!(&stored[..8], b"RMMS\x02\x00\x00\x00");
     assert_eq!(
         stored,
         engine.encode_state(),
@@ -196,4 +231,53 @@ fn the_checked_in_version_1_state_still_reads_and_matches() {
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.state_hash(), engine.state_hash());
     assert_eq!(restored.resting_orders_count(), 3);
+    assert_eq!(restored.encode_state(), stored);
+}
+
+/// The window in the state: five places with client order ids 0, 7, 14, 21, 28 leave four
+/// remembered (resends_max = 4; id 0 is never remembered), and a restore answers resends as
+/// the original engine does, including after it forgets more.
+#[test]
+fn a_restored_resend_window_answers_like_the_original() {
+    let mut original = small_engine();
+    let mut restored = Engine::restore(small_config(), &original.encode_state()).unwrap();
+    for (seq, client_order_id) in (6..).zip([7, 14, 21, 28, 3, 4, 7, 14]) {
+        let mut resend = Command::limit(1 + client_order_id as u32 % 3, 1, Side::Buy, 90, 3);
+        resend.client_order_id = client_order_id;
+        let resend = resend.as_resend(0);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        original.apply(seq, &resend, &mut a);
+        restored.apply(seq, &resend, &mut b);
+        assert_eq!(a, b, "resend of client order id {client_order_id}");
+    }
+    assert_eq!(restored.encode_state(), original.encode_state());
+}
+
+/// A window entry that breaks an invariant is refused.
+#[test]
+fn a_broken_resend_window_is_refused() {
+    let bytes = small_engine().encode_state();
+    // The last entry's rejected-reason byte is its last byte: an unknown code.
+    let mut bad_reason = bytes.clone();
+    *bad_reason.last_mut().unwrap() = 0xee;
+    assert!(matches!(
+        Engine::restore(small_config(), &bad_reason),
+        Err(StateError::Invalid(_))
+    ));
+    // A window count beyond the bytes: truncated.
+    let mut entries_count_at = bytes.len() - 4 * 50 - 4;
+    let mut too_many = bytes.clone();
+    too_many[entries_count_at] = 9;
+    assert!(matches!(
+        Engine::restore(small_config(), &too_many),
+        Err(StateError::Truncated(_))
+    ));
+    // The first entry's sequence at or below what the window forgot.
+    entries_count_at += 4;
+    let mut out_of_order = bytes;
+    out_of_order[entries_count_at..entries_count_at + 8].copy_from_slice(&0u64.to_le_bytes());
+    assert!(matches!(
+        Engine::restore(small_config(), &out_of_order),
+        Err(StateError::Invalid(_))
+    ));
 }

@@ -182,7 +182,7 @@ pub fn choose_snapshot<P: SnapshotPort>(
             .and_then(|snapshot| {
                 snapshot_fits_output(info.seq, snapshot.events_mark, output_position)
                     .map_err(|problem| format!("{}: {problem}; not used", info.path.display()))?;
-                Engine::restore(matcher.clone(), &snapshot.state)
+                Engine::restore_at(matcher.clone(), &snapshot.state, info.seq)
                     .map_err(|error| format!("{}: {error}", info.path.display()))
             });
         match restored {

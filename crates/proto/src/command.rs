@@ -92,7 +92,9 @@ const FLAG_POST_ONLY: u8 = 1 << 0;
 const FLAG_HAS_PRICE: u8 = 1 << 1;
 /// Flag bit: a replace carries a new quantity.
 const FLAG_HAS_QTY: u8 = 1 << 2;
-const FLAGS_DEFINED: u8 = FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY;
+/// Flag bit: a client sends this place again after losing its connection before the ack.
+const FLAG_POSSIBLE_RESEND: u8 = 1 << 3;
+const FLAGS_DEFINED: u8 = FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY | FLAG_POSSIBLE_RESEND;
 
 /// One input command. Fields a command type does not use are zero (or the first enum value).
 ///
@@ -124,6 +126,12 @@ pub struct Command {
     pub has_price: bool,
     /// For a replace: whether `qty` is a new total quantity.
     pub has_qty: bool,
+    /// For a place: the client may have sent this order before (it lost the connection
+    /// before the ack). `order_id` then holds the resend floor: the highest sequence the
+    /// client had been acknowledged when it first sent the order, below which the original
+    /// cannot be. The engine answers with the original's outcome if it has one
+    /// (`docs/order-entry-protocol.md`, "Resending after a lost connection").
+    pub possible_resend: bool,
     /// Limit price in ticks (ignored for market orders).
     pub price: i64,
     /// Quantity in lots: the order quantity, or for a replace the new total quantity.
@@ -148,6 +156,7 @@ impl Command {
             post_only: false,
             has_price: false,
             has_qty: false,
+            possible_resend: false,
             price: 0,
             qty: 0,
             timestamp_ns: 0,
@@ -163,6 +172,23 @@ impl Command {
         command.price = price;
         command.qty = qty;
         command
+    }
+
+    /// This place, marked as a possible resend with the given resend floor (see
+    /// [`Command::possible_resend`]).
+    pub const fn as_resend(&self, resend_floor: u64) -> Command {
+        let mut command = *self;
+        command.possible_resend = true;
+        command.order_id = resend_floor;
+        command
+    }
+
+    /// The resend floor of a possible resend; `None` for any other command.
+    pub const fn resend_floor(&self) -> Option<u64> {
+        match (self.command_type, self.possible_resend) {
+            (CommandType::Place, true) => Some(self.order_id),
+            _ => None,
+        }
     }
 
     /// The record that opens Raft term `term` in the journal.
@@ -191,6 +217,9 @@ impl Command {
         }
         if self.has_qty {
             flags |= FLAG_HAS_QTY;
+        }
+        if self.possible_resend {
+            flags |= FLAG_POSSIBLE_RESEND;
         }
         out[0] = WIRE_VERSION;
         out[1] = self.command_type.code();
@@ -250,6 +279,7 @@ impl Command {
             post_only: flags & FLAG_POST_ONLY != 0,
             has_price: flags & FLAG_HAS_PRICE != 0,
             has_qty: flags & FLAG_HAS_QTY != 0,
+            possible_resend: flags & FLAG_POSSIBLE_RESEND != 0,
             account: u32_at(bytes, 8),
             instrument: u32_at(bytes, 12),
             order_id: u64_at(bytes, 16),
@@ -279,6 +309,7 @@ mod tests {
             post_only: true,
             has_price: true,
             has_qty: false,
+            possible_resend: false,
             price: -5,
             qty: 300,
             timestamp_ns: 1_700_000_000_000_000_000,
@@ -302,6 +333,21 @@ mod tests {
         ];
         assert_eq!(bytes, expected);
         assert_eq!(Command::decode(&expected), Ok(sample()));
+    }
+
+    /// A possible resend sets flag bit 3 and carries its resend floor in `order_id`.
+    #[test]
+    fn a_possible_resend_is_flag_bit_3_with_the_floor_in_order_id() {
+        let place = Command::limit(9, 1, Side::Buy, 100, 5).as_resend(0x0102);
+        let bytes = place.to_bytes();
+        assert_eq!(bytes[6], 0b1000);
+        assert_eq!(&bytes[16..24], &[0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Command::decode(&bytes), Ok(place));
+        assert_eq!(place.resend_floor(), Some(0x0102));
+        assert_eq!(Command::limit(9, 1, Side::Buy, 100, 5).resend_floor(), None);
+        let mut cancel = Command::empty(CommandType::Cancel);
+        cancel.possible_resend = true;
+        assert_eq!(cancel.resend_floor(), None);
     }
 
     #[test]
@@ -378,7 +424,8 @@ mod tests {
                     value: 4,
                 },
             ),
-            (6, 0x08, DecodeError::BadFlags(0x08)),
+            (6, 0x10, DecodeError::BadFlags(0x10)),
+            (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
             (60, 1, DecodeError::Reserved { offset: 60 }),
         ];

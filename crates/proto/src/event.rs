@@ -28,6 +28,9 @@ wire_enum! {
         OrderStatus = 10, "order_status";
         /// The end of an `open_orders` answer; `qty` holds the number of orders listed.
         OpenOrdersEnd = 11, "open_orders_end";
+        /// A possible resend of a place the engine had already taken: the original's
+        /// outcome (its sequence in `original_seq`, its order now), and no second order.
+        Resent = 12, "resent";
     }
 }
 
@@ -66,6 +69,9 @@ wire_enum! {
         TooManyAccounts = 15, "too_many_accounts";
         /// A field combination that no order may have (market post-only, market GTC, empty replace).
         InvalidOrder = 16, "invalid_order";
+        /// A possible resend the engine cannot place safely: it may have taken the original,
+        /// but no longer remembers it (the resend window has moved past the resend floor).
+        ResendUnknown = 17, "resend_unknown";
     }
 }
 
@@ -90,9 +96,10 @@ wire_enum! {
 /// The reason byte of an event, whose meaning depends on the event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// Events other than `rejected` and `cancelled` carry no reason (code 0).
+    /// Events other than `rejected`, `cancelled` and a rejected original's `resent` carry no
+    /// reason (code 0).
     None,
-    /// The reason of a `rejected` event.
+    /// The reason of a `rejected` event, or of a `resent` one whose original was rejected.
     Reject(RejectReason),
     /// The reason of a `cancelled` event.
     Cancel(CancelReason),
@@ -161,6 +168,8 @@ pub struct Event {
     pub maker_client_order_id: u64,
     /// Maker's open quantity after the fill.
     pub maker_remaining: u64,
+    /// For `resent`: the sequence of the original command.
+    pub original_seq: u64,
 }
 
 impl Event {
@@ -185,6 +194,7 @@ impl Event {
             maker_order_id: 0,
             maker_client_order_id: 0,
             maker_remaining: 0,
+            original_seq: 0,
         }
     }
 
@@ -210,7 +220,8 @@ impl Event {
         put_u64(out, 80, self.maker_order_id);
         put_u64(out, 88, self.maker_client_order_id);
         put_u64(out, 96, self.maker_remaining);
-        out[104..128].fill(0);
+        put_u64(out, 104, self.original_seq);
+        out[112..128].fill(0);
     }
 
     /// The 128-byte record.
@@ -244,6 +255,7 @@ impl Event {
             (EventType::Rejected, code) => Reason::Reject(RejectReason::from_code(code)?),
             (EventType::Cancelled, code) => Reason::Cancel(CancelReason::from_code(code)?),
             (_, 0) => Reason::None,
+            (EventType::Resent, code) => Reason::Reject(RejectReason::from_code(code)?),
             (_, value) => {
                 return Err(DecodeError::BadEnum {
                     field: "reason",
@@ -252,7 +264,7 @@ impl Event {
             }
         };
         let command_type = CommandType::from_code(bytes[76])?;
-        if let Some(offset) = first_non_zero(bytes, 77, 80).or(first_non_zero(bytes, 104, 128)) {
+        if let Some(offset) = first_non_zero(bytes, 77, 80).or(first_non_zero(bytes, 112, 128)) {
             return Err(DecodeError::Reserved { offset });
         }
         Ok(Event {
@@ -274,6 +286,7 @@ impl Event {
             maker_order_id: u64_at(bytes, 80),
             maker_client_order_id: u64_at(bytes, 88),
             maker_remaining: u64_at(bytes, 96),
+            original_seq: u64_at(bytes, 104),
         })
     }
 }
@@ -302,6 +315,7 @@ mod tests {
             maker_order_id: 8,
             maker_client_order_id: 0,
             maker_remaining: 1,
+            original_seq: 0,
         }
     }
 
@@ -329,6 +343,22 @@ mod tests {
         assert_eq!(Event::decode(&expected), Ok(fill()));
     }
 
+    /// A `resent` event: the original's sequence at offset 104, its reject reason (if it was
+    /// rejected) in the reason byte.
+    #[test]
+    fn a_resent_event_carries_the_original_sequence_at_offset_104() {
+        let mut event = Event::empty(EventType::Resent, CommandType::Place);
+        event.seq = 40;
+        event.original_seq = 0x0a0b;
+        event.client_order_id = 3;
+        event.reason = Reason::Reject(RejectReason::Halted);
+        let bytes = event.to_bytes();
+        assert_eq!(bytes[1], 12);
+        assert_eq!(bytes[3], 2);
+        assert_eq!(&bytes[104..112], &[0x0b, 0x0a, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Event::decode(&bytes), Ok(event));
+    }
+
     #[test]
     fn reasons_round_trip_by_event_type() {
         for &reason in RejectReason::ALL {
@@ -342,9 +372,18 @@ mod tests {
             event.side = Some(Side::Sell);
             assert_eq!(Event::decode(&event.to_bytes()), Ok(event));
         }
+        for &reason in RejectReason::ALL {
+            let mut event = Event::empty(EventType::Resent, CommandType::Place);
+            event.reason = Reason::Reject(reason);
+            assert_eq!(Event::decode(&event.to_bytes()), Ok(event));
+        }
         for &event_type in EventType::ALL {
             let mut bytes = Event::empty(event_type, CommandType::Place).to_bytes();
-            if matches!(event_type, EventType::Rejected | EventType::Cancelled) {
+            if event_type == EventType::Resent {
+                assert!(Event::decode(&bytes).is_ok());
+                bytes[3] = 0x7f;
+                assert!(Event::decode(&bytes).is_err());
+            } else if matches!(event_type, EventType::Rejected | EventType::Cancelled) {
                 // Reason 0 is not a valid reject or cancel reason.
                 assert!(Event::decode(&bytes).is_err());
             } else {
@@ -368,10 +407,10 @@ mod tests {
             (0, 0, DecodeError::Version(0)),
             (
                 1,
-                12,
+                13,
                 DecodeError::UnknownType {
                     record: "event",
-                    code: 12,
+                    code: 13,
                 },
             ),
             (
@@ -391,6 +430,7 @@ mod tests {
                 },
             ),
             (78, 1, DecodeError::Reserved { offset: 78 }),
+            (112, 1, DecodeError::Reserved { offset: 112 }),
             (127, 1, DecodeError::Reserved { offset: 127 }),
         ];
         for (offset, value, error) in cases {

@@ -370,6 +370,8 @@ pub struct LimitsSection {
     pub accounts_max: u32,
     /// Most instruments.
     pub instruments_max: u32,
+    /// Most places the resend window remembers.
+    pub resends_max: u32,
 }
 
 impl Default for LimitsSection {
@@ -380,6 +382,7 @@ impl Default for LimitsSection {
             orders_max: limits.orders_max,
             accounts_max: limits.accounts_max,
             instruments_max: limits.instruments_max,
+            resends_max: limits.resends_max,
         }
     }
 }
@@ -721,6 +724,7 @@ impl Config {
                 orders_max: self.limits.orders_max,
                 accounts_max: self.limits.accounts_max,
                 instruments_max: self.limits.instruments_max,
+                resends_max: self.limits.resends_max,
             },
         }
     }

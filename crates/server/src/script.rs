@@ -31,6 +31,8 @@ struct JsonCommand {
     qty: Option<u64>,
     post_only: Option<bool>,
     stp: Option<String>,
+    possible_resend: Option<bool>,
+    resend_floor: Option<u64>,
     timestamp_ns: Option<u64>,
 }
 
@@ -38,7 +40,7 @@ impl JsonCommand {
     /// Names of the fields that are present.
     fn present_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 14] = [
             ("account", self.account.is_some()),
             ("instrument", self.instrument.is_some()),
             ("client_order_id", self.client_order_id.is_some()),
@@ -50,6 +52,8 @@ impl JsonCommand {
             ("qty", self.qty.is_some()),
             ("post_only", self.post_only.is_some()),
             ("stp", self.stp.is_some()),
+            ("possible_resend", self.possible_resend.is_some()),
+            ("resend_floor", self.resend_floor.is_some()),
             ("timestamp_ns", self.timestamp_ns.is_some()),
         ];
         for (name, present) in checks {
@@ -74,6 +78,8 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "qty",
             "post_only",
             "stp",
+            "possible_resend",
+            "resend_floor",
             "timestamp_ns",
         ],
         CommandType::Cancel => &[
@@ -203,6 +209,13 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 }
                 OrderKind::Market => 0,
             };
+            match (json.possible_resend, json.resend_floor) {
+                (Some(true), floor) => command = command.as_resend(floor.unwrap_or(0)),
+                (_, Some(_)) => {
+                    return Err("`resend_floor` goes with `\"possible_resend\": true`".into())
+                }
+                _ => {}
+            }
         }
         CommandType::Cancel | CommandType::Replace => {
             command.account = required(json.account, "account", command_type)?;
@@ -255,6 +268,10 @@ pub fn command_to_json(command: &Command) -> String {
             }
             if command.stp != SelfTradePrevention::None {
                 out.str("stp", command.stp.name());
+            }
+            if let Some(floor) = command.resend_floor() {
+                out.raw("possible_resend", "true");
+                out.num("resend_floor", floor);
             }
         }
         CommandType::Cancel | CommandType::Replace => {
@@ -401,6 +418,19 @@ pub fn event_to_json(event: &Event) -> String {
             out.num_nonzero("maker_client_order_id", event.maker_client_order_id);
             out.num("maker_remaining", event.maker_remaining);
         }
+        EventType::Resent => {
+            out.num("instrument", event.instrument);
+            out.num("account", event.account);
+            out.num("original_seq", event.original_seq);
+            out.num_nonzero("order_id", event.order_id);
+            out.num("client_order_id", event.client_order_id);
+            if let Some(side) = event.side {
+                out.str("side", side.name());
+            }
+            out.num("price", event.price);
+            out.num("qty", event.qty);
+            out.num("remaining", event.remaining);
+        }
         EventType::Level => {
             out.num("instrument", event.instrument);
             if let Some(side) = event.side {
@@ -496,6 +526,7 @@ mod tests {
         let lines = [
             r#"{"type":"place","account":7,"instrument":1,"client_order_id":3,"side":"sell","kind":"limit","tif":"fok","price":101,"qty":5,"post_only":true,"stp":"cancel_both","timestamp_ns":9}"#,
             r#"{"type":"place","account":7,"instrument":1,"side":"buy","kind":"market","tif":"ioc","qty":5}"#,
+            r#"{"type":"place","account":7,"instrument":1,"client_order_id":4,"side":"buy","kind":"limit","tif":"gtc","price":100,"qty":5,"possible_resend":true,"resend_floor":12}"#,
             r#"{"type":"cancel","account":7,"order_id":4}"#,
             r#"{"type":"replace","account":7,"client_order_id":3,"price":99}"#,
             r#"{"type":"replace","account":7,"order_id":3,"qty":2}"#,

@@ -319,7 +319,13 @@ fn starting_snapshot(config: &Config, journal_first_seq: u64) -> anyhow::Result<
         if let Ok(engine) = store
             .read(&info)
             .map_err(anyhow::Error::from)
-            .and_then(|snapshot| Ok(Engine::restore(config.matcher(), &snapshot.state)?))
+            .and_then(|snapshot| {
+                Ok(Engine::restore_at(
+                    config.matcher(),
+                    &snapshot.state,
+                    info.seq,
+                )?)
+            })
         {
             return Ok((engine, info.seq + 1));
         }
@@ -350,7 +356,13 @@ pub fn snapshot_verify(config: &Config, out: &mut dyn Write) -> anyhow::Result<b
         let result = store
             .read(&info)
             .map_err(anyhow::Error::from)
-            .and_then(|snapshot| Ok(Engine::restore(config.matcher(), &snapshot.state)?));
+            .and_then(|snapshot| {
+                Ok(Engine::restore_at(
+                    config.matcher(),
+                    &snapshot.state,
+                    info.seq,
+                )?)
+            });
         match result {
             Ok(engine) => writeln!(
                 out,

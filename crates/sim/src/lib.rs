@@ -135,6 +135,7 @@ pub(crate) fn matcher_config() -> MatcherConfig {
             orders_max: 64,
             accounts_max: 8,
             instruments_max: 1,
+            resends_max: 24,
         },
     }
 }

@@ -1,0 +1,139 @@
+//! The resend window: the most recent places that carried a client order id, so that a
+//! client that lost its connection before an ack can send an order again (marked as a
+//! possible resend) and get the original's outcome instead of a second order.
+//!
+//! The window holds the newest `resends_max` such places in sequence order. When it is full
+//! the oldest leaves, and the window remembers the sequence of the newest place that left
+//! (`forgotten_through`). A possible resend carries a floor: the client's highest
+//! acknowledged sequence when it first sent the order, so the original, if the engine took
+//! it, has a sequence above the floor. Looking one up gives:
+//! - [`ResendLookup::Original`]: the newest remembered place of that account and client
+//!   order id lies above the floor; that is the original.
+//! - [`ResendLookup::New`]: none does, and nothing above the floor was forgotten, so the
+//!   engine never took the original; the resend is placed as a new order.
+//! - [`ResendLookup::Unknown`]: none does, but places above the floor were forgotten; the
+//!   engine cannot tell and refuses (`resend_unknown`) rather than risk a second order.
+//!
+//! The window is part of the matcher state: snapshots carry it and the state hash covers it.
+
+use crate::state::StoredResend;
+use crate::table::FixedMap;
+
+/// What the window knows of a possible resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResendLookup {
+    /// The engine took the original: this one.
+    Original(StoredResend),
+    /// The engine never took the original.
+    New,
+    /// The window has forgotten places the original may be among.
+    Unknown,
+}
+
+/// The key of a remembered place.
+#[inline]
+pub(crate) fn resend_key(account: u32, client_order_id: u64) -> u128 {
+    (u128::from(account) << 64) | u128::from(client_order_id)
+}
+
+/// The outcome of a lookup, given the newest remembered place of the key (if any) and what
+/// the window has forgotten. Both window implementations decide with this.
+#[inline]
+pub(crate) fn decide(
+    newest: Option<&StoredResend>,
+    floor: u64,
+    forgotten_through: u64,
+) -> ResendLookup {
+    match newest {
+        Some(resend) if resend.seq > floor => ResendLookup::Original(*resend),
+        _ if forgotten_through > floor => ResendLookup::Unknown,
+        _ => ResendLookup::New,
+    }
+}
+
+/// The fast window: a ring of entries in sequence order, and a map from key to the ring slot
+/// of the key's newest entry. Everything is allocated at construction.
+pub(crate) struct ResendWindow {
+    ring: Box<[StoredResend]>,
+    /// Ring slot of the oldest entry.
+    head: usize,
+    len: usize,
+    by_key: FixedMap<u128>,
+    forgotten_through: u64,
+}
+
+const EMPTY_ENTRY: StoredResend = StoredResend {
+    seq: 0,
+    account: 0,
+    client_order_id: 0,
+    instrument: 0,
+    side: ringmatch_proto::Side::Buy,
+    price: 0,
+    qty: 0,
+    order_id: 0,
+    rejected: None,
+};
+
+impl ResendWindow {
+    /// An empty window for `capacity` (at least 1) entries.
+    pub fn new(capacity: usize) -> ResendWindow {
+        ResendWindow {
+            ring: vec![EMPTY_ENTRY; capacity.max(1)].into_boxed_slice(),
+            head: 0,
+            len: 0,
+            by_key: FixedMap::with_len_max(capacity.max(1)),
+            forgotten_through: 0,
+        }
+    }
+
+    /// What the window knows of a resend of (`account`, `client_order_id`) above `floor`.
+    #[inline]
+    pub fn lookup(&self, account: u32, client_order_id: u64, floor: u64) -> ResendLookup {
+        let newest = self
+            .by_key
+            .get(resend_key(account, client_order_id))
+            .map(|slot| &self.ring[slot as usize]);
+        decide(newest, floor, self.forgotten_through)
+    }
+
+    /// Remembers a place; its sequence is above every remembered one.
+    #[inline]
+    pub fn record(&mut self, resend: StoredResend) {
+        if self.len == self.ring.len() {
+            self.forget_oldest();
+        }
+        let slot = (self.head + self.len) % self.ring.len();
+        self.ring[slot] = resend;
+        self.len += 1;
+        let key = resend_key(resend.account, resend.client_order_id);
+        // The key's older entry stays in the ring (it leaves in turn) but no longer answers.
+        self.by_key.remove(key);
+        self.by_key.insert(key, slot as u32);
+    }
+
+    fn forget_oldest(&mut self) {
+        let oldest = self.ring[self.head];
+        let key = resend_key(oldest.account, oldest.client_order_id);
+        if self.by_key.get(key) == Some(self.head as u32) {
+            self.by_key.remove(key);
+        }
+        self.forgotten_through = oldest.seq;
+        self.head = (self.head + 1) % self.ring.len();
+        self.len -= 1;
+    }
+
+    /// The sequence of the newest place the window has forgotten (0: none).
+    pub fn forgotten_through(&self) -> u64 {
+        self.forgotten_through
+    }
+
+    /// The remembered places, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &StoredResend> {
+        (0..self.len).map(move |index| &self.ring[(self.head + index) % self.ring.len()])
+    }
+
+    /// Sets what a restored state had forgotten.
+    pub fn set_forgotten_through(&mut self, seq: u64) {
+        self.forgotten_through = seq;
+    }
+}
