@@ -35,6 +35,9 @@ pub enum ClientError {
     /// Nothing arrived in time.
     #[error("timed out")]
     Timeout,
+    /// The caller asked for something the client cannot do.
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Login options.
@@ -53,6 +56,7 @@ pub struct Client {
     out: Vec<u8>,
     account: u32,
     session_id: u32,
+    heartbeat_interval: Duration,
 }
 
 const FRAME_SIZE_MAX_BYTES: usize = 1 << 16;
@@ -74,6 +78,7 @@ impl Client {
             out: Vec::with_capacity(4096),
             account,
             session_id: 0,
+            heartbeat_interval: Duration::from_secs(1),
         };
         client.send_frame(&Frame::Login {
             version: PROTOCOL_VERSION,
@@ -86,8 +91,13 @@ impl Client {
             token: token.to_vec(),
         })?;
         match client.recv(Duration::from_secs(10))? {
-            Some(Frame::LoginAccepted { session_id, .. }) => {
+            Some(Frame::LoginAccepted {
+                session_id,
+                heartbeat_interval_ms,
+                ..
+            }) => {
                 client.session_id = session_id;
+                client.heartbeat_interval = Duration::from_millis(u64::from(heartbeat_interval_ms));
                 Ok(client)
             }
             Some(Frame::Error { code, text }) => Err(ClientError::Server { code, text }),
@@ -104,6 +114,16 @@ impl Client {
     /// The server's id for this session.
     pub fn session_id(&self) -> u32 {
         self.session_id
+    }
+
+    /// The heartbeat interval the server gave at login: send something at least this often.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// The server's address.
+    pub fn peer_address(&self) -> Result<String, ClientError> {
+        Ok(self.stream.peer_addr()?.to_string())
     }
 
     /// Sends one frame.

@@ -1,6 +1,7 @@
 //! TCP order entry for ringmatch: the session protocol (`docs/order-entry-protocol.md`), the
 //! gateway server that puts sessions' commands on the input ring, the Responder stage that
-//! routes events back to sessions, and the blocking client library.
+//! routes events back to sessions, and the blocking client library (with a session that
+//! reconnects and resends across a failover).
 //!
 //! The gateway runs on its own tokio runtime thread; engine threads never run async code.
 //! Sessions log in with an account and a token (stored only as salted SHA-256 hashes), act only
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod failover;
 pub mod output;
 pub mod protocol;
 pub mod responder;
@@ -19,6 +21,7 @@ pub mod server;
 
 pub use auth::{hash_token, Credential};
 pub use client::{Client, ClientError, LoginOptions};
+pub use failover::{FailoverClient, FailoverOptions};
 pub use output::SessionOutput;
 pub use protocol::{decode_frame, encode_frame, Decoded, ErrorCode, Frame, FrameError};
 pub use responder::{responder, Registration, Responder};

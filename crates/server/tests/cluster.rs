@@ -1,10 +1,11 @@
 //! A three-node cluster of real `ringmatch serve` processes on loopback, under order-entry
 //! load; kill -9 of the leader at random moments, many times, each killed node started again
-//! (as its supervisor would). The load follows the leader: a follower's order-entry port
-//! answers `not_leader` with the leader's address. After each failover the new leader must
-//! take orders; at the end, stopped cleanly, every node's journal is the same, every
-//! acknowledged command is in it exactly once under its acknowledged sequence, and the final
-//! leader's events file equals a clean replay of the journal.
+//! (as its supervisor would). The load is one client (`FailoverClient`) that follows the
+//! leader (a follower's order-entry port answers `not_leader` with the leader's address) and
+//! resends what was not acknowledged as possible resends. At the end, stopped cleanly, every
+//! node's journal is the same, every acknowledged command is in it under its acknowledged
+//! sequence, every order was accepted exactly once (a resend the cluster had taken got the
+//! original's outcome), and the final leader's events file equals a clean replay.
 //!
 //! A second test puts a TCP proxy on every replication link and cuts, slows and flaps them:
 //! a leader cut off from both followers stops (exit status 3) and acknowledges nothing more,
@@ -17,7 +18,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,34 +45,63 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     for member in members.iter_mut() {
         member.start();
     }
-    let next_client_order_id = Arc::new(AtomicU64::new(1));
-    let mut acks: Vec<(u64, u64)> = Vec::new();
+    leader(&members);
+    // One client through every failover: it reconnects to the new leader and resends what
+    // was not acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks_count = Arc::new(AtomicU64::new(0));
+    let load = {
+        let addresses = members
+            .iter()
+            .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
+            .collect();
+        let (stop, acks_count) = (Arc::clone(&stop), Arc::clone(&acks_count));
+        std::thread::spawn(move || {
+            support::resending_load(addresses, ACCOUNT, TOKEN, &acks_count, &stop)
+        })
+    };
     let mut failovers = Vec::new();
     for round in 0..rounds {
         let at = leader(&members);
-        let load =
-            support::cluster::spawn_load(members[at].order_entry_port, &next_client_order_id);
+        // Every new leader takes orders before it is killed in turn.
+        let acks_before = acks_count.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acks_count.load(Ordering::Relaxed) == acks_before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the leader acknowledged nothing:\n{}",
+                members[at].log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(100 + next_random() % 500));
         members[at].kill9();
         let killed_at = Instant::now();
-        let round_acks = load.join().unwrap();
-        assert!(
-            !round_acks.is_empty() || round > 0,
-            "round {round}: the leader acknowledged nothing:\n{}",
-            members[at].log_text()
-        );
-        acks.extend(round_acks);
         let next = leader(&members);
         failovers.push(killed_at.elapsed());
         assert_ne!(next, at, "round {round}");
         members[at].start();
     }
-    let (_, text) = stop_and_check(&mut members, &acks);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+    let (at, text) = stop_and_check(&mut members, &report.acks);
+    let events = stdout(&members[at].tool(&["events", "dump"]));
+    let resent_count = support::check_each_order_once(&events, ACCOUNT, &report.acked);
+    assert!(
+        report.reconnects_count >= rounds,
+        "{} reconnects over {rounds} failovers",
+        report.reconnects_count
+    );
+    assert!(report.resends_count > 0, "nothing was resent");
     failovers.sort();
     eprintln!(
-        "cluster test: {} acks checked over {rounds} failovers; kill -9 to a new leader taking \
-         orders: median {:?}, max {:?}; journal {}",
-        acks.len(),
+        "cluster test: {} acks checked over {rounds} failovers ({} reconnects, {} resends, \
+         {resent_count} answered with the original's outcome); kill -9 to a new leader: \
+         median {:?}, max {:?}; journal {}",
+        report.acks.len(),
+        report.reconnects_count,
+        report.resends_count,
         failovers[failovers.len() / 2],
         failovers[failovers.len() - 1],
         field(&text, "journal")
@@ -167,7 +197,11 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
                 command["account"].as_u64().unwrap(),
                 command["client_order_id"].as_u64().unwrap_or(0),
             );
-            assert!(orders.insert(key), "{key:?} is journaled twice");
+            // A client may send a place again, marked as a possible resend; a place is
+            // journaled once as sent first.
+            if command["possible_resend"] != true {
+                assert!(orders.insert(key), "{key:?} is journaled twice");
+            }
             journal.insert(record["seq"].as_u64().unwrap(), key);
         }
     }

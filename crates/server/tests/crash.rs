@@ -178,3 +178,70 @@ fn kill_9_under_load_loses_and_doubles_nothing() {
     );
     eprintln!("crash test: {text}");
 }
+
+/// kill -9 of a single node under a client that reconnects and resends
+/// (`ringmatch_gateway::FailoverClient`): the node restarts on the same port, the client
+/// resends what it was not acknowledged as possible resends, and at the end every order was
+/// accepted exactly once: a resend the engine had taken got `resent` with the original's
+/// sequence, never a second order.
+#[test]
+fn kill_9_under_a_resending_client_places_every_order_exactly_once() {
+    let rounds = support::count_from_env("RINGMATCH_CRASH_ROUNDS", 20).min(8);
+    let seed = support::seed_from_env();
+    eprintln!("resend test: {rounds} rounds, RINGMATCH_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let port = support::cluster::free_port();
+    let setup = Setup::new(&format!(
+        "[gateway]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
+         [[gateway.logins]]\naccount = {ACCOUNT}\ntoken_hash = \"{}\"\n",
+        hash_token(b"crash-salt", b"crash-token")
+    ));
+    let mut server = setup.start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            support::resending_load(
+                vec![format!("127.0.0.1:{port}")],
+                ACCOUNT,
+                b"crash-token",
+                &AtomicU64::new(0),
+                &stop,
+            )
+        })
+    };
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 400));
+        server.kill9();
+        server = setup.start(&[]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+    assert_eq!(server.terminate(), Some(0));
+    let output = setup.tool(&["journal", "verify"]);
+    let text = stdout(&output);
+    assert!(text.contains("equal to a clean replay"), "{text}");
+    let next_seq: u64 = field(&text, "journal")
+        .split("..")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    check_gateway_acks(&setup, rounds, &report.acks, next_seq);
+    let events = stdout(&setup.tool(&["events", "dump"]));
+    let resent_count = support::check_each_order_once(&events, ACCOUNT, &report.acked);
+    assert!(
+        report.reconnects_count >= rounds,
+        "{} reconnects over {rounds} kills",
+        report.reconnects_count
+    );
+    assert!(report.resends_count > 0, "nothing was resent");
+    eprintln!(
+        "resend test: {} orders, {} reconnects, {} resends, {resent_count} answered with the \
+         original's outcome",
+        report.acked.len(),
+        report.reconnects_count,
+        report.resends_count
+    );
+}

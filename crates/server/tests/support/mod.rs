@@ -350,3 +350,127 @@ pub fn gateway_load_until(
     }
     acks
 }
+
+/// What a [`resending_load`] sent and was told.
+#[derive(Debug, Default)]
+pub struct ResendingReport {
+    /// Client order ids of every place the engine took (acknowledged, first send or resend).
+    pub acked: Vec<u64>,
+    /// Every (sequence, client order id) acknowledged.
+    pub acks: Vec<(u64, u64)>,
+    /// New sessions after a lost one.
+    pub reconnects_count: u64,
+    /// Places sent again as possible resends.
+    pub resends_count: u64,
+}
+
+/// Limit orders through a [`ringmatch_gateway::FailoverClient`] over `addresses`, 50 in flight
+/// at a time, until `stop` is set; then it waits until every place is answered. The client
+/// reconnects through kills and failovers and resends what was not acknowledged. Client
+/// order ids are unique over the whole test; `acks_count` counts the acks as they come.
+pub fn resending_load(
+    addresses: Vec<String>,
+    account: u32,
+    token: &[u8],
+    acks_count: &AtomicU64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> ResendingReport {
+    let next_client_order_id = AtomicU64::new(1);
+    let mut options = ringmatch_gateway::FailoverOptions::new(addresses, account, token);
+    options.reconnect_for = Duration::from_secs(60);
+    let mut client = ringmatch_gateway::FailoverClient::connect(options).expect("a first session");
+    let mut report = ResendingReport::default();
+    let answer = |frame: Frame, report: &mut ResendingReport| {
+        if let Frame::Ack {
+            client_order_id,
+            seq,
+        } = frame
+        {
+            report.acks.push((seq, client_order_id));
+            report.acked.push(client_order_id);
+            acks_count.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
+        for client_order_id in first..first + 50 {
+            let side = if client_order_id % 2 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let mut command = ringmatch_proto::Command::limit(account, 1, side, 100, 1);
+            command.client_order_id = client_order_id;
+            client.send(&command).expect("the client reconnects");
+        }
+        while client.in_flight_count() > 25 {
+            if let Some(frame) = client
+                .recv(Duration::from_secs(1))
+                .expect("the client reconnects")
+            {
+                answer(frame, &mut report);
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while client.in_flight_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} places never answered",
+            client.in_flight_count()
+        );
+        if let Some(frame) = client
+            .recv(Duration::from_secs(1))
+            .expect("the client reconnects")
+        {
+            answer(frame, &mut report);
+        }
+    }
+    report.reconnects_count = client.reconnects_count();
+    report.resends_count = client.resends_count();
+    report
+}
+
+/// "Never a second order", read from an events dump (`ringmatch events dump`): every client
+/// order id of `account` is accepted at most once, each of `acked` exactly once, no resend was
+/// refused as unknown, and every `resent` event names the sequence where its order was
+/// accepted. Returns the number of `resent` events.
+pub fn check_each_order_once(events_dump: &str, account: u32, acked: &[u64]) -> usize {
+    let mut accepted_at: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut resent = Vec::new();
+    for line in events_dump.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["account"].as_u64() != Some(u64::from(account)) {
+            continue;
+        }
+        let client_order_id = event["client_order_id"].as_u64().unwrap_or(0);
+        let seq = event["seq"].as_u64().unwrap();
+        match event["type"].as_str().unwrap() {
+            "accepted" => {
+                if let Some(first) = accepted_at.insert(client_order_id, seq) {
+                    panic!(
+                        "client order id {client_order_id} was accepted twice: at sequence \
+                         {first} and at {seq}"
+                    );
+                }
+            }
+            "rejected" => assert_ne!(event["reason"], "resend_unknown", "{line}"),
+            "resent" => resent.push((client_order_id, event["original_seq"].as_u64().unwrap())),
+            _ => {}
+        }
+    }
+    for client_order_id in acked {
+        assert!(
+            accepted_at.contains_key(client_order_id),
+            "client order id {client_order_id} was acknowledged but never accepted"
+        );
+    }
+    for (client_order_id, original_seq) in &resent {
+        assert_eq!(
+            accepted_at.get(client_order_id),
+            Some(original_seq),
+            "the resend of client order id {client_order_id} names sequence {original_seq}"
+        );
+    }
+    resent.len()
+}
