@@ -5,7 +5,7 @@
 # Usage:
 #   scripts/sim.sh --seeds N [--first S]   run N seeds (from S, default 0)
 #   scripts/sim.sh --seed S                replay one seed and print what it did
-#   ... --revert ack-at-submit|unsynced-snapshots   turn a fix off, to see the checkers find it
+#   ... --revert ack-at-submit|unsynced-snapshots|resend-as-new   turn a fix off, to see the checkers find it
 #   ... --page-reorder   unsynced journal sectors survive a power loss in any order (a known gap)
 #   scripts/sim.sh --cluster --seeds N | --seed S   the three-node cluster simulator
 #   ... --cluster --revert ack-at-propose|ack-by-index|forget-vote|unsynced-journal

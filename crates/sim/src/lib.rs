@@ -9,14 +9,19 @@
 //! 2. the output (the events file) equals a clean replay of the journal: no gap, no double,
 //!    complete (start-up always completes it);
 //! 3. the recovered state hash equals the clean replay's;
-//! 4. no session ever saw an event of its own command before that command's ack.
+//! 4. no session ever saw an event of its own command before that command's ack;
+//! 5. no order was placed twice: after a crash the sessions resend, as possible resends, the
+//!    places they were not acknowledged (as `FailoverClient` does), and the engine must
+//!    answer one it had taken with that place's outcome (`resent`, naming its sequence).
 //!
 //! A failure names the seed, and `scripts/sim.sh --seed S` replays it exactly. Two switches
 //! revert, inside the simulator's own ports, the fixes that made acknowledgements durable
 //! ([`Revert::AckAtSubmit`]: the ack leaves when the command enters the input ring, as the
 //! gateway's protocol version 1 did) and that keep the events file from being left with a gap
 //! ([`Revert::UnsyncedSnapshots`]: snapshots without the events-file sync and the events
-//! mark); the tests show that each makes named seeds fail.
+//! mark); the tests show that each makes named seeds fail. A third,
+//! [`Revert::ResendAsNew`], has the sessions resend without the possible-resend mark, and
+//! checker 5 finds orders placed twice.
 //!
 //! It knows nothing of threads, sockets or Kafka: the ring runtime, the gateway's sockets and
 //! the Kafka publisher are outside what it drives. The journal is modelled at the level of
@@ -37,7 +42,7 @@ use ringmatch_pipeline::stages::{
     SnapshotWriter, Written,
 };
 use ringmatch_pipeline::{recover_from, InputSlot, MarketData, Metrics, OutputSink, OutputSlot};
-use ringmatch_proto::{Command, CommandType, Event, OrderKind, Side, TimeInForce};
+use ringmatch_proto::{Command, CommandType, Event, EventType, OrderKind, Side, TimeInForce};
 
 use crate::rng::Rng;
 use crate::storage::{
@@ -54,6 +59,9 @@ pub enum Revert {
     /// The snapshot writer does not sync the events file and snapshots record no events
     /// mark, so start-up trusts every snapshot.
     UnsyncedSnapshots,
+    /// Sessions resend unacknowledged places after a crash as plain places, without the
+    /// possible-resend mark.
+    ResendAsNew,
 }
 
 impl Revert {
@@ -62,14 +70,19 @@ impl Revert {
         match self {
             Revert::AckAtSubmit => "ack-at-submit",
             Revert::UnsyncedSnapshots => "unsynced-snapshots",
+            Revert::ResendAsNew => "resend-as-new",
         }
     }
 
     /// The switch named `name`.
     pub fn from_name(name: &str) -> Option<Revert> {
-        [Revert::AckAtSubmit, Revert::UnsyncedSnapshots]
-            .into_iter()
-            .find(|revert| revert.name() == name)
+        [
+            Revert::AckAtSubmit,
+            Revert::UnsyncedSnapshots,
+            Revert::ResendAsNew,
+        ]
+        .into_iter()
+        .find(|revert| revert.name() == name)
     }
 }
 
@@ -94,6 +107,10 @@ pub struct Summary {
     pub faults_count: u64,
     /// Crashes during start-up.
     pub crashes_during_recovery_count: u64,
+    /// Places the sessions sent again, as possible resends, after a crash.
+    pub resends_count: u64,
+    /// Of which the engine had taken the original (answered `resent`).
+    pub resent_count: u64,
 }
 
 /// A run that broke a checker (or panicked).
@@ -185,6 +202,12 @@ struct Client {
     acked: BTreeMap<u64, u64>,
     /// Client order ids of its orders that may still rest, for cancels.
     live: Vec<u64>,
+    /// The highest sequence acknowledged to this session.
+    highest_acked_seq: u64,
+    /// Resend floors of the places not yet acknowledged, by client order id.
+    floors: HashMap<u64, u64>,
+    /// Places to send again once the engine is back, in the order first sent.
+    to_resend: VecDeque<Command>,
 }
 
 /// What the sessions saw, shared by the simulated router (owned by the Responder) and the
@@ -216,8 +239,12 @@ impl Sessions {
             return;
         };
         client.acked.insert(seq, client_order_id);
-        if command.command_type == CommandType::Place && command.kind == OrderKind::Limit {
-            client.live.push(client_order_id);
+        client.highest_acked_seq = client.highest_acked_seq.max(seq);
+        if command.command_type == CommandType::Place {
+            client.floors.remove(&client_order_id);
+            if command.kind == OrderKind::Limit && !client.live.contains(&client_order_id) {
+                client.live.push(client_order_id);
+            }
         }
         if let Some(previous) = self.acks.insert(seq, command) {
             self.violation.get_or_insert(format!(
@@ -434,6 +461,12 @@ impl World {
         }
         drop((journal, sink));
         self.check_disk(None, true)?;
+        self.summary.resent_count = self
+            .clean_replay()
+            .0
+            .iter()
+            .filter(|event| event.event_type == EventType::Resent)
+            .count() as u64;
         self.summary.steps_count = self.step;
         self.summary.acks_count = lock(&self.sessions).acks_count;
         self.summary.commands_count = lock(&self.journal).records().len() as u64;
@@ -531,8 +564,25 @@ impl World {
         {
             let mut sessions = lock(&self.sessions);
             sessions.connected = false;
+            let as_new = self.revert == Some(Revert::ResendAsNew);
             for client in sessions.clients.values_mut() {
-                client.pending.clear();
+                // Unanswered places are sent again (in the order first sent: client order ids
+                // grow); anything else unanswered may or may not have been taken.
+                let mut places: Vec<Command> = client
+                    .pending
+                    .drain()
+                    .map(|(_, command)| command)
+                    .filter(|command| command.command_type == CommandType::Place)
+                    .collect();
+                places.sort_by_key(|command| command.client_order_id);
+                for place in places {
+                    let floor = client.floors[&place.client_order_id];
+                    client.to_resend.push_back(if as_new {
+                        place
+                    } else {
+                        place.as_resend(floor)
+                    });
+                }
             }
         }
         lock(&self.journal).crash(crash, &mut self.rng, self.options.page_reorder);
@@ -626,7 +676,10 @@ impl World {
         let count = self.rng.between(1, 8);
         for _ in 0..count {
             let in_flight = node.input.len() - node.matched_count;
-            let command = self.draw_command(session);
+            let command = match self.next_resend(session) {
+                Some(resend) => resend,
+                None => self.draw_command(session),
+            };
             if in_flight >= INPUT_RING_SLOTS_COUNT {
                 // `busy`: the command was not taken; the client forgets it.
                 if session != 0 {
@@ -644,6 +697,16 @@ impl World {
                 sessions.record_ack(session, command.client_order_id, seq);
             }
         }
+    }
+
+    /// The session's next place to send again after a crash, if any, taken as in flight.
+    fn next_resend(&mut self, session: u32) -> Option<Command> {
+        let mut sessions = lock(&self.sessions);
+        let client = sessions.clients.get_mut(&session)?;
+        let resend = client.to_resend.pop_front()?;
+        client.pending.insert(resend.client_order_id, resend);
+        self.summary.resends_count += 1;
+        Some(resend)
     }
 
     fn draw_command(&mut self, session: u32) -> Command {
@@ -696,6 +759,11 @@ impl World {
         command.client_order_id = client_order_id;
         command.timestamp_ns = timestamp_ns;
         client.pending.insert(client_order_id, command);
+        if command.command_type == CommandType::Place {
+            client
+                .floors
+                .insert(client_order_id, client.highest_acked_seq);
+        }
         command
     }
 
@@ -938,12 +1006,54 @@ impl World {
                 expected.len()
             )));
         }
+        self.check_orders_once(&records, &expected)?;
         if let Some(hash) = recovered_hash {
             if hash != clean_hash {
                 return Err(self.fail(format!(
                     "the recovered state hash {hash:#018x} differs from a clean replay's \
                      {clean_hash:#018x}"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checker 5: no (account, client order id) accepted twice (the sessions never reuse a
+    /// client order id for a new place), and every `resent` names a journaled place of the
+    /// same order.
+    fn check_orders_once(
+        &self,
+        records: &[ringmatch_journal::JournalRecord],
+        events: &[Event],
+    ) -> Result<(), Failure> {
+        let mut accepted_at = HashMap::new();
+        for event in events {
+            let key = (event.account, event.client_order_id);
+            match event.event_type {
+                EventType::Accepted => {
+                    if let Some(first) = accepted_at.insert(key, event.seq) {
+                        return Err(self.fail(format!(
+                            "client order id {} of account {} was placed twice: accepted at \
+                             sequence {first} and again at {}",
+                            key.1, key.0, event.seq
+                        )));
+                    }
+                }
+                EventType::Resent => {
+                    let original = records
+                        .get((event.original_seq.max(1) - 1) as usize)
+                        .map(|record| record.command);
+                    if !original.is_some_and(|command| {
+                        command.command_type == CommandType::Place
+                            && (command.account, command.client_order_id) == key
+                    }) {
+                        return Err(self.fail(format!(
+                            "the resend at sequence {} names sequence {}, which holds {original:?}",
+                            event.seq, event.original_seq
+                        )));
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! `ringmatch-sim`: runs seeds of the simulator. `--seeds N` runs seeds 0..N (or from
 //! `--first S`), `--seed S` replays one and prints what it did, `--revert NAME` turns a fix
-//! off (`ack-at-submit`, `unsynced-snapshots`), `--cluster` runs the three-node cluster
+//! off (`ack-at-submit`, `unsynced-snapshots`, `resend-as-new`), `--cluster` runs the three-node cluster
 //! simulator instead. A failure prints the command that replays it; the exit status is 1 if
 //! any seed failed.
 
@@ -12,7 +12,7 @@ use ringmatch_sim::{run_seed_with, Failure, Options, Revert};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots] [--page-reorder]\n       ringmatch-sim --cluster (--seeds N [--first S] | --seed S) [--revert ack-at-propose|ack-by-index|forget-vote|unsynced-journal]"
+        "usage: ringmatch-sim (--seeds N [--first S] | --seed S) [--revert ack-at-submit|unsynced-snapshots|resend-as-new] [--page-reorder]\n       ringmatch-sim --cluster (--seeds N [--first S] | --seed S) [--revert ack-at-propose|ack-by-index|forget-vote|unsynced-journal]"
     );
     ExitCode::from(2)
 }
