@@ -969,6 +969,36 @@ impl Journal {
         Ok(())
     }
 
+    /// Empties the journal and restarts it at `next_seq`, durably: every segment file is
+    /// removed (newest first, then the directory synced) and a new one that starts at
+    /// `next_seq` is made. A cluster follower does this when it installs its leader's
+    /// snapshot of the state after `next_seq - 1`, since what it held may disagree with the
+    /// leader's log. A crash part way leaves the journal empty, or holding only what it held
+    /// (the caller records that the reset is pending, and does it again).
+    pub fn reset_to(&mut self, next_seq: u64) -> Result<(), JournalError> {
+        assert!(next_seq >= 1, "sequences start at 1");
+        if let Some(standby) = self.standby.take() {
+            if let Ok(Ok(path)) = standby.ready.recv() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        for (_, path) in list_segments(&self.config.dir)?.iter().rev() {
+            std::fs::remove_file(path).map_err(|source| JournalError::io(path, source))?;
+        }
+        sync_dir(&self.config.dir)?;
+        let next = Self::create_segment(&self.config, next_seq)?;
+        let done = std::mem::replace(&mut self.segment, next);
+        self.prefaulter.retire(done);
+        self.prefaulter.keep_ahead(&mut self.segment);
+        self.next_seq = next_seq;
+        self.first_seq = next_seq;
+        self.stats.next_seq.store(next_seq, Ordering::Relaxed);
+        self.stats
+            .durable_seq
+            .store(next_seq - 1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Removes (or moves to `archive`) every segment whose records all come before `seq`.
     /// The active segment is never removed. Returns the segments removed or moved.
     pub fn retain_from(

@@ -159,10 +159,31 @@ impl SnapshotStore {
         state: &[u8],
     ) -> Result<SnapshotInfo, SnapshotError> {
         let path = self.dir.join(file_name(seq));
-        let temp = self.dir.join(format!("{}.tmp", file_name(seq)));
         let bytes = encode_snapshot(seq, last_event, state).map_err(|source| io(&path, source))?;
+        self.write_file(seq, &bytes)
+    }
+
+    /// Stores a whole snapshot file made elsewhere (a cluster leader's, sent to a follower
+    /// that is behind), after checking it is a valid snapshot of the state after `seq`;
+    /// drops snapshots beyond `keep_count`.
+    pub fn install(&self, seq: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+        decode_snapshot(seq, bytes).map_err(|problem| SnapshotError::Invalid {
+            path: self.dir.join(file_name(seq)),
+            problem,
+        })?;
+        self.write_file(seq, bytes)
+    }
+
+    /// The bytes of one snapshot file, unchecked (they are checked where they are read).
+    pub fn read_bytes(&self, info: &SnapshotInfo) -> Result<Vec<u8>, SnapshotError> {
+        std::fs::read(&info.path).map_err(|source| io(&info.path, source))
+    }
+
+    fn write_file(&self, seq: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+        let path = self.dir.join(file_name(seq));
+        let temp = self.dir.join(format!("{}.tmp", file_name(seq)));
         let mut file = std::fs::File::create(&temp).map_err(|source| io(&temp, source))?;
-        file.write_all(&bytes)
+        file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(|source| io(&temp, source))?;
         drop(file);

@@ -26,11 +26,11 @@ use std::path::PathBuf;
 
 pub use frame::{decode_frame, encode_frame, Decoded, FrameError, Route};
 pub use hard_state::{HardState, HardStateFile, HardStatePort, Owner};
-pub use log::{LogPort, LogStore, TermRuns};
+pub use log::{LogPort, LogStore, SnapshotPort, TermRuns};
 pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Role};
 pub use proposals::{Outcome, Proposals};
 pub use raft::eraftpb::{Entry, Message, MessageType};
-pub use replica::{CommitHook, Replica, WaitError};
+pub use replica::{CommitHook, Compactor, Replica, WaitError};
 pub use replicated::{CommitLink, OnDeposed, ReplicatedJournal};
 pub use transport::{PeerAddress, Transport, TransportStats};
 
@@ -84,6 +84,9 @@ pub enum ReplicationError {
     /// Something this build does not do yet.
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A snapshot could not be read, checked or stored.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// raft-rs failed.
     #[error("raft: {0}")]
     Raft(raft::Error),

@@ -7,6 +7,8 @@
 //! Membership is static (the `[cluster]` configuration): a configuration-change entry is
 //! refused, never journaled.
 
+use std::path::Path;
+
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState as RaftHardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -17,16 +19,59 @@ use ringmatch_proto::{Command, CommandType, COMMAND_SIZE_BYTES};
 use crate::hard_state::{HardState, HardStatePort};
 use crate::ReplicationError;
 
-/// The journal as a Raft log: a [`JournalPort`] whose uncommitted tail can be cut.
+/// The journal as a Raft log: a [`JournalPort`] whose uncommitted tail can be cut, that can
+/// restart empty after a snapshot, and whose old records can be dropped.
 pub trait LogPort: JournalPort {
     /// Removes every record from `seq` on, durably (a crash never brings them back): a
     /// follower's uncommitted tail that the leader has overridden.
     fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError>;
+    /// Removes every record and restarts the log at `next_seq`, durably (a snapshot of the
+    /// state after `next_seq - 1` replaces what the log held).
+    fn reset_to(&mut self, next_seq: u64) -> Result<(), JournalError>;
+    /// Drops records before `seq` where the storage allows (whole segments), removing them
+    /// or moving them to `archive`.
+    fn retain_from(&mut self, seq: u64, archive: Option<&Path>) -> Result<(), JournalError>;
 }
 
 impl LogPort for ringmatch_journal::Journal {
     fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError> {
         ringmatch_journal::Journal::truncate_from(self, seq)
+    }
+
+    fn reset_to(&mut self, next_seq: u64) -> Result<(), JournalError> {
+        ringmatch_journal::Journal::reset_to(self, next_seq)
+    }
+
+    fn retain_from(&mut self, seq: u64, archive: Option<&Path>) -> Result<(), JournalError> {
+        ringmatch_journal::Journal::retain_from(self, seq, archive).map(|_| ())
+    }
+}
+
+/// Where a node finds the snapshot it sends a follower that is behind its log start, and
+/// keeps the one its leader sends it. A snapshot travels as the bytes of its file
+/// (`docs/snapshot-format.md`).
+pub trait SnapshotPort: Send + 'static {
+    /// The newest snapshot: the sequence it is the state after, and the file's bytes.
+    fn newest(&self) -> Result<Option<(u64, Vec<u8>)>, ReplicationError>;
+    /// Checks and stores, durably, a snapshot file of the state after `seq`.
+    fn install(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ReplicationError>;
+}
+
+impl SnapshotPort for ringmatch_journal::SnapshotStore {
+    fn newest(&self) -> Result<Option<(u64, Vec<u8>)>, ReplicationError> {
+        let snapshot_error =
+            |error: ringmatch_journal::SnapshotError| ReplicationError::Snapshot(error.to_string());
+        let Some(info) = self.list().map_err(snapshot_error)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let bytes = self.read_bytes(&info).map_err(snapshot_error)?;
+        Ok(Some((info.seq, bytes)))
+    }
+
+    fn install(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ReplicationError> {
+        ringmatch_journal::SnapshotStore::install(self, seq, bytes)
+            .map(|_| ())
+            .map_err(|error| ReplicationError::Snapshot(error.to_string()))
     }
 }
 
@@ -132,7 +177,9 @@ impl TermRuns {
 }
 
 /// The Raft log over the journal, with the hard state beside it: what `raft::RawNode` reads
-/// as its storage.
+/// as its storage. The log starts after the hard state's `log_start` (0 for a journal that
+/// holds it from index 1): entries up to there are covered by a snapshot, and the journal
+/// may still hold some of them (retention drops whole segments).
 pub struct LogStore<L: LogPort, H: HardStatePort> {
     log: L,
     hard_state_port: H,
@@ -143,27 +190,47 @@ pub struct LogStore<L: LogPort, H: HardStatePort> {
     commit_stored_every: u64,
     conf_state: ConfState,
     terms: TermRuns,
+    snapshots: Option<Box<dyn SnapshotPort>>,
 }
 
 impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
     /// The log over `log`, whose records must be a cluster's (a journal written by one node
     /// alone, whose first record is not a term record, is refused), with the hard state of
-    /// `hard_state_port` and the static membership `conf_state`.
+    /// `hard_state_port`, the static membership `conf_state`, and the snapshots a follower
+    /// behind the log start is sent (`None`: never). A snapshot install that a crash
+    /// interrupted is finished here.
     pub fn open(
-        log: L,
-        hard_state_port: H,
+        mut log: L,
+        mut hard_state_port: H,
         conf_state: ConfState,
         commit_stored_every: u64,
+        snapshots: Option<Box<dyn SnapshotPort>>,
     ) -> Result<LogStore<L, H>, ReplicationError> {
-        if log.first_seq() != 1 {
-            return Err(ReplicationError::Unsupported(format!(
-                "the journal starts at sequence {}: a cluster node's journal must start at 1 \
-                 (catch-up by snapshot is not built yet)",
-                log.first_seq()
+        let mut hard_state = hard_state_port.load()?.unwrap_or_default();
+        if hard_state.log_reset_pending {
+            log.reset_to(hard_state.log_start + 1)
+                .map_err(ReplicationError::Journal)?;
+            hard_state.log_reset_pending = false;
+            hard_state_port.store(&hard_state)?;
+        }
+        let first_index = hard_state.log_start + 1;
+        if log.first_seq() > first_index || log.next_seq() < first_index {
+            return Err(ReplicationError::BadLog(format!(
+                "the journal holds sequences {}..{}, but the Raft log starts at {first_index} \
+                 (the snapshot before it is of sequence {})",
+                log.first_seq(),
+                log.next_seq(),
+                hard_state.log_start
             )));
         }
         let mut terms = TermRuns::default();
-        for record in log.records_from(1).map_err(ReplicationError::Journal)? {
+        if hard_state.log_start > 0 {
+            terms.open(hard_state.log_start, hard_state.log_start_term);
+        }
+        for record in log
+            .records_from(first_index)
+            .map_err(ReplicationError::Journal)?
+        {
             let record = record.map_err(ReplicationError::Journal)?;
             match record.command.term_opened() {
                 Some(term) if term > terms.last_term() => terms.open(record.seq, term),
@@ -184,7 +251,6 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
                 None => {}
             }
         }
-        let hard_state = hard_state_port.load()?.unwrap_or_default();
         let last_index = log.next_seq() - 1;
         if hard_state.commit > last_index {
             return Err(ReplicationError::BadLog(format!(
@@ -200,7 +266,78 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
             hard_state,
             conf_state,
             terms,
+            snapshots,
         })
+    }
+
+    /// The first index of the Raft log (the journal may hold earlier records).
+    pub fn first_index(&self) -> u64 {
+        self.hard_state.log_start + 1
+    }
+
+    /// Replaces the log with the leader's snapshot of the state after `index` (of `term`):
+    /// the snapshot file is stored first, then the hard state says the log starts after
+    /// `index` with the journal's reset pending, then the journal restarts empty at
+    /// `index + 1`, then the hard state is stored again without the flag. A crash anywhere
+    /// leaves a node that opens (the reset is finished at open) and never a log that
+    /// disagrees with the leader's.
+    pub fn install_snapshot(
+        &mut self,
+        index: u64,
+        term: u64,
+        bytes: &[u8],
+    ) -> Result<(), ReplicationError> {
+        let Some(snapshots) = self.snapshots.as_mut() else {
+            return Err(ReplicationError::Unsupported(
+                "a snapshot from the leader, on a node without a snapshot store".into(),
+            ));
+        };
+        snapshots.install(index, bytes)?;
+        let mut state = HardState {
+            commit: self.hard_state.commit.max(index),
+            log_start: index,
+            log_start_term: term,
+            log_reset_pending: true,
+            ..self.hard_state
+        };
+        self.hard_state_port.store(&state)?;
+        self.log
+            .reset_to(index + 1)
+            .map_err(ReplicationError::Journal)?;
+        state.log_reset_pending = false;
+        self.hard_state_port.store(&state)?;
+        self.hard_state = state;
+        self.stored_commit = state.commit;
+        self.terms = TermRuns::default();
+        self.terms.open(index, term);
+        Ok(())
+    }
+
+    /// Moves the log start to `index` (a snapshot of the state after it is stored and the
+    /// index is committed) and drops the journal's whole segments before it, removing them
+    /// or moving them to `archive`. The hard state names the new start before anything is
+    /// dropped. Nothing happens for an index at or before the current start.
+    pub fn compact(&mut self, index: u64, archive: Option<&Path>) -> Result<(), ReplicationError> {
+        if index <= self.hard_state.log_start {
+            return Ok(());
+        }
+        if index > self.hard_state.commit {
+            return Err(ReplicationError::BadLog(format!(
+                "compaction to {index} past the commit index {}",
+                self.hard_state.commit
+            )));
+        }
+        let state = HardState {
+            log_start: index,
+            log_start_term: self.terms.term_at(index),
+            ..self.hard_state
+        };
+        self.hard_state_port.store(&state)?;
+        self.hard_state = state;
+        self.stored_commit = state.commit;
+        self.log
+            .retain_from(index + 1, archive)
+            .map_err(ReplicationError::Journal)
     }
 
     /// The hard state as last stored.
@@ -340,7 +477,7 @@ impl<L: LogPort, H: HardStatePort> raft::Storage for LogStore<L, H> {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low < self.log.first_seq() {
+        if low < self.first_index() {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.log.next_seq() {
@@ -370,7 +507,7 @@ impl<L: LogPort, H: HardStatePort> raft::Storage for LogStore<L, H> {
         if index == 0 {
             return Ok(0);
         }
-        if index + 1 < self.log.first_seq() {
+        if index < self.hard_state.log_start {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if index > self.last_index() {
@@ -380,20 +517,38 @@ impl<L: LogPort, H: HardStatePort> raft::Storage for LogStore<L, H> {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.log.first_seq())
+        Ok(LogStore::first_index(self))
     }
 
     fn last_index(&self) -> raft::Result<u64> {
         Ok(self.last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // A node's journal starts at sequence 1 (see `open`), so Raft never needs a snapshot
-        // to catch a follower up; snapshot transfer comes with journal retention in a
-        // cluster.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// The newest stored snapshot, for a follower behind the log start: it must lie from the
+    /// log start (whose term is known) to the commit index, and at or after `request_index`.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let Some(snapshots) = &self.snapshots else {
+            return Err(unavailable);
+        };
+        let Some((index, bytes)) = snapshots.newest().map_err(storage_error)? else {
+            return Err(unavailable);
+        };
+        if index < self.hard_state.log_start
+            || index > self.hard_state.commit
+            || index < request_index
+        {
+            return Err(unavailable);
+        }
+        let mut snapshot = Snapshot {
+            data: Bytes::from(bytes),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = index;
+        metadata.term = self.terms.term_at(index);
+        metadata.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
     }
 }
 

@@ -22,7 +22,7 @@ use ringmatch_journal::JournalRecord;
 use ringmatch_proto::{Command, CommandType};
 
 use crate::hard_state::HardStatePort;
-use crate::log::{entry_data, record_of, LogPort, LogStore};
+use crate::log::{entry_data, record_of, LogPort, LogStore, SnapshotPort};
 use crate::ReplicationError;
 
 /// How a node takes part in its cluster.
@@ -159,6 +159,8 @@ pub struct Node<L: LogPort, H: HardStatePort> {
     raw: RawNode<LogStore<L, H>>,
     config: NodeConfig,
     applied: u64,
+    /// The index of a leader's snapshot installed since the driver last asked.
+    installed: Option<u64>,
 }
 
 impl<L: LogPort, H: HardStatePort> Node<L, H> {
@@ -170,6 +172,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         config: &NodeConfig,
         log: L,
         hard_state: H,
+        snapshots: Option<Box<dyn SnapshotPort>>,
         applied: u64,
     ) -> Result<Node<L, H>, ReplicationError> {
         config.validate()?;
@@ -178,7 +181,13 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             learners: config.learners.clone(),
             ..ConfState::default()
         };
-        let store = LogStore::open(log, hard_state, conf_state, config.commit_stored_every)?;
+        let store = LogStore::open(
+            log,
+            hard_state,
+            conf_state,
+            config.commit_stored_every,
+            snapshots,
+        )?;
         let commit = store.hard_state().commit;
         if applied > commit {
             return Err(ReplicationError::BadLog(format!(
@@ -186,6 +195,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                  {commit}"
             )));
         }
+        let applied = applied.max(store.hard_state().log_start);
         let (min_election_tick, max_election_tick) = if config.randomized_election {
             (config.election_ticks, 2 * config.election_ticks)
         } else {
@@ -219,6 +229,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             raw,
             config: config.clone(),
             applied,
+            installed: None,
         })
     }
 
@@ -348,9 +359,15 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                 outbox(message);
             }
             if !ready.snapshot().is_empty() {
-                return Err(ReplicationError::Unsupported(
-                    "a snapshot from the leader (catch-up by snapshot is not built yet)".into(),
-                ));
+                // Stored (file, hard state, journal reset) before the acks of this Ready
+                // leave; the matcher jumps to it, and committed entries continue after it.
+                let snapshot = ready.snapshot();
+                let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+                self.raw
+                    .mut_store()
+                    .install_snapshot(index, term, &snapshot.data)?;
+                self.applied = index;
+                self.installed = Some(index);
             }
             self.take_committed(ready.take_committed_entries(), &mut committed)?;
             if !ready.entries().is_empty() {
@@ -399,6 +416,29 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             self.applied = entry.index;
         }
         Ok(())
+    }
+
+    /// The index of the leader's snapshot this node installed since the last call, if any:
+    /// the caller's matcher must restore it, and then run the committed entries after it
+    /// (those [`Node::process`] returned with a lower index come before it).
+    pub fn take_installed_snapshot(&mut self) -> Option<u64> {
+        self.installed.take()
+    }
+
+    /// Moves the log start to `index` (a stored snapshot of the state after it, committed)
+    /// and drops the journal's segments before it; see [`LogStore::compact`].
+    pub fn compact(
+        &mut self,
+        index: u64,
+        archive: Option<&std::path::Path>,
+    ) -> Result<(), ReplicationError> {
+        let index = index.min(self.applied);
+        self.raw.mut_store().compact(index, archive)
+    }
+
+    /// The first index of the Raft log.
+    pub fn first_index(&self) -> u64 {
+        self.raw.store().first_index()
     }
 
     /// This node's part at the moment.

@@ -29,7 +29,25 @@ const MESSAGES_PER_TURN_MAX: usize = 4_096;
 /// What a replica is told to do.
 enum Control {
     Propose(Vec<JournalRecord>),
+    /// Move the log start to this index, dropping journal segments before it (to `archive`
+    /// when given).
+    Compact(u64, Option<std::path::PathBuf>),
     Stop,
+}
+
+/// A handle that asks the replica to compact its log once a snapshot is stored (see
+/// [`Node::compact`]); cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Compactor {
+    control: Sender<Control>,
+}
+
+impl Compactor {
+    /// Asks for the log to start after `index`; journal segments before it are removed, or
+    /// moved to `archive`.
+    pub fn compact(&self, index: u64, archive: Option<std::path::PathBuf>) {
+        let _ = self.control.send(Control::Compact(index, archive));
+    }
 }
 
 /// What the node's thread publishes.
@@ -46,8 +64,10 @@ struct Shared {
     changed: Condvar,
 }
 
-/// Called on the node's thread with every committed entry, in order, and the status after.
-pub type CommitHook = Box<dyn FnMut(&NodeStatus, &[Committed]) + Send>;
+/// Called on the node's thread with the status, the index of a leader's snapshot the node
+/// installed (its matcher must restore it; entries below it come before it, the others
+/// after), and every committed entry, in order.
+pub type CommitHook = Box<dyn FnMut(&NodeStatus, Option<u64>, &[Committed]) + Send>;
 
 /// Why [`Replica::wait_committed`] returned without the sequence committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +156,13 @@ impl Replica {
             transport_stats,
             thread: Some(thread),
         })
+    }
+
+    /// A handle to ask for compactions.
+    pub fn compactor(&self) -> Compactor {
+        Compactor {
+            control: self.control.clone(),
+        }
     }
 
     /// Hands the node commands to sequence, each at its record's `seq`.
@@ -279,6 +306,7 @@ fn run<L: LogPort, H: HardStatePort>(
             }
         };
         let mut proposals = Vec::new();
+        let mut compactions = Vec::new();
         select! {
             recv(messages) -> message => {
                 if let Ok(message) = message {
@@ -287,6 +315,7 @@ fn run<L: LogPort, H: HardStatePort>(
             }
             recv(control) -> order => match order {
                 Ok(Control::Propose(records)) => proposals.push(records),
+                Ok(Control::Compact(index, archive)) => compactions.push((index, archive)),
                 Ok(Control::Stop) | Err(_) => stopping = true,
             },
             default(wait) => {}
@@ -297,7 +326,13 @@ fn run<L: LogPort, H: HardStatePort>(
         for order in control.try_iter() {
             match order {
                 Control::Propose(records) => proposals.push(records),
+                Control::Compact(index, archive) => compactions.push((index, archive)),
                 Control::Stop => stopping = true,
+            }
+        }
+        for (index, archive) in compactions.drain(..) {
+            if let Err(error) = node.compact(index, archive.as_deref()) {
+                failure = Some(format!("compaction to {index} failed: {error}"));
             }
         }
         for batch in proposals {
@@ -336,8 +371,9 @@ fn run<L: LogPort, H: HardStatePort>(
         match node.process(&mut |message| transport.send(&message)) {
             Ok(committed) => {
                 let status = node.status();
-                if !committed.is_empty() {
-                    on_commit(&status, &committed);
+                let installed = node.take_installed_snapshot();
+                if installed.is_some() || !committed.is_empty() {
+                    on_commit(&status, installed, &committed);
                 }
                 publish(shared, status, failure.clone(), false);
             }

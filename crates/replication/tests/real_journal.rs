@@ -2,12 +2,15 @@
 //! messages passed through the real framing in one thread: a leader is elected and
 //! replicates; a leader cut off from the others keeps journaling proposals that are never
 //! committed, and when it rejoins as a follower that tail is cut from its journal on disk;
-//! a node reopened from its files catches up.
+//! a node reopened from its files catches up. A follower reopened after the leader has
+//! compacted its log past the follower's position catches up from the leader's snapshot
+//! file, sent in a Raft snapshot message, and its journal restarts after it; an install that
+//! a crash interrupted is finished when the node opens.
 
 use std::path::Path;
 
 use ringmatch_journal::{
-    DamagePolicy, Durability, Journal, JournalConfig, JournalReader, JournalRecord,
+    DamagePolicy, Durability, Journal, JournalConfig, JournalReader, JournalRecord, SnapshotStore,
 };
 use ringmatch_proto::{Command, Side};
 use ringmatch_replication::{
@@ -56,7 +59,22 @@ fn open(dir: &Path, id: u64) -> Node<Journal, HardStateFile> {
     let commit = ringmatch_replication::HardStatePort::load(&hard_state)
         .unwrap()
         .map_or(0, |state| state.commit);
-    Node::open(&config(id), journal, hard_state, commit).unwrap()
+    let snapshots = SnapshotStore::open(&dir.join("snapshots"), 2).unwrap();
+    Node::open(
+        &config(id),
+        journal,
+        hard_state,
+        Some(Box::new(snapshots)),
+        commit,
+    )
+    .unwrap()
+}
+
+fn records_from(dir: &Path, from: u64) -> Vec<JournalRecord> {
+    JournalReader::open(&dir.join("journal"), from)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 fn records(dir: &Path) -> Vec<JournalRecord> {
@@ -230,4 +248,141 @@ fn a_partitioned_leaders_tail_is_cut_on_disk_and_a_reopened_node_catches_up() {
     let end = records(harness.dirs[(second_leader - 1) as usize].path());
     assert_eq!(end.len(), history.len() + 7);
     assert!(harness.dirs.iter().all(|dir| records(dir.path()) == end));
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_catches_up_from_its_snapshot() {
+    let mut harness = Harness::new();
+    harness.run_until("a leader", |h| h.leader().is_some());
+    let leader = harness.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    harness.propose(leader, 50, 1);
+    harness.run_until("50 commands everywhere", |h| h.converged());
+
+    // The follower goes away; the others commit 3,000 more (several 64 KiB segments).
+    harness.nodes[(follower - 1) as usize] = None;
+    for _ in 0..30 {
+        harness.propose(leader, 100, 2);
+        harness.round();
+    }
+    harness.run_until("the majority commits", |h| {
+        h.nodes[(leader - 1) as usize]
+            .as_ref()
+            .unwrap()
+            .status()
+            .commit
+            == 3_051
+    });
+    // The leader stores a snapshot of the state after its commit index (what the state is
+    // does not matter to replication; the file's checks do) and compacts to it.
+    let leader_dir = harness.dirs[(leader - 1) as usize].path().to_path_buf();
+    let store = SnapshotStore::open(&leader_dir.join("snapshots"), 2).unwrap();
+    store.write(3_051, None, b"the state after 3051").unwrap();
+    harness.node(leader).compact(3_051, None).unwrap();
+    assert_eq!(harness.node(leader).first_index(), 3_052);
+    let leader_first =
+        ringmatch_pipeline::ports::JournalPort::first_seq(harness.node(leader).log());
+    assert!(leader_first > 51, "segments were dropped: {leader_first}");
+    harness.propose(leader, 10, 3);
+
+    // The follower comes back behind the leader's log start: it is sent the snapshot.
+    let follower_dir = harness.dirs[(follower - 1) as usize].path().to_path_buf();
+    harness.nodes[(follower - 1) as usize] = Some(open(&follower_dir, follower));
+    let mut installed = None;
+    for _ in 0..2_000 {
+        harness.round();
+        installed = installed.or(harness.node(follower).take_installed_snapshot());
+        if harness.converged() {
+            break;
+        }
+    }
+    assert!(harness.converged(), "the follower never caught up");
+    assert_eq!(installed, Some(3_051));
+    assert_eq!(harness.node(follower).first_index(), 3_052);
+    assert_eq!(
+        ringmatch_pipeline::ports::JournalPort::first_seq(harness.node(follower).log()),
+        3_052,
+        "the follower's journal restarted after the snapshot"
+    );
+    let sent = std::fs::read(leader_dir.join("snapshots/snapshot-00000000000000003051.snap"));
+    let kept = std::fs::read(follower_dir.join("snapshots/snapshot-00000000000000003051.snap"));
+    assert_eq!(
+        sent.unwrap(),
+        kept.unwrap(),
+        "the snapshot file arrived whole"
+    );
+    assert_eq!(
+        records_from(&follower_dir, 3_052),
+        records_from(&leader_dir, 3_052)
+    );
+    assert_eq!(records_from(&follower_dir, 3_052).len(), 10);
+    // Reopened, the follower keeps its new log start.
+    harness.nodes[(follower - 1) as usize] = None;
+    harness.nodes[(follower - 1) as usize] = Some(open(&follower_dir, follower));
+    assert_eq!(harness.node(follower).first_index(), 3_052);
+    harness.run_until("still converged", |h| h.converged());
+}
+
+/// A crash after the hard state recorded a snapshot install and before the journal was
+/// reset: opening the node finishes the reset, and never keeps records that may disagree
+/// with the leader's log.
+#[test]
+fn an_interrupted_snapshot_install_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut journal, _) = Journal::open(
+            JournalConfig {
+                dir: dir.path().join("journal"),
+                segment_size_bytes: 64 * 1024,
+                durability: Durability::Batch,
+            },
+            DamagePolicy::Refuse,
+        )
+        .unwrap();
+        journal
+            .append(&JournalRecord {
+                seq: 1,
+                timestamp_ns: 0,
+                command: Command::term(1),
+            })
+            .unwrap();
+        for seq in 2..=40 {
+            journal
+                .append(&JournalRecord {
+                    seq,
+                    timestamp_ns: seq,
+                    command: Command::limit(1, 1, Side::Sell, 100, 1),
+                })
+                .unwrap();
+        }
+        journal.commit().unwrap();
+    }
+    let owner = Owner {
+        cluster_id: CLUSTER_ID,
+        node_id: 2,
+    };
+    let mut hard_state = HardStateFile::new(dir.path(), owner);
+    ringmatch_replication::HardStatePort::store(
+        &mut hard_state,
+        &ringmatch_replication::HardState {
+            term: 4,
+            vote: 1,
+            commit: 100,
+            log_start: 100,
+            log_start_term: 3,
+            log_reset_pending: true,
+        },
+    )
+    .unwrap();
+    let node = open(dir.path(), 2);
+    assert_eq!(node.first_index(), 101);
+    assert_eq!(
+        ringmatch_pipeline::ports::JournalPort::next_seq(node.log()),
+        101
+    );
+    let stored = ringmatch_replication::HardStatePort::load(&HardStateFile::new(dir.path(), owner))
+        .unwrap()
+        .unwrap();
+    assert!(!stored.log_reset_pending);
+    assert_eq!((stored.log_start, stored.log_start_term), (100, 3));
 }

@@ -51,8 +51,16 @@ fn start(dir: &Path, id: u64, listener: TcpListener, peers: &[PeerAddress]) -> R
         randomized_election: true,
         commit_stored_every: ringmatch_replication::log::COMMIT_STORED_EVERY,
     };
-    let node = Node::open(&config, journal, hard_state, commit).unwrap();
-    Replica::start(node, CLUSTER_ID, listener, peers, TICK, Box::new(|_, _| {})).unwrap()
+    let node = Node::open(&config, journal, hard_state, None, commit).unwrap();
+    Replica::start(
+        node,
+        CLUSTER_ID,
+        listener,
+        peers,
+        TICK,
+        Box::new(|_, _, _| {}),
+    )
+    .unwrap()
 }
 
 fn records(dir: &Path) -> Vec<JournalRecord> {

@@ -41,7 +41,7 @@ use crate::log;
 use crate::serve::{
     log_replay_progress, log_tail_cut, open_kafka, run, serve_admin, Response, Start, Surface,
 };
-use crate::shadow::Shadow;
+use crate::shadow::{Compaction, Shadow};
 
 /// Exit status of a leader that stopped leading.
 pub const EXIT_DEPOSED: i32 = 3;
@@ -205,6 +205,14 @@ pub(crate) fn serve_cluster(
 ) -> anyhow::Result<()> {
     let node_id = plan.node.node_id;
     let cluster_id = plan.node.cluster_id;
+    anyhow::ensure!(
+        kafka_config.is_some()
+            || matches!(config.retention()?, ringmatch_pipeline::Retention::Keep),
+        "journal.retention = {:?} in a cluster needs the Kafka output: a promoted member \
+         completes its output from the journal, and its own events file may lag behind what \
+         retention has removed (use retention = \"keep\" with the events file)",
+        config.journal.retention
+    );
     let (journal, report) = Journal::open(recovery.journal.clone(), recovery.damage_policy)?;
     log_tail_cut(&report);
     let stats = journal.stats();
@@ -216,14 +224,33 @@ pub(crate) fn serve_cluster(
         },
     );
     let stored = hard_state.load()?.unwrap_or_default();
+    let snapshots = SnapshotStore::open(&recovery.snapshot_dir, recovery.snapshots_kept_count)?;
+    // Opening the node finishes a snapshot install that a crash interrupted, so the shadow
+    // matcher starts on the journal as the node leaves it.
+    let node = Node::open(
+        &plan.node,
+        journal,
+        hard_state,
+        Some(Box::new(snapshots.clone())),
+        stored.commit,
+    )?;
+    let compactor = Arc::new(std::sync::Mutex::new(None));
     let (shadow, on_commit) = Shadow::start(
         &recovery.matcher,
-        SnapshotStore::open(&recovery.snapshot_dir, recovery.snapshots_kept_count)?,
+        snapshots,
         &recovery.journal.dir,
+        ringmatch_pipeline::ports::JournalPort::first_seq(node.log()),
         stored.commit,
         config.snapshots.every_commands,
+        Compaction {
+            compactor: Arc::clone(&compactor),
+            retention: match config.retention()? {
+                ringmatch_pipeline::Retention::Keep => None,
+                ringmatch_pipeline::Retention::Delete => Some(None),
+                ringmatch_pipeline::Retention::Archive(folder) => Some(Some(folder)),
+            },
+        },
     )?;
-    let node = Node::open(&plan.node, journal, hard_state, stored.commit)?;
     let listener = TcpListener::bind(plan.listen).with_context(|| {
         format!(
             "cannot listen on {} (this node's replication address)",
@@ -238,6 +265,9 @@ pub(crate) fn serve_cluster(
         plan.tick,
         on_commit,
     )?);
+    if let Ok(mut slot) = compactor.lock() {
+        *slot = Some(replica.compactor());
+    }
     log!(
         "cluster: node {node_id} of cluster {cluster_id} (voters {:?}, learners {:?}), \
          replication on {}, journal to sequence {}, term {}, commit {}",

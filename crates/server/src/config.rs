@@ -511,11 +511,6 @@ impl Config {
             "journal.durability = \"none\" cannot be used in a cluster: a member acknowledges \
              an entry to the leader only once it is synced"
         );
-        anyhow::ensure!(
-            matches!(self.retention()?, ringmatch_pipeline::Retention::Keep),
-            "journal.retention must be \"keep\" in a cluster (a member's Raft log starts at \
-             sequence 1 until catch-up by snapshot is built)"
-        );
         Ok(Some(ClusterPlan {
             node,
             listen,

@@ -4,7 +4,11 @@
 //! (the position of the last event before it, the same on every member since the matcher is
 //! deterministic). So a cluster's leader takes no snapshot and never pauses for one, and a
 //! promotion replays only from the newest follower snapshot whose mark the output holds.
+//! After each snapshot the node's log is compacted to the oldest snapshot kept (when the
+//! journal's retention is `delete` or `archive`), and a snapshot the node installs from its
+//! leader replaces the shadow state.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -13,7 +17,7 @@ use ringmatch_journal::{EventsMark, JournalReader, JournalRecord, SnapshotStore}
 use ringmatch_matcher::{Engine, EventSink, MatcherConfig};
 use ringmatch_pipeline::choose_snapshot;
 use ringmatch_proto::Event;
-use ringmatch_replication::{CommitHook, Committed};
+use ringmatch_replication::{CommitHook, Committed, Compactor};
 
 use crate::log;
 
@@ -26,30 +30,72 @@ impl EventSink for LastEvent {
     }
 }
 
+/// What the shadow thread is handed.
+enum Work {
+    /// Committed records, in order.
+    Records(Vec<JournalRecord>),
+    /// The node installed its leader's snapshot of the state after this sequence: restore it.
+    Restore(u64),
+}
+
+/// After each shadow snapshot, the node's log is compacted to the oldest snapshot kept (the
+/// journal's `retention`), through the replica's compactor once it runs.
+pub(crate) struct Compaction {
+    /// Set once the replica has started.
+    pub(crate) compactor: Arc<Mutex<Option<Compactor>>>,
+    /// `Some(None)`: delete old segments; `Some(Some(folder))`: move them there; `None`:
+    /// keep everything.
+    pub(crate) retention: Option<Option<PathBuf>>,
+}
+
 /// The running shadow matcher.
 pub(crate) struct Shadow {
     /// Shared with the commit hook; emptied at the stop, which ends the thread.
-    sender: Arc<Mutex<Option<Sender<Vec<JournalRecord>>>>>,
+    sender: Arc<Mutex<Option<Sender<Work>>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The engine restored from the snapshot of the state after `seq`, and that snapshot's last
+/// event.
+fn restore_snapshot(
+    matcher: &MatcherConfig,
+    store: &SnapshotStore,
+    seq: u64,
+) -> anyhow::Result<(Engine, Option<(u64, u32)>)> {
+    let info = store
+        .list()?
+        .into_iter()
+        .find(|info| info.seq == seq)
+        .ok_or_else(|| anyhow::anyhow!("no snapshot of sequence {seq} in the store"))?;
+    let snapshot = store.read(&info)?;
+    let engine = Engine::restore_at(matcher.clone(), &snapshot.state, seq)?;
+    let last_event = match snapshot.events_mark {
+        EventsMark::Last(seq, index) => Some((seq, index)),
+        EventsMark::NoEvents | EventsMark::Unrecorded => None,
+    };
+    Ok((engine, last_event))
 }
 
 impl Shadow {
     /// Rebuilds the matcher to `commit` (the newest snapshot at or before it, then the
-    /// journal in `journal_dir`) and starts its thread; the hook hands it what the node
-    /// commits after `commit`.
+    /// journal in `journal_dir`, which starts at `journal_first_seq`) and starts its thread;
+    /// the hook hands it what the node commits after `commit`, and the leader's snapshots
+    /// the node installs.
     pub(crate) fn start(
         matcher: &MatcherConfig,
         store: SnapshotStore,
         journal_dir: &std::path::Path,
+        journal_first_seq: u64,
         commit: u64,
         every_commands: u64,
+        compaction: Compaction,
     ) -> anyhow::Result<(Shadow, CommitHook)> {
         let mut problems = Vec::new();
         // Any events mark will do here: the shadow has no output to complete.
         let chosen = choose_snapshot(
             matcher,
             &store,
-            1,
+            journal_first_seq,
             commit + 1,
             Some((u64::MAX, u32::MAX)),
             &mut problems,
@@ -67,6 +113,13 @@ impl Shadow {
             },
             None => (Engine::new(matcher.clone())?, 1),
         };
+        if from < journal_first_seq && from <= commit {
+            anyhow::bail!(
+                "the shadow matcher needs the journal from sequence {from}, but it starts at \
+                 {journal_first_seq} and no snapshot fits: {}",
+                problems.join("; ")
+            );
+        }
         if from <= commit {
             for record in JournalReader::open(journal_dir, from)?.take((commit + 1 - from) as usize)
             {
@@ -83,23 +136,49 @@ impl Shadow {
             },
             engine.state_hash()
         );
-        let (sender, receiver) = unbounded::<Vec<JournalRecord>>();
+        let (sender, receiver) = unbounded::<Work>();
+        let matcher = matcher.clone();
         let thread = std::thread::Builder::new()
             .name("shadow".into())
             .spawn(move || {
                 let mut since_snapshot = 0u64;
-                for records in receiver {
+                for work in receiver {
+                    let records = match work {
+                        Work::Records(records) => records,
+                        Work::Restore(seq) => match restore_snapshot(&matcher, &store, seq) {
+                            Ok((restored, mark)) => {
+                                log!(
+                                    "cluster: the shadow matcher restored the leader's \
+                                     snapshot after sequence {seq}, state hash {:#018x}",
+                                    restored.state_hash()
+                                );
+                                engine = restored;
+                                last_event.0 = mark;
+                                since_snapshot = 0;
+                                continue;
+                            }
+                            Err(error) => {
+                                // The node has cut its journal to the snapshot: a shadow
+                                // without it cannot go on, and a restart rebuilds it.
+                                log!("cluster: the shadow matcher cannot restore: {error:#}");
+                                std::process::exit(70);
+                            }
+                        },
+                    };
                     for record in records {
                         engine.apply(record.seq, &record.command, &mut last_event);
                         since_snapshot += 1;
                         if every_commands > 0 && since_snapshot >= every_commands {
                             since_snapshot = 0;
                             match store.write(record.seq, last_event.0, &engine.encode_state()) {
-                                Ok(info) => log!(
-                                    "cluster: shadow snapshot after sequence {} ({})",
-                                    info.seq,
-                                    info.path.display()
-                                ),
+                                Ok(info) => {
+                                    log!(
+                                        "cluster: shadow snapshot after sequence {} ({})",
+                                        info.seq,
+                                        info.path.display()
+                                    );
+                                    compact(&compaction, &store);
+                                }
                                 // A failed snapshot costs a longer promotion, not correctness.
                                 Err(error) => log!("cluster: shadow snapshot failed: {error}"),
                             }
@@ -109,18 +188,29 @@ impl Shadow {
             })?;
         let sender = Arc::new(Mutex::new(Some(sender)));
         let hook_sender = Arc::clone(&sender);
-        let hook: CommitHook = Box::new(move |_, committed: &[Committed]| {
-            // After the stop (a promotion) there is no sender: the leader's own matcher runs
-            // the commands from here.
-            if let Some(sender) = hook_sender
-                .lock()
-                .ok()
-                .as_ref()
-                .and_then(|guard| guard.as_ref())
-            {
-                let _ = sender.send(committed.iter().map(|entry| entry.record).collect());
-            }
-        });
+        let hook: CommitHook =
+            Box::new(move |_, installed: Option<u64>, committed: &[Committed]| {
+                // After the stop (a promotion) there is no sender: the leader's own matcher
+                // runs the commands from here.
+                let guard = hook_sender.lock().ok();
+                let Some(sender) = guard.as_ref().and_then(|guard| guard.as_ref()) else {
+                    return;
+                };
+                let records: Vec<JournalRecord> =
+                    committed.iter().map(|entry| entry.record).collect();
+                match installed {
+                    None => {
+                        let _ = sender.send(Work::Records(records));
+                    }
+                    Some(seq) => {
+                        let (before, after): (Vec<JournalRecord>, Vec<JournalRecord>) =
+                            records.into_iter().partition(|record| record.seq <= seq);
+                        let _ = sender.send(Work::Records(before));
+                        let _ = sender.send(Work::Restore(seq));
+                        let _ = sender.send(Work::Records(after));
+                    }
+                }
+            });
         Ok((
             Shadow {
                 sender,
@@ -138,5 +228,27 @@ impl Shadow {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Compacts the node's log to the oldest snapshot kept, when the retention allows.
+fn compact(compaction: &Compaction, store: &SnapshotStore) {
+    let Some(archive) = &compaction.retention else {
+        return;
+    };
+    let Ok(kept) = store.list() else {
+        return;
+    };
+    let Some(oldest) = kept.last() else {
+        return;
+    };
+    if let Some(compactor) = compaction
+        .compactor
+        .lock()
+        .ok()
+        .as_ref()
+        .and_then(|guard| guard.as_ref())
+    {
+        compactor.compact(oldest.seq, archive.clone());
     }
 }

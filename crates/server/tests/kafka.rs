@@ -519,3 +519,158 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
          {promotions_from_a_snapshot} promotions from a snapshot"
     );
 }
+
+/// A follower restarted after the leader's log has moved past its position catches up from
+/// the leader's snapshot: with `retention = "archive"` each follower compacts its log to the
+/// oldest snapshot it keeps. Node C is killed early; load runs; the leader A is killed, so
+/// the other follower B, whose log now starts long after C's position, leads once C is back;
+/// B sends C its snapshot file, C installs it (its journal restarts after it) and then
+/// follows. Kafka ends equal to a clean replay of the whole history (B's archived and live
+/// segments), every event once.
+#[test]
+fn a_follower_behind_the_leaders_log_start_catches_up_by_snapshot() {
+    use support::cluster::{cluster_with_journal, leader};
+    let _serial = support::cluster::one_at_a_time();
+    let bootstrap = bootstrap();
+    let names = Names::new("catchup");
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = cluster_with_journal(
+        dir.path(),
+        &names.section(&bootstrap, PARTITIONS, ""),
+        "retention = \"archive\"\n",
+    );
+    for member in &mut members {
+        member.start();
+    }
+    let at = leader(&members);
+    let behind = (at + 1) % 3;
+    let other = (at + 2) % 3;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks_count = Arc::new(AtomicU64::new(0));
+    let addresses: Vec<String> = members
+        .iter()
+        .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
+        .collect();
+    let load = {
+        let (stop, acks_count, addresses) = (
+            Arc::clone(&stop),
+            Arc::clone(&acks_count),
+            addresses.clone(),
+        );
+        std::thread::spawn(move || {
+            support::resending_load(
+                addresses,
+                support::cluster::ACCOUNT,
+                support::cluster::TOKEN,
+                &acks_count,
+                &stop,
+            )
+        })
+    };
+    while acks_count.load(Ordering::Relaxed) < 500 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    members[behind].kill9();
+    let behind_seq = acks_count.load(Ordering::Relaxed);
+    // Enough commands for several snapshots (every 3,000) past the killed node's position.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acks_count.load(Ordering::Relaxed) < behind_seq + 30_000 {
+        assert!(Instant::now() < deadline, "the load stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The other follower compacted: its log starts past the killed node's position.
+    let log_start_of_other = || {
+        members[other]
+            .log_text()
+            .matches("cluster: shadow snapshot after sequence")
+            .count()
+    };
+    assert!(log_start_of_other() >= 3, "{}", members[other].log_text());
+    members[at].kill9();
+    members[behind].start();
+    let next = leader(&members);
+    assert_eq!(next, other, "the member with the longer log leads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members[behind]
+        .log_text()
+        .contains("restored the leader's snapshot")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot reached the follower:\n{}\n--- leader:\n{}",
+            members[behind].log_text(),
+            members[next].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    members[at].start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+    let at = leader(&members);
+    kafka_support::wait_committed(members[at].admin_port, || members[at].log_text());
+    // Every member caught up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let positions: Vec<(u64, u64)> = members
+            .iter()
+            .filter_map(|member| member.status())
+            .map(|status| {
+                (
+                    status["cluster"]["commit_seq"].as_u64().unwrap(),
+                    status["cluster"]["last_seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if positions.len() == 3 && positions.iter().all(|position| *position == positions[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {positions:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    support::cluster::stop_all(&mut members, at);
+
+    // The caught-up follower's journal restarts after the snapshot it installed.
+    let verify = support::stdout(&members[behind].tool(&["journal", "verify"]));
+    let first_seq: u64 = support::field(&verify, "journal")
+        .split("..")
+        .next()
+        .unwrap()
+        .trim_start_matches("sequences ")
+        .parse()
+        .unwrap();
+    assert!(first_seq > behind_seq, "{verify}");
+    // Every member's state, rebuilt from its own snapshot and journal, is the same.
+    let hashes: Vec<String> = members
+        .iter()
+        .map(|member| {
+            let text = support::stdout(&member.tool(&["journal", "verify"]));
+            support::field(&text, "state_hash")
+        })
+        .collect();
+    assert!(
+        hashes.iter().all(|hash| hash == &hashes[0]) && hashes[0].starts_with("0x"),
+        "{hashes:?}"
+    );
+    // The whole history: the other follower's archived segments, then its journal.
+    let history = dir.path().join("history");
+    std::fs::create_dir_all(&history).unwrap();
+    let data = dir.path().join(format!("node{}", members[other].id));
+    for folder in ["archive", "journal"] {
+        for entry in std::fs::read_dir(data.join(folder)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|extension| extension == "seg") {
+                std::fs::copy(&path, history.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let replay = kafka_support::clean_replay_of(&members[other].config, &history);
+    let events_count =
+        kafka_support::assert_exactly_once_as(&bootstrap, &names, PARTITIONS, replay);
+    assert!(report.acks.len() > 30_000, "{} acks", report.acks.len());
+    eprintln!(
+        "catch-up test: node {} rejoined behind a log starting past it, installed a snapshot \
+         (its journal starts at {first_seq}); {events_count} events exactly once in Kafka",
+        members[behind].id
+    );
+}

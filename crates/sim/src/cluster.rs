@@ -389,6 +389,7 @@ impl Cluster {
                 Arc::clone(&member.hard_state),
                 self.revert != Some(ClusterRevert::ForgetVote),
             ),
+            None,
             commit,
         )
         .map_err(|error| self.fail(format!("node {} did not open: {error}", member.id)))?;

@@ -282,6 +282,21 @@ impl LogPort for SimJournal {
         self.next_seq = seq;
         Ok(())
     }
+
+    fn reset_to(&mut self, _next_seq: u64) -> Result<(), JournalError> {
+        Err(JournalError::Io {
+            path: PathBuf::from("sim/journal"),
+            source: io_error("the simulated journal always starts at sequence 1"),
+        })
+    }
+
+    fn retain_from(
+        &mut self,
+        _seq: u64,
+        _archive: Option<&std::path::Path>,
+    ) -> Result<(), JournalError> {
+        Ok(())
+    }
 }
 
 /// The Raft hard state as the disk holds it: replaced whole and synced on every store

@@ -152,10 +152,18 @@ impl EventSink for Collect {
 
 /// The events of a clean replay of the whole journal of the service configured by `config`.
 pub fn clean_replay(config: &Path) -> Vec<Event> {
+    let journal_dir = ringmatch_server::config::Config::load(config)
+        .unwrap()
+        .journal_dir();
+    clean_replay_of(config, &journal_dir)
+}
+
+/// [`clean_replay`] of the journal segments in `journal_dir` (from sequence 1).
+pub fn clean_replay_of(config: &Path, journal_dir: &Path) -> Vec<Event> {
     let config = ringmatch_server::config::Config::load(config).unwrap();
     let mut engine = Engine::new(config.matcher()).unwrap();
     let mut sink = Collect(Vec::new());
-    for record in ringmatch_journal::JournalReader::open(&config.journal_dir(), 1).unwrap() {
+    for record in ringmatch_journal::JournalReader::open(journal_dir, 1).unwrap() {
         let record = record.unwrap();
         engine.apply(record.seq, &record.command, &mut sink);
     }
@@ -194,7 +202,16 @@ pub fn assert_exactly_once(
     partitions: i32,
     config: &Path,
 ) -> usize {
-    let replay = clean_replay(config);
+    assert_exactly_once_as(bootstrap, names, partitions, clean_replay(config))
+}
+
+/// [`assert_exactly_once`] against the events of a replay made elsewhere.
+pub fn assert_exactly_once_as(
+    bootstrap: &str,
+    names: &Names,
+    partitions: i32,
+    replay: Vec<Event>,
+) -> usize {
     let expected = split(&replay, partitions, |event| event.to_bytes().to_vec());
     for (topic_index, topic) in [&names.events, &names.market_data].into_iter().enumerate() {
         let found = read_committed(bootstrap, topic, partitions);

@@ -124,12 +124,17 @@ impl Member {
 
 /// Three members' configuration files, on free loopback ports, each ending with `extra`.
 pub fn cluster(dir: &std::path::Path, extra: &str) -> Vec<Member> {
-    cluster_routed(dir, extra, 3, |_, _, address| address)
+    cluster_routed(dir, extra, "", 3, |_, _, address| address)
+}
+
+/// Like [`cluster`], with `journal` added to each member's `[journal]` table.
+pub fn cluster_with_journal(dir: &std::path::Path, extra: &str, journal: &str) -> Vec<Member> {
+    cluster_routed(dir, extra, journal, 3, |_, _, address| address)
 }
 
 /// Like [`cluster`], with a fourth member, node 4, that is a learner.
 pub fn cluster_with_learner(dir: &std::path::Path, extra: &str) -> Vec<Member> {
-    cluster_routed(dir, extra, 4, |_, _, address| address)
+    cluster_routed(dir, extra, "", 4, |_, _, address| address)
 }
 
 /// Like [`cluster`], with every directed replication link from member `a` to member `b`
@@ -140,7 +145,7 @@ pub fn cluster_with_proxies(
 ) -> (Vec<Member>, Vec<Vec<Option<Proxy>>>) {
     let mut links: Vec<Vec<Option<Proxy>>> =
         (0..3).map(|_| (0..3).map(|_| None).collect()).collect();
-    let members = cluster_routed(dir, extra, 3, |from, to, address| {
+    let members = cluster_routed(dir, extra, "", 3, |from, to, address| {
         let proxy = Proxy::start(address);
         let through = proxy.address;
         links[(from - 1) as usize][(to - 1) as usize] = Some(proxy);
@@ -154,6 +159,7 @@ pub fn cluster_with_proxies(
 fn cluster_routed(
     dir: &std::path::Path,
     extra: &str,
+    journal: &str,
     count: u64,
     mut route: impl FnMut(u64, u64, SocketAddr) -> SocketAddr,
 ) -> Vec<Member> {
@@ -192,7 +198,7 @@ fn cluster_routed(
             let config = dir.join(format!("node{id}.toml"));
             let text = format!(
                 "[data]\ndir = \"{data}\"\n\
-                 [journal]\ndurability = \"batch\"\nsegment_size_bytes = 1048576\n\
+                 [journal]\ndurability = \"batch\"\nsegment_size_bytes = 1048576\n{journal}\
                  [snapshots]\nevery_commands = 3000\nkeep = 2\n\
                  [pipeline]\ninput_ring_slots = 4096\noutput_ring_slots = 16384\n\
                  [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
