@@ -344,6 +344,18 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         outbox: &mut dyn FnMut(Message),
     ) -> Result<Vec<Committed>, ReplicationError> {
         let mut committed = Vec::new();
+        // Followers sent a snapshot: raft-rs waits for word of it before it sends them
+        // anything else, and a lost message would leave them behind for good. It is told
+        // the snapshot went out; a follower that did not get it rejects the next append,
+        // and is sent one again.
+        let snapshot_sent_to = std::cell::RefCell::new(Vec::new());
+        let mut outbox = |message: Message| {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                snapshot_sent_to.borrow_mut().push(message.to);
+            }
+            outbox(message);
+        };
+        let outbox = &mut outbox;
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
             // A new term or vote is stored before any message of this Ready leaves and before
@@ -390,6 +402,10 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             }
             self.take_committed(light.take_committed_entries(), &mut committed)?;
             self.raw.advance_apply_to(self.applied);
+            let sent_to: Vec<u64> = snapshot_sent_to.borrow_mut().drain(..).collect();
+            for to in sent_to {
+                self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
+            }
         }
         Ok(committed)
     }
