@@ -12,7 +12,14 @@
 //!    across crashes;
 //! 3. every acknowledgement names the command committed at its sequence;
 //! 4. a damaged frame is refused by the framing, and a forged message (a term-less append, a
-//!    proposal from the network) by the node, never taken by Raft.
+//!    proposal from the network) by the node, never taken by Raft;
+//! 5. a snapshot a node installs from its leader is the committed history's state at its
+//!    index.
+//!
+//! In half the seeds followers also write snapshots of their shadow matcher now and then and
+//! compact their log to the oldest they keep (the real `Node::compact`), so a node that comes
+//! back behind its leader's log start is sent the leader's snapshot file and installs it
+//! (the real `LogStore::install_snapshot`: its journal restarts after it).
 //!
 //! And at the end, with the network healed and every node up: the cluster elects a leader
 //! and converges; every node's journal holds the same committed records, every acknowledged
@@ -31,8 +38,19 @@ use ringmatch_replication::{
 };
 
 use crate::rng::Rng;
-use crate::storage::{lock, Crash, Faults, JournalImage, Shared, SimHardState, SimJournal};
+use crate::storage::{
+    lock, Crash, Faults, JournalImage, Shared, SimHardState, SimJournal, SimRaftSnapshots,
+};
 use crate::{matcher_config, Failure};
+
+/// Snapshot files a member keeps.
+const SNAPSHOTS_KEPT_COUNT: usize = 2;
+
+/// The engine of a snapshot file of the state after `seq`.
+fn restore_snapshot(seq: u64, bytes: &[u8]) -> Result<Engine, String> {
+    let snapshot = ringmatch_journal::decode_snapshot(seq, bytes)?;
+    Engine::restore(matcher_config(), &snapshot.state).map_err(|error| error.to_string())
+}
 
 /// The cluster's id in every frame.
 const CLUSTER_ID: u64 = 0x00C1_u64;
@@ -114,6 +132,12 @@ pub struct ClusterSummary {
     pub damaged_frames_count: u64,
     /// Well-formed messages no member sends (term-less appends, proposals), all refused.
     pub forged_messages_count: u64,
+    /// Whether followers compacted their logs in this run.
+    pub with_compaction: bool,
+    /// Log compactions to a shadow snapshot.
+    pub compactions_count: u64,
+    /// Snapshots installed from a leader.
+    pub installs_count: u64,
 }
 
 /// The run's choices, drawn from the seed.
@@ -130,6 +154,10 @@ struct Plan {
     crash_per_mille: u64,
     partition_per_mille: u64,
     propose_per_mille: u64,
+    /// Per step and follower, the chance it snapshots its shadow matcher and compacts (0:
+    /// never). Drawn from a second generator, with the decisions it drives, so the runs of
+    /// the seeds without compaction stay as they were.
+    compact_per_mille: u64,
 }
 
 impl Plan {
@@ -156,6 +184,7 @@ impl Plan {
             crash_per_mille: rng.between(2, 15),
             partition_per_mille: rng.between(0, 10),
             propose_per_mille: rng.between(200, 600),
+            compact_per_mille: 0,
         }
     }
 }
@@ -171,6 +200,8 @@ struct Up {
 struct Member {
     id: u64,
     journal: Shared<JournalImage>,
+    /// Snapshot files by sequence (durable once written).
+    snapshots: Shared<BTreeMap<u64, Vec<u8>>>,
     hard_state: Shared<Option<HardState>>,
     faults: Shared<Faults>,
     up: Option<Up>,
@@ -199,6 +230,8 @@ struct Cluster {
     seed: u64,
     revert: Option<ClusterRevert>,
     rng: Rng,
+    /// Draws compaction decisions only (see [`Plan::compact_per_mille`]).
+    compaction_rng: Rng,
     plan: Plan,
     step: u64,
     members: Vec<Member>,
@@ -256,7 +289,12 @@ pub fn run_cluster_seeds(
 impl Cluster {
     fn new(seed: u64, revert: Option<ClusterRevert>) -> Cluster {
         let mut rng = Rng::new(seed ^ 0xC1C1_C1C1);
-        let plan = Plan::draw(&mut rng);
+        let mut plan = Plan::draw(&mut rng);
+        let mut compaction_rng = Rng::new(seed ^ 0x5A5A_0C0C);
+        // The forget-vote revert loses every hard state store, the log start included.
+        if compaction_rng.chance(500) && revert != Some(ClusterRevert::ForgetVote) {
+            plan.compact_per_mille = compaction_rng.between(5, 40);
+        }
         let learners: &[u64] = if plan.with_learner { &[LEARNER] } else { &[] };
         let members = VOTERS
             .iter()
@@ -264,6 +302,7 @@ impl Cluster {
             .map(|&id| Member {
                 id,
                 journal: Shared::default(),
+                snapshots: Shared::default(),
                 hard_state: Shared::default(),
                 faults: Shared::default(),
                 up: None,
@@ -274,6 +313,7 @@ impl Cluster {
             seed,
             revert,
             rng,
+            compaction_rng,
             plan,
             step: 0,
             members,
@@ -359,6 +399,7 @@ impl Cluster {
         self.summary.acks_count = self.acks.len() as u64;
         self.summary.committed_count = self.committed.len() as u64;
         self.summary.with_learner = self.plan.with_learner;
+        self.summary.with_compaction = self.plan.compact_per_mille > 0;
         Ok(self.summary.clone())
     }
 
@@ -377,10 +418,28 @@ impl Cluster {
             durability,
         )
         .map_err(|problem| self.fail(format!("node {} start-up failed: {problem}", member.id)))?;
-        let commit = lock(&member.hard_state).map_or(0, |state| state.commit);
+        let (commit, log_start) =
+            lock(&member.hard_state).map_or((0, 0), |state| (state.commit, state.log_start));
+        // The shadow matcher: from the newest snapshot between the log start and the commit
+        // index (when the log starts after one), then the journal up to the commit index.
         let mut engine = Engine::new(matcher_config()).expect("a valid configuration");
-        for record in lock(&member.journal).records().iter().take(commit as usize) {
-            engine.apply(record.seq, &record.command, &mut Discard);
+        let mut from = 1;
+        if log_start > 0 {
+            let snapshots = lock(&member.snapshots);
+            let Some((seq, bytes)) = snapshots.range(log_start..=commit).next_back() else {
+                return Err(self.fail(format!(
+                    "node {} has no snapshot from its log start {log_start} to its commit {commit}",
+                    member.id
+                )));
+            };
+            engine = restore_snapshot(*seq, bytes)
+                .map_err(|problem| self.fail(format!("node {}: {problem}", member.id)))?;
+            from = seq + 1;
+        }
+        for record in lock(&member.journal).records() {
+            if record.seq >= from && record.seq <= commit {
+                engine.apply(record.seq, &record.command, &mut Discard);
+            }
         }
         let node = Node::open(
             &self.config(member.id),
@@ -389,7 +448,10 @@ impl Cluster {
                 Arc::clone(&member.hard_state),
                 self.revert != Some(ClusterRevert::ForgetVote),
             ),
-            None,
+            Some(Box::new(SimRaftSnapshots::new(
+                Arc::clone(&member.snapshots),
+                SNAPSHOTS_KEPT_COUNT,
+            ))),
             commit,
         )
         .map_err(|error| self.fail(format!("node {} did not open: {error}", member.id)))?;
@@ -627,6 +689,7 @@ impl Cluster {
                 step: self.step,
                 problem: format!("node {id} failed: {error}"),
             })?;
+        let installed = up.node.take_installed_snapshot();
         let (role, term) = (up.node.role(), up.node.term());
         for message in sent {
             let mut bytes = Vec::new();
@@ -674,9 +737,85 @@ impl Cluster {
                 _ => {}
             }
         }
-        for entry in committed {
+        let (before, after): (Vec<Committed>, Vec<Committed>) = committed
+            .into_iter()
+            .partition(|entry| installed.is_some_and(|seq| entry.record.seq <= seq));
+        for entry in before {
             self.run_committed(index, entry)?;
         }
+        if let Some(seq) = installed {
+            self.install(index, seq)?;
+        }
+        for entry in after {
+            self.run_committed(index, entry)?;
+        }
+        if role != Role::Leader && self.compaction_rng.chance(self.plan.compact_per_mille) {
+            self.compact(index)?;
+        }
+        Ok(())
+    }
+
+    /// Member `index` installed its leader's snapshot of the state after `seq`: its shadow
+    /// matcher restores it, which must be the committed history's state there (checker 5).
+    fn install(&mut self, index: usize, seq: u64) -> Result<(), Failure> {
+        self.summary.installs_count += 1;
+        let id = self.members[index].id;
+        let bytes = lock(&self.members[index].snapshots).get(&seq).cloned();
+        let Some(bytes) = bytes else {
+            return Err(self.fail(format!(
+                "node {id} installed a snapshot of sequence {seq} it does not hold"
+            )));
+        };
+        let engine = restore_snapshot(seq, &bytes)
+            .map_err(|problem| self.fail(format!("node {id}: {problem}")))?;
+        let mut clean = Engine::new(matcher_config()).expect("a valid configuration");
+        for (at, entry) in self.committed.range(..=seq) {
+            clean.apply(*at, &entry.record.command, &mut Discard);
+        }
+        if self.committed.range(..=seq).count() as u64 != seq {
+            return Err(self.fail(format!(
+                "node {id} installed a snapshot of sequence {seq}, but the committed history \
+                 does not reach it"
+            )));
+        }
+        if engine.state_hash() != clean.state_hash() {
+            return Err(self.fail(format!(
+                "node {id} installed a snapshot of sequence {seq} whose state differs from the \
+                 committed history's there"
+            )));
+        }
+        self.members[index]
+            .up
+            .as_mut()
+            .expect("a running node")
+            .engine = engine;
+        Ok(())
+    }
+
+    /// Member `index` snapshots its shadow matcher and compacts its log to the oldest
+    /// snapshot it keeps.
+    fn compact(&mut self, index: usize) -> Result<(), Failure> {
+        let id = self.members[index].id;
+        let member = &mut self.members[index];
+        let Some(up) = member.up.as_mut() else {
+            return Ok(());
+        };
+        let applied = up.node.applied();
+        if applied == 0 {
+            return Ok(());
+        }
+        let store = SimRaftSnapshots::new(Arc::clone(&member.snapshots), SNAPSHOTS_KEPT_COUNT);
+        store.write(applied, &up.engine.encode_state());
+        let oldest = *lock(&member.snapshots)
+            .keys()
+            .next()
+            .expect("a snapshot was just written");
+        up.node.compact(oldest, None).map_err(|error| Failure {
+            seed: self.seed,
+            step: self.step,
+            problem: format!("node {id} failed to compact: {error}"),
+        })?;
+        self.summary.compactions_count += 1;
         Ok(())
     }
 
@@ -843,12 +982,16 @@ impl Cluster {
         }
         for member in &self.members {
             let up = member.up.as_ref().expect("every node is up at the end");
-            let records = lock(&member.journal).records();
-            if records != history {
+            let image = lock(&member.journal);
+            let records = image.records();
+            let kept = history.get((image.first_seq - 1) as usize..).unwrap_or(&[]);
+            if records != kept {
                 return Err(self.fail(format!(
-                    "node {}'s journal ({} records) differs from the committed history ({})",
+                    "node {}'s journal ({} records from sequence {}) differs from the committed \
+                     history ({} records)",
                     member.id,
                     records.len(),
+                    image.first_seq,
                     history.len()
                 )));
             }

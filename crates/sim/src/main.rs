@@ -182,6 +182,8 @@ fn run_cluster(
                 total.acks_count += summary.acks_count;
                 total.lost_count += summary.lost_count;
                 total.damaged_frames_count += summary.damaged_frames_count;
+                total.compactions_count += summary.compactions_count;
+                total.installs_count += summary.installs_count;
             }
             Err(failure) => {
                 failed += 1;
@@ -192,7 +194,8 @@ fn run_cluster(
     println!(
         "{} passed, {failed} failed ({count} cluster seeds from {first}, {} crashes of which {} \
          power losses, {} terms with a leader, {} acks checked, {} proposals lost to a leader \
-         change, {} damaged frames refused, {:.1} s)",
+         change, {} damaged frames refused, {} compactions, {} snapshots installed from a \
+         leader, {:.1} s)",
         count - failed,
         total.crashes_count,
         total.power_losses_count,
@@ -200,6 +203,8 @@ fn run_cluster(
         total.acks_count,
         total.lost_count,
         total.damaged_frames_count,
+        total.compactions_count,
+        total.installs_count,
         started.elapsed().as_secs_f64()
     );
     if failed == 0 {

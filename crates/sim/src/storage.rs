@@ -13,6 +13,7 @@
 //!   by the snapshot writer, as the real one.
 //! - [`SimHardState`]: a cluster node's Raft hard state, replaced whole and synced.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -73,6 +74,9 @@ pub struct JournalImage {
     pub bytes: Vec<u8>,
     /// How much of `bytes` is synced.
     pub synced_len: usize,
+    /// The sequence of the first record (1 unless a cluster member's log was compacted or
+    /// restarted after a snapshot; both change it durably at once).
+    pub first_seq: u64,
 }
 
 impl JournalImage {
@@ -81,6 +85,7 @@ impl JournalImage {
         JournalImage {
             bytes: Vec::new(),
             synced_len: 0,
+            first_seq: 1,
         }
     }
 
@@ -124,7 +129,7 @@ impl JournalImage {
     /// valid record lies after it, and refused as damage before the tail when one does.
     pub fn open(&mut self) -> Result<u64, String> {
         let mut offset = 0;
-        let mut next_seq = 1;
+        let mut next_seq = self.first_seq;
         while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset) {
             assert_eq!(record.seq, next_seq, "journal records are contiguous");
             next_seq += 1;
@@ -240,7 +245,7 @@ impl JournalPort for SimJournal {
     }
 
     fn first_seq(&self) -> u64 {
-        1
+        lock(&self.image).first_seq
     }
 
     fn next_seq(&self) -> u64 {
@@ -252,8 +257,9 @@ impl JournalPort for SimJournal {
         seq: u64,
     ) -> Result<Box<dyn Iterator<Item = Result<JournalRecord, JournalError>> + '_>, JournalError>
     {
-        let records = lock(&self.image).records();
-        let from = (seq - 1) as usize;
+        let image = lock(&self.image);
+        let records = image.records();
+        let from = (seq - image.first_seq) as usize;
         Ok(Box::new(records.into_iter().skip(from).map(Ok)))
     }
 
@@ -272,9 +278,12 @@ impl JournalPort for SimJournal {
 
 impl LogPort for SimJournal {
     fn truncate_from(&mut self, seq: u64) -> Result<(), JournalError> {
-        assert!(seq >= 1 && seq <= self.next_seq, "a cut within the journal");
-        let offset = (seq - 1) as usize * RECORD_SIZE_BYTES;
         let mut image = lock(&self.image);
+        assert!(
+            seq >= image.first_seq && seq <= self.next_seq,
+            "a cut within the journal"
+        );
+        let offset = (seq - image.first_seq) as usize * RECORD_SIZE_BYTES;
         image.bytes.truncate(offset);
         // The cut is synced at once (as the port promises): a crash never brings the cut
         // records back.
@@ -283,18 +292,31 @@ impl LogPort for SimJournal {
         Ok(())
     }
 
-    fn reset_to(&mut self, _next_seq: u64) -> Result<(), JournalError> {
-        Err(JournalError::Io {
-            path: PathBuf::from("sim/journal"),
-            source: io_error("the simulated journal always starts at sequence 1"),
-        })
+    /// Durable at once, as the real journal's is once it returns.
+    fn reset_to(&mut self, next_seq: u64) -> Result<(), JournalError> {
+        let mut image = lock(&self.image);
+        image.bytes.clear();
+        image.synced_len = 0;
+        image.first_seq = next_seq;
+        self.next_seq = next_seq;
+        Ok(())
     }
 
+    /// Drops exactly the records before `seq` (the real journal drops whole segments, so
+    /// it may keep some), durably at once. Only synced records are ever dropped.
     fn retain_from(
         &mut self,
-        _seq: u64,
+        seq: u64,
         _archive: Option<&std::path::Path>,
     ) -> Result<(), JournalError> {
+        let mut image = lock(&self.image);
+        if seq <= image.first_seq {
+            return Ok(());
+        }
+        let dropped = ((seq - image.first_seq) as usize * RECORD_SIZE_BYTES).min(image.synced_len);
+        image.bytes.drain(..dropped);
+        image.synced_len -= dropped;
+        image.first_seq += (dropped / RECORD_SIZE_BYTES) as u64;
         Ok(())
     }
 }
@@ -323,6 +345,49 @@ impl HardStatePort for SimHardState {
         if self.durable {
             *lock(&self.stored) = Some(*state);
         }
+        Ok(())
+    }
+}
+
+/// A cluster member's snapshot files, for Raft: the newest is sent to a follower behind the
+/// member's log start, and one from the leader is installed here. Whole files only, durable
+/// once stored (as the real store writes, syncs and renames them).
+pub struct SimRaftSnapshots {
+    files: Shared<BTreeMap<u64, Vec<u8>>>,
+    keep_count: usize,
+}
+
+impl SimRaftSnapshots {
+    /// The port over `files`, keeping the newest `keep_count`.
+    pub fn new(files: Shared<BTreeMap<u64, Vec<u8>>>, keep_count: usize) -> SimRaftSnapshots {
+        SimRaftSnapshots { files, keep_count }
+    }
+
+    /// Writes the snapshot file of `state`, the state after `seq` (the shadow matcher's).
+    pub fn write(&self, seq: u64, state: &[u8]) {
+        let bytes = encode_snapshot(seq, None, state).expect("a snapshot encodes");
+        self.store(seq, bytes);
+    }
+
+    fn store(&self, seq: u64, bytes: Vec<u8>) {
+        let mut files = lock(&self.files);
+        files.insert(seq, bytes);
+        while files.len() > self.keep_count {
+            files.pop_first();
+        }
+    }
+}
+
+impl ringmatch_replication::SnapshotPort for SimRaftSnapshots {
+    fn newest(&self) -> Result<Option<(u64, Vec<u8>)>, ReplicationError> {
+        Ok(lock(&self.files)
+            .last_key_value()
+            .map(|(seq, bytes)| (*seq, bytes.clone())))
+    }
+
+    fn install(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ReplicationError> {
+        decode_snapshot(seq, bytes).map_err(ReplicationError::Snapshot)?;
+        self.store(seq, bytes.to_vec());
         Ok(())
     }
 }

@@ -37,7 +37,8 @@ fn a_cluster_seed_replays_exactly() {
 }
 
 /// The runs do what they are for: crashes of both kinds, leader changes, proposals lost to
-/// them, damaged frames, forged messages, runs with a learner, and acks to check.
+/// them, damaged frames, forged messages, runs with a learner, compactions and snapshot
+/// installs, and acks to check.
 #[test]
 fn the_cluster_runs_cover_crashes_leader_changes_and_a_faulty_network() {
     let mut power_losses = 0;
@@ -47,8 +48,14 @@ fn the_cluster_runs_cover_crashes_leader_changes_and_a_faulty_network() {
     let mut forged = 0;
     let mut with_learner = 0;
     let mut acks = 0;
+    let mut with_compaction = 0;
+    let mut compactions = 0;
+    let mut installs = 0;
     for seed in 0..100 {
         let summary = run_cluster_seed(seed).unwrap();
+        with_compaction += u64::from(summary.with_compaction);
+        compactions += summary.compactions_count;
+        installs += summary.installs_count;
         power_losses += summary.power_losses_count;
         leader_terms += summary.leader_terms_count;
         lost += summary.lost_count;
@@ -64,6 +71,11 @@ fn the_cluster_runs_cover_crashes_leader_changes_and_a_faulty_network() {
     assert!(forged > 100, "{forged}");
     assert!(with_learner > 20, "{with_learner}");
     assert!(acks > 10_000, "{acks}");
+    // Followers compact their logs, and nodes that come back behind the leader's log start
+    // are sent its snapshot.
+    assert!(with_compaction > 20, "{with_compaction}");
+    assert!(compactions > 500, "{compactions}");
+    assert!(installs > 10, "{installs}");
 }
 
 /// Each rule the replication code keeps, broken in turn: a named seed fails with what the
