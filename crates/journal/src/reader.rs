@@ -1,11 +1,16 @@
 //! Streams journal records from any sequence, checking each one again (length, CRC32C and
 //! sequence continuity), as replay and catch-up must not trust what the writer checked.
+//! Records have one fixed size, so a reader starts at its first record's offset in its
+//! segment rather than reading the segment's earlier records (a cluster leader reads the
+//! recent tail to send it, many times a second).
 
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::format::{record_at, JournalRecord, RecordAt, SEGMENT_HEADER_SIZE_BYTES};
+use crate::format::{
+    record_at, JournalRecord, RecordAt, RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
+};
 use crate::journal::list_segments;
 use crate::JournalError;
 
@@ -18,6 +23,8 @@ pub struct JournalReader {
     next_seq: u64,
     from_seq: u64,
     failed: bool,
+    /// For the first segment loaded: go straight to the record of `from_seq`.
+    seek: bool,
 }
 
 impl JournalReader {
@@ -49,6 +56,7 @@ impl JournalReader {
             next_seq,
             from_seq,
             failed: false,
+            seek: true,
         })
     }
 
@@ -77,8 +85,18 @@ impl JournalReader {
             path: path.clone(),
             problem,
         })?;
-        self.map = Some(map);
         self.offset = SEGMENT_HEADER_SIZE_BYTES;
+        if std::mem::take(&mut self.seek) && self.from_seq > self.next_seq {
+            // The record of `from_seq`, if this segment holds it, is at a known offset; what
+            // lies there is checked like any record (a different sequence is a gap).
+            let skipped = (self.from_seq - self.next_seq) as usize;
+            let offset = SEGMENT_HEADER_SIZE_BYTES + skipped * RECORD_SIZE_BYTES;
+            if offset <= map.len() {
+                self.offset = offset;
+                self.next_seq = self.from_seq;
+            }
+        }
+        self.map = Some(map);
         Ok(true)
     }
 

@@ -92,6 +92,33 @@ fn records_replay_from_any_sequence_across_segments_and_reopen() {
     assert!(report.tail_cut.is_none());
 }
 
+/// A reader that starts in the middle of a segment goes straight to its first record, and
+/// still checks it: a damaged record there is an error, and the records after it read.
+#[test]
+fn a_reader_from_mid_segment_checks_the_record_it_starts_at() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 100, 50);
+    let segment = &list_segments(dir.path()).unwrap()[1];
+    assert_eq!(segment.0, 51);
+    // Damage the record of sequence 57 (the seventh of the second segment).
+    let mut bytes = std::fs::read(&segment.1).unwrap();
+    bytes[SEGMENT_HEADER_SIZE_BYTES + 6 * RECORD_SIZE_BYTES + 20] ^= 0xff;
+    std::fs::write(&segment.1, &bytes).unwrap();
+    let from_57: Vec<_> = JournalReader::open(dir.path(), 57).unwrap().collect();
+    assert!(
+        matches!(
+            from_57.first(),
+            Some(Err(JournalError::Corrupt { seq: 57, .. }))
+        ),
+        "{from_57:?}"
+    );
+    let from_58 = read_all(dir.path(), 58);
+    assert_eq!(from_58.len(), 43);
+    assert_eq!(from_58[0], record(58));
+    // Past the end: nothing.
+    assert!(read_all(dir.path(), 101).is_empty());
+}
+
 #[test]
 fn segments_are_preallocated_with_real_blocks() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 //! Membership is static (the `[cluster]` configuration): a configuration-change entry is
 //! refused, never journaled.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -191,7 +192,13 @@ pub struct LogStore<L: LogPort, H: HardStatePort> {
     conf_state: ConfState,
     terms: TermRuns,
     snapshots: Option<Box<dyn SnapshotPort>>,
+    /// The newest records, up to [`TAIL_CACHED_MAX`]: what a leader sends its followers is
+    /// almost always here, so sending does not read the journal.
+    tail: VecDeque<JournalRecord>,
 }
+
+/// Records the log keeps in memory beside the journal (about 6 MiB).
+pub const TAIL_CACHED_MAX: usize = 1 << 16;
 
 impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
     /// The log over `log`, whose records must be a cluster's (a journal written by one node
@@ -267,6 +274,7 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
             conf_state,
             terms,
             snapshots,
+            tail: VecDeque::new(),
         })
     }
 
@@ -310,6 +318,7 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
         self.stored_commit = state.commit;
         self.terms = TermRuns::default();
         self.terms.open(index, term);
+        self.tail.clear();
         Ok(())
     }
 
@@ -378,6 +387,13 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
                 .truncate_from(first.index)
                 .map_err(ReplicationError::Journal)?;
             self.terms.cut_from(first.index);
+            while self
+                .tail
+                .back()
+                .is_some_and(|record| record.seq >= first.index)
+            {
+                self.tail.pop_back();
+            }
         }
         for entry in entries {
             let record = record_of(entry)?;
@@ -410,6 +426,10 @@ impl<L: LogPort, H: HardStatePort> LogStore<L, H> {
             self.log
                 .append(&record)
                 .map_err(ReplicationError::Journal)?;
+            if self.tail.len() == TAIL_CACHED_MAX {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(record);
         }
         Ok(())
     }
@@ -486,10 +506,19 @@ impl<L: LogPort, H: HardStatePort> raft::Storage for LogStore<L, H> {
         let max_size = max_size.into();
         let mut entries = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let records = self
-            .log
-            .records_from(low)
-            .map_err(|error| storage_error(ReplicationError::Journal(error)))?;
+        let records: Box<dyn Iterator<Item = Result<JournalRecord, JournalError>> + '_> =
+            match self.tail.front() {
+                Some(front) if front.seq <= low => Box::new(
+                    self.tail
+                        .range((low - front.seq) as usize..)
+                        .copied()
+                        .map(Ok),
+                ),
+                _ => self
+                    .log
+                    .records_from(low)
+                    .map_err(|error| storage_error(ReplicationError::Journal(error)))?,
+            };
         for record in records.take((high - low) as usize) {
             let record = record.map_err(|error| storage_error(ReplicationError::Journal(error)))?;
             let entry = entry_of(&record, self.terms.term_at(record.seq));
