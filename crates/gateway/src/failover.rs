@@ -8,7 +8,10 @@
 //! until their ack (or a `throttled` / `busy` refusal). Each remembers its resend floor, the
 //! highest sequence acknowledged to this client before it was first sent. Other commands are
 //! passed on and not resent: after a reconnect, a cancel or replace whose ack did not arrive
-//! may or may not have happened, which `open_orders` tells.
+//! may or may not have happened, which `open_orders` tells. A `throttled` or `busy` refusal
+//! names only a client order id, so a refused cancel that names its order by client order id
+//! also ends the tracking of that order's place if it is still in flight (that place is then
+//! not resent).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -41,7 +41,7 @@ use crate::log;
 use crate::serve::{
     log_replay_progress, log_tail_cut, open_kafka, run, serve_admin, Response, Start, Surface,
 };
-use crate::shadow::{Compaction, Shadow};
+use crate::shadow::{Compaction, Hot, Shadow};
 
 /// Exit status of a leader that stopped leading.
 pub const EXIT_DEPOSED: i32 = 3;
@@ -291,7 +291,7 @@ pub(crate) fn serve_cluster(
             log!("stopping: a follower; the journal is synced as it is written");
             following.stop();
             drop(replica);
-            shadow.stop();
+            let _ = shadow.stop();
             return Ok(());
         }
         if let Some(failure) = replica.failure() {
@@ -320,7 +320,7 @@ pub(crate) fn serve_cluster(
     // From here, "recovered in" measures the promotion. The shadow matcher has written its
     // last snapshot; the pipeline's matcher runs the commands from here.
     let started = Instant::now();
-    shadow.stop();
+    let hot = shadow.stop();
     let term = status.term;
     let next_seq = status.last_index + 1;
     log!(
@@ -348,10 +348,14 @@ pub(crate) fn serve_cluster(
                 std::thread::sleep(Duration::from_millis(2));
             })?;
     }
+    // A compacted log's journal starts later (whole segments go): replay may start there.
+    let journal_first_seq = ringmatch_journal::list_segments(&recovery.journal.dir)?
+        .first()
+        .map_or(1, |(first_seq, _)| *first_seq);
     let journal = ReplicatedJournal::new(
         Arc::clone(&replica),
         &recovery.journal.dir,
-        1,
+        journal_first_seq,
         next_seq,
         stats,
         Box::new(|error: &WaitError| deposed(&error.to_string())),
@@ -378,6 +382,7 @@ pub(crate) fn serve_cluster(
         started,
         journal,
         snapshots,
+        hot,
         link: Box::new(CommitLink::new(
             Arc::clone(&replica),
             term,
@@ -405,26 +410,68 @@ struct Leading<'a> {
     started: Instant,
     journal: ReplicatedJournal,
     snapshots: SnapshotStore,
+    /// The shadow matcher as it stopped.
+    hot: Option<Hot>,
     link: Box<CommitLink>,
 }
 
 impl Leading<'_> {
-    /// Rebuilds the matcher and `output` from the newest usable snapshot and the committed
-    /// journal, then runs the pipeline until a signal (or the end of this leadership).
+    /// Takes over the shadow matcher when it ran everything committed and its kept events
+    /// hold all the output lacks (those are published first): a hot promotion, no replay.
+    /// Otherwise rebuilds the matcher and `output` from the newest usable snapshot and the
+    /// committed journal. Then runs the pipeline until a signal (or the end of this
+    /// leadership).
     fn run<O: ringmatch_pipeline::ResumableOutput>(
         self,
         matcher: &ringmatch_matcher::MatcherConfig,
         mut output: O,
         kafka: Option<Arc<ringmatch_kafka::KafkaMetrics>>,
     ) -> anyhow::Result<()> {
-        let rebuilt = recover_from(
-            matcher,
-            &self.journal,
-            &self.snapshots,
-            &mut output,
-            &mut log_replay_progress,
-        )?;
-        log_rebuilt(&rebuilt);
+        let last_seq = ringmatch_pipeline::ports::JournalPort::next_seq(&self.journal) - 1;
+        let hot = self.hot.and_then(|hot| {
+            let held = output.resume_position();
+            let missing = (hot.applied == last_seq)
+                .then(|| hot.missing_after(held))
+                .flatten();
+            match missing {
+                Some(missing) => Some((hot.engine, missing)),
+                None => {
+                    log!(
+                        "cluster: the shadow matcher (at sequence {}, last event {}) cannot \
+                         complete the output (which holds events to {}); replaying",
+                        hot.applied,
+                        position_text(hot.last_event),
+                        position_text(held)
+                    );
+                    None
+                }
+            }
+        });
+        let engine = match hot {
+            Some((engine, missing)) => {
+                for event in &missing {
+                    ringmatch_pipeline::OutputSink::push(&mut output, event);
+                }
+                ringmatch_pipeline::OutputSink::end_of_batch(&mut output);
+                log!(
+                    "cluster: hot promotion: the shadow matcher at sequence {last_seq} carries \
+                     on, no replay; {} events the output lacked published first",
+                    missing.len()
+                );
+                engine
+            }
+            None => {
+                let rebuilt = recover_from(
+                    matcher,
+                    &self.journal,
+                    &self.snapshots,
+                    &mut output,
+                    &mut log_replay_progress,
+                )?;
+                log_rebuilt(&rebuilt);
+                rebuilt.engine
+            }
+        };
         run(
             self.config,
             self.pipeline_config,
@@ -434,13 +481,21 @@ impl Leading<'_> {
             },
             self.started,
             Start {
-                engine: rebuilt.engine,
+                engine,
                 journal: self.journal,
                 output,
                 snapshots: self.snapshots,
                 link: Some(self.link),
             },
         )
+    }
+}
+
+/// An event position for the log: "sequence S index I", or "none".
+fn position_text(position: Option<(u64, u32)>) -> String {
+    match position {
+        Some((seq, index)) => format!("sequence {seq} index {index}"),
+        None => "none".into(),
     }
 }
 

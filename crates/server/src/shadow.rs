@@ -8,6 +8,7 @@
 //! journal's retention is `delete` or `archive`), and a snapshot the node installs from its
 //! leader replaces the shadow state.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,12 +22,66 @@ use ringmatch_replication::{CommitHook, Committed, Compactor};
 
 use crate::log;
 
-/// The position of the last event the shadow matcher emitted.
-struct LastEvent(Option<(u64, u32)>);
+/// Events the shadow matcher keeps for a promotion: the output may lack the last events the
+/// old leader made, and these fill that gap without a replay (about 16 MiB).
+const RECENT_EVENTS_KEPT_MAX: usize = 1 << 17;
+
+/// The position of the last event the shadow matcher emitted, and its newest events.
+struct LastEvent {
+    last: Option<(u64, u32)>,
+    recent: VecDeque<Event>,
+}
+
+impl LastEvent {
+    fn at(last: Option<(u64, u32)>) -> LastEvent {
+        LastEvent {
+            last,
+            recent: VecDeque::new(),
+        }
+    }
+}
 
 impl EventSink for LastEvent {
     fn push(&mut self, event: &Event) {
-        self.0 = Some((event.seq, event.index));
+        self.last = Some((event.seq, event.index));
+        if self.recent.len() == RECENT_EVENTS_KEPT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(*event);
+    }
+}
+
+/// The shadow matcher as it stopped: what a promotion can start from without a replay.
+pub(crate) struct Hot {
+    /// The matcher, after the command at `applied`.
+    pub(crate) engine: Engine,
+    /// The last command it ran.
+    pub(crate) applied: u64,
+    /// The last event it emitted.
+    pub(crate) last_event: Option<(u64, u32)>,
+    /// Its newest events, in order (at most [`RECENT_EVENTS_KEPT_MAX`]).
+    pub(crate) recent: VecDeque<Event>,
+}
+
+impl Hot {
+    /// The events an output that holds everything up to `held` (and nothing after) lacks,
+    /// if this matcher's kept events cover them; `None` when they do not (a replay must).
+    pub(crate) fn missing_after(&self, held: Option<(u64, u32)>) -> Option<Vec<Event>> {
+        if held == self.last_event {
+            return Some(Vec::new());
+        }
+        let held = held?;
+        let first = self.recent.front()?;
+        if (first.seq, first.index) > held || Some(held) > self.last_event {
+            return None;
+        }
+        Some(
+            self.recent
+                .iter()
+                .filter(|event| (event.seq, event.index) > held)
+                .copied()
+                .collect(),
+        )
     }
 }
 
@@ -52,7 +107,7 @@ pub(crate) struct Compaction {
 pub(crate) struct Shadow {
     /// Shared with the commit hook; emptied at the stop, which ends the thread.
     sender: Arc<Mutex<Option<Sender<Work>>>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Option<Hot>>>,
 }
 
 /// The engine restored from the snapshot of the state after `seq`, and that snapshot's last
@@ -100,12 +155,12 @@ impl Shadow {
             Some((u64::MAX, u32::MAX)),
             &mut problems,
         )?;
-        let mut last_event = LastEvent(None);
+        let mut last_event = LastEvent::at(None);
         let (mut engine, from) = match chosen {
             Some((info, engine)) => match store.read(&info)?.events_mark {
                 EventsMark::NoEvents => (engine, info.seq + 1),
                 EventsMark::Last(seq, index) => {
-                    last_event.0 = Some((seq, index));
+                    last_event.last = Some((seq, index));
                     (engine, info.seq + 1)
                 }
                 // Not written by a cluster member (it records no mark): start over.
@@ -142,6 +197,7 @@ impl Shadow {
             .name("shadow".into())
             .spawn(move || {
                 let mut since_snapshot = 0u64;
+                let mut applied = commit;
                 for work in receiver {
                     let records = match work {
                         Work::Records(records) => records,
@@ -153,7 +209,8 @@ impl Shadow {
                                     restored.state_hash()
                                 );
                                 engine = restored;
-                                last_event.0 = mark;
+                                last_event = LastEvent::at(mark);
+                                applied = seq;
                                 since_snapshot = 0;
                                 continue;
                             }
@@ -167,10 +224,11 @@ impl Shadow {
                     };
                     for record in records {
                         engine.apply(record.seq, &record.command, &mut last_event);
+                        applied = record.seq;
                         since_snapshot += 1;
                         if every_commands > 0 && since_snapshot >= every_commands {
                             since_snapshot = 0;
-                            match store.write(record.seq, last_event.0, &engine.encode_state()) {
+                            match store.write(record.seq, last_event.last, &engine.encode_state()) {
                                 Ok(info) => {
                                     log!(
                                         "cluster: shadow snapshot after sequence {} ({})",
@@ -185,6 +243,12 @@ impl Shadow {
                         }
                     }
                 }
+                Some(Hot {
+                    engine,
+                    applied,
+                    last_event: last_event.last,
+                    recent: last_event.recent,
+                })
             })?;
         let sender = Arc::new(Mutex::new(Some(sender)));
         let hook_sender = Arc::clone(&sender);
@@ -220,14 +284,14 @@ impl Shadow {
         ))
     }
 
-    /// Stops the thread once it has run what it was given.
-    pub(crate) fn stop(mut self) {
+    /// Stops the thread once it has run what it was given; the matcher as it stopped.
+    pub(crate) fn stop(mut self) -> Option<Hot> {
         if let Ok(mut sender) = self.sender.lock() {
             *sender = None;
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.thread
+            .take()
+            .and_then(|thread| thread.join().ok().flatten())
     }
 }
 
@@ -250,5 +314,59 @@ fn compact(compaction: &Compaction, store: &SnapshotStore) {
         .and_then(|guard| guard.as_ref())
     {
         compactor.compact(oldest.seq, archive.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringmatch_proto::{CommandType, EventType};
+
+    fn event(seq: u64, index: u32) -> Event {
+        let mut event = Event::empty(EventType::Accepted, CommandType::Place);
+        event.seq = seq;
+        event.index = index;
+        event
+    }
+
+    fn hot(events: &[(u64, u32)]) -> Hot {
+        let recent: VecDeque<Event> = events.iter().map(|&(s, i)| event(s, i)).collect();
+        Hot {
+            engine: Engine::new(ringmatch_matcher::workload::mix_config()).unwrap(),
+            applied: 9,
+            last_event: events.last().copied(),
+            recent,
+        }
+    }
+
+    /// The output lacks the kept events after what it holds; a gap before the kept events,
+    /// an empty output or an output ahead of the matcher means a replay.
+    #[test]
+    fn the_missing_events_come_from_the_kept_ones_or_not_at_all() {
+        let hot = hot(&[(4, 0), (4, 1), (6, 0), (9, 0), (9, 1)]);
+        let positions = |events: Vec<Event>| -> Vec<(u64, u32)> {
+            events.iter().map(|e| (e.seq, e.index)).collect()
+        };
+        assert_eq!(hot.missing_after(Some((9, 1))).map(positions), Some(vec![]));
+        assert_eq!(
+            hot.missing_after(Some((4, 1))).map(positions),
+            Some(vec![(6, 0), (9, 0), (9, 1)])
+        );
+        assert_eq!(
+            hot.missing_after(Some((4, 0))).map(positions),
+            Some(vec![(4, 1), (6, 0), (9, 0), (9, 1)])
+        );
+        // Before the first kept event: something may be missing that is not kept.
+        assert!(hot.missing_after(Some((3, 2))).is_none());
+        assert!(hot.missing_after(None).is_none());
+        // The output ahead of the matcher.
+        assert!(hot.missing_after(Some((10, 0))).is_none());
+        // Nothing emitted and nothing held.
+        let empty = Hot {
+            last_event: None,
+            recent: VecDeque::new(),
+            ..hot
+        };
+        assert_eq!(empty.missing_after(None).map(positions), Some(vec![]));
     }
 }
