@@ -8,7 +8,14 @@
 //! until their ack (or a `throttled` / `busy` refusal). Each remembers its resend floor, the
 //! highest sequence acknowledged to this client before it was first sent. Other commands are
 //! passed on and not resent: after a reconnect, a cancel or replace whose ack did not arrive
-//! may or may not have happened, which `open_orders` tells. A `throttled` or `busy` refusal
+//! may or may not have happened, which `open_orders` tells (a command whose own write failed
+//! is written again on the new session, as it never left). A place is marked as a possible
+//! resend only when sent again: the engine can tell a resend from its original only when
+//! the original comes first, so a client must not resend while its old connection may still
+//! deliver to a live server. This one resends only after the old session failed, or after
+//! `silence_max` without a byte from a server that may still be alive; in that second case
+//! an original still queued on the old connection can reach the engine after its resend and
+//! be placed too (a known limit). A `throttled` or `busy` refusal
 //! names only a client order id, so a refused cancel that names its order by client order id
 //! also ends the tracking of that order's place if it is still in flight (that place is then
 //! not resent).
@@ -37,7 +44,7 @@ pub struct FailoverOptions {
     /// ([`ClientError::Timeout`]).
     pub reconnect_for: Duration,
     /// How long a live session may stay silent (not even a heartbeat) before the client
-    /// takes it for dead and reconnects.
+    /// takes it for dead and reconnects; at least three of the server's heartbeat intervals.
     pub silence_max: Duration,
 }
 
@@ -160,12 +167,23 @@ impl FailoverClient {
                 }
                 // The reconnect resends every tracked place, this one included.
                 Err(error) if is_session_loss(&error) => {
-                    self.reconnect()?;
+                    if let Err(error) = self.reconnect() {
+                        if tracked {
+                            // Not sent: the caller is told, and nothing resends it later.
+                            self.in_flight.pop_back();
+                        }
+                        return Err(error);
+                    }
                     if tracked {
                         return Ok(());
                     }
                 }
-                Err(error) => return Err(error),
+                Err(error) => {
+                    if tracked {
+                        self.in_flight.pop_back();
+                    }
+                    return Err(error);
+                }
             }
         }
     }
@@ -180,9 +198,14 @@ impl FailoverClient {
             if now >= deadline {
                 return Ok(None);
             }
-            if self.client.is_none()
-                || now.duration_since(self.last_heard) > self.options.silence_max
-            {
+            // Never shorter than three of the server's heartbeat intervals.
+            let silence_max = self.options.silence_max.max(
+                3 * self
+                    .client
+                    .as_ref()
+                    .map_or(Duration::ZERO, Client::heartbeat_interval),
+            );
+            if self.client.is_none() || now.duration_since(self.last_heard) > silence_max {
                 self.reconnect()?;
                 continue;
             }
@@ -205,7 +228,7 @@ impl FailoverClient {
             }
             let wait = (deadline - now)
                 .min(heartbeat_every.max(Duration::from_millis(1)))
-                .min(self.options.silence_max);
+                .min(silence_max);
             let received = match self.client.as_mut() {
                 Some(client) => client.recv(wait),
                 None => continue,

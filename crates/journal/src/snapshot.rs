@@ -136,10 +136,12 @@ impl SnapshotStore {
             let entry = entry.map_err(|source| io(&self.dir, source))?;
             let name = entry.file_name();
             if let Some(seq) = name.to_str().and_then(parse_file_name) {
-                let size_bytes = entry
-                    .metadata()
-                    .map_err(|source| io(&entry.path(), source))?
-                    .len();
+                let size_bytes = match entry.metadata() {
+                    Ok(metadata) => metadata.len(),
+                    // Removed since the directory was read (by another thread's pruning).
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(io(&entry.path(), source)),
+                };
                 snapshots.push(SnapshotInfo {
                     seq,
                     path: entry.path(),
@@ -160,18 +162,22 @@ impl SnapshotStore {
     ) -> Result<SnapshotInfo, SnapshotError> {
         let path = self.dir.join(file_name(seq));
         let bytes = encode_snapshot(seq, last_event, state).map_err(|source| io(&path, source))?;
-        self.write_file(seq, &bytes)
+        self.write_file(seq, &bytes, true)
     }
 
     /// Stores a whole snapshot file made elsewhere (a cluster leader's, sent to a follower
     /// that is behind), after checking it is a valid snapshot of the state after `seq`;
     /// drops snapshots beyond `keep_count`.
+    ///
+    /// Unlike [`SnapshotStore::write`] it drops nothing: the installer still has to record
+    /// that its log now starts at this snapshot, and until then the older snapshots may be
+    /// the ones a restart needs. The next write drops what is beyond `keep_count`.
     pub fn install(&self, seq: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
         decode_snapshot(seq, bytes).map_err(|problem| SnapshotError::Invalid {
             path: self.dir.join(file_name(seq)),
             problem,
         })?;
-        self.write_file(seq, bytes)
+        self.write_file(seq, bytes, false)
     }
 
     /// The bytes of one snapshot file, unchecked (they are checked where they are read).
@@ -179,7 +185,12 @@ impl SnapshotStore {
         std::fs::read(&info.path).map_err(|source| io(&info.path, source))
     }
 
-    fn write_file(&self, seq: u64, bytes: &[u8]) -> Result<SnapshotInfo, SnapshotError> {
+    fn write_file(
+        &self,
+        seq: u64,
+        bytes: &[u8],
+        drop_old: bool,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         let path = self.dir.join(file_name(seq));
         let temp = self.dir.join(format!("{}.tmp", file_name(seq)));
         let mut file = std::fs::File::create(&temp).map_err(|source| io(&temp, source))?;
@@ -190,8 +201,19 @@ impl SnapshotStore {
         std::fs::rename(&temp, &path).map_err(|source| io(&path, source))?;
         sync_dir(&self.dir)
             .map_err(|error| io(&self.dir, std::io::Error::other(error.to_string())))?;
-        for old in self.list()?.into_iter().skip(self.keep_count) {
-            std::fs::remove_file(&old.path).map_err(|source| io(&old.path, source))?;
+        let kept_count = if drop_old {
+            self.keep_count
+        } else {
+            usize::MAX
+        };
+        for old in self.list()?.into_iter().skip(kept_count) {
+            // Another thread of a cluster member (its replica installing, its shadow
+            // writing) may have removed it already.
+            match std::fs::remove_file(&old.path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io(&old.path, source)),
+            }
         }
         Ok(SnapshotInfo {
             seq,
@@ -333,6 +355,31 @@ mod tests {
         let error = store.read(&listed[0]).unwrap_err().to_string();
         assert!(error.contains("payload checksum mismatch"), "{error}");
         assert_eq!(store.read(&listed[1]).unwrap().state, b"state after 20");
+    }
+
+    /// An installed file (a leader's) is checked, stored whole and drops nothing; the next
+    /// write drops what is beyond `keep_count`. A damaged file is refused and not stored.
+    #[test]
+    fn an_install_checks_the_file_and_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path(), 1).unwrap();
+        store.write(10, None, b"ten").unwrap();
+        let bytes = encode_snapshot(20, Some((19, 0)), b"twenty").unwrap();
+        let mut damaged = bytes.clone();
+        damaged[70] ^= 1;
+        assert!(store.install(20, &damaged).is_err());
+        assert!(
+            store.install(21, &bytes).is_err(),
+            "named for another sequence"
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+        store.install(20, &bytes).unwrap();
+        let kept: Vec<u64> = store.list().unwrap().iter().map(|info| info.seq).collect();
+        assert_eq!(kept, [20, 10]);
+        assert_eq!(store.read_bytes(&store.list().unwrap()[0]).unwrap(), bytes);
+        store.write(30, None, b"thirty").unwrap();
+        let kept: Vec<u64> = store.list().unwrap().iter().map(|info| info.seq).collect();
+        assert_eq!(kept, [30]);
     }
 
     #[test]

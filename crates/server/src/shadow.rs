@@ -110,25 +110,30 @@ pub(crate) struct Shadow {
     thread: Option<JoinHandle<Option<Hot>>>,
 }
 
-/// The engine restored from the snapshot of the state after `seq`, and that snapshot's last
-/// event.
+/// A matcher restored from a snapshot: the engine, the snapshot's sequence, its last event.
+type Restored = (Engine, u64, Option<(u64, u32)>);
+
+/// The engine restored from the oldest stored snapshot at or after `seq` (the one the node
+/// installed, or a later install that already replaced it), that snapshot's sequence, and
+/// its last event.
 fn restore_snapshot(
     matcher: &MatcherConfig,
     store: &SnapshotStore,
     seq: u64,
-) -> anyhow::Result<(Engine, Option<(u64, u32)>)> {
+) -> anyhow::Result<Restored> {
     let info = store
         .list()?
         .into_iter()
-        .find(|info| info.seq == seq)
-        .ok_or_else(|| anyhow::anyhow!("no snapshot of sequence {seq} in the store"))?;
+        .rev()
+        .find(|info| info.seq >= seq)
+        .ok_or_else(|| anyhow::anyhow!("no snapshot at or after sequence {seq} in the store"))?;
     let snapshot = store.read(&info)?;
-    let engine = Engine::restore_at(matcher.clone(), &snapshot.state, seq)?;
+    let engine = Engine::restore_at(matcher.clone(), &snapshot.state, info.seq)?;
     let last_event = match snapshot.events_mark {
         EventsMark::Last(seq, index) => Some((seq, index)),
         EventsMark::NoEvents | EventsMark::Unrecorded => None,
     };
-    Ok((engine, last_event))
+    Ok((engine, info.seq, last_event))
 }
 
 impl Shadow {
@@ -202,15 +207,15 @@ impl Shadow {
                     let records = match work {
                         Work::Records(records) => records,
                         Work::Restore(seq) => match restore_snapshot(&matcher, &store, seq) {
-                            Ok((restored, mark)) => {
+                            Ok((restored, at, mark)) => {
                                 log!(
                                     "cluster: the shadow matcher restored the leader's \
-                                     snapshot after sequence {seq}, state hash {:#018x}",
+                                     snapshot after sequence {at}, state hash {:#018x}",
                                     restored.state_hash()
                                 );
                                 engine = restored;
                                 last_event = LastEvent::at(mark);
-                                applied = seq;
+                                applied = at;
                                 since_snapshot = 0;
                                 continue;
                             }
@@ -223,6 +228,10 @@ impl Shadow {
                         },
                     };
                     for record in records {
+                        // Already in a snapshot restored past it.
+                        if record.seq <= applied {
+                            continue;
+                        }
                         engine.apply(record.seq, &record.command, &mut last_event);
                         applied = record.seq;
                         since_snapshot += 1;
