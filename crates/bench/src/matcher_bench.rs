@@ -17,6 +17,9 @@ pub struct MatcherBenchOptions {
     pub naive_commands_count: usize,
     /// Workload seed.
     pub seed: u64,
+    /// Also time the same stream with a client order id on every place (so the resend
+    /// window remembers each), in alternating runs, and report the ratio.
+    pub client_order_ids: bool,
 }
 
 /// What one implementation did.
@@ -160,5 +163,44 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
         naive.state_hash,
         fast.events_count
     );
+    if options.client_order_ids {
+        compare_client_order_ids(&workload, &options);
+    }
     Ok(())
+}
+
+/// The same stream with and without a client order id on every place, one run of each in
+/// turn: what remembering every place in the resend window costs the matcher.
+fn compare_client_order_ids(workload: &Workload, options: &MatcherBenchOptions) {
+    let mut with_ids = workload.clone();
+    let mut next_id = 0u64;
+    for command in with_ids
+        .warmup
+        .iter_mut()
+        .chain(with_ids.commands.iter_mut())
+    {
+        if command.command_type == ringmatch_proto::CommandType::Place {
+            next_id += 1;
+            command.client_order_id = next_id;
+        }
+    }
+    let mut ratios = Vec::with_capacity(options.runs_count);
+    for _ in 0..options.runs_count {
+        let make = || Engine::new(mix_config()).expect("valid mix config");
+        let plain = time_matcher(make, workload, options.commands_count, 1);
+        let ids = time_matcher(make, &with_ids, options.commands_count, 1);
+        ratios.push(ids.median_commands_per_second() / plain.median_commands_per_second());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "client order ids on every place ({next_id} places, resend window of {}): with / \
+         without, per pair: {}; median {:.3}",
+        mix_config().limits.resends_max,
+        ratios
+            .iter()
+            .map(|ratio| format!("{ratio:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ratios[ratios.len() / 2]
+    );
 }

@@ -105,18 +105,19 @@ impl ResendWindow {
         let slot = (self.head + self.len) % self.ring.len();
         self.ring[slot] = resend;
         self.len += 1;
-        let key = resend_key(resend.account, resend.client_order_id);
         // The key's older entry stays in the ring (it leaves in turn) but no longer answers.
-        self.by_key.remove(key);
-        self.by_key.insert(key, slot as u32);
+        self.by_key.upsert(
+            resend_key(resend.account, resend.client_order_id),
+            slot as u32,
+        );
     }
 
     fn forget_oldest(&mut self) {
         let oldest = self.ring[self.head];
-        let key = resend_key(oldest.account, oldest.client_order_id);
-        if self.by_key.get(key) == Some(self.head as u32) {
-            self.by_key.remove(key);
-        }
+        self.by_key.remove_if(
+            resend_key(oldest.account, oldest.client_order_id),
+            self.head as u32,
+        );
         self.forgotten_through = oldest.seq;
         self.head = (self.head + 1) % self.ring.len();
         self.len -= 1;

@@ -98,6 +98,35 @@ impl<K: TableKey> FixedMap<K> {
         self.len += 1;
     }
 
+    /// Sets the value of `key`, inserting it when absent (one probe sequence). Panics past
+    /// `len_max` on an insert: callers check limits first.
+    #[inline]
+    pub fn upsert(&mut self, key: K, value: u32) {
+        assert!(value != EMPTY, "slot index {value} is the empty marker");
+        let mut index = self.home(key);
+        while self.values[index] != EMPTY {
+            if self.keys[index] == key {
+                self.values[index] = value;
+                return;
+            }
+            index = (index + 1) & self.mask;
+        }
+        assert!(self.len < self.len_max, "fixed map over its len_max");
+        self.keys[index] = key;
+        self.values[index] = value;
+        self.len += 1;
+    }
+
+    /// Removes `key` if its value is `value` (one probe sequence to find it).
+    #[inline]
+    pub fn remove_if(&mut self, key: K, value: u32) {
+        if let Some(found) = self.find(key) {
+            if self.values[found] == value {
+                self.remove_at(found);
+            }
+        }
+    }
+
     /// Replaces the value of a present key.
     #[cfg(test)]
     pub fn update(&mut self, key: K, value: u32) {
@@ -110,6 +139,13 @@ impl<K: TableKey> FixedMap<K> {
     pub fn remove(&mut self, key: K) -> Option<u32> {
         let found = self.find(key)?;
         let value = self.values[found];
+        self.remove_at(found);
+        Some(value)
+    }
+
+    /// Removes the entry at table index `found`, shifting later entries back.
+    #[inline]
+    fn remove_at(&mut self, found: usize) {
         let mut hole = found;
         let mut index = found;
         loop {
@@ -131,7 +167,6 @@ impl<K: TableKey> FixedMap<K> {
         self.values[hole] = EMPTY;
         self.keys[hole] = K::default();
         self.len -= 1;
-        Some(value)
     }
 }
 
@@ -153,17 +188,36 @@ mod tests {
             let key = state % 1_000;
             if let Some(value) = model.get(&key).copied() {
                 assert_eq!(map.get(key), Some(value));
-                if step % 3 == 0 {
-                    map.update(key, step);
-                    model.insert(key, step);
-                } else {
-                    assert_eq!(map.remove(key), Some(value));
-                    model.remove(&key);
+                match step % 5 {
+                    0 => {
+                        map.update(key, step);
+                        model.insert(key, step);
+                    }
+                    1 => {
+                        map.upsert(key, step);
+                        model.insert(key, step);
+                    }
+                    2 => {
+                        // Another value: kept.
+                        map.remove_if(key, value + 1);
+                    }
+                    3 => {
+                        map.remove_if(key, value);
+                        model.remove(&key);
+                    }
+                    _ => {
+                        assert_eq!(map.remove(key), Some(value));
+                        model.remove(&key);
+                    }
                 }
             } else {
                 assert_eq!(map.get(key), None);
                 if model.len() < 500 {
-                    map.insert(key, step);
+                    if step % 2 == 0 {
+                        map.insert(key, step);
+                    } else {
+                        map.upsert(key, step);
+                    }
                     model.insert(key, step);
                 }
             }

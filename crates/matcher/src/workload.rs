@@ -13,6 +13,7 @@ use ringmatch_proto::{Command, CommandType, EventType, Side, TimeInForce};
 use crate::{Engine, InstrumentSpec, Limits, MatcherConfig};
 
 /// A generated stream: `warmup` builds the resting book, `commands` is the measured mix.
+#[derive(Debug, Clone)]
 pub struct Workload {
     /// Commands that build the initial book (all passive GTC limits).
     pub warmup: Vec<Command>,

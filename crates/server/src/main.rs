@@ -225,6 +225,10 @@ enum Commands {
         /// Commands run through the naive reference book (matcher-only; a prefix).
         #[arg(long, default_value_t = 200_000)]
         naive_commands: usize,
+        /// With --matcher-only: also time the stream with a client order id on every place
+        /// (each remembered by the resend window), in alternating runs, and report the ratio.
+        #[arg(long)]
+        client_order_ids: bool,
         /// Workload seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -473,6 +477,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             runs,
             naive_commands,
+            client_order_ids,
             seed,
             kafka,
             delivery,
@@ -524,6 +529,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runs_count: runs,
                     naive_commands_count: naive_commands,
                     seed,
+                    client_order_ids,
                 })?;
                 return Ok(ExitCode::SUCCESS);
             }
