@@ -44,8 +44,13 @@ fn disable_transparent_huge_pages() {
 struct Cli {
     /// Configuration file (TOML): data directory, journal, snapshots, pipeline, gateway,
     /// admin, limits and instruments; every key is documented in config/default.toml.
-    #[arg(long, global = true, default_value = "config/default.toml")]
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
+
+    /// Data directory (journal, snapshots, events file, raft-state), instead of the
+    /// configuration's `data.dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Commands,
@@ -157,6 +162,11 @@ enum Commands {
     Events {
         #[command(subcommand)]
         command: EventsCommands,
+    },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommands,
     },
     /// Run JSON-lines commands through the matcher and print the events as JSON lines.
     ///
@@ -297,9 +307,45 @@ enum ClusterCommands {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCommands {
+    /// Check a configuration file as `serve` would read it (every key, every limit, the
+    /// instruments, the gateway logins, Kafka and `[cluster]`), and say what it sets up.
+    /// Exit status 1, with the reason, when it is not valid.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum EventsCommands {
     /// Print every event of <data>/events.bin as the JSON lines of `ringmatch feed`.
     Dump,
+}
+
+/// The `--config` default, relative to the working directory.
+const DEFAULT_CONFIG: &str = "config/default.toml";
+
+/// The configuration `--config` names, with `--data-dir` applied; a missing default file is
+/// an error that says where it was looked for.
+fn load_config(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    if path == std::path::Path::new(DEFAULT_CONFIG) && !path.exists() {
+        let here = std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .unwrap_or_else(|_| "the working directory".into());
+        anyhow::bail!(
+            "no --config given, and the default {DEFAULT_CONFIG} is not in {here} (the \
+             default is relative to the working directory): pass --config FILE"
+        );
+    }
+    let mut config = Config::load(path)?;
+    if let Some(dir) = data_dir {
+        config.data.dir = dir.to_path_buf();
+    }
+    Ok(config)
 }
 
 fn main() -> ExitCode {
@@ -325,12 +371,14 @@ fn status(ok: bool) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let (config_path, data_dir) = (cli.config.clone(), cli.data_dir.clone());
+    let load = || load_config(&config_path, data_dir.as_deref());
     match cli.command {
         Commands::Serve {
             cut_damaged_journal,
             kafka_bootstrap,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = load()?;
             ringmatch_server::serve::serve(
                 &config,
                 ringmatch_server::serve::ServeOptions {
@@ -341,7 +389,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Commands::Journal { command } => {
-            let config = Config::load(&cli.config)?;
+            let config = load()?;
             match command {
                 JournalCommands::Verify => Ok(status(tools::journal_verify(&config, &mut out)?)),
                 JournalCommands::Inspect => Ok(status(tools::journal_inspect(&config, &mut out)?)),
@@ -352,7 +400,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Commands::Snapshot { command } => {
-            let config = Config::load(&cli.config)?;
+            let config = load()?;
             match command {
                 SnapshotCommands::List => {
                     tools::snapshot_list(&config, &mut out)?;
@@ -406,7 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ClusterCommands::Status { admin },
         } => {
             let addresses = if admin.is_empty() {
-                vec![Config::load(&cli.config)?.admin.listen]
+                vec![load()?.admin.listen]
             } else {
                 admin
             };
@@ -438,12 +486,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Events {
             command: EventsCommands::Dump,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = load()?;
             tools::events_dump(&config.events_path(), &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Config {
+            command: ConfigCommands::Check { file },
+        } => {
+            let config = Config::load(&file)?;
+            let cluster = match config.cluster_plan()? {
+                None => "a single node".to_string(),
+                Some(plan) => format!(
+                    "node {} of cluster {} ({} voters, {} learners)",
+                    plan.node.node_id,
+                    plan.node.cluster_id,
+                    plan.node.voters.len(),
+                    plan.node.learners.len()
+                ),
+            };
+            writeln!(
+                out,
+                "{}: valid: {cluster}; {} instruments; data directory {}; journal {}; \
+                 order entry {}; output {}",
+                file.display(),
+                config.instruments.len(),
+                config.data.dir.display(),
+                config.journal.durability,
+                if config.gateway.enabled {
+                    format!("on {}", config.gateway.listen)
+                } else {
+                    "off".into()
+                },
+                match config.kafka_config()? {
+                    Some(kafka) => format!("Kafka at {}", kafka.bootstrap),
+                    None => format!("the events file {}", config.events_path().display()),
+                }
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Feed { file } => {
-            let config = Config::load(&cli.config)?;
+            let config = load()?;
             let mut engine = Engine::new(config.matcher())?;
             let mut output = std::io::BufWriter::new(&mut out);
             let result = if file.as_os_str() == "-" {

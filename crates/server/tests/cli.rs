@@ -198,3 +198,58 @@ fn bench_matcher_only_reports_both_books() {
     );
     assert!(stdout.contains("state hashes equal"), "{stdout}");
 }
+
+/// `config check` reads a file as `serve` would and says what it sets up, or why not.
+#[test]
+fn config_check_says_what_a_file_sets_up_or_why_not() {
+    let output = ringmatch(&["config", "check", "config/default.toml"], None);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("valid: a single node"), "{stdout}");
+    assert!(stdout.contains("2 instruments"), "{stdout}");
+    let output = ringmatch(
+        &["config", "check", "config/examples/cluster/node2.toml"],
+        None,
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        text(&output.stdout).contains("valid: node 2 of cluster 1 (3 voters, 0 learners)"),
+        "{output:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let base = std::fs::read_to_string(root().join("config/default.toml")).unwrap();
+    std::fs::write(&bad, base.replace("orders_max = 1000000", "orders_max = 0")).unwrap();
+    let output = ringmatch(&["config", "check", bad.to_str().unwrap()], None);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(text(&output.stderr).contains("orders_max"), "{output:?}");
+}
+
+/// `--data-dir` replaces the configuration's data directory for every command, and a
+/// missing default configuration says where it was looked for.
+#[test]
+fn data_dir_overrides_and_a_missing_default_config_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("elsewhere");
+    let output = ringmatch(
+        &["--data-dir", data.to_str().unwrap(), "events", "dump"],
+        None,
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains(data.join("events.bin").to_str().unwrap()),
+        "{output:?}"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmatch"))
+        .current_dir(dir.path())
+        .args(["events", "dump"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the default config/default.toml is not in")
+            && stderr.contains("pass --config FILE"),
+        "{stderr}"
+    );
+}
