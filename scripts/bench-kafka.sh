@@ -16,6 +16,13 @@
 # (ingress to committed) at a steady 20,000 commands/s. Results: bench-out/kafka/results.md.
 # Uses KAFKA_BOOTSTRAP if set, otherwise starts (and stops) scripts/kafka.sh's broker.
 set -euo pipefail
+case "${1:-}" in
+    -h | --help)
+        # The comment block at the top of this file.
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+esac
 cd "$(dirname "$0")/.."
 
 commands=${1:-300000}

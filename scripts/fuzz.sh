@@ -5,6 +5,13 @@
 # Usage: scripts/fuzz.sh [SECONDS]   (default 30; scripts/test.sh runs a short pass)
 # Needs the nightly toolchain (libFuzzer instrumentation); installs cargo-fuzz if missing.
 set -euo pipefail
+case "${1:-}" in
+    -h | --help)
+        # The comment block at the top of this file.
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+esac
 cd "$(dirname "$0")/.."
 seconds="${1:-30}"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

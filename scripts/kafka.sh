@@ -15,6 +15,13 @@
 # again on the same storage (topics and transactions kept), as the broker-restart test needs. Tests use KAFKA_BOOTSTRAP=host:port
 # to point at an existing broker instead.
 set -euo pipefail
+case "${1:-}" in
+    -h | --help)
+        # The comment block at the top of this file.
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+esac
 
 version=4.3.1
 cache="${RINGMATCH_KAFKA_CACHE:-$HOME/.cache/ringmatch/kafka-$version}"

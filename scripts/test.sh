@@ -4,6 +4,13 @@
 # Usage: scripts/test.sh
 # Environment: PROPTEST_CASES (random streams in the property test, default 10000).
 set -euo pipefail
+case "${1:-}" in
+    -h | --help)
+        # The comment block at the top of this file.
+        awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+        exit 0
+        ;;
+esac
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then

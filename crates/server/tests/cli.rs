@@ -253,3 +253,43 @@ fn data_dir_overrides_and_a_missing_default_config_says_where() {
         "{stderr}"
     );
 }
+
+/// Every script answers `--help` with its usage, at once, and does nothing else.
+#[test]
+fn every_script_answers_help() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(root().join("scripts")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "sh") {
+            continue;
+        }
+        let mut child = Command::new("bash")
+            .arg(&path)
+            .arg("--help")
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!(
+                    "{} --help did not return: it runs something",
+                    path.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}: {output:?}", path.display());
+        assert!(
+            text(&output.stdout).contains("Usage"),
+            "{} --help prints no usage",
+            path.display()
+        );
+        count += 1;
+    }
+    assert!(count >= 8, "scripts missing: {count}");
+}
