@@ -18,7 +18,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,25 +48,14 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
     leader(&members);
     // One client through every failover: it reconnects to the new leader and resends what
     // was not acknowledged.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks_count = Arc::new(AtomicU64::new(0));
-    let load = {
-        let addresses = members
-            .iter()
-            .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
-            .collect();
-        let (stop, acks_count) = (Arc::clone(&stop), Arc::clone(&acks_count));
-        std::thread::spawn(move || {
-            support::resending_load(addresses, ACCOUNT, TOKEN, &acks_count, &stop)
-        })
-    };
+    let load = support::cluster::ResendingLoad::start(&members);
     let mut failovers = Vec::new();
     for round in 0..rounds {
         let at = leader(&members);
         // Every new leader takes orders before it is killed in turn.
-        let acks_before = acks_count.load(Ordering::Relaxed);
+        let acks_before = load.acks_count();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while acks_count.load(Ordering::Relaxed) == acks_before {
+        while load.acks_count() == acks_before {
             assert!(
                 Instant::now() < deadline,
                 "round {round}: the leader acknowledged nothing:\n{}",
@@ -83,8 +72,7 @@ fn kill_9_of_the_leader_under_load_loses_and_doubles_nothing() {
         members[at].start();
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let report = load.join().unwrap();
+    let report = load.stop();
     let (at, text) = stop_and_check(&mut members, &report.acks);
     let events = stdout(&members[at].tool(&["events", "dump"]));
     let resent_count = support::check_each_order_once(&events, ACCOUNT, &report.acked);

@@ -454,24 +454,7 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
     }
     leader(&members);
     // One client through every failover, resending what was not acknowledged.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks_count = Arc::new(AtomicU64::new(0));
-    let load = {
-        let addresses = members
-            .iter()
-            .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
-            .collect();
-        let (stop, acks_count) = (Arc::clone(&stop), Arc::clone(&acks_count));
-        std::thread::spawn(move || {
-            support::resending_load(
-                addresses,
-                support::cluster::ACCOUNT,
-                support::cluster::TOKEN,
-                &acks_count,
-                &stop,
-            )
-        })
-    };
+    let load = support::cluster::ResendingLoad::start(&members);
     for round in 0..rounds {
         let at = leader(&members);
         random ^= random << 13;
@@ -482,13 +465,12 @@ fn a_cluster_failing_over_under_load_publishes_every_event_exactly_once() {
         eprintln!(
             "kafka cluster test: round {round}: killed the leader, node {} ({} acks so far)",
             members[at].id,
-            acks_count.load(Ordering::Relaxed)
+            load.acks_count()
         );
         members[at].start();
     }
     leader(&members);
-    stop.store(true, Ordering::Relaxed);
-    let report = load.join().unwrap();
+    let report = load.stop();
     let acks = report.acks.len();
     assert!(report.resends_count > 0, "nothing was resent");
     let at = leader(&members);
@@ -545,36 +527,15 @@ fn a_follower_behind_the_leaders_log_start_catches_up_by_snapshot() {
     let at = leader(&members);
     let behind = (at + 1) % 3;
     let other = (at + 2) % 3;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acks_count = Arc::new(AtomicU64::new(0));
-    let addresses: Vec<String> = members
-        .iter()
-        .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
-        .collect();
-    let load = {
-        let (stop, acks_count, addresses) = (
-            Arc::clone(&stop),
-            Arc::clone(&acks_count),
-            addresses.clone(),
-        );
-        std::thread::spawn(move || {
-            support::resending_load(
-                addresses,
-                support::cluster::ACCOUNT,
-                support::cluster::TOKEN,
-                &acks_count,
-                &stop,
-            )
-        })
-    };
-    while acks_count.load(Ordering::Relaxed) < 500 {
+    let load = support::cluster::ResendingLoad::start(&members);
+    while load.acks_count() < 500 {
         std::thread::sleep(Duration::from_millis(5));
     }
     members[behind].kill9();
-    let behind_seq = acks_count.load(Ordering::Relaxed);
+    let behind_seq = load.acks_count();
     // Enough commands for several snapshots (every 3,000) past the killed node's position.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while acks_count.load(Ordering::Relaxed) < behind_seq + 30_000 {
+    while load.acks_count() < behind_seq + 30_000 {
         assert!(Instant::now() < deadline, "the load stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -605,8 +566,7 @@ fn a_follower_behind_the_leaders_log_start_catches_up_by_snapshot() {
     }
     members[at].start();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let report = load.join().unwrap();
+    let report = load.stop();
     let at = leader(&members);
     kafka_support::wait_committed(members[at].admin_port, || members[at].log_text());
     // Every member caught up.

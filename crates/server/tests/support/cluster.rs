@@ -273,3 +273,47 @@ pub fn spawn_load(
     let next_client_order_id = std::sync::Arc::clone(next_client_order_id);
     std::thread::spawn(move || super::gateway_load(port, ACCOUNT, TOKEN, &next_client_order_id))
 }
+
+/// A [`super::resending_load`] on its own thread against every member's order-entry port:
+/// one client through every failover.
+pub struct ResendingLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acks_count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<super::ResendingReport>,
+}
+
+impl ResendingLoad {
+    /// Starts it.
+    pub fn start(members: &[Member]) -> ResendingLoad {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::Arc;
+        let addresses: Vec<String> = members
+            .iter()
+            .map(|member| format!("127.0.0.1:{}", member.order_entry_port))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks_count = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, acks_count) = (Arc::clone(&stop), Arc::clone(&acks_count));
+            std::thread::spawn(move || {
+                super::resending_load(addresses, ACCOUNT, TOKEN, &acks_count, &stop)
+            })
+        };
+        ResendingLoad {
+            stop,
+            acks_count,
+            thread,
+        }
+    }
+
+    /// Acks received so far.
+    pub fn acks_count(&self) -> u64 {
+        self.acks_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops sending, waits until every place is answered; what it sent and was told.
+    pub fn stop(self) -> super::ResendingReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

@@ -288,6 +288,19 @@ pub fn last_segment(data: &Path) -> PathBuf {
     segments.pop().unwrap()
 }
 
+/// One order of the loads: buys and sells of one lot at one price, so they trade and the
+/// book stays small.
+fn load_order(account: u32, client_order_id: u64) -> ringmatch_proto::Command {
+    let side = if client_order_id % 2 == 0 {
+        Side::Buy
+    } else {
+        Side::Sell
+    };
+    let mut command = ringmatch_proto::Command::limit(account, 1, side, 100, 1);
+    command.client_order_id = client_order_id;
+    command
+}
+
 /// Sends limit orders on one session, 50 at a time, until the connection ends (the kill);
 /// returns every (sequence, client order id) acknowledged to `account`. Client order ids are unique over
 /// the whole test.
@@ -317,15 +330,7 @@ pub fn gateway_load_until(
     while until.is_none_or(|until| Instant::now() < until) {
         let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
         for client_order_id in first..first + 50 {
-            // Buys and sells at one price: they trade, so the book stays small.
-            let side = if client_order_id % 2 == 0 {
-                Side::Buy
-            } else {
-                Side::Sell
-            };
-            let mut command = ringmatch_proto::Command::limit(account, 1, side, 100, 1);
-            command.client_order_id = client_order_id;
-            if client.send(&command).is_err() {
+            if client.send(&load_order(account, client_order_id)).is_err() {
                 return acks;
             }
         }
@@ -394,14 +399,9 @@ pub fn resending_load(
     while !stop.load(Ordering::Relaxed) {
         let first = next_client_order_id.fetch_add(50, Ordering::Relaxed);
         for client_order_id in first..first + 50 {
-            let side = if client_order_id % 2 == 0 {
-                Side::Buy
-            } else {
-                Side::Sell
-            };
-            let mut command = ringmatch_proto::Command::limit(account, 1, side, 100, 1);
-            command.client_order_id = client_order_id;
-            client.send(&command).expect("the client reconnects");
+            client
+                .send(&load_order(account, client_order_id))
+                .expect("the client reconnects");
         }
         while client.in_flight_count() > 25 {
             if let Some(frame) = client
