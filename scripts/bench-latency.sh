@@ -119,7 +119,7 @@ for rate in $rates; do
     "$bin" --config "$work/ringmatch.toml" serve 2> "$work/serve.log" &
     server_pid=$!
     for _ in $(seq 1 200); do grep -q "ringmatch: ready" "$work/serve.log" && break; sleep 0.05; done
-    port=$(sed -n 's/^ringmatch: gateway listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$work/serve.log")
+    port=$(sed -n 's/^.* ringmatch: gateway listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$work/serve.log")
     rate_args=()
     [ "$rate" != flat ] && rate_args=(--rate "$rate")
     echo "== $rate: ringmatch ($sessions sessions, journal $durability)"

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints (warnings are errors) and every test.
+# The whole test suite: formatting, lints (warnings are errors) and every test, with a real
+# Kafka broker (scripts/kafka.sh) and a headless browser for the dashboard. Installs what is
+# missing and says so: a C toolchain (apt-get install build-essential perl) and chromium
+# (apt-get install chromium).
 #
 # Usage: scripts/test.sh
-# Environment: PROPTEST_CASES (random streams in the property test, default 10000).
+# Environment: PROPTEST_CASES (random streams in the property test, default 10000);
+#   KAFKA_BOOTSTRAP (use your broker instead); RINGMATCH_CHROMIUM (a browser binary to use).
 set -euo pipefail
 case "${1:-}" in
     -h | --help)
@@ -42,6 +46,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq build-essential perl
 fi
 
+# The dashboard's browser test runs Debian's chromium headless; it is installed here when
+# missing (this script is the one that sets up what the suite needs), and the test is then
+# required to run rather than skip.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${RINGMATCH_CHROMIUM:-}" ]; then
+    echo "scripts/test.sh: installing chromium for the dashboard's browser test (apt-get install chromium)"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
+fi
+export RINGMATCH_REQUIRE_BROWSER=1
+
 export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -71,6 +87,15 @@ bash scripts/kafka.sh tool org.apache.kafka.tools.TopicCommand --bootstrap-serve
 
 step "cargo test (property test: $PROPTEST_CASES random streams)"
 cargo test --workspace --locked --no-fail-fast
+
+echo "dashboard screenshot (a test artifact): target/test-artifacts/dashboard.png"
+
+step "cargo install --path crates/server (into a temporary root, reusing this build)"
+install_root=$(mktemp -d)
+cargo install --quiet --path crates/server --locked --debug --root "$install_root" --target-dir target
+(cd "$install_root" && ./bin/ringmatch --version \
+    && ./bin/ringmatch config check "$OLDPWD/config/default.toml")
+rm -rf "$install_root"
 
 step "fuzz: order-entry frame decoder (30 s)"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod client;
 pub mod failover;
+pub mod metrics;
 pub mod output;
 pub mod protocol;
 pub mod responder;
@@ -22,6 +23,7 @@ pub mod server;
 pub use auth::{hash_token, Credential};
 pub use client::{Client, ClientError, LoginOptions};
 pub use failover::{FailoverClient, FailoverOptions};
+pub use metrics::{GatewayMetrics, SessionEnd};
 pub use output::SessionOutput;
 pub use protocol::{decode_frame, encode_frame, Decoded, ErrorCode, Frame, FrameError};
 pub use responder::{responder, Registration, Responder};

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use ringmatch_pipeline::EventRouter;
+use ringmatch_pipeline::{EventRouter, LatencyRecorder};
 use ringmatch_proto::{Event, EventType};
 
+use crate::metrics::GatewayMetrics;
 use crate::output::SessionOutput;
 use crate::protocol::Frame;
 
@@ -55,10 +56,16 @@ pub struct Responder {
     targets: Vec<u32>,
     /// Sessions queued to in this batch, flushed at its end.
     dirty: Vec<u32>,
+    /// Ingress stamps of the commands acknowledged in this batch.
+    acked_timestamps_ns: Vec<u64>,
+    /// Wire-to-wire latencies, written to the shared histogram at the end of each batch.
+    wire_to_wire: LatencyRecorder,
+    metrics: Arc<GatewayMetrics>,
 }
 
-/// A Responder and the sender sessions register through.
-pub fn responder() -> (Responder, Sender<Registration>) {
+/// A Responder and the sender sessions register through; it records wire-to-wire latency
+/// into `metrics`.
+pub fn responder(metrics: Arc<GatewayMetrics>) -> (Responder, Sender<Registration>) {
     let (sender, receiver) = crossbeam_channel::unbounded();
     (
         Responder {
@@ -68,6 +75,9 @@ pub fn responder() -> (Responder, Sender<Registration>) {
             drop_copy_by_account: HashMap::new(),
             targets: Vec::with_capacity(16),
             dirty: Vec::with_capacity(64),
+            acked_timestamps_ns: Vec::with_capacity(1024),
+            wire_to_wire: LatencyRecorder::default(),
+            metrics,
         },
         sender,
     )
@@ -156,8 +166,17 @@ impl Responder {
     }
 }
 
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.wire_to_wire.flush_waiting(
+            &self.metrics.wire_to_wire,
+            &self.metrics.wire_to_wire_sum_ns,
+        );
+    }
+}
+
 impl EventRouter for Responder {
-    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64) {
+    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64, timestamp_ns: u64) {
         // Every command a session sends has at least one event (the gateway refuses the one
         // command type that has none, `snapshot`), so each is acknowledged exactly once.
         self.apply_registrations();
@@ -168,6 +187,9 @@ impl EventRouter for Responder {
                 seq,
             },
         );
+        if self.sessions.contains_key(&session) {
+            self.acked_timestamps_ns.push(timestamp_ns);
+        }
     }
 
     fn route(&mut self, session: u32, event: &Event) {
@@ -204,6 +226,17 @@ impl EventRouter for Responder {
                 entry.output.flush();
             }
         }
+        // Wire to wire: from the gateway's ingress stamp to the ack handed to the socket (or,
+        // when the socket is full, to the session's writer).
+        let now_ns = ringmatch_pipeline::now_ns();
+        for timestamp_ns in self.acked_timestamps_ns.drain(..) {
+            self.wire_to_wire
+                .record(now_ns.saturating_sub(timestamp_ns));
+        }
+        self.wire_to_wire.flush(
+            &self.metrics.wire_to_wire,
+            &self.metrics.wire_to_wire_sum_ns,
+        );
         self.apply_registrations();
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::auth::Credential;
+use crate::metrics::{GatewayMetrics, SessionEnd};
 use crate::output::{Duty, Flushed, SessionOutput};
 use crate::protocol::{
     decode_frame, encode_frame, Decoded, ErrorCode, Frame, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
@@ -53,6 +54,7 @@ struct Context {
     sessions_count: AtomicUsize,
     next_session_id: AtomicU32,
     stop: watch::Receiver<bool>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// The running gateway.
@@ -65,11 +67,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// Binds the listener and starts serving. `registrations` connects sessions to the
-    /// Responder; `submitter` is cloned for each session.
+    /// Responder; `submitter` is cloned for each session; `metrics` is shared with the
+    /// Responder (see [`crate::responder`]).
     pub fn start(
         config: GatewayConfig,
         submitter: Submitter,
         registrations: Sender<Registration>,
+        metrics: Arc<GatewayMetrics>,
     ) -> std::io::Result<Gateway> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -91,6 +95,7 @@ impl Gateway {
             sessions_count: AtomicUsize::new(0),
             next_session_id: AtomicU32::new(1),
             stop,
+            metrics,
         });
         runtime.spawn(accept_loop(listener, Arc::clone(&context), submitter));
         Ok(Gateway {
@@ -129,11 +134,14 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>, submitter: Su
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
+                context.metrics.connections.fetch_add(1, Ordering::Relaxed);
                 let count = context.sessions_count.fetch_add(1, Ordering::AcqRel) + 1;
                 let context = Arc::clone(&context);
                 if count > context.config.sessions_max {
+                    context.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, sessions_max = context.config.sessions_max, "connection refused: the gateway has its maximum number of sessions");
                     tokio::spawn(async move {
                         refuse(stream, ErrorCode::TooManySessions, "the gateway has its maximum number of sessions").await;
                         context.sessions_count.fetch_sub(1, Ordering::AcqRel);
@@ -142,7 +150,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>, submitter: Su
                 }
                 let submitter = submitter.clone();
                 tokio::spawn(async move {
-                    run_session(stream, &context, submitter).await;
+                    run_session(stream, peer, &context, submitter).await;
                     context.sessions_count.fetch_sub(1, Ordering::AcqRel);
                 });
             }
@@ -230,8 +238,20 @@ fn with_direct_handle(stream: TcpStream) -> std::io::Result<(TcpStream, std::net
     Ok((TcpStream::from_std(stream)?, direct))
 }
 
-async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submitter) {
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    mut submitter: Submitter,
+) {
     let config = &context.config;
+    let refused = |reason: &str| {
+        context
+            .metrics
+            .logins_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, reason, "login refused");
+    };
     let Ok((stream, socket)) = with_direct_handle(stream) else {
         return;
     };
@@ -250,6 +270,7 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
             token,
         }))) => {
             if version != PROTOCOL_VERSION {
+                refused(&format!("protocol version {version}"));
                 return write_error(&mut writer, ErrorCode::UnsupportedVersion, &format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}")).await;
             }
             match context.credentials.get(&account) {
@@ -257,36 +278,53 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
                     (account, flags, credential.clone())
                 }
                 _ => {
+                    refused(&format!(
+                        "unknown account or wrong token (account {account})"
+                    ));
                     return write_error(
                         &mut writer,
                         ErrorCode::LoginFailed,
                         "unknown account or wrong token",
                     )
-                    .await
+                    .await;
                 }
             }
         }
         Ok(Ok(Some(_))) => {
+            refused("the first frame was not a login");
             return write_error(
                 &mut writer,
                 ErrorCode::NotLoggedIn,
                 "the first frame must be a login",
             )
-            .await
+            .await;
         }
         Ok(Ok(None)) => return,
-        Ok(Err((code, text))) => return write_error(&mut writer, code, &text).await,
+        Ok(Err((code, text))) => {
+            refused(&text);
+            return write_error(&mut writer, code, &text).await;
+        }
         Err(_) => {
+            refused("no login before the session timeout");
             return write_error(
                 &mut writer,
                 ErrorCode::Timeout,
                 "no login before the session timeout",
             )
-            .await
+            .await;
         }
     };
     let drop_copy = !credential.drop_copy_accounts.is_empty();
     let session_id = context.next_session_id.fetch_add(1, Ordering::Relaxed);
+    context
+        .metrics
+        .logins_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    context
+        .metrics
+        .sessions_active
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%peer, account, session_id, drop_copy, "session logged in");
     let output = Arc::new(SessionOutput::new(socket, config.session_queue_depth_max));
     let _ = output.queue(&Frame::LoginAccepted {
         account,
@@ -306,7 +344,7 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
         config.heartbeat_interval,
     ));
 
-    let outcome = read_loop(
+    let (end, outcome) = read_loop(
         &mut reader,
         &mut buffer,
         context,
@@ -320,6 +358,17 @@ async fn run_session(stream: TcpStream, context: &Context, mut submitter: Submit
     let _ = context
         .registrations
         .send(Registration::Remove { session_id });
+    context
+        .metrics
+        .sessions_active
+        .fetch_sub(1, Ordering::Relaxed);
+    context.metrics.session_ended(end);
+    match &outcome {
+        Some((_, text)) => {
+            tracing::info!(%peer, account, session_id, reason = end.name(), detail = %text, "session ended")
+        }
+        None => tracing::info!(%peer, account, session_id, reason = end.name(), "session ended"),
+    }
     output.close_with(outcome.map(|(code, text)| Frame::Error {
         code: code as u16,
         text,
@@ -368,7 +417,7 @@ async fn read_loop(
     session_id: u32,
     account: u32,
     drop_copy: bool,
-) -> Option<(ErrorCode, String)> {
+) -> (SessionEnd, Option<(ErrorCode, String)>) {
     let config = &context.config;
     let rate = f64::from(config.session_commands_per_second_max);
     let mut tokens = rate;
@@ -379,7 +428,7 @@ async fn read_loop(
         // Frames already buffered are handled without touching the timer or the socket: one
         // read of a busy session brings hundreds of them.
         let frame = match buffer.decode(config.frame_size_max_bytes) {
-            Err(problem) => return Some(problem),
+            Err(problem) => return (SessionEnd::ProtocolError, Some(problem)),
             Ok(Some(frame)) => Ok(Ok(Some(frame))),
             Ok(None) => {
                 // Everything read so far is handled. Acks and events leave in the Responder's
@@ -389,31 +438,37 @@ async fn read_loop(
                     refused_since_flush = false;
                 }
                 tokio::select! {
-                _ = stop.changed() => return Some((ErrorCode::ShuttingDown, "the server is shutting down".into())),
+                _ = stop.changed() => return (SessionEnd::ShuttingDown, Some((ErrorCode::ShuttingDown, "the server is shutting down".into()))),
                 read = tokio::time::timeout(config.session_timeout, read_frame(reader, buffer, config.frame_size_max_bytes)) => read,
                 }
             }
         };
         let frame = match frame {
             Err(_) => {
-                return Some((
-                    ErrorCode::Timeout,
-                    "nothing received within the session timeout".into(),
-                ))
+                return (
+                    SessionEnd::Timeout,
+                    Some((
+                        ErrorCode::Timeout,
+                        "nothing received within the session timeout".into(),
+                    )),
+                )
             }
-            Ok(Err(problem)) => return Some(problem),
-            Ok(Ok(None)) => return None,
+            Ok(Err(problem)) => return (SessionEnd::ProtocolError, Some(problem)),
+            Ok(Ok(None)) => return (SessionEnd::Closed, None),
             Ok(Ok(Some(frame))) => frame,
         };
         match frame {
             Frame::Heartbeat => {}
-            Frame::Logout => return None,
+            Frame::Logout => return (SessionEnd::Logout, None),
             Frame::Command(mut command) => {
                 if drop_copy {
-                    return Some((
-                        ErrorCode::ReadOnlySession,
-                        "a drop-copy session cannot send commands".into(),
-                    ));
+                    return (
+                        SessionEnd::ProtocolError,
+                        Some((
+                            ErrorCode::ReadOnlySession,
+                            "a drop-copy session cannot send commands".into(),
+                        )),
+                    );
                 }
                 // The Responder closes a session whose queue filled (it does not read its
                 // replies); the session takes no more commands once it is closing. Accepted
@@ -421,14 +476,20 @@ async fn read_loop(
                 // where the session task learns it (a flag, not the output's lock, per command).
                 if output.has_ended() {
                     let (_, slow) = output.closing();
-                    return Some(if slow {
+                    return if slow {
                         (
-                            ErrorCode::SlowConsumer,
-                            "the session's outbound queue is full".into(),
+                            SessionEnd::SlowConsumer,
+                            Some((
+                                ErrorCode::SlowConsumer,
+                                "the session's outbound queue is full".into(),
+                            )),
                         )
                     } else {
-                        (ErrorCode::ShuttingDown, "the session is closing".into())
-                    });
+                        (
+                            SessionEnd::ShuttingDown,
+                            Some((ErrorCode::ShuttingDown, "the session is closing".into())),
+                        )
+                    };
                 }
                 let now = Instant::now();
                 tokens = (tokens + now.duration_since(refilled_at).as_secs_f64() * rate).min(rate);
@@ -437,6 +498,7 @@ async fn read_loop(
                 // An accepted command gets no reply here: the Responder acknowledges it once
                 // it is durable, just before its first event.
                 let refusal = if tokens < 1.0 {
+                    context.metrics.throttled.fetch_add(1, Ordering::Relaxed);
                     Frame::Throttled { client_order_id }
                 } else {
                     tokens -= 1.0;
@@ -445,40 +507,61 @@ async fn read_loop(
                     command.timestamp_ns = now_ns();
                     match command.command_type {
                         CommandType::Snapshot => {
-                            return Some((
-                                ErrorCode::MalformedFrame,
-                                "snapshot is an admin command".into(),
-                            ))
+                            return (
+                                SessionEnd::ProtocolError,
+                                Some((
+                                    ErrorCode::MalformedFrame,
+                                    "snapshot is an admin command".into(),
+                                )),
+                            )
                         }
                         CommandType::Term => {
-                            return Some((
-                                ErrorCode::MalformedFrame,
-                                "term records are written by the cluster's leader".into(),
-                            ))
+                            return (
+                                SessionEnd::ProtocolError,
+                                Some((
+                                    ErrorCode::MalformedFrame,
+                                    "term records are written by the cluster's leader".into(),
+                                )),
+                            )
                         }
                         _ => {}
                     }
                     match submitter.try_submit_from(session_id, &command) {
-                        Ok(_) => continue,
-                        Err(_) => Frame::Busy { client_order_id },
+                        Ok(_) => {
+                            context.metrics.commands.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(_) => {
+                            context.metrics.busy.fetch_add(1, Ordering::Relaxed);
+                            Frame::Busy { client_order_id }
+                        }
                     }
                 };
                 refused_since_flush = true;
                 if output.queue(&refusal).is_err() {
-                    return Some((
-                        ErrorCode::SlowConsumer,
-                        "the session's outbound queue is full".into(),
-                    ));
+                    return (
+                        SessionEnd::SlowConsumer,
+                        Some((
+                            ErrorCode::SlowConsumer,
+                            "the session's outbound queue is full".into(),
+                        )),
+                    );
                 }
             }
             Frame::Login { .. } => {
-                return Some((ErrorCode::NotLoggedIn, "already logged in".into()))
+                return (
+                    SessionEnd::ProtocolError,
+                    Some((ErrorCode::NotLoggedIn, "already logged in".into())),
+                )
             }
             _ => {
-                return Some((
-                    ErrorCode::MalformedFrame,
-                    "a server-to-client frame was sent to the server".into(),
-                ))
+                return (
+                    SessionEnd::ProtocolError,
+                    Some((
+                        ErrorCode::MalformedFrame,
+                        "a server-to-client frame was sent to the server".into(),
+                    )),
+                )
             }
         }
     }

@@ -60,7 +60,8 @@ impl Harness {
             },
         })
         .unwrap();
-        let (router, registrations) = responder();
+        let metrics = std::sync::Arc::new(ringmatch_gateway::GatewayMetrics::default());
+        let (router, registrations) = responder(std::sync::Arc::clone(&metrics));
         let pipeline = Pipeline::start_with_router(
             &PipelineConfig {
                 input_ring_slots_count: 1 << 14,
@@ -101,7 +102,7 @@ impl Harness {
             credentials,
         };
         tweak(&mut config);
-        let gateway = Gateway::start(config, pipeline.submitter(), registrations).unwrap();
+        let gateway = Gateway::start(config, pipeline.submitter(), registrations, metrics).unwrap();
         Harness {
             dir,
             pipeline: Some(pipeline),

@@ -1,6 +1,6 @@
 //! What the Kafka Publisher measures: output lag, commit latency, volume and errors.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
@@ -20,6 +20,10 @@ pub struct KafkaMetrics {
     pub output_lag: Mutex<Histogram<u64>>,
     /// How long each commit (or flush) took, in nanoseconds.
     pub commit_latency: Mutex<Histogram<u64>>,
+    /// The exact sum of `output_lag` (nanoseconds).
+    pub output_lag_sum_ns: AtomicU64,
+    /// The exact sum of `commit_latency` (nanoseconds).
+    pub commit_latency_sum_ns: AtomicU64,
     /// Events committed (visible to consumers), replayed ones included; shared with the
     /// pipeline, whose snapshot writer waits on it.
     pub events_committed: Arc<AtomicU64>,
@@ -48,6 +52,8 @@ impl Default for KafkaMetrics {
         KafkaMetrics {
             output_lag: Mutex::new(histogram()),
             commit_latency: Mutex::new(histogram()),
+            output_lag_sum_ns: AtomicU64::new(0),
+            commit_latency_sum_ns: AtomicU64::new(0),
             events_committed: Arc::new(AtomicU64::new(0)),
             bytes_committed: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -59,56 +65,5 @@ impl Default for KafkaMetrics {
             errors_fatal: AtomicU64::new(0),
             errors_queue_full: AtomicU64::new(0),
         }
-    }
-}
-
-impl KafkaMetrics {
-    /// Prometheus text lines (counters and lag quantiles), each name prefixed `ringmatch_kafka_`.
-    pub fn prometheus_text(&self) -> String {
-        let mut out = String::new();
-        let counters = [
-            ("events_committed_total", &*self.events_committed),
-            ("bytes_committed_total", &self.bytes_committed),
-            ("commits_total", &self.commits),
-            ("committed_seq", &self.committed_seq),
-            ("events_pending", &self.events_pending),
-            ("events_skipped_total", &self.events_skipped),
-        ];
-        for (name, value) in counters {
-            out.push_str(&format!(
-                "ringmatch_kafka_{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        for (kind, value) in [
-            ("retriable", &self.errors_retriable),
-            ("aborted", &self.errors_aborted),
-            ("fatal", &self.errors_fatal),
-            ("queue_full", &self.errors_queue_full),
-        ] {
-            out.push_str(&format!(
-                "ringmatch_kafka_errors_total{{kind=\"{kind}\"}} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        for (name, histogram) in [
-            ("output_lag_seconds", &self.output_lag),
-            ("commit_latency_seconds", &self.commit_latency),
-        ] {
-            let Ok(histogram) = histogram.lock() else {
-                continue;
-            };
-            for quantile in [0.5, 0.9, 0.99, 0.999] {
-                out.push_str(&format!(
-                    "ringmatch_kafka_{name}{{quantile=\"{quantile}\"}} {:.9}\n",
-                    histogram.value_at_quantile(quantile) as f64 / 1e9
-                ));
-            }
-            out.push_str(&format!(
-                "ringmatch_kafka_{name}_count {}\n",
-                histogram.len()
-            ));
-        }
-        out
     }
 }

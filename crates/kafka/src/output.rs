@@ -135,6 +135,7 @@ impl KafkaOutput {
             metrics: Arc::clone(&metrics),
             value: Vec::with_capacity(512),
             last_complaint: None,
+            outage_since: None,
             shutdown_deadline: None,
             already_in_kafka: 0,
         };
@@ -395,6 +396,8 @@ struct ProducerLoop {
     metrics: Arc<KafkaMetrics>,
     value: Vec<u8>,
     last_complaint: Option<Instant>,
+    /// When the current run of failed commits began (None: committing).
+    outage_since: Option<Instant>,
     /// Set when the Publisher has gone: give up committing after it.
     shutdown_deadline: Option<Instant>,
     /// Unconfirmed events a rebuilt producer found already in Kafka; counted as committed
@@ -435,12 +438,12 @@ impl ProducerLoop {
                 Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_COMMIT_WAIT);
                     if !self.commit() {
-                        eprintln!(
-                            "ringmatch: kafka: stopping with {} events not committed (the broker \
-                             did not answer within {:?}); the next start publishes them from \
-                             the journal",
+                        tracing::warn!(
+                            target: "ringmatch",
+                            "kafka: stopping with {} events not committed (the broker did not \
+                             answer within {} s); the next start publishes them from the journal",
                             self.unconfirmed.len(),
-                            SHUTDOWN_COMMIT_WAIT
+                            SHUTDOWN_COMMIT_WAIT.as_secs()
                         );
                     }
                     return;
@@ -619,14 +622,23 @@ impl ProducerLoop {
     /// The whole buffer is committed (a transaction, or a drain).
     fn committed(&mut self, took: Duration) {
         if let Ok(mut latency) = self.metrics.commit_latency.lock() {
-            latency.saturating_record((took.as_nanos() as u64).max(1));
+            let took_ns = (took.as_nanos() as u64).max(1);
+            latency.saturating_record(took_ns);
+            self.metrics
+                .commit_latency_sum_ns
+                .fetch_add(took_ns, Ordering::Relaxed);
         }
         self.metrics.commits.fetch_add(1, Ordering::Relaxed);
         self.confirm(self.unconfirmed.len());
         self.acknowledged.restart();
         self.transaction_started = Instant::now();
-        if self.last_complaint.take().is_some() {
-            eprintln!("ringmatch: kafka: committing again");
+        if let Some(since) = self.outage_since.take() {
+            self.last_complaint = None;
+            tracing::info!(
+                target: "ringmatch",
+                outage_s = since.elapsed().as_secs_f64(),
+                "kafka: committing again"
+            );
         }
     }
 
@@ -647,11 +659,17 @@ impl ProducerLoop {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
         if let Ok(mut lag) = self.metrics.output_lag.lock() {
+            let mut sum_ns = 0;
             for event in self.unconfirmed.range(..count) {
                 if event.index == 0 {
-                    lag.saturating_record(now_ns.saturating_sub(event.timestamp_ns).max(1));
+                    let lag_ns = now_ns.saturating_sub(event.timestamp_ns).max(1);
+                    lag.saturating_record(lag_ns);
+                    sum_ns += lag_ns;
                 }
             }
+            self.metrics
+                .output_lag_sum_ns
+                .fetch_add(sum_ns, Ordering::Relaxed);
         }
         let last = count
             .checked_sub(1)
@@ -805,8 +823,9 @@ impl ProducerLoop {
             .last_complaint
             .is_none_or(|last| last.elapsed() >= Duration::from_secs(1))
         {
-            eprintln!("ringmatch: kafka: {problem}");
+            tracing::warn!(target: "ringmatch", "kafka: {problem}");
             self.last_complaint = Some(Instant::now());
+            self.outage_since.get_or_insert_with(Instant::now);
         }
     }
 }

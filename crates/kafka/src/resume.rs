@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -47,6 +47,44 @@ impl ResumePoints {
     }
 }
 
+/// A partition's low and high watermarks. A broker that has just started may not yet lead its
+/// partitions: that answer is retried (logged once) until `timeout`.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> KafkaResult<(i64, i64)> {
+    let deadline = Instant::now() + timeout;
+    let mut logged = false;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Err(error)
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotLeaderForPartition
+                            | RDKafkaErrorCode::LeaderNotAvailable
+                            | RDKafkaErrorCode::BrokerNotAvailable
+                    )
+                ) && Instant::now() < deadline =>
+            {
+                if !logged {
+                    tracing::info!(
+                        target: "ringmatch",
+                        topic,
+                        partition,
+                        "kafka: the partition has no leader yet ({error}); retrying"
+                    );
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// Reads the last committed record of every partition of both topics (read_committed). After
 /// the producer initialised its transactions no transaction of an older producer is open, so
 /// that read is final; before it (the check that runs before anything is fenced) a live
@@ -63,8 +101,7 @@ pub fn read_resume_points(config: &KafkaConfig) -> Result<ResumePoints, KafkaOut
     let mut pending = Vec::new();
     for (topic_index, topic) in topics.iter().enumerate() {
         for partition in 0..config.partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, config.connect_timeout)
+            let (low, high) = watermarks(&consumer, topic, partition, config.connect_timeout)
                 .map_err(kafka_error(format!(
                     "reading the offsets of {topic:?} partition {partition}"
                 )))?;

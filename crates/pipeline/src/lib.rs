@@ -53,8 +53,8 @@ pub use events_file::{
     read_events, EventPosition, EventsFile, EventsFileError, EventsFileReport, EVENTS_FILE_VERSION,
     EVENTS_HEADER_SIZE_BYTES, EVENTS_MAGIC,
 };
-pub use market_data::{L2Book, MarketData};
-pub use metrics::{new_histogram, now_ns, Metrics, Stage, StageRecorder};
+pub use market_data::{L2Book, MarketData, Trade, TRADES_KEPT};
+pub use metrics::{new_histogram, now_ns, LatencyRecorder, Metrics, Stage, StageRecorder};
 pub use recovery::{
     choose_snapshot, recover, recover_from, recover_with, snapshot_fits_output, Rebuilt, Recovered,
     RecoveryError, RecoveryOptions, ReplayProgress, ResumableOutput,
@@ -223,9 +223,10 @@ pub fn install_fatal_panic_hook() {
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
         let thread = std::thread::current();
-        eprintln!(
-            "ringmatch: fatal: thread '{}' panicked; stopping the service",
-            thread.name().unwrap_or("unnamed")
+        tracing::error!(
+            target: "ringmatch",
+            thread = thread.name().unwrap_or("unnamed"),
+            "fatal: a thread panicked; stopping the service with status 70"
         );
         std::process::exit(70);
     }));

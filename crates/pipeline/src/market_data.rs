@@ -1,4 +1,5 @@
-//! The L2 book kept from `level` events by the Publisher stage, for the admin surface.
+//! The L2 book kept from `level` events by the Publisher stage, and the newest trades from its
+//! `fill` events, for the admin surface.
 //!
 //! It starts from the matcher's own depth when the pipeline starts and then applies every
 //! `level` event the Publisher handles, once per ring batch under one lock, so readers see the
@@ -10,7 +11,7 @@
 //! reader sorts. A flat-out profile had the ordered maps' inserts and removes as the
 //! Publisher's largest cost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
@@ -92,10 +93,37 @@ impl L2Book {
     }
 }
 
-/// The L2 books of every instrument.
+/// One trade (a `fill` event), as the admin surface shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trade {
+    /// The sequence of the command that traded.
+    pub seq: u64,
+    /// The command's ingress timestamp (nanoseconds since the Unix epoch).
+    pub timestamp_ns: u64,
+    /// Instrument.
+    pub instrument: u32,
+    /// The taker's side.
+    pub taker_side: Side,
+    /// Price in ticks.
+    pub price: i64,
+    /// Quantity in lots.
+    pub qty: u64,
+}
+
+/// How many of the newest trades [`MarketData`] keeps.
+pub const TRADES_KEPT: usize = 200;
+
+/// The L2 books of every instrument and the newest trades.
 #[derive(Debug, Default)]
 pub struct MarketData {
     books: Mutex<HashMap<u32, L2Book, IdHash>>,
+    trades: Mutex<Trades>,
+}
+
+#[derive(Debug, Default)]
+struct Trades {
+    newest: VecDeque<Trade>,
+    count: u64,
 }
 
 impl MarketData {
@@ -113,26 +141,78 @@ impl MarketData {
         }
         MarketData {
             books: Mutex::new(books),
+            trades: Mutex::new(Trades {
+                newest: VecDeque::with_capacity(TRADES_KEPT),
+                count: 0,
+            }),
         }
     }
 
-    /// Applies a batch of level events.
+    /// Applies a batch of level and fill events (others are ignored).
     pub fn apply_all(&self, events: &[Event]) {
         if events.is_empty() {
             return;
         }
-        let mut books = self
-            .books
+        {
+            let mut books = self
+                .books
+                .lock()
+                .expect("market data lock is never poisoned");
+            for event in events {
+                if let (EventType::Level, Some(side)) = (event.event_type, event.side) {
+                    books
+                        .entry(event.instrument)
+                        .or_default()
+                        .apply(side, event.price, event.qty);
+                }
+            }
+        }
+        let mut trades = self
+            .trades
             .lock()
             .expect("market data lock is never poisoned");
         for event in events {
-            if let (EventType::Level, Some(side)) = (event.event_type, event.side) {
-                books
-                    .entry(event.instrument)
-                    .or_default()
-                    .apply(side, event.price, event.qty);
+            if let (EventType::Fill, Some(taker_side)) = (event.event_type, event.side) {
+                if trades.newest.len() == TRADES_KEPT {
+                    trades.newest.pop_front();
+                }
+                trades.newest.push_back(Trade {
+                    seq: event.seq,
+                    timestamp_ns: event.timestamp_ns,
+                    instrument: event.instrument,
+                    taker_side,
+                    price: event.price,
+                    qty: event.qty,
+                });
+                trades.count += 1;
             }
         }
+    }
+
+    /// The newest trades (at most `count`, newest first), and how many trades there were
+    /// since the pipeline started.
+    pub fn recent_trades(&self, count: usize) -> (Vec<Trade>, u64) {
+        let trades = self
+            .trades
+            .lock()
+            .expect("market data lock is never poisoned");
+        (
+            trades.newest.iter().rev().take(count).copied().collect(),
+            trades.count,
+        )
+    }
+
+    /// The instruments with a book, in id order.
+    pub fn instruments(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .books
+            .lock()
+            .expect("market data lock is never poisoned")
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// A copy of one instrument's book, if the instrument exists.

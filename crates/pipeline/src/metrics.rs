@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use ringmatch_journal::JournalStats;
@@ -63,6 +63,8 @@ pub struct Metrics {
     pub stage_seq: [AtomicU64; 4],
     /// Latency from ingress to each stage, by [`Stage`] (nanoseconds).
     pub stage_latency: [Mutex<Histogram<u64>>; 4],
+    /// The exact sum of what each of `stage_latency` holds (nanoseconds), added with it.
+    pub stage_latency_sum_ns: [AtomicU64; 4],
     /// Highest sequence published into the input ring.
     pub input_published_seq: AtomicU64,
     /// Slots in the input ring.
@@ -75,8 +77,12 @@ pub struct Metrics {
     pub events_skipped: AtomicU64,
     /// How long the matcher paused for each snapshot (nanoseconds).
     pub snapshot_pause: Mutex<Histogram<u64>>,
+    /// The exact sum of `snapshot_pause` (nanoseconds).
+    pub snapshot_pause_sum_ns: AtomicU64,
     /// How long each journal commit (sync at the end of a batch) took (nanoseconds).
     pub journal_sync: Mutex<Histogram<u64>>,
+    /// The exact sum of `journal_sync` (nanoseconds).
+    pub journal_sync_sum_ns: AtomicU64,
     /// Snapshots skipped because the writer was still busy with earlier ones.
     pub snapshots_skipped: AtomicU64,
     /// The newest snapshot written: (sequence, file, size in bytes).
@@ -93,13 +99,16 @@ impl Metrics {
         Metrics {
             stage_seq: std::array::from_fn(|_| AtomicU64::new(last)),
             stage_latency: std::array::from_fn(|_| Mutex::new(new_histogram())),
+            stage_latency_sum_ns: std::array::from_fn(|_| AtomicU64::new(0)),
             input_published_seq: AtomicU64::new(last),
             input_ring_slots_count,
             busy_count: AtomicU64::new(0),
             events_written: AtomicU64::new(0),
             events_skipped: AtomicU64::new(0),
             snapshot_pause: Mutex::new(new_histogram()),
+            snapshot_pause_sum_ns: AtomicU64::new(0),
             journal_sync: Mutex::new(new_histogram()),
+            journal_sync_sum_ns: AtomicU64::new(0),
             snapshots_skipped: AtomicU64::new(0),
             last_snapshot: Mutex::new(None),
             journal,
@@ -123,16 +132,84 @@ impl Metrics {
     }
 }
 
-/// A stage's own histogram, merged into the shared one at most every 50 ms so the stage
-/// rarely touches a lock.
+/// Latencies one thread records into a shared histogram and its exact sum. They are buffered
+/// and written under the histogram's lock at each [`LatencyRecorder::flush`] (the end of a
+/// batch), with `try_lock`: the recording thread never waits. When a reader holds the lock
+/// at that moment, the buffer waits for the next flush; a buffer that fills before a flush
+/// spills into a private histogram, added at the next flush. So a reader sees every sample of
+/// every batch that has ended, at most one batch late.
+pub struct LatencyRecorder {
+    pending: Vec<u64>,
+    spilled: Histogram<u64>,
+    spilled_sum_ns: u64,
+}
+
+/// Samples buffered before they spill into the private histogram.
+const PENDING_MAX: usize = 4096;
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder {
+            pending: Vec::with_capacity(PENDING_MAX),
+            spilled: new_histogram(),
+            spilled_sum_ns: 0,
+        }
+    }
+}
+
+impl LatencyRecorder {
+    /// Records one latency (nanoseconds; clamped to the histograms' bounds).
+    #[inline]
+    pub fn record(&mut self, latency_ns: u64) {
+        let latency_ns = latency_ns.clamp(1, LATENCY_NS_MAX);
+        if self.pending.len() < PENDING_MAX {
+            self.pending.push(latency_ns);
+        } else {
+            self.spilled.saturating_record(latency_ns);
+            self.spilled_sum_ns += latency_ns;
+        }
+    }
+
+    /// Writes what was recorded into `shared` and `sum_ns` unless a reader holds the lock.
+    #[inline]
+    pub fn flush(&mut self, shared: &Mutex<Histogram<u64>>, sum_ns: &AtomicU64) {
+        if self.pending.is_empty() && self.spilled_sum_ns == 0 {
+            return;
+        }
+        if let Ok(mut shared) = shared.try_lock() {
+            self.write(&mut shared, sum_ns);
+        }
+    }
+
+    /// Writes what was recorded, waiting for the lock (at a stop).
+    pub fn flush_waiting(&mut self, shared: &Mutex<Histogram<u64>>, sum_ns: &AtomicU64) {
+        if let Ok(mut shared) = shared.lock() {
+            self.write(&mut shared, sum_ns);
+        }
+    }
+
+    fn write(&mut self, shared: &mut Histogram<u64>, sum_ns: &AtomicU64) {
+        let mut sum = 0;
+        for latency_ns in self.pending.drain(..) {
+            shared.saturating_record(latency_ns);
+            sum += latency_ns;
+        }
+        if self.spilled_sum_ns > 0 {
+            shared.add(&self.spilled).expect("histograms share bounds");
+            sum += std::mem::take(&mut self.spilled_sum_ns);
+            self.spilled.reset();
+        }
+        // Under the histogram's lock, so a reader sees the two agree.
+        sum_ns.fetch_add(sum, Ordering::Relaxed);
+    }
+}
+
+/// A stage's latency recorder and its sequence counter.
 pub struct StageRecorder {
     stage: Stage,
     metrics: Arc<Metrics>,
-    local: Histogram<u64>,
-    last_merge: Instant,
+    latencies: LatencyRecorder,
 }
-
-const MERGE_INTERVAL: Duration = Duration::from_millis(50);
 
 impl StageRecorder {
     /// A recorder for `stage`.
@@ -140,40 +217,37 @@ impl StageRecorder {
         StageRecorder {
             stage,
             metrics,
-            local: new_histogram(),
-            last_merge: Instant::now(),
+            latencies: LatencyRecorder::default(),
         }
     }
 
     /// Records the latency of a command stamped at `timestamp_ns`, as of `now_ns`.
     #[inline]
     pub fn record(&mut self, timestamp_ns: u64, now_ns: u64) {
-        let latency_ns = now_ns.saturating_sub(timestamp_ns).clamp(1, LATENCY_NS_MAX);
-        self.local.saturating_record(latency_ns);
+        self.latencies.record(now_ns.saturating_sub(timestamp_ns));
     }
 
-    /// Marks `seq` done; merges the local histogram when it is time.
+    /// Marks `seq` done; at the end of a batch, writes the batch's latencies to the shared
+    /// histogram.
     #[inline]
     pub fn done(&mut self, seq: u64, end_of_batch: bool) {
         self.metrics.stage_seq[self.stage as usize].store(seq, Ordering::Release);
-        if end_of_batch && self.last_merge.elapsed() >= MERGE_INTERVAL {
-            self.merge();
-        }
-    }
-
-    fn merge(&mut self) {
-        if let Ok(mut shared) = self.metrics.stage_latency[self.stage as usize].try_lock() {
-            shared.add(&self.local).expect("histograms share bounds");
-            self.local.reset();
-            self.last_merge = Instant::now();
+        if end_of_batch {
+            let stage = self.stage as usize;
+            self.latencies.flush(
+                &self.metrics.stage_latency[stage],
+                &self.metrics.stage_latency_sum_ns[stage],
+            );
         }
     }
 }
 
 impl Drop for StageRecorder {
     fn drop(&mut self) {
-        if let Ok(mut shared) = self.metrics.stage_latency[self.stage as usize].lock() {
-            let _ = shared.add(&self.local);
-        }
+        let stage = self.stage as usize;
+        self.latencies.flush_waiting(
+            &self.metrics.stage_latency[stage],
+            &self.metrics.stage_latency_sum_ns[stage],
+        );
     }
 }

@@ -29,7 +29,7 @@ use ringmatch_matcher::{Engine, EventSink};
 use ringmatch_proto::{CommandType, Event, EventType};
 
 use crate::market_data::MarketData;
-use crate::metrics::{new_histogram, now_ns, Stage, StageRecorder};
+use crate::metrics::{now_ns, LatencyRecorder, Stage, StageRecorder};
 use crate::ports::{JournalPort, ReplicaLink};
 use crate::stages::{
     EventRouter, Journaler, Matcher, Publisher, Replicator, Responder, SnapshotRequest,
@@ -301,7 +301,7 @@ struct JournalerRun<J: JournalPort> {
     recorder: StageRecorder,
     batch_timestamps_ns: Vec<u64>,
     base_seq: u64,
-    sync_latency: hdrhistogram::Histogram<u64>,
+    sync_latency: LatencyRecorder,
     metrics: Arc<Metrics>,
 }
 
@@ -326,7 +326,7 @@ impl<J: JournalPort> JournalerRun<J> {
                 recorder,
                 batch_timestamps_ns: Vec::with_capacity(slots_count),
                 base_seq,
-                sync_latency: new_histogram(),
+                sync_latency: LatencyRecorder::default(),
                 metrics,
             }
         }
@@ -359,28 +359,25 @@ impl<J: JournalPort> JournalerRun<J> {
         wait::batch_done(ring_seq);
     }
 
+    /// Records one commit's sync.
     fn record_sync(&mut self, took: Duration) {
-        self.sync_latency
-            .saturating_record((took.as_nanos() as u64).max(1));
-        if self.sync_latency.len() >= 64 {
-            if let Ok(mut shared) = self.metrics.journal_sync.try_lock() {
-                shared
-                    .add(&self.sync_latency)
-                    .expect("histograms share bounds");
-                self.sync_latency.reset();
-            }
-        }
+        self.sync_latency.record(took.as_nanos() as u64);
+        self.sync_latency.flush(
+            &self.metrics.journal_sync,
+            &self.metrics.journal_sync_sum_ns,
+        );
     }
 }
 
 impl<J: JournalPort> Drop for JournalerRun<J> {
     fn drop(&mut self) {
-        if let Ok(mut shared) = self.metrics.journal_sync.lock() {
-            let _ = shared.add(&self.sync_latency);
-        }
+        self.sync_latency.flush_waiting(
+            &self.metrics.journal_sync,
+            &self.metrics.journal_sync_sum_ns,
+        );
         // A clean stop leaves everything on disk whatever the policy.
         if let Err(error) = self.journaler.journal_mut().sync_all() {
-            eprintln!("journal sync on shutdown failed: {error}");
+            tracing::error!(target: "ringmatch", "journal sync on shutdown failed: {error}");
         }
     }
 }
@@ -672,17 +669,27 @@ impl MatcherRun {
             return;
         };
         let started = Instant::now();
-        let request = self.matcher.snapshot();
+        let mut request = self.matcher.snapshot();
         let pause_ns = started.elapsed().as_nanos() as u64;
+        request.pause_ns = pause_ns;
         if let Ok(mut pauses) = self.metrics.snapshot_pause.lock() {
             pauses.saturating_record(pause_ns.max(1));
+            self.metrics
+                .snapshot_pause_sum_ns
+                .fetch_add(pause_ns.max(1), Ordering::Relaxed);
         }
         // The Matcher never waits for the writer: when the writer is behind (it waits for the
         // output to hold the events before each snapshot, and the output may be waiting for
         // its broker), this snapshot is skipped and counted. A later one covers it.
         match sender.try_send(request) {
             Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(_)) => {
+            Err(crossbeam_channel::TrySendError::Full(request)) => {
+                tracing::warn!(
+                    target: "ringmatch",
+                    seq = request.seq,
+                    "snapshot skipped: the writer is still busy with earlier ones (a later one \
+                     covers it)"
+                );
                 self.metrics
                     .snapshots_skipped
                     .fetch_add(1, Ordering::Relaxed);
@@ -782,6 +789,14 @@ fn start_snapshot_writer(
                         info,
                         retain_from_seq,
                     } => {
+                        tracing::info!(
+                            target: "ringmatch",
+                            seq = info.seq,
+                            pause_ms = request.pause_ns as f64 / 1e6,
+                            size_bytes = info.size_bytes,
+                            path = %info.path.display(),
+                            "snapshot written"
+                        );
                         if let Ok(mut last) = metrics.last_snapshot.lock() {
                             *last =
                                 Some((info.seq, info.path.display().to_string(), info.size_bytes));
@@ -789,16 +804,17 @@ fn start_snapshot_writer(
                         retention.run(retain_from_seq);
                     }
                     // Without a durable output there is no snapshot: a later one covers it.
-                    Written::OutputNotDurable(error) => eprintln!(
-                        "ringmatch: snapshot after sequence {} not written: the output could \
-                         not be synced: {error}",
-                        request.seq
+                    Written::OutputNotDurable(error) => tracing::warn!(
+                        target: "ringmatch",
+                        seq = request.seq,
+                        "snapshot not written: the output could not be synced: {error}"
                     ),
                     // A failed snapshot costs restart time, not correctness: the journal
                     // still holds everything. Report it and go on.
-                    Written::Failed(error) => eprintln!(
-                        "ringmatch: snapshot after sequence {} failed: {error}",
-                        request.seq
+                    Written::Failed(error) => tracing::error!(
+                        target: "ringmatch",
+                        seq = request.seq,
+                        "snapshot failed: {error}"
                     ),
                 }
             }
@@ -817,9 +833,10 @@ fn wait_until_ready(
     let mut reported = false;
     while !writer.ready(request, metrics) {
         if !reported && waiting_since.elapsed() >= Duration::from_secs(5) {
-            eprintln!(
-                "ringmatch: snapshot after sequence {} waits for the output to hold its events",
-                request.seq
+            tracing::warn!(
+                target: "ringmatch",
+                seq = request.seq,
+                "snapshot waits for the output to hold its events"
             );
             reported = true;
         }

@@ -302,7 +302,7 @@ fn run<L: LogPort, H: HardStatePort>(
         let step = |node: &mut Node<L, H>, message: Message| {
             let from = message.from;
             if let Err(error) = node.step(message) {
-                eprintln!("replication: refused a message from node {from}: {error}");
+                tracing::warn!(from, "replication: refused a message: {error}");
             }
         };
         let mut proposals = Vec::new();
@@ -355,7 +355,7 @@ fn run<L: LogPort, H: HardStatePort>(
                 Err(error) => {
                     // No longer the leader: its waiters learn it from the status (role and
                     // term), and the commands are never acknowledged.
-                    eprintln!("replication: sequences from {first} were not proposed: {error}");
+                    tracing::warn!(first, "replication: sequences not proposed: {error}");
                     break;
                 }
             }

@@ -248,7 +248,7 @@ fn read_loop(
 
 fn refuse(stats: &TransportStats, from: SocketAddr, reason: &str) {
     stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-    eprintln!("replication: closed the connection from {from}: {reason}");
+    tracing::warn!(%from, reason, "replication: closed a connection");
 }
 
 fn write_loop(

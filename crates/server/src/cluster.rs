@@ -36,11 +36,11 @@ use ringmatch_replication::{
     WaitError,
 };
 
+use crate::admin::metrics::{Exporter, Sources};
+use crate::admin::{routes, AdminServer};
 use crate::config::{ClusterPlan, Config};
 use crate::log;
-use crate::serve::{
-    log_replay_progress, log_tail_cut, open_kafka, run, serve_admin, Response, Start, Surface,
-};
+use crate::serve::{log_replay_progress, log_tail_cut, open_kafka, run, Start, Surface};
 use crate::shadow::{Compaction, Hot, Shadow};
 
 /// Exit status of a leader that stopped leading.
@@ -56,142 +56,33 @@ fn deposed(why: &str) -> ! {
 }
 
 /// The `cluster` object of `/status`.
-pub(crate) fn cluster_json(replica: &Replica) -> String {
+pub(crate) fn cluster_json(replica: &Replica) -> serde_json::Value {
     let status = replica.status();
-    let members: Vec<String> = status
+    let members: Vec<serde_json::Value> = status
         .members
         .iter()
         .map(|member| {
-            format!(
-                "{{\"node_id\":{},\"matched_seq\":{},\"lag\":{}}}",
-                member.node_id,
-                member.matched,
-                status.last_index.saturating_sub(member.matched)
-            )
+            serde_json::json!({
+                "node_id": member.node_id,
+                "matched_seq": member.matched,
+                "lag": status.last_index.saturating_sub(member.matched),
+            })
         })
         .collect();
     let stats = replica.transport_stats();
-    format!(
-        "{{\"node_id\":{},\"role\":\"{}\",\"term\":{},\"leader_id\":{},\"commit_seq\":{},\
-         \"last_seq\":{},\"members\":[{}],\"frames_sent\":{},\"frames_received\":{},\
-         \"frames_dropped\":{},\"frames_refused\":{}}}",
-        status.node_id,
-        status.role.name(),
-        status.term,
-        status.leader_id,
-        status.commit,
-        status.last_index,
-        members.join(","),
-        stats.frames_sent.load(Ordering::Relaxed),
-        stats.frames_received.load(Ordering::Relaxed),
-        stats.frames_dropped.load(Ordering::Relaxed),
-        stats.frames_refused.load(Ordering::Relaxed),
-    )
-}
-
-/// The cluster's part of `/metrics` (Prometheus text format).
-pub(crate) fn cluster_metrics_text(replica: &Replica) -> String {
-    let status = replica.status();
-    let stats = replica.transport_stats();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    let roles = [
-        Role::Leader,
-        Role::Follower,
-        Role::Candidate,
-        Role::PreCandidate,
-        Role::Learner,
-    ];
-    let role_samples: Vec<(String, u64)> = roles
-        .iter()
-        .map(|role| {
-            (
-                format!("{{role=\"{}\"}}", role.name()),
-                u64::from(*role == status.role),
-            )
-        })
-        .collect();
-    metric(
-        "ringmatch_cluster_role",
-        "gauge",
-        "This node's Raft role (1 for the current one).",
-        &role_samples,
-    );
-    metric(
-        "ringmatch_cluster_term",
-        "gauge",
-        "The current Raft term.",
-        &[(String::new(), status.term)],
-    );
-    metric(
-        "ringmatch_cluster_leader_id",
-        "gauge",
-        "The leader this node knows of (0: none).",
-        &[(String::new(), status.leader_id)],
-    );
-    metric(
-        "ringmatch_cluster_commit_seq",
-        "gauge",
-        "The highest sequence known committed.",
-        &[(String::new(), status.commit)],
-    );
-    metric(
-        "ringmatch_cluster_last_seq",
-        "gauge",
-        "The last sequence in this node's journal.",
-        &[(String::new(), status.last_index)],
-    );
-    let lag: Vec<(String, u64)> = status
-        .members
-        .iter()
-        .map(|member| {
-            (
-                format!("{{node=\"{}\"}}", member.node_id),
-                status.last_index.saturating_sub(member.matched),
-            )
-        })
-        .collect();
-    metric(
-        "ringmatch_cluster_member_lag_commands",
-        "gauge",
-        "On the leader: commands each other member lacks.",
-        &lag,
-    );
-    for (name, help, value) in [
-        (
-            "ringmatch_cluster_frames_sent_total",
-            "Replication frames sent.",
-            &stats.frames_sent,
-        ),
-        (
-            "ringmatch_cluster_frames_received_total",
-            "Replication frames received.",
-            &stats.frames_received,
-        ),
-        (
-            "ringmatch_cluster_frames_dropped_total",
-            "Replication frames dropped (queue full or peer unreachable).",
-            &stats.frames_dropped,
-        ),
-        (
-            "ringmatch_cluster_frames_refused_total",
-            "Connections closed for sending an invalid frame.",
-            &stats.frames_refused,
-        ),
-    ] {
-        metric(
-            name,
-            "counter",
-            help,
-            &[(String::new(), value.load(Ordering::Relaxed))],
-        );
-    }
-    out
+    serde_json::json!({
+        "node_id": status.node_id,
+        "role": status.role.name(),
+        "term": status.term,
+        "leader_id": status.leader_id,
+        "commit_seq": status.commit,
+        "last_seq": status.last_index,
+        "members": members,
+        "frames_sent": stats.frames_sent.load(Ordering::Relaxed),
+        "frames_received": stats.frames_received.load(Ordering::Relaxed),
+        "frames_dropped": stats.frames_dropped.load(Ordering::Relaxed),
+        "frames_refused": stats.frames_refused.load(Ordering::Relaxed),
+    })
 }
 
 /// Runs this node as a cluster member until a termination signal (or until it is deposed).
@@ -279,15 +170,12 @@ pub(crate) fn serve_cluster(
         stored.commit
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let signal = crate::signals::StopSignal::get()?;
     let following = Following::start(config, &plan, &replica, &surface)?;
     let mut last_role = None;
     let status = loop {
-        if stop.load(Ordering::Relaxed) {
+        if signal.requested() {
+            signal.stopping();
             log!("stopping: a follower; the journal is synced as it is written");
             following.stop();
             drop(replica);
@@ -524,6 +412,7 @@ fn log_rebuilt(rebuilt: &ringmatch_pipeline::Rebuilt) {
 struct Following {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    admin: AdminServer,
 }
 
 impl Following {
@@ -549,52 +438,32 @@ impl Following {
                     .spawn(move || send_to_leader(&gateway, &replica, &addresses, &stop))?,
             );
         }
-        let admin = TcpListener::bind(surface.admin_address).with_context(|| {
-            format!("cannot listen on {} (admin.listen)", surface.admin_address)
-        })?;
-        admin.set_nonblocking(true)?;
-        {
-            let stop = Arc::clone(&stop);
-            let replica = Arc::clone(replica);
-            let token = surface.admin_token.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("admin".into())
-                    .spawn(move || {
-                        serve_admin(
-                            &admin,
-                            token.as_ref(),
-                            &stop,
-                            &mut |method, path, _| match (method, path) {
-                                ("GET", "/status") => Response::json(
-                                    200,
-                                    format!("{{\"cluster\":{}}}", cluster_json(&replica)),
-                                ),
-                                ("GET", "/metrics") => {
-                                    Response::prometheus(cluster_metrics_text(&replica))
-                                }
-                                _ => Response::json(
-                                    503,
-                                    format!(
-                                        "{{\"error\":\"not the leader\",\"leader_id\":{}}}",
-                                        replica.status().leader_id
-                                    ),
-                                ),
-                            },
-                        )
-                    })?,
-            );
-        }
+        let admin = AdminServer::start(
+            surface.admin_address,
+            surface.admin_token.clone(),
+            routes::following(routes::Following {
+                replica: Arc::clone(replica),
+                prometheus: Exporter::new(Sources {
+                    cluster: Some(Arc::clone(replica)),
+                    ..Sources::default()
+                }),
+            }),
+        )?;
         log!(
             "cluster: following; order entry on {order_entry} sends clients to the leader, \
              admin on http://{} answers /status and /metrics",
             surface.admin_address
         );
-        Ok(Following { stop, threads })
+        Ok(Following {
+            stop,
+            threads,
+            admin,
+        })
     }
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.admin.shutdown();
         for thread in self.threads {
             let _ = thread.join();
         }

@@ -6,10 +6,13 @@
 //! command line, configuration files and the process's standard streams. The matching rules
 //! themselves live in `ringmatch-matcher`; this crate only wires inputs to them.
 
+mod admin;
 pub mod cluster;
 pub mod config;
 pub mod failover_bench;
+pub mod logging;
 pub mod script;
 pub mod serve;
 mod shadow;
+mod signals;
 pub mod tools;

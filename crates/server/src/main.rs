@@ -52,6 +52,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
+    /// How log lines on standard error are written: `text` (timestamp, level, target,
+    /// message and fields) or `json` (one object per line). `RUST_LOG` filters them
+    /// (default `info`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: ringmatch_server::logging::LogFormat,
+
     #[command(subcommand)]
     command: Commands,
 }
@@ -351,6 +357,10 @@ fn load_config(
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let cli = Cli::parse();
+    if let Err(error) = ringmatch_server::logging::init(cli.log_format) {
+        eprintln!("ringmatch: error: {error:#}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

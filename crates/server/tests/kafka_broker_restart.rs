@@ -30,6 +30,31 @@ fn kafka_script(action: &str) {
     assert!(status.success(), "scripts/kafka.sh {action} failed");
 }
 
+/// The tests of this binary stop the one broker: one at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The bootstrap of the broker of `scripts/kafka.sh`, or None when the tests are to be left
+/// out (`RINGMATCH_KAFKA_NO_RESTART=1` against another broker).
+fn restartable_broker() -> Option<String> {
+    let bootstrap = bootstrap();
+    let port = std::env::var("RINGMATCH_KAFKA_PORT").unwrap_or_else(|_| "19092".into());
+    if bootstrap != format!("127.0.0.1:{port}") {
+        if std::env::var("RINGMATCH_KAFKA_NO_RESTART").as_deref() == Ok("1") {
+            eprintln!(
+                "SKIPPED: broker restart test (KAFKA_BOOTSTRAP={bootstrap} is not the broker of \
+                 scripts/kafka.sh, and RINGMATCH_KAFKA_NO_RESTART=1)"
+            );
+            return None;
+        }
+        panic!(
+            "KAFKA_BOOTSTRAP={bootstrap} is not the broker of scripts/kafka.sh \
+             (127.0.0.1:{port}), which this test stops and starts; set \
+             RINGMATCH_KAFKA_NO_RESTART=1 to leave this test out"
+        );
+    }
+    Some(bootstrap)
+}
+
 /// Starts the broker again when dropped, also when the test fails while it is stopped, so the
 /// rest of the suite keeps its broker.
 struct BrokerBack;
@@ -54,22 +79,12 @@ fn matched(port: u16) -> u64 {
 
 #[test]
 fn broker_restart_mid_load_loses_and_doubles_nothing() {
-    let bootstrap = bootstrap();
-    let port = std::env::var("RINGMATCH_KAFKA_PORT").unwrap_or_else(|_| "19092".into());
-    if bootstrap != format!("127.0.0.1:{port}") {
-        if std::env::var("RINGMATCH_KAFKA_NO_RESTART").as_deref() == Ok("1") {
-            eprintln!(
-                "SKIPPED: broker restart test (KAFKA_BOOTSTRAP={bootstrap} is not the broker of \
-                 scripts/kafka.sh, and RINGMATCH_KAFKA_NO_RESTART=1)"
-            );
-            return;
-        }
-        panic!(
-            "KAFKA_BOOTSTRAP={bootstrap} is not the broker of scripts/kafka.sh \
-             (127.0.0.1:{port}), which this test stops and starts; set \
-             RINGMATCH_KAFKA_NO_RESTART=1 to leave this test out"
-        );
-    }
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(bootstrap) = restartable_broker() else {
+        return;
+    };
     let names = Names::new("restart");
     let setup = Setup::new(&names.section(&bootstrap, 2, ""));
     let server = setup.start(&[]);
@@ -152,4 +167,64 @@ fn broker_restart_mid_load_loses_and_doubles_nothing() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// SIGTERM while the broker is away: `serve` stops matching and waits for the output (up to
+/// 30 s). A second SIGTERM ends it at once with status 1, and says so in the log; the next start
+/// publishes what was not committed, exactly once.
+#[test]
+fn a_second_signal_while_the_output_waits_ends_at_once_and_loses_nothing() {
+    let _alone = ALONE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(bootstrap) = restartable_broker() else {
+        return;
+    };
+    let names = Names::new("second-signal");
+    let setup = Setup::new(&names.section(&bootstrap, 1, ""));
+    let server = setup.start(&[]);
+    let lines = command_lines(200, 12);
+    let (status, body) = server
+        .request("POST", "/commands", &lines[..100].join("\n"))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    kafka_support::wait_committed(server.port, || server.log());
+    let back = BrokerBack;
+    kafka_script("stop");
+    let (status, body) = server
+        .request("POST", "/commands", &lines[100..].join("\n"))
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let pid = server.child.id().to_string();
+    let signal = || {
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = server.log();
+    assert!(log.contains("stopping: no more input"), "{log}");
+    assert!(
+        !log.contains("stopped cleanly"),
+        "the output cannot commit without its broker:\n{log}"
+    );
+    let second = Instant::now();
+    signal();
+    let (code, log) = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        second.elapsed()
+    );
+    assert!(
+        log.contains("a second signal while stopping: exiting at once with status 1"),
+        "{log}"
+    );
+    drop(back);
+    let server = setup.start(&[]);
+    kafka_support::wait_committed(server.port, || server.log());
+    assert_eq!(server.terminate(), Some(0));
+    let events_count = assert_exactly_once(&bootstrap, &names, 1, &setup.config);
+    assert!(events_count >= 200, "{events_count}");
 }

@@ -262,7 +262,7 @@ struct SimRouter {
 }
 
 impl EventRouter for SimRouter {
-    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64) {
+    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64, _timestamp_ns: u64) {
         let mut sessions = lock(&self.sessions);
         if sessions.connected && !sessions.ack_at_submit {
             sessions.record_ack(session, client_order_id, seq);

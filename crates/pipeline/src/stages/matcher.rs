@@ -18,6 +18,8 @@ pub struct SnapshotRequest {
     pub events_before: u64,
     /// The last event of the stream up to and including command `seq`.
     pub last_event: Option<EventPosition>,
+    /// How long the Matcher paused to take it (nanoseconds; set by the caller that timed it).
+    pub pause_ns: u64,
 }
 
 /// The Matcher's state.
@@ -94,6 +96,7 @@ impl Matcher {
             state: self.engine.encode_state(),
             events_before: self.events_count,
             last_event: self.last_event,
+            pause_ns: 0,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The Publisher: hands every event to the output sink (Kafka or the events file) and, at the
-//! end of each batch, flushes the sink, applies the batch's level events to the L2 book that
-//! `/book` serves, and counts the events it handed over.
+//! end of each batch, flushes the sink, applies the batch's level and fill events to the L2
+//! book and the newest trades the admin surface serves, and counts the events it handed over.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub struct Publisher<S: OutputSink> {
 }
 
 impl<S: OutputSink> Publisher<S> {
-    /// A Publisher into `sink`, with room for `batch_events_max` level events per batch
+    /// A Publisher into `sink`, with room for `batch_events_max` level and fill events per batch
     /// before its buffer grows.
     pub fn new(
         sink: S,
@@ -41,7 +41,7 @@ impl<S: OutputSink> Publisher<S> {
     #[inline]
     pub fn on_event(&mut self, event: &Event) {
         self.sink.push(event);
-        if event.event_type == EventType::Level {
+        if matches!(event.event_type, EventType::Level | EventType::Fill) {
             self.batch_levels.push(*event);
         }
         self.batch_events_count += 1;

@@ -11,9 +11,9 @@ use crate::OutputSlot;
 /// Where the Responder sends acks and events: the order-entry sessions. Runs on its own stage
 /// thread, beside the Publisher, on the output ring.
 pub trait EventRouter: Send + 'static {
-    /// The command with client order id `client_order_id` from `session` is durable with
-    /// sequence `seq`; its events follow.
-    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64);
+    /// The command with client order id `client_order_id` from `session`, stamped at ingress
+    /// `timestamp_ns`, is durable with sequence `seq`; its events follow.
+    fn ack(&mut self, session: u32, client_order_id: u64, seq: u64, timestamp_ns: u64);
     /// One event, caused by a command of `session` (0: none, or a replayed command).
     fn route(&mut self, session: u32, event: &Event);
     /// The end of a ring batch.
@@ -40,8 +40,12 @@ impl<R: EventRouter + ?Sized> Responder<R> {
     pub fn on_slot(&mut self, slot: &OutputSlot) {
         if slot.session != 0 && slot.event.index == 0 {
             self.acks_count += 1;
-            self.router
-                .ack(slot.session, slot.client_order_id, slot.event.seq);
+            self.router.ack(
+                slot.session,
+                slot.client_order_id,
+                slot.event.seq,
+                slot.event.timestamp_ns,
+            );
         }
         self.router.route(slot.session, &slot.event);
     }

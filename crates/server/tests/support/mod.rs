@@ -87,17 +87,22 @@ impl Setup {
         loop {
             let log = server.log();
             if let Some(port) = log.lines().find_map(|line| {
-                line.strip_prefix("ringmatch: admin listening on http://127.0.0.1:")
+                Some(
+                    line.split_once("ringmatch: admin listening on http://127.0.0.1:")?
+                        .1,
+                )
             }) {
                 server.port = port.trim().parse().unwrap();
             }
-            if let Some(port) = log
-                .lines()
-                .find_map(|line| line.strip_prefix("ringmatch: gateway listening on 127.0.0.1:"))
-            {
+            if let Some(port) = log.lines().find_map(|line| {
+                Some(
+                    line.split_once("ringmatch: gateway listening on 127.0.0.1:")?
+                        .1,
+                )
+            }) {
                 server.gateway_port = Some(port.trim().parse().unwrap());
             }
-            if log.lines().any(|line| line == "ringmatch: ready") {
+            if log.lines().any(|line| line.ends_with(" ringmatch: ready")) {
                 return server;
             }
             if let Some(status) = server.child.try_wait().unwrap() {
