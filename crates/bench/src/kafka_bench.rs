@@ -133,7 +133,7 @@ pub fn run(options: &KafkaBenchOptions) -> anyhow::Result<()> {
         &options.out_dir,
         &format!("kafka-{delivery}-output-lag"),
         &lag,
-        elapsed,
+        &[(std::time::Duration::ZERO, elapsed, lag.clone())],
     )?;
     println!("records: {records}");
     println!("record_size_bytes: {EVENT_SIZE_BYTES}");

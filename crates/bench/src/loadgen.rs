@@ -66,6 +66,10 @@ pub struct LoadReport {
     pub latency: Histogram<u64>,
     /// Latency from intended send time to the command's `ack`, nanoseconds (order entry).
     pub ack_latency: Histogram<u64>,
+    /// `latency` by one-second interval of the run: (start after the first send, length,
+    /// histogram), in order; a response counts in the interval its session reported it in
+    /// (sessions report every 20 ms).
+    pub intervals: Vec<(Duration, Duration, Histogram<u64>)>,
 }
 
 impl LoadReport {
@@ -159,18 +163,30 @@ struct Shared {
     ack_latency: Mutex<Histogram<u64>>,
     /// The latencies since the progress line last read them.
     window: Mutex<Histogram<u64>>,
+    /// The one-second intervals closed so far and the open one.
+    intervals: Mutex<Intervals>,
+    /// When the first command is due (the intervals count from it).
+    start_ns: u64,
     responses: AtomicU64,
     sent: AtomicU64,
     refused: AtomicU64,
     last_response_ns: AtomicU64,
 }
 
+/// The closed intervals as (index, histogram), the open one's index, and the open one.
+type Intervals = (Vec<(u64, Histogram<u64>)>, u64, Histogram<u64>);
+
+/// The length of an interval of the `.hlog`.
+const INTERVAL_NS: u64 = 1_000_000_000;
+
 impl Shared {
-    fn new() -> Shared {
+    fn new(start_ns: u64) -> Shared {
         Shared {
             latency: Mutex::new(new_histogram()),
             ack_latency: Mutex::new(new_histogram()),
             window: Mutex::new(new_histogram()),
+            intervals: Mutex::new((Vec::new(), 0, new_histogram())),
+            start_ns,
             responses: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -178,7 +194,38 @@ impl Shared {
         }
     }
 
+    /// Adds a session's latencies of the last few milliseconds to the interval of `now_ns`.
+    fn add_to_interval(&self, window: &Histogram<u64>, now_ns: u64) {
+        let index = now_ns.saturating_sub(self.start_ns) / INTERVAL_NS;
+        let mut intervals = self.intervals.lock().expect("not poisoned");
+        let (closed, open_index, open) = &mut *intervals;
+        if index > *open_index {
+            if !open.is_empty() {
+                closed.push((*open_index, std::mem::replace(open, new_histogram())));
+            }
+            *open_index = index;
+        }
+        let _ = open.add(window);
+    }
+
     fn report(&self, start_ns: u64) -> LoadReport {
+        let intervals = {
+            let mut intervals = self.intervals.lock().expect("not poisoned");
+            let (closed, open_index, open) = &mut *intervals;
+            let mut all = std::mem::take(closed);
+            if !open.is_empty() {
+                all.push((*open_index, std::mem::replace(open, new_histogram())));
+            }
+            all.into_iter()
+                .map(|(index, histogram)| {
+                    (
+                        Duration::from_nanos(index * INTERVAL_NS),
+                        Duration::from_nanos(INTERVAL_NS),
+                        histogram,
+                    )
+                })
+                .collect()
+        };
         let elapsed_ns = self
             .last_response_ns
             .load(Ordering::Relaxed)
@@ -191,6 +238,7 @@ impl Shared {
             elapsed: Duration::from_nanos(elapsed_ns),
             latency: self.latency.lock().expect("not poisoned").clone(),
             ack_latency: self.ack_latency.lock().expect("not poisoned").clone(),
+            intervals,
         }
     }
 }
@@ -243,6 +291,7 @@ impl Tally {
                 .lock()
                 .expect("not poisoned")
                 .add(&self.window);
+            shared.add_to_interval(&self.window, now_ns());
             self.window.reset();
         }
         if last {
@@ -539,12 +588,12 @@ pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
         !options.logins.is_empty(),
         "give at least one --login ACCOUNT:TOKEN"
     );
-    let shared = Arc::new(Shared::new());
     let sessions_count = options.logins.len() as u64;
     let interval_ns = options
         .rate_per_second
         .map(|rate| 1_000_000_000 * sessions_count / rate.max(1));
     let start_ns = now_ns() + 200_000_000;
+    let shared = Arc::new(Shared::new(start_ns));
     let mut threads = Vec::new();
     for (index, (account, token)) in options.logins.iter().enumerate() {
         let client = Client::connect(
@@ -578,7 +627,13 @@ pub fn run(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
             outstanding: 0,
         };
         threads.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let stream = ringmatch_gateway::client::raw_socket(&client);
+            let (stream, pending) = client.into_parts();
+            anyhow::ensure!(
+                pending.is_empty(),
+                "the gateway sent {} bytes after the login before any command",
+                pending.len()
+            );
+            let stream = &stream;
             let result = drive(stream, &mut conversation, schedule, &shared);
             let _ = stream.shutdown(std::net::Shutdown::Both);
             result
@@ -711,11 +766,11 @@ fn run_echo(options: &LoadgenOptions) -> anyhow::Result<LoadReport> {
             });
         }
     });
-    let shared = Arc::new(Shared::new());
     let interval_ns = options
         .rate_per_second
         .map(|rate| 1_000_000_000 * sessions_count / rate.max(1));
     let start_ns = now_ns() + 100_000_000;
+    let shared = Arc::new(Shared::new(start_ns));
     let mut threads = Vec::new();
     for index in 0..sessions_count {
         let stream = TcpStream::connect(address)?;
@@ -783,7 +838,7 @@ fn print_report(name: &str, report: &LoadReport, options: &LoadgenOptions) {
     }
     if let Some(dir) = &options.out_dir {
         if let Err(error) =
-            crate::report::write_histogram_files(dir, name, &report.latency, report.elapsed)
+            crate::report::write_histogram_files(dir, name, &report.latency, &report.intervals)
         {
             eprintln!("loadgen: cannot write {}: {error}", dir.display());
         }

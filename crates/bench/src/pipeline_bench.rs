@@ -523,14 +523,19 @@ fn print_report(runs: &[BenchRun]) {
 }
 
 fn write_files(options: &PipelineBenchOptions, runs: &[BenchRun]) -> anyhow::Result<()> {
-    let mut tagged = Vec::new();
+    let mut tags = Vec::new();
     for run in runs {
         for (stage, histogram) in &run.stages {
             let tag = format!("{}-{}", run.name, stage.name());
             std::fs::write(options.out_dir.join(format!("{tag}.hgrm")), hgrm(histogram))?;
-            tagged.push((tag, histogram, run.elapsed));
+            tags.push((tag, histogram, run.elapsed));
         }
     }
+    // One histogram per pipeline and stage, over all its runs (each run is a few seconds).
+    let tagged: Vec<crate::report::Interval<'_>> = tags
+        .iter()
+        .map(|(tag, histogram, elapsed)| (tag.as_str(), Duration::ZERO, *elapsed, *histogram))
+        .collect();
     std::fs::write(options.out_dir.join("latency.hlog"), hdr_log(&tagged)?)?;
     std::fs::write(options.out_dir.join("latency.svg"), svg_plot(runs))?;
     println!(

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use ringmatch_gateway::{Client, Frame, LoginOptions};
-use ringmatch_proto::{EventType, Side};
+use ringmatch_gateway::{Client, Frame, LoginOptions, Order};
+use ringmatch_proto::EventType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = std::env::args()
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.session_id()
     );
 
-    client.place_limit(1, Side::Buy, 100, 5, 1)?;
+    client.place(&Order::buy(1).limit(100).qty(5).client_order_id(1))?;
     let frames = client.recv_until(
         Duration::from_secs(5),
         |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Level),

@@ -1,11 +1,27 @@
-//! The client library: a blocking order-entry session over TCP, used by tests, tools and load
-//! generators. See `docs/order-entry-protocol.md` for an example.
+//! The client library: an order-entry session over TCP. Orders are built by name
+//! ([`Order`], [`Replace`]); heartbeats go out by themselves whenever the session sends or
+//! waits ([`Client::recv`]), and [`Client::keep_alive`] sends one when due for a caller busy
+//! elsewhere; [`Client::recv`] waits for a frame, [`Client::try_recv`] never waits. See
+//! `docs/order-entry-protocol.md` and `examples/place_order.rs`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use ringmatch_gateway::{Client, Frame, LoginOptions, Order};
+//!
+//! let mut client = Client::connect("127.0.0.1:8711", 1, b"demo-token-1", LoginOptions::default())?;
+//! client.place(&Order::buy(1).limit(100).qty(5).client_order_id(1))?;
+//! let frames = client.recv_until(Duration::from_secs(5), |frame| matches!(frame, Frame::Ack { .. }))?;
+//! # let _ = frames;
+//! # Ok::<(), ringmatch_gateway::ClientError>(())
+//! ```
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use ringmatch_proto::{Command, CommandType, OrderKind, SelfTradePrevention, Side, TimeInForce};
+use ringmatch_proto::{Command, CommandType};
+
+use crate::order::{Order, Replace};
 
 use crate::protocol::{
     decode_frame, encode_frame, Decoded, Frame, FrameError, LOGIN_FLAG_CANCEL_ON_DISCONNECT,
@@ -57,6 +73,8 @@ pub struct Client {
     account: u32,
     session_id: u32,
     heartbeat_interval: Duration,
+    /// When this session last sent anything (a heartbeat is due one interval later).
+    last_sent: Instant,
 }
 
 const FRAME_SIZE_MAX_BYTES: usize = 1 << 16;
@@ -79,6 +97,7 @@ impl Client {
             account,
             session_id: 0,
             heartbeat_interval: Duration::from_secs(1),
+            last_sent: Instant::now(),
         };
         client.send_frame(&Frame::Login {
             version: PROTOCOL_VERSION,
@@ -116,7 +135,8 @@ impl Client {
         self.session_id
     }
 
-    /// The heartbeat interval the server gave at login: send something at least this often.
+    /// The heartbeat interval the server gave at login: the session sends something at least
+    /// this often while the caller sends or waits in [`Client::recv`].
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
     }
@@ -131,6 +151,16 @@ impl Client {
         self.out.clear();
         encode_frame(frame, &mut self.out);
         self.stream.write_all(&self.out)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    /// Sends a heartbeat if one is due (nothing sent for a heartbeat interval): for a caller
+    /// that neither sends nor waits in [`Client::recv`] for a while.
+    pub fn keep_alive(&mut self) -> Result<(), ClientError> {
+        if self.last_sent.elapsed() >= self.heartbeat_interval {
+            self.heartbeat()?;
+        }
         Ok(())
     }
 
@@ -139,38 +169,20 @@ impl Client {
         self.send_frame(&Frame::Command(*command))
     }
 
-    /// Places a GTC limit order.
-    pub fn place_limit(
-        &mut self,
-        instrument: u32,
-        side: Side,
-        price: i64,
-        qty: u64,
-        client_order_id: u64,
-    ) -> Result<(), ClientError> {
-        let mut command = Command::limit(self.account, instrument, side, price, qty);
-        command.client_order_id = client_order_id;
-        self.send(&command)
+    /// Sends several commands in one write (the server reads them as one burst).
+    pub fn send_batch(&mut self, commands: &[Command]) -> Result<(), ClientError> {
+        self.out.clear();
+        for command in commands {
+            encode_frame(&Frame::Command(*command), &mut self.out);
+        }
+        self.stream.write_all(&self.out)?;
+        self.last_sent = Instant::now();
+        Ok(())
     }
 
-    /// Places any order.
-    #[allow(clippy::too_many_arguments)]
-    pub fn place(
-        &mut self,
-        instrument: u32,
-        side: Side,
-        kind: OrderKind,
-        tif: TimeInForce,
-        price: i64,
-        qty: u64,
-        client_order_id: u64,
-        stp: SelfTradePrevention,
-    ) -> Result<(), ClientError> {
-        let mut command = Command::limit(self.account, instrument, side, price, qty);
-        command.kind = kind;
-        command.tif = tif;
-        command.client_order_id = client_order_id;
-        command.stp = stp;
+    /// Places an order.
+    pub fn place(&mut self, order: &Order) -> Result<(), ClientError> {
+        let command = order.to_command(self.account)?;
         self.send(&command)
     }
 
@@ -182,20 +194,9 @@ impl Client {
         self.send(&command)
     }
 
-    /// Replaces price and/or total quantity.
-    pub fn replace(
-        &mut self,
-        order_id: u64,
-        price: Option<i64>,
-        qty: Option<u64>,
-    ) -> Result<(), ClientError> {
-        let mut command = Command::empty(CommandType::Replace);
-        command.account = self.account;
-        command.order_id = order_id;
-        command.has_price = price.is_some();
-        command.price = price.unwrap_or(0);
-        command.has_qty = qty.is_some();
-        command.qty = qty.unwrap_or(0);
+    /// Replaces a resting order's price and/or total quantity.
+    pub fn replace(&mut self, replace: &Replace) -> Result<(), ClientError> {
+        let command = replace.to_command(self.account)?;
         self.send(&command)
     }
 
@@ -222,45 +223,89 @@ impl Client {
     }
 
     /// The next frame, waiting at most `timeout`; Ok(None) on timeout. Heartbeats are returned
-    /// like any frame. An error frame is returned (the connection closes after it).
+    /// like any frame, and sent when due while waiting. An error frame is returned (the
+    /// connection closes after it).
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<Frame>, ClientError> {
         // Taken only when the buffer runs dry: a busy session decodes many frames per read.
         let mut deadline = None;
         loop {
-            if let Decoded::Frame(frame, length) =
-                decode_frame(&self.buffer[self.buffer_start..], FRAME_SIZE_MAX_BYTES)?
-            {
-                self.buffer_start += length;
-                if self.buffer_start == self.buffer.len() {
-                    self.buffer.clear();
-                    self.buffer_start = 0;
-                }
+            if let Some(frame) = self.decode_buffered()? {
                 return Ok(Some(frame));
-            }
-            if self.buffer_start > 0 {
-                self.buffer.drain(..self.buffer_start);
-                self.buffer_start = 0;
             }
             let now = Instant::now();
             let deadline = *deadline.get_or_insert(now + timeout);
             if now >= deadline {
                 return Ok(None);
             }
-            self.stream.set_read_timeout(Some(deadline - now))?;
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Err(ClientError::Closed),
-                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
-                Err(error)
+            let heartbeat_due = self.last_sent + self.heartbeat_interval;
+            if now >= heartbeat_due {
+                // A heartbeat that cannot be written (the server has closed the session) is
+                // not the error to report: reading on shows why the session ended.
+                if self.heartbeat().is_err() {
+                    self.last_sent = now;
+                }
+                continue;
+            }
+            self.stream
+                .set_read_timeout(Some(deadline.min(heartbeat_due) - now))?;
+            match self.read_some() {
+                Ok(()) => {}
+                Err(ClientError::Io(error))
                     if matches!(
                         error.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(error) => return Err(error.into()),
+                    ) => {}
+                Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// The next frame if one has arrived, without waiting: Ok(None) when there is none yet.
+    pub fn try_recv(&mut self) -> Result<Option<Frame>, ClientError> {
+        if let Some(frame) = self.decode_buffered()? {
+            return Ok(Some(frame));
+        }
+        self.stream.set_nonblocking(true)?;
+        let read = self.read_some();
+        self.stream.set_nonblocking(false)?;
+        match read {
+            Ok(()) => self.decode_buffered(),
+            Err(ClientError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A whole frame from the bytes already read, if there is one.
+    fn decode_buffered(&mut self) -> Result<Option<Frame>, ClientError> {
+        if let Decoded::Frame(frame, length) =
+            decode_frame(&self.buffer[self.buffer_start..], FRAME_SIZE_MAX_BYTES)?
+        {
+            self.buffer_start += length;
+            if self.buffer_start == self.buffer.len() {
+                self.buffer.clear();
+                self.buffer_start = 0;
+            }
+            return Ok(Some(frame));
+        }
+        if self.buffer_start > 0 {
+            self.buffer.drain(..self.buffer_start);
+            self.buffer_start = 0;
+        }
+        Ok(None)
+    }
+
+    /// One read of the socket into the buffer.
+    fn read_some(&mut self) -> Result<(), ClientError> {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(ClientError::Closed),
+            Ok(read) => {
+                self.buffer.extend_from_slice(&chunk[..read]);
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -292,7 +337,12 @@ impl Client {
     }
 }
 
-/// The client's socket, for tests that need to send raw bytes on a logged-in session.
-pub fn raw_socket(client: &Client) -> &TcpStream {
-    &client.stream
+impl Client {
+    /// Ends the client and hands over its logged-in connection, with the bytes already read
+    /// from it and not yet decoded: for a driver that speaks the frames itself (a load
+    /// generator, a test of malformed input). Heartbeats are then the caller's.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        let pending = self.buffer[self.buffer_start..].to_vec();
+        (self.stream, pending)
+    }
 }

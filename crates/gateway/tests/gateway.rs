@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ringmatch_gateway::protocol::frame_type;
 use ringmatch_gateway::{
     hash_token, responder, Client, ClientError, Credential, ErrorCode, Frame, Gateway,
-    GatewayConfig, LoginOptions,
+    GatewayConfig, LoginOptions, Order,
 };
 use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
 use ringmatch_matcher::{Engine, InstrumentSpec, Limits, MatcherConfig};
@@ -190,7 +190,9 @@ fn logins_are_checked_and_orders_before_login_refused() {
     );
 
     let mut client = harness.login(1);
-    client.place_limit(1, Side::Buy, 100, 5, 42).unwrap();
+    client
+        .place(&Order::buy(1).limit(100).qty(5).client_order_id(42))
+        .unwrap();
     let frames = client
         .recv_until(
             WAIT,
@@ -223,7 +225,9 @@ fn a_session_acts_only_for_its_own_account() {
     let harness = Harness::start(|_| {});
     let mut alice = harness.login(1);
     let mut bob = harness.login(2);
-    alice.place_limit(1, Side::Sell, 500, 3, 1).unwrap();
+    alice
+        .place(&Order::sell(1).limit(500).qty(3).client_order_id(1))
+        .unwrap();
     let frames = alice
         .recv_until(
             WAIT,
@@ -249,7 +253,8 @@ fn a_session_acts_only_for_its_own_account() {
         )
     );
     // Bob buys from Alice: Alice, the maker, hears about the fill too.
-    bob.place_limit(1, Side::Buy, 500, 2, 2).unwrap();
+    bob.place(&Order::buy(1).limit(500).qty(2).client_order_id(2))
+        .unwrap();
     let frames = alice
         .recv_until(
             WAIT,
@@ -321,8 +326,8 @@ fn malformed_truncated_and_oversized_frames_end_only_their_own_session() {
         cases.push((bytes, Some(ErrorCode::MalformedFrame)));
     }
     for (bytes, expected) in cases {
-        let mut client = harness.login(1);
-        let mut raw = client_stream(&mut client);
+        let client = harness.login(1);
+        let mut raw = client_stream(client);
         raw.write_all(&bytes).unwrap();
         match expected {
             Some(code) => {
@@ -339,7 +344,9 @@ fn malformed_truncated_and_oversized_frames_end_only_their_own_session() {
         }
     }
     // The healthy session never noticed.
-    healthy.place_limit(1, Side::Buy, 10, 1, 5).unwrap();
+    healthy
+        .place(&Order::buy(1).limit(10).qty(1).client_order_id(5))
+        .unwrap();
     let frames = healthy
         .recv_until(WAIT, |frame| matches!(frame, Frame::Event(_)))
         .unwrap();
@@ -352,16 +359,12 @@ fn malformed_truncated_and_oversized_frames_end_only_their_own_session() {
     )));
 }
 
-fn client_stream(client: &mut Client) -> TcpStream {
-    // Drain the login reply so later reads see only the answer to the test's bytes.
-    let _ = client.recv(Duration::from_millis(10));
-    client_socket(client)
-}
-
-fn client_socket(client: &Client) -> TcpStream {
-    ringmatch_gateway::client::raw_socket(client)
-        .try_clone()
-        .unwrap()
+/// The logged-in connection of `client`, for a test that sends raw bytes on it.
+fn client_stream(client: Client) -> TcpStream {
+    // What arrived after the login (a heartbeat at most) is dropped: the test reads only the
+    // answers to its own bytes.
+    let (stream, _) = client.into_parts();
+    stream
 }
 
 fn frames_of(mut bytes: &[u8]) -> Vec<Frame> {
@@ -383,7 +386,12 @@ fn a_session_that_does_not_read_is_dropped_without_slowing_others() {
     let mut dropped = false;
     for index in 0..200_000u64 {
         if slow
-            .place_limit(1, Side::Buy, 1 + (index % 1_000) as i64, 1, index + 1)
+            .place(
+                &Order::buy(1)
+                    .limit(1 + (index % 1_000) as i64)
+                    .qty(1)
+                    .client_order_id(index + 1),
+            )
             .is_err()
         {
             dropped = true;
@@ -422,7 +430,9 @@ fn a_session_that_does_not_read_is_dropped_without_slowing_others() {
         dropped && taken < 150_000,
         "{taken} commands taken, dropped: {dropped}"
     );
-    other.place_limit(1, Side::Sell, 99_000, 1, 7).unwrap();
+    other
+        .place(&Order::sell(1).limit(99_000).qty(1).client_order_id(7))
+        .unwrap();
     let frames = other
         .recv_until(
             WAIT,
@@ -430,6 +440,47 @@ fn a_session_that_does_not_read_is_dropped_without_slowing_others() {
         )
         .unwrap();
     assert!(!frames.is_empty());
+}
+
+/// A client that only waits in `recv` sends heartbeats by itself, so its session outlives
+/// many session timeouts; `try_recv` never waits and still sees every reply.
+#[test]
+fn a_waiting_client_heartbeats_by_itself_and_try_recv_never_waits() {
+    let harness = Harness::start(|config| config.session_timeout = Duration::from_millis(600));
+    let mut client = harness.login(1);
+    let until = Instant::now() + Duration::from_millis(2_000);
+    while Instant::now() < until {
+        match client.recv(Duration::from_millis(250)).unwrap() {
+            None | Some(Frame::Heartbeat) => {}
+            Some(other) => panic!("the session ended: {other:?}"),
+        }
+    }
+    let started = Instant::now();
+    let polled = client.try_recv().unwrap();
+    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(matches!(polled, None | Some(Frame::Heartbeat)), "{polled:?}");
+    client
+        .place(&Order::buy(1).limit(10).qty(1).client_order_id(77))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.try_recv().unwrap() {
+            Some(Frame::Ack {
+                client_order_id: 77,
+                ..
+            }) => break,
+            Some(_) => {}
+            None => {
+                assert!(Instant::now() < deadline, "no ack");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    // A usage error is refused here, sent to nobody.
+    assert!(matches!(
+        client.place(&Order::buy(1).qty(1)),
+        Err(ClientError::Usage(_))
+    ));
 }
 
 #[test]
@@ -440,7 +491,9 @@ fn the_rate_limit_throttles_and_heartbeats_keep_sessions_alive() {
     });
     let mut client = harness.login(1);
     for index in 0..200u64 {
-        client.place_limit(1, Side::Buy, 10, 1, index + 1).unwrap();
+        client
+            .place(&Order::buy(1).limit(10).qty(1).client_order_id(index + 1))
+            .unwrap();
     }
     let mut throttled = 0;
     let mut acked = 0;
@@ -471,7 +524,9 @@ fn the_rate_limit_throttles_and_heartbeats_keep_sessions_alive() {
         matches!(frames.as_deref(), Ok([.., Frame::Error { code, .. }]) if *code == ErrorCode::Timeout as u16),
         "{frames:?}"
     );
-    client.place_limit(1, Side::Buy, 11, 1, 999).unwrap();
+    client
+        .place(&Order::buy(1).limit(11).qty(1).client_order_id(999))
+        .unwrap();
     assert!(client
         .recv_until(WAIT, |frame| matches!(
             frame,
@@ -505,9 +560,15 @@ fn cancel_on_disconnect_and_drop_copy() {
     )
     .unwrap();
     let mut casual = harness.login(2);
-    careful.place_limit(1, Side::Buy, 100, 1, 1).unwrap();
-    careful.place_limit(1, Side::Buy, 101, 1, 2).unwrap();
-    casual.place_limit(1, Side::Sell, 200, 1, 3).unwrap();
+    careful
+        .place(&Order::buy(1).limit(100).qty(1).client_order_id(1))
+        .unwrap();
+    careful
+        .place(&Order::buy(1).limit(101).qty(1).client_order_id(2))
+        .unwrap();
+    casual
+        .place(&Order::sell(1).limit(200).qty(1).client_order_id(3))
+        .unwrap();
     careful.recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 2 && event.event_type == EventType::Accepted)).unwrap();
     casual
         .recv_until(
@@ -542,7 +603,9 @@ fn cancel_on_disconnect_and_drop_copy() {
         .iter()
         .any(|e| e.event_type == EventType::Cancelled && e.account == 2));
     // A drop-copy session is read-only.
-    drop_copy.place_limit(1, Side::Buy, 1, 1, 1).unwrap();
+    drop_copy
+        .place(&Order::buy(1).limit(1).qty(1).client_order_id(1))
+        .unwrap();
     let frames = drop_copy
         .recv_until(WAIT, |frame| matches!(frame, Frame::Error { .. }))
         .unwrap();
@@ -559,16 +622,15 @@ fn a_command_is_acknowledged_before_any_of_its_events_even_in_a_burst() {
     // every reply: the client reads only after writing the whole burst.)
     let harness = Harness::start(|config| config.session_queue_depth_max = 100_000);
     let mut client = harness.login(1);
-    let mut stream = client_stream(&mut client);
     let count = 10_000u64;
-    let mut bytes = Vec::new();
+    let mut burst = Vec::new();
     for index in 0..count {
         let mut command =
             ringmatch_proto::Command::limit(1, 1, Side::Buy, 1 + (index % 50_000) as i64, 1);
         command.client_order_id = index + 1;
-        ringmatch_gateway::encode_frame(&Frame::Command(command), &mut bytes);
+        burst.push(command);
     }
-    stream.write_all(&bytes).unwrap();
+    client.send_batch(&burst).unwrap();
     let mut acked = std::collections::HashSet::new();
     let mut accepted = 0u64;
     while accepted < count {
@@ -606,17 +668,16 @@ fn an_ack_leaves_only_once_its_command_is_synced() {
     let mut harness = Harness::start_with(Durability::Every, |_| {});
     let metrics = harness.pipeline.as_ref().unwrap().metrics();
     let mut client = harness.login(1);
-    let mut stream = client_stream(&mut client);
     let count = 200u64;
-    let mut bytes = Vec::new();
+    let mut burst = Vec::new();
     let mut sent = std::collections::HashMap::new();
     for index in 0..count {
         let mut command = ringmatch_proto::Command::limit(1, 1, Side::Buy, 1 + index as i64, 1);
         command.client_order_id = 1_000 + index;
         sent.insert(command.client_order_id, command);
-        ringmatch_gateway::encode_frame(&Frame::Command(command), &mut bytes);
+        burst.push(command);
     }
-    stream.write_all(&bytes).unwrap();
+    client.send_batch(&burst).unwrap();
     let mut acked = Vec::new();
     while (acked.len() as u64) < count {
         match client
@@ -675,8 +736,13 @@ fn a_thousand_idle_sessions_and_a_busy_one() {
     assert_eq!(harness.gateway.as_ref().unwrap().sessions_count(), 1_000);
     let mut busy = harness.login(3);
     for index in 0..1_000u64 {
-        busy.place_limit(1, Side::Buy, 1 + index as i64, 1, index + 1)
-            .unwrap();
+        busy.place(
+            &Order::buy(1)
+                .limit(1 + index as i64)
+                .qty(1)
+                .client_order_id(index + 1),
+        )
+        .unwrap();
     }
     busy.recv_until(WAIT, |frame| matches!(frame, Frame::Event(event) if event.client_order_id == 1_000 && event.event_type == EventType::Accepted)).unwrap();
     drop(idle);
@@ -696,7 +762,12 @@ fn a_session_that_neither_reads_nor_closes_is_ended_when_its_queue_fills() {
     let mut index = 0u64;
     while index < 2_000_000
         && stuck
-            .place_limit(1, Side::Buy, 1 + (index % 1_000) as i64, 1, index + 1)
+            .place(
+                &Order::buy(1)
+                    .limit(1 + (index % 1_000) as i64)
+                    .qty(1)
+                    .client_order_id(index + 1),
+            )
             .is_ok()
     {
         index += 1;

@@ -583,7 +583,6 @@ struct MatcherRun {
     recorder: StageRecorder,
     snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
     metrics: Arc<Metrics>,
-    batch_timestamps_ns: Vec<u64>,
     pending_events: Vec<Event>,
     output_chunk_max: usize,
     /// Wakes the Publisher and Responder when they are parked.
@@ -619,7 +618,6 @@ impl MatcherRun {
                 recorder,
                 snapshots,
                 metrics,
-                batch_timestamps_ns: Vec::with_capacity(config.input_ring_slots_count),
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
                 output_published,
@@ -653,13 +651,11 @@ impl MatcherRun {
         if snapshot_due {
             self.snapshot();
         }
-        // One clock read per batch: the batch is handed on when the stage finishes it.
-        self.batch_timestamps_ns.push(command.timestamp_ns);
+        // One clock read per command: its events are on the output ring now, and the
+        // Publisher may take them before this batch ends, so a stamp at the end of the batch
+        // could come after the Publisher's and put "published" before "matched".
+        self.recorder.record(command.timestamp_ns, now_ns());
         if end_of_batch {
-            let now = now_ns();
-            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
-                self.recorder.record(timestamp_ns, now);
-            }
             self.recorder.done(seq, true);
         }
     }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringmatch_gateway::{hash_token, Client, ClientError, LoginOptions};
+use ringmatch_gateway::{hash_token, Client, ClientError, LoginOptions, Order};
 use support::Setup;
 
 fn setup() -> Setup {
@@ -235,7 +235,12 @@ fn metrics_are_prometheus_histograms_counters_and_gauges() {
     .unwrap();
     for coid in 1..=3u64 {
         client
-            .place_limit(1, ringmatch_proto::Side::Buy, 100 + coid as i64, 10, coid)
+            .place(
+                &Order::buy(1)
+                    .limit(100 + coid as i64)
+                    .qty(10)
+                    .client_order_id(coid),
+            )
             .unwrap();
     }
     client
@@ -267,7 +272,7 @@ fn metrics_are_prometheus_histograms_counters_and_gauges() {
         assert!(Instant::now() < deadline, "{text}");
         coid += 1;
         client
-            .place_limit(1, ringmatch_proto::Side::Sell, 200_000, 1, coid)
+            .place(&Order::sell(1).limit(200_000).qty(1).client_order_id(coid))
             .unwrap();
         std::thread::sleep(Duration::from_millis(60));
     };

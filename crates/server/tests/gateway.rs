@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use ringmatch_gateway::{hash_token, Client, Frame, LoginOptions};
+use ringmatch_gateway::{hash_token, Client, Frame, LoginOptions, Order, Replace};
 use ringmatch_proto::{CancelReason, EventType, Reason, Side};
 use support::{field, stdout, Setup};
 
@@ -105,12 +105,16 @@ fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
     let port = server.gateway_port.expect("gateway port in the log");
     let mut alice = connect(port, 1);
     let mut bob = connect(port, 2);
-    alice.place_limit(1, Side::Buy, 100, 5, 11).unwrap();
+    alice
+        .place(&Order::buy(1).limit(100).qty(5).client_order_id(11))
+        .unwrap();
     let alice_order = accepted_order_id(&mut alice, 11);
-    bob.place_limit(1, Side::Sell, 120, 7, 21).unwrap();
+    bob.place(&Order::sell(1).limit(120).qty(7).client_order_id(21))
+        .unwrap();
     let bob_order = accepted_order_id(&mut bob, 21);
     // Bob's second order trades 2 against Alice's bid before the crash.
-    bob.place_limit(1, Side::Sell, 100, 2, 22).unwrap();
+    bob.place(&Order::sell(1).limit(100).qty(2).client_order_id(22))
+        .unwrap();
     alice
         .recv_until(
             Duration::from_secs(10),
@@ -146,7 +150,7 @@ fn orders_survive_kill_9_and_reconnecting_clients_act_on_them() {
         (cancelled.order_id, cancelled.qty, cancelled.reason),
         (alice_order, 3, Reason::Cancel(CancelReason::User))
     );
-    bob.replace(bob_order, None, Some(4)).unwrap();
+    bob.replace(&Replace::order(bob_order).qty(4)).unwrap();
     let frames = bob
         .recv_until(
             Duration::from_secs(10),
