@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (warnings are errors) and every test, with a real
-# Kafka broker (scripts/kafka.sh) and a headless browser for the dashboard. Installs what is
-# missing and says so: a C toolchain (apt-get install build-essential perl) and chromium
-# (apt-get install chromium).
+# Kafka broker (scripts/kafka.sh, fetched through Maven) and a headless browser for the
+# dashboard. It needs two Debian packages beyond Rust and Java: a C toolchain
+# (build-essential perl) and chromium. With --install-missing, or under CI=true, it installs
+# those that are missing with apt-get (and says so); otherwise it names them and stops.
 #
-# Usage: scripts/test.sh
+# Usage: scripts/test.sh [--install-missing]
 # Environment: PROPTEST_CASES (random streams in the property test, default 10000);
 #   KAFKA_BOOTSTRAP (use your broker instead); RINGMATCH_CHROMIUM (a browser binary to use).
 set -euo pipefail
+install_missing=0
 case "${1:-}" in
     -h | --help)
         # The comment block at the top of this file.
         awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
         exit 0
+        ;;
+    --install-missing) install_missing=1 ;;
+    "") ;;
+    *)
+        echo "scripts/test.sh: unknown option $1 (try --help)" >&2
+        exit 2
         ;;
 esac
 cd "$(dirname "$0")/.."
@@ -33,29 +41,32 @@ for component in rustfmt clippy; do
     fi
 done
 
-# librdkafka (bundled by rdkafka) is built from source with the C toolchain.
-missing=()
+# Debian packages the suite needs: a C toolchain (librdkafka, bundled by rdkafka, is built
+# from source) and chromium (the dashboard's browser test runs it headless). Installed with
+# apt-get only under CI=true or with --install-missing; otherwise the script says what is
+# missing and how to install it, and stops.
+packages=()
 for tool in cc make perl; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    command -v "$tool" >/dev/null 2>&1 || { packages+=(build-essential perl); break; }
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "scripts/test.sh: installing a C toolchain for librdkafka (missing: ${missing[*]})"
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq build-essential perl
-fi
-
-# The dashboard's browser test runs Debian's chromium headless; it is installed here when
-# missing (this script is the one that sets up what the suite needs), and the test is then
-# required to run rather than skip.
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${RINGMATCH_CHROMIUM:-}" ]; then
-    echo "scripts/test.sh: installing chromium for the dashboard's browser test (apt-get install chromium)"
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium >/dev/null
+    packages+=(chromium)
 fi
+if [ ${#packages[@]} -gt 0 ]; then
+    if [ "${CI:-}" = true ] || [ "$install_missing" = 1 ]; then
+        echo "scripts/test.sh: installing ${packages[*]} (apt-get install ${packages[*]})"
+        sudo_cmd=()
+        [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+        "${sudo_cmd[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
+    else
+        echo "scripts/test.sh: missing Debian packages: ${packages[*]}." \
+             "Install them (sudo apt-get install ${packages[*]}), or run" \
+             "scripts/test.sh --install-missing to have this script do it." >&2
+        exit 1
+    fi
+fi
+# With chromium here, the browser test must run, not skip.
 export RINGMATCH_REQUIRE_BROWSER=1
 
 export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
