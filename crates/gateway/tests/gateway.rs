@@ -457,8 +457,15 @@ fn a_waiting_client_heartbeats_by_itself_and_try_recv_never_waits() {
     }
     let started = Instant::now();
     let polled = client.try_recv().unwrap();
-    assert!(started.elapsed() < Duration::from_millis(100), "{:?}", started.elapsed());
-    assert!(matches!(polled, None | Some(Frame::Heartbeat)), "{polled:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(polled, None | Some(Frame::Heartbeat)),
+        "{polled:?}"
+    );
     client
         .place(&Order::buy(1).limit(10).qty(1).client_order_id(77))
         .unwrap();

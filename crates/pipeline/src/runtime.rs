@@ -53,6 +53,10 @@ pub struct Pipeline {
 const OUTPUT_CHUNK_EVENTS_MAX: usize = 256;
 /// Within a long batch, the Matcher wakes the output stages at least this often.
 const OUTPUT_NOTIFY_EVERY_COMMANDS: u32 = 32;
+/// Commands whose events the Matcher gathers, within a batch, before it stamps them matched
+/// (one clock read) and publishes them (one ring claim); a batch's last command goes out at
+/// once, so an idle pipeline holds nothing back.
+const OUTPUT_GROUP_COMMANDS_MAX: usize = 64;
 /// Snapshot requests waiting for the writer at most; the Matcher skips a snapshot beyond that.
 const SNAPSHOTS_QUEUED_MAX: usize = 4;
 
@@ -440,29 +444,21 @@ enum OutputProducer {
 }
 
 impl OutputProducer {
-    fn try_publish_all(&mut self, session: u32, client_order_id: u64, events: &[Event]) -> bool {
+    fn try_publish_all(&mut self, pending: &[OutputSlot]) -> bool {
         // The batch iterator type of `disruptor` is not exported, so each arm has its closure
         // (a shared one over `dyn Iterator` would cost a call per slot).
         match self {
             OutputProducer::Publisher(producer) => producer
-                .try_batch_publish(events.len(), |slots| {
-                    for (slot, event) in slots.zip(events) {
-                        *slot = OutputSlot {
-                            event: *event,
-                            session,
-                            client_order_id,
-                        };
+                .try_batch_publish(pending.len(), |slots| {
+                    for (slot, filled) in slots.zip(pending) {
+                        *slot = *filled;
                     }
                 })
                 .is_ok(),
             OutputProducer::PublisherAndResponder(producer) => producer
-                .try_batch_publish(events.len(), |slots| {
-                    for (slot, event) in slots.zip(events) {
-                        *slot = OutputSlot {
-                            event: *event,
-                            session,
-                            client_order_id,
-                        };
+                .try_batch_publish(pending.len(), |slots| {
+                    for (slot, filled) in slots.zip(pending) {
+                        *slot = *filled;
                     }
                 })
                 .is_ok(),
@@ -533,25 +529,35 @@ impl OutputRing {
 }
 
 /// Collects matcher events and publishes them into the output ring in batches, waiting (spin,
-/// yield, sleep) while the ring is full. Its buffer is allocated once, at start.
+/// yield, sleep) while the ring is full. Its buffers are allocated once, at start. Before
+/// each publish it stamps the commands run since the last one as matched: a command's events
+/// become visible to the Publisher only after its stamp, so its `matched` latency never
+/// exceeds its `published` one (except for a command whose events fill a chunk before it
+/// ends: its first chunk goes out before it is done and stamped).
 struct RingSink<'a> {
     producer: &'a mut OutputProducer,
     session: u32,
     client_order_id: u64,
-    pending: &'a mut Vec<Event>,
+    pending: &'a mut Vec<OutputSlot>,
     chunk_max: usize,
+    /// Ingress stamps of the commands run and not yet stamped matched.
+    unstamped: &'a mut Vec<u64>,
+    recorder: &'a mut StageRecorder,
 }
 
 impl RingSink<'_> {
     fn flush(&mut self) {
+        if !self.unstamped.is_empty() {
+            let now = now_ns();
+            for timestamp_ns in self.unstamped.drain(..) {
+                self.recorder.record(timestamp_ns, now);
+            }
+        }
         if self.pending.is_empty() {
             return;
         }
         let mut polls = 0u32;
-        while !self
-            .producer
-            .try_publish_all(self.session, self.client_order_id, self.pending)
-        {
+        while !self.producer.try_publish_all(self.pending) {
             polls += 1;
             if polls < 100 {
                 std::hint::spin_loop();
@@ -571,7 +577,11 @@ impl EventSink for RingSink<'_> {
         if self.pending.len() == self.chunk_max {
             self.flush();
         }
-        self.pending.push(*event);
+        self.pending.push(OutputSlot {
+            event: *event,
+            session: self.session,
+            client_order_id: self.client_order_id,
+        });
     }
 }
 
@@ -583,8 +593,10 @@ struct MatcherRun {
     recorder: StageRecorder,
     snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
     metrics: Arc<Metrics>,
-    pending_events: Vec<Event>,
+    pending_events: Vec<OutputSlot>,
     output_chunk_max: usize,
+    /// Ingress stamps of the commands run and not yet published.
+    unstamped: Vec<u64>,
     /// Wakes the Publisher and Responder when they are parked.
     output_published: Arc<Signal>,
     /// Commands whose events were published since the last notify.
@@ -620,6 +632,7 @@ impl MatcherRun {
                 metrics,
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
+                unstamped: Vec::with_capacity(OUTPUT_GROUP_COMMANDS_MAX),
                 output_published,
                 unannounced_commands: 0,
             };
@@ -637,24 +650,29 @@ impl MatcherRun {
             client_order_id: command.client_order_id,
             pending: &mut self.pending_events,
             chunk_max: self.output_chunk_max,
+            unstamped: &mut self.unstamped,
+            recorder: &mut self.recorder,
         };
         let snapshot_due = self.matcher.on_command(seq, command, &mut sink);
-        sink.flush();
+        sink.unstamped.push(command.timestamp_ns);
+        // The group goes out at the end of the batch, when it is full, and before a snapshot
+        // (whose events mark the output must reach).
+        let publish =
+            end_of_batch || snapshot_due || sink.unstamped.len() >= OUTPUT_GROUP_COMMANDS_MAX;
+        if publish {
+            sink.flush();
+        }
         // Wake a parked Publisher and Responder at the end of each batch, and every few
         // commands within a long one (a notify is an atomic add on a shared line; per command
         // it cost the Matcher measurable time flat out).
         self.unannounced_commands += 1;
-        if end_of_batch || self.unannounced_commands >= OUTPUT_NOTIFY_EVERY_COMMANDS {
+        if publish && (end_of_batch || self.unannounced_commands >= OUTPUT_NOTIFY_EVERY_COMMANDS) {
             self.output_published.notify();
             self.unannounced_commands = 0;
         }
         if snapshot_due {
             self.snapshot();
         }
-        // One clock read per command: its events are on the output ring now, and the
-        // Publisher may take them before this batch ends, so a stamp at the end of the batch
-        // could come after the Publisher's and put "published" before "matched".
-        self.recorder.record(command.timestamp_ns, now_ns());
         if end_of_batch {
             self.recorder.done(seq, true);
         }

@@ -164,6 +164,22 @@ fn stop_and_check(members: &mut [Member], acks: &[(u64, u64)]) -> (usize, String
             "node {}: {metrics}",
             member.id
         );
+        // Every member's dashboard shows its role; the leader's also its pipeline.
+        let (code, page) = support::http(member.admin_port, "GET", "/", "").unwrap();
+        assert!(
+            code == 200 && page.contains("<title>ringmatch</title>"),
+            "{code}"
+        );
+        let (_, state) = support::http(member.admin_port, "GET", "/dashboard/state", "").unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        assert_eq!(state["role"], role, "node {}: {state}", member.id);
+        assert_eq!(state["status"]["cluster"]["node_id"], member.id, "{state}");
+        assert_eq!(
+            state["status"]["stages"].is_object(),
+            role == "leader",
+            "node {}: {state}",
+            member.id
+        );
     }
     support::cluster::stop_all(members, at);
 

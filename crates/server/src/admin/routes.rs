@@ -63,6 +63,8 @@ pub(crate) struct Following {
 /// with the leader's id.
 pub(crate) fn following(state: Following) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard/state", get(follower_dashboard_state))
         .route("/status", get(follower_status))
         .route("/metrics", get(follower_metrics))
         .fallback(not_the_leader)
@@ -124,6 +126,26 @@ async fn follower_status(State(state): State<Arc<Following>>) -> Response {
     json(
         StatusCode::OK,
         &json!({ "cluster": crate::cluster::cluster_json(&state.replica) }),
+    )
+}
+
+/// A follower's dashboard state: its part in the cluster only (the pipeline runs on the
+/// leader).
+async fn follower_dashboard_state(State(state): State<Arc<Following>>) -> Response {
+    let cluster = crate::cluster::cluster_json(&state.replica);
+    json(
+        StatusCode::OK,
+        &json!({
+            "role": state.replica.status().role.name(),
+            "following": true,
+            "instruments": [],
+            "status": { "cluster": cluster },
+            "latency_window_s": dashboard::WINDOW_SECONDS,
+            "latency": [],
+            "trades": { "total": 0, "newest": [] },
+            "snapshots_skipped": null,
+            "kafka": null,
+        }),
     )
 }
 
