@@ -94,11 +94,12 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
     let generated_at = Instant::now();
     let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
     println!(
-        "workload: exchange-core mix, seed {}, {} warm-up + {} commands, {:.1}% of commands \
-         traded (generated in {:.1?})",
+        "workload: exchange-core mix, seed {}, {} warm-up + {} commands ({}), {:.1}% of \
+         commands traded (generated in {:.1?})",
         options.seed,
         workload.warmup.len(),
         workload.commands.len(),
+        workload.mix(),
         100.0 * workload.trading_commands_count as f64 / workload.commands.len() as f64,
         generated_at.elapsed()
     );

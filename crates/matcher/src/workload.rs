@@ -1,10 +1,15 @@
 //! Deterministic synthetic command streams: the exchange-core benchmark mix.
 //!
 //! One instrument, about 1,000 resting orders over about 700 price levels around a fixed mid,
-//! 1,000 accounts; commands are 9% GTC limit (half of them priced to trade), 3% IOC, 6%
-//! cancel and 82% replace (a price move on the order's own side). The generator runs its own
-//! [`Engine`] to learn which orders are still live, so every cancel and replace names a live
-//! order. The same seed always gives the same stream.
+//! 1,000 accounts. Each command is drawn as 9% GTC limit (half of them priced to trade), 3%
+//! IOC, 6% cancel and 82% replace (a price move on the order's own side); while the book is
+//! below 95% of its target a cancel or replace draw becomes a passive GTC instead, and while
+//! it is above 115% a GTC draw becomes a cancel. Aggressive orders and cancels drain the
+//! book, so those refills make the stream itself about 14% GTC, 3% IOC, 6% cancel and 77%
+//! replace ([`Workload::mix`] counts it; a test holds the figures to the ones documented in
+//! `docs/benchmarks.md`). The generator runs its own [`Engine`] to learn which orders are
+//! still live, so every cancel and replace names a live order. The same seed always gives the
+//! same stream.
 
 use std::collections::HashMap;
 
@@ -21,6 +26,72 @@ pub struct Workload {
     pub commands: Vec<Command>,
     /// How many of `commands` traded at least once (for reporting the mix).
     pub trading_commands_count: usize,
+}
+
+/// How a stream's commands divide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MixCounts {
+    /// GTC places.
+    pub gtc: usize,
+    /// IOC places.
+    pub ioc: usize,
+    /// Cancels.
+    pub cancel: usize,
+    /// Replaces.
+    pub replace: usize,
+    /// Anything else.
+    pub other: usize,
+}
+
+impl MixCounts {
+    /// Counts `commands`.
+    pub fn of(commands: &[Command]) -> MixCounts {
+        let mut counts = MixCounts::default();
+        for command in commands {
+            match (command.command_type, command.tif) {
+                (CommandType::Place, TimeInForce::Gtc) => counts.gtc += 1,
+                (CommandType::Place, TimeInForce::Ioc) => counts.ioc += 1,
+                (CommandType::Cancel, _) => counts.cancel += 1,
+                (CommandType::Replace, _) => counts.replace += 1,
+                _ => counts.other += 1,
+            }
+        }
+        counts
+    }
+
+    /// Every command counted.
+    pub fn total(&self) -> usize {
+        self.gtc + self.ioc + self.cancel + self.replace + self.other
+    }
+
+    /// A share of the total, in percent.
+    pub fn percent(&self, count: usize) -> f64 {
+        100.0 * count as f64 / self.total().max(1) as f64
+    }
+}
+
+impl std::fmt::Display for MixCounts {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{:.1}% GTC, {:.1}% IOC, {:.1}% cancel, {:.1}% replace",
+            self.percent(self.gtc),
+            self.percent(self.ioc),
+            self.percent(self.cancel),
+            self.percent(self.replace)
+        )?;
+        if self.other > 0 {
+            write!(formatter, ", {:.1}% other", self.percent(self.other))?;
+        }
+        Ok(())
+    }
+}
+
+impl Workload {
+    /// How the measured commands divide (the warm-up not counted).
+    pub fn mix(&self) -> MixCounts {
+        MixCounts::of(&self.commands)
+    }
 }
 
 /// Shape of the exchange-core mix.

@@ -324,6 +324,12 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
         }
     };
     let metrics = pipeline.metrics();
+    // The dashboard's latency window starts before any listener takes a command.
+    let recent = Arc::new(Mutex::new(Recent::new(
+        &metrics,
+        registrations.is_some().then_some(&gateway_metrics),
+        kafka.as_ref(),
+    )));
     let gateway = match (gateway_config, registrations) {
         (Some(gateway_config), Some(registrations)) => {
             let listen = gateway_config.listen;
@@ -344,11 +350,6 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
     let signal = crate::signals::StopSignal::get()?;
     let stop = signal.flag();
 
-    let recent = Arc::new(Mutex::new(Recent::new(
-        &metrics,
-        gateway_metrics.as_ref(),
-        kafka.as_ref(),
-    )));
     let admin = AdminServer::start(
         admin_address,
         admin_token,

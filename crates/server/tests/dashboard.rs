@@ -145,8 +145,28 @@ fn the_dashboard_shows_the_book_trades_and_latency_in_a_real_browser() {
         .request("POST", "/commands", &lines.join("\n"))
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    // The sampler looks once a second: give it two looks so the latency window holds them.
-    std::thread::sleep(Duration::from_millis(2_200));
+    // The sampler looks once a second: wait for a look that holds every stage's latencies
+    // (on a loaded machine it may take a few).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, state) = server.request("GET", "/dashboard/state", "").unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        let counted = state["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| {
+                ["journaled", "replicated", "matched", "published"]
+                    .contains(&row["name"].as_str().unwrap_or(""))
+                    && row["count"].as_u64().unwrap_or(0) > 0
+            })
+            .count();
+        if counted == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/", server.port);

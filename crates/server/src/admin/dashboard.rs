@@ -88,8 +88,10 @@ impl Recent {
                 .into_iter()
                 .map(|(name, source)| Series {
                     name,
+                    // The first look, taken here before the listeners open: everything
+                    // recorded from now on is in some sample's difference.
+                    previous: source(),
                     source,
-                    previous: None,
                     deltas: VecDeque::with_capacity(WINDOW_SECONDS + 1),
                 })
                 .collect(),
@@ -103,8 +105,7 @@ impl Recent {
                 continue;
             };
             let mut delta = Vec::new();
-            // A histogram only grows, so the difference is per value. The first look has no
-            // difference: what came before it is not "recent".
+            // A histogram only grows, so the difference is per value.
             if let Some(previous) = &series.previous {
                 for value in now.iter_recorded() {
                     let at = value.value_iterated_to();
