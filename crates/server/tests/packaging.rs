@@ -88,6 +88,16 @@ fn local_copy(path: &str, dir: &Path) -> PathBuf {
     copy
 }
 
+/// Runs the binary with `args` and expects success.
+fn run_ok(args: &[String]) {
+    let output = Command::new(support::binary()).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Runs the binary with `args` (paths already replaced) until it logs `ready`, then stops it
 /// with SIGTERM and expects status 0.
 fn serve_starts_and_stops(args: &[String]) {
@@ -169,16 +179,11 @@ fn the_dockerfile_runs_flags_files_and_ports_the_binary_has() {
         .expect("the packaged configuration");
     let mut parts = config_line.split_whitespace().skip(1);
     let (config_source, config_target) = (parts.next().unwrap(), parts.next().unwrap());
-    let check = Command::new(support::binary())
-        .args(["config", "check"])
-        .arg(repo().join(config_source))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    run_ok(&[
+        "config".into(),
+        "check".into(),
+        repo().join(config_source).display().to_string(),
+    ]);
     let config: toml::Value = toml::from_str(&read(config_source)).unwrap();
     let port = |section: &str| -> String {
         config[section]["listen"]
@@ -302,15 +307,7 @@ fn the_systemd_unit_runs_flags_the_binary_has() {
             })
             .collect()
     };
-    let check = Command::new(support::binary())
-        .args(local(&pre))
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    run_ok(&local(&pre));
     serve_starts_and_stops(&local(&exec_start));
     assert!(data.join("journal").is_dir(), "--data-dir was used");
 
