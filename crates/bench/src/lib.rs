@@ -14,3 +14,4 @@ pub mod matcher_bench;
 pub mod pacing;
 pub mod pipeline_bench;
 pub mod report;
+pub mod stream_file;

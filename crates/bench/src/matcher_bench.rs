@@ -7,7 +7,7 @@ use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape, Workl
 use ringmatch_matcher::{CountingSink, Engine, NaiveBook, OrderMatcher};
 
 /// Options of a matcher-only run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MatcherBenchOptions {
     /// Commands in the measured stream.
     pub commands_count: usize,
@@ -20,6 +20,8 @@ pub struct MatcherBenchOptions {
     /// Also time the same stream with a client order id on every place (so the resend
     /// window remembers each), in alternating runs, and report the ratio.
     pub client_order_ids: bool,
+    /// Run this stream file (`crate::stream_file`) instead of generating the mix.
+    pub stream: Option<std::path::PathBuf>,
 }
 
 /// What one implementation did.
@@ -92,11 +94,19 @@ pub fn time_matcher<M: OrderMatcher>(
 /// Runs the benchmark and prints a report.
 pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
     let generated_at = Instant::now();
-    let workload = exchange_core_mix(options.commands_count, options.seed, MixShape::default());
+    let (workload, source) = match &options.stream {
+        Some(path) => (
+            crate::stream_file::read_stream(path)?,
+            format!("stream file {}", path.display()),
+        ),
+        None => (
+            exchange_core_mix(options.commands_count, options.seed, MixShape::default()),
+            format!("exchange-core mix, seed {}", options.seed),
+        ),
+    };
     println!(
-        "workload: exchange-core mix, seed {}, {} warm-up + {} commands ({}), {:.1}% of \
-         commands traded (generated in {:.1?})",
-        options.seed,
+        "workload: {source}, {} warm-up + {} commands ({}), {:.1}% of commands traded \
+         (ready in {:.1?})",
         workload.warmup.len(),
         workload.commands.len(),
         workload.mix(),
@@ -119,13 +129,15 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
         "book after the stream: {} resting orders over {} price levels",
         book_shape.0, book_shape.1
     );
+    // A stream file has its own length.
+    let commands_count = workload.commands.len();
     let fast = time_matcher(
         || Engine::new(mix_config()).expect("valid mix config"),
         &workload,
-        options.commands_count,
+        commands_count,
         options.runs_count,
     );
-    let naive_commands_count = options.naive_commands_count.min(options.commands_count);
+    let naive_commands_count = options.naive_commands_count.min(commands_count);
     let naive = time_matcher(
         || NaiveBook::new(mix_config()).expect("valid mix config"),
         &workload,
@@ -188,8 +200,8 @@ fn compare_client_order_ids(workload: &Workload, options: &MatcherBenchOptions) 
     let mut ratios = Vec::with_capacity(options.runs_count);
     for _ in 0..options.runs_count {
         let make = || Engine::new(mix_config()).expect("valid mix config");
-        let plain = time_matcher(make, workload, options.commands_count, 1);
-        let ids = time_matcher(make, &with_ids, options.commands_count, 1);
+        let plain = time_matcher(make, workload, workload.commands.len(), 1);
+        let ids = time_matcher(make, &with_ids, workload.commands.len(), 1);
         ratios.push(ids.median_commands_per_second() / plain.median_commands_per_second());
     }
     ratios.sort_by(f64::total_cmp);

@@ -20,7 +20,7 @@ use crate::rules::{
     SelfTradeAction,
 };
 use crate::state::{StateError, StateReader, StateWriter, StoredOrder, StoredResend};
-use crate::table::FixedMap;
+use crate::table::{FixedMap, Home};
 use crate::EventSink;
 
 /// The null slot or level link.
@@ -242,7 +242,8 @@ impl Engine {
             orders,
             free_head: 0,
             orders_live: 0,
-            by_order_id: FixedMap::with_len_max(orders_max),
+            // Order ids are handed out in sequence: their probes start at their low bits.
+            by_order_id: FixedMap::with_len_max_homed(orders_max, Home::Sequential),
             by_client_id: FixedMap::with_len_max(orders_max),
             accounts: Vec::with_capacity(limits.accounts_max as usize),
             account_by_id: FixedMap::with_len_max(limits.accounts_max as usize),

@@ -10,12 +10,19 @@ const EMPTY: u32 = u32::MAX;
 /// A key the table can hash.
 pub(crate) trait TableKey: Copy + Eq + Default {
     fn hash(self) -> u64;
+    /// The key's low 64 bits, for a table whose keys are handed out in sequence.
+    fn low(self) -> u64;
 }
 
 impl TableKey for u64 {
     #[inline]
     fn hash(self) -> u64 {
         self.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    #[inline]
+    fn low(self) -> u64 {
+        self
     }
 }
 
@@ -25,6 +32,22 @@ impl TableKey for u128 {
         let folded = (self as u64) ^ ((self >> 64) as u64).rotate_left(29);
         folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((self >> 64) as u64)
     }
+
+    #[inline]
+    fn low(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Where a key's probe sequence starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// The top bits of a multiplicative hash: for keys a client chooses.
+    Hashed,
+    /// The key's low bits: for keys the engine hands out in sequence (order ids), so that
+    /// keys made one after another sit in neighbouring slots. No client chooses them, so no
+    /// client can line them up on one slot.
+    Sequential,
 }
 
 pub(crate) struct FixedMap<K: TableKey> {
@@ -34,11 +57,17 @@ pub(crate) struct FixedMap<K: TableKey> {
     mask: usize,
     len: usize,
     len_max: usize,
+    homing: Home,
 }
 
 impl<K: TableKey> FixedMap<K> {
     /// A map that can hold `len_max` entries without ever growing.
     pub fn with_len_max(len_max: usize) -> Self {
+        Self::with_len_max_homed(len_max, Home::Hashed)
+    }
+
+    /// A map that can hold `len_max` entries, its probes starting where `homing` says.
+    pub fn with_len_max_homed(len_max: usize, homing: Home) -> Self {
         let capacity = (len_max.max(1) * 2).next_power_of_two().max(16);
         FixedMap {
             keys: vec![K::default(); capacity].into_boxed_slice(),
@@ -47,12 +76,16 @@ impl<K: TableKey> FixedMap<K> {
             mask: capacity - 1,
             len: 0,
             len_max,
+            homing,
         }
     }
 
     #[inline]
     fn home(&self, key: K) -> usize {
-        (key.hash() >> self.shift) as usize
+        match self.homing {
+            Home::Hashed => (key.hash() >> self.shift) as usize,
+            Home::Sequential => key.low() as usize & self.mask,
+        }
     }
 
     #[inline]
@@ -177,15 +210,23 @@ mod tests {
 
     #[test]
     fn matches_a_std_hash_map_under_churn() {
-        let mut map = FixedMap::<u64>::with_len_max(500);
+        // Sequential homing with a key space five times the table's 1,024 slots, so keys of
+        // one slot meet and probe on; hashed homing with a small key space, so inserts, hits
+        // and removes all happen often.
+        for (homing, key_space) in [(Home::Hashed, 1_000), (Home::Sequential, 5_000)] {
+            churn(homing, key_space);
+        }
+    }
+
+    fn churn(homing: Home, key_space: u64) {
+        let mut map = FixedMap::<u64>::with_len_max_homed(500, homing);
         let mut model = HashMap::new();
         let mut state = 0x1234_5678u64;
         for step in 0..200_000u32 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            // Small key space, so inserts, hits and removes all happen often.
-            let key = state % 1_000;
+            let key = state % key_space;
             if let Some(value) = model.get(&key).copied() {
                 assert_eq!(map.get(key), Some(value));
                 match step % 5 {

@@ -250,6 +250,13 @@ enum Commands {
         /// Workload seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// With --matcher-only: write the generated stream (--commands, --seed) to FILE
+        /// (docs/stream-format.md) and exit, for scripts/bench-exchange-core.sh.
+        #[arg(long, value_name = "FILE")]
+        write_stream: Option<PathBuf>,
+        /// With --matcher-only: run the stream in FILE instead of generating one.
+        #[arg(long, value_name = "FILE")]
+        stream: Option<PathBuf>,
         /// Publish to Kafka at HOST:PORT on fresh topics and report records committed per
         /// second and output lag (scripts/bench-kafka.sh compares with ProducerPerformance).
         #[arg(long, value_name = "HOST:PORT")]
@@ -573,6 +580,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             naive_commands,
             client_order_ids,
             seed,
+            write_stream,
+            stream,
             kafka,
             delivery,
             partitions,
@@ -618,12 +627,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if matcher_only {
+                if let Some(path) = write_stream {
+                    let workload = ringmatch_matcher::workload::exchange_core_mix(
+                        commands,
+                        seed,
+                        Default::default(),
+                    );
+                    ringmatch_bench::stream_file::write_stream(&path, &workload)?;
+                    println!(
+                        "wrote {}: {} warm-up + {} commands ({}), seed {seed}",
+                        path.display(),
+                        workload.warmup.len(),
+                        workload.commands.len(),
+                        workload.mix()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 bench::run(MatcherBenchOptions {
                     commands_count: commands,
                     runs_count: runs,
                     naive_commands_count: naive_commands,
                     seed,
                     client_order_ids,
+                    stream,
                 })?;
                 return Ok(ExitCode::SUCCESS);
             }
