@@ -116,7 +116,9 @@ impl Client {
                 ..
             }) => {
                 client.session_id = session_id;
-                client.heartbeat_interval = Duration::from_millis(u64::from(heartbeat_interval_ms));
+                // Never more often than every 10 ms, whatever the server says.
+                client.heartbeat_interval =
+                    Duration::from_millis(u64::from(heartbeat_interval_ms).max(10));
                 Ok(client)
             }
             Some(Frame::Error { code, text }) => Err(ClientError::Server { code, text }),

@@ -355,6 +355,13 @@ async fn run_session(
         drop_copy,
     )
     .await;
+    // The Responder may have cut the session off for not reading while the session task was
+    // waiting for input: the client's close or silence that followed is not why it ended.
+    let end = if output.has_ended() && output.closing().1 {
+        SessionEnd::SlowConsumer
+    } else {
+        end
+    };
     let _ = context
         .registrations
         .send(Registration::Remove { session_id });
@@ -485,8 +492,9 @@ async fn read_loop(
                             )),
                         )
                     } else {
+                        // Its socket failed under a write: the client is gone.
                         (
-                            SessionEnd::ShuttingDown,
+                            SessionEnd::Closed,
                             Some((ErrorCode::ShuttingDown, "the session is closing".into())),
                         )
                     };

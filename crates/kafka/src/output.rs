@@ -622,7 +622,7 @@ impl ProducerLoop {
     /// The whole buffer is committed (a transaction, or a drain).
     fn committed(&mut self, took: Duration) {
         if let Ok(mut latency) = self.metrics.commit_latency.lock() {
-            let took_ns = (took.as_nanos() as u64).max(1);
+            let took_ns = (took.as_nanos() as u64).clamp(1, latency.high());
             latency.saturating_record(took_ns);
             self.metrics
                 .commit_latency_sum_ns
@@ -662,7 +662,9 @@ impl ProducerLoop {
             let mut sum_ns = 0;
             for event in self.unconfirmed.range(..count) {
                 if event.index == 0 {
-                    let lag_ns = now_ns.saturating_sub(event.timestamp_ns).max(1);
+                    let lag_ns = now_ns
+                        .saturating_sub(event.timestamp_ns)
+                        .clamp(1, lag.high());
                     lag.saturating_record(lag_ns);
                     sum_ns += lag_ns;
                 }

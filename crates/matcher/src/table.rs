@@ -44,9 +44,12 @@ impl TableKey for u128 {
 pub(crate) enum Home {
     /// The top bits of a multiplicative hash: for keys a client chooses.
     Hashed,
-    /// The key's low bits: for keys the engine hands out in sequence (order ids), so that
-    /// keys made one after another sit in neighbouring slots. No client chooses them, so no
-    /// client can line them up on one slot.
+    /// For keys the engine hands out in sequence (order ids): each run of 64 consecutive keys
+    /// shares a 64-slot group, so keys made one after another sit in neighbouring slots, and
+    /// the groups are spread by a multiplicative hash of the run's number. Homing on the low
+    /// bits alone would lay a long run of live keys (a burst of resting orders) out as one
+    /// contiguous cluster that every key homing into it, one table's worth of ids later,
+    /// would have to probe past.
     Sequential,
 }
 
@@ -84,7 +87,11 @@ impl<K: TableKey> FixedMap<K> {
     fn home(&self, key: K) -> usize {
         match self.homing {
             Home::Hashed => (key.hash() >> self.shift) as usize,
-            Home::Sequential => key.low() as usize & self.mask,
+            Home::Sequential => {
+                let key = key.low();
+                let group = ((key >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+                ((group & !63) | (key as usize & 63)) & self.mask
+            }
         }
     }
 
@@ -114,6 +121,16 @@ impl<K: TableKey> FixedMap<K> {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The longest distance of an entry from its home.
+    #[cfg(test)]
+    fn probe_length_max(&self) -> usize {
+        (0..self.values.len())
+            .filter(|index| self.values[*index] != EMPTY)
+            .map(|index| index.wrapping_sub(self.home(self.keys[index])) & self.mask)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Inserts a key that is not present. Panics past `len_max`: callers check limits first.
@@ -267,6 +284,28 @@ mod tests {
         for (key, value) in model {
             assert_eq!(map.get(key), Some(value));
         }
+    }
+
+    /// A burst of 50,000 orders that stay live, and then, one table's worth of ids later,
+    /// another burst: the second run's keys must not probe past the first run.
+    #[test]
+    fn a_long_run_of_live_sequential_keys_leaves_later_keys_short_probes() {
+        let mut map = FixedMap::<u64>::with_len_max_homed(100_000, Home::Sequential);
+        let capacity = 262_144u64;
+        for id in 1..=50_000u64 {
+            map.insert(id, id as u32);
+        }
+        for id in capacity + 1..=capacity + 50_000 {
+            map.insert(id, id as u32);
+        }
+        assert!(map.probe_length_max() < 200, "{}", map.probe_length_max());
+        for id in (1..=50_000u64).chain(capacity + 1..=capacity + 50_000) {
+            assert_eq!(map.get(id), Some(id as u32));
+        }
+        for id in 1..=50_000u64 {
+            assert_eq!(map.remove(id), Some(id as u32));
+        }
+        assert_eq!(map.get(capacity + 7), Some((capacity + 7) as u32));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `serve` as a member of a cluster (`[cluster]`). The node's thread ([`Replica`]) owns the
 //! journal, which is the Raft log. While another member leads, this one journals what the
 //! leader sends; its order-entry port answers every connection with a `not_leader` error
-//! naming the leader's order-entry address, and its admin port answers `/status` and
-//! `/metrics` only.
+//! naming the leader's order-entry address, and its admin port answers `/status`, `/metrics`
+//! and the dashboard only.
 //!
 //! A follower also runs the matcher in shadow on what is committed and writes the snapshots
 //! (`crate::shadow`), so the leader of a cluster of more than one takes none.
@@ -175,7 +175,6 @@ pub(crate) fn serve_cluster(
     let mut last_role = None;
     let status = loop {
         if signal.requested() {
-            signal.stopping();
             log!("stopping: a follower; the journal is synced as it is written");
             following.stop();
             drop(replica);
@@ -408,7 +407,7 @@ fn log_rebuilt(rebuilt: &ringmatch_pipeline::Rebuilt) {
 }
 
 /// What a follower serves: its order-entry port sends clients to the leader, and its admin
-/// port answers `/status` and `/metrics`.
+/// port answers `/status`, `/metrics` and the dashboard.
 struct Following {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -451,7 +450,7 @@ impl Following {
         )?;
         log!(
             "cluster: following; order entry on {order_entry} sends clients to the leader, \
-             admin on http://{} answers /status and /metrics",
+             admin on http://{} answers /status, /metrics and the dashboard",
             surface.admin_address
         );
         Ok(Following {

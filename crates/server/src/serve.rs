@@ -402,7 +402,6 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal.stopping();
     log!("stopping: no more input; draining the rings");
     if let Some(gateway) = gateway {
         gateway.shutdown(Duration::from_secs(2));

@@ -9,6 +9,11 @@
 //! client holds only its own connection. When a token is configured, every request must carry
 //! it as `Authorization: Bearer <token>`, except `GET /`: the dashboard's page holds no data,
 //! and its script sends the token it is given (`/#token=...`) with every request it makes.
+//!
+//! Browsers are kept from using the listener on a web page's behalf: a request whose `Origin`
+//! is not the listener itself is refused (a page elsewhere cannot post commands to a listener
+//! on loopback), and on a loopback listener the `Host` must be a loopback name (a DNS name
+//! rebound to 127.0.0.1 is refused).
 
 pub(crate) mod dashboard;
 pub(crate) mod metrics;
@@ -66,7 +71,10 @@ impl AdminServer {
             })?;
         let local_addr = listener.local_addr()?;
         let routes = routes.layer(axum::middleware::from_fn_with_state(
-            Arc::new(token),
+            Arc::new(Guard {
+                token,
+                loopback: local_addr.ip().is_loopback(),
+            }),
             authorize,
         ));
         let (stop, stopped) = watch::channel(false);
@@ -149,14 +157,59 @@ async fn accept_loop(
     }
 }
 
-/// Refuses a request without the admin token (when one is configured).
-async fn authorize(
-    State(token): State<Arc<Option<ringmatch_gateway::Credential>>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// What every request is checked against.
+struct Guard {
+    token: Option<ringmatch_gateway::Credential>,
+    /// The listener is on a loopback address.
+    loopback: bool,
+}
+
+/// The host part of a `Host` header or of an origin's authority (`name:port`, `[v6]:port`).
+fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    }
+}
+
+/// Refuses a request a browser sent for another site, a loopback request under a name that
+/// is not loopback, and a request without the admin token (when one is configured).
+async fn authorize(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .is_some_and(|(_, authority)| !host.is_empty() && authority == host);
+        if !same {
+            return error(
+                StatusCode::FORBIDDEN,
+                "cross-origin request refused: the admin listener serves its own page only",
+            );
+        }
+    }
+    if guard.loopback && !host.is_empty() {
+        let name = host_of(host);
+        let loopback_name = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback());
+        if !loopback_name {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the admin listener is on loopback: use a loopback address or localhost in the URL",
+            );
+        }
+    }
     let page = request.method() == axum::http::Method::GET && request.uri().path() == "/";
-    if let (Some(token), false) = (token.as_ref(), page) {
+    if let (Some(token), false) = (guard.token.as_ref(), page) {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -59,14 +59,15 @@ pub(crate) struct Following {
     pub(crate) prometheus: super::metrics::Exporter,
 }
 
-/// The routes of a cluster's follower: `/status` and `/metrics`; everything else is refused
-/// with the leader's id.
+/// The routes of a cluster's follower: the dashboard, `/status` and `/metrics`; everything
+/// else is refused with the leader's id.
 pub(crate) fn following(state: Following) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/dashboard/state", get(follower_dashboard_state))
         .route("/status", get(follower_status))
         .route("/metrics", get(follower_metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_the_leader)
         .with_state(Arc::new(state))
 }
