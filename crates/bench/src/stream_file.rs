@@ -66,7 +66,11 @@ pub fn read_stream(path: &Path) -> anyhow::Result<Workload> {
         path.display()
     );
     let (warmup_count, commands_count) = (word(16) as usize, word(24) as usize);
-    let expected = STREAM_HEADER_BYTES + (warmup_count + commands_count) * COMMAND_SIZE_BYTES;
+    let expected = warmup_count
+        .checked_add(commands_count)
+        .and_then(|records| records.checked_mul(COMMAND_SIZE_BYTES))
+        .and_then(|records_bytes| records_bytes.checked_add(STREAM_HEADER_BYTES))
+        .unwrap_or(usize::MAX);
     anyhow::ensure!(
         bytes.len() == expected,
         "{}: {} bytes, but the header promises {} records ({expected} bytes)",

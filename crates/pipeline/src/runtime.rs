@@ -597,6 +597,8 @@ struct MatcherRun {
     output_chunk_max: usize,
     /// Ingress stamps of the commands run and not yet published.
     unstamped: Vec<u64>,
+    /// Snapshot pauses, written to the shared histogram without waiting for its readers.
+    snapshot_pauses: LatencyRecorder,
     /// Wakes the Publisher and Responder when they are parked.
     output_published: Arc<Signal>,
     /// Commands whose events were published since the last notify.
@@ -633,6 +635,7 @@ impl MatcherRun {
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
                 unstamped: Vec::with_capacity(OUTPUT_GROUP_COMMANDS_MAX),
+                snapshot_pauses: LatencyRecorder::default(),
                 output_published,
                 unannounced_commands: 0,
             };
@@ -686,12 +689,13 @@ impl MatcherRun {
         let mut request = self.matcher.snapshot();
         let pause_ns = started.elapsed().as_nanos() as u64;
         request.pause_ns = pause_ns;
-        if let Ok(mut pauses) = self.metrics.snapshot_pause.lock() {
-            pauses.saturating_record(pause_ns.max(1));
-            self.metrics
-                .snapshot_pause_sum_ns
-                .fetch_add(pause_ns.max(1), Ordering::Relaxed);
-        }
+        // Never waits for a reader of the histogram: a snapshot's pause is recorded with the
+        // next snapshot's when a scrape holds the lock now.
+        self.snapshot_pauses.record(pause_ns);
+        self.snapshot_pauses.flush(
+            &self.metrics.snapshot_pause,
+            &self.metrics.snapshot_pause_sum_ns,
+        );
         // The Matcher never waits for the writer: when the writer is behind (it waits for the
         // output to hold the events before each snapshot, and the output may be waiting for
         // its broker), this snapshot is skipped and counted. A later one covers it.
