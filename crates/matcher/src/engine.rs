@@ -14,7 +14,9 @@ use ringmatch_proto::{
 
 use crate::bitmap::LevelBitmap;
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
-use crate::resend::{ResendLookup, ResendWindow};
+use crate::frozen::{FrozenBook, FrozenState, StateSource};
+use crate::paged::Paged;
+use crate::resend::{ResendLookup, ResendView, ResendWindow};
 use crate::rules::{
     self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
     SelfTradeAction,
@@ -24,27 +26,27 @@ use crate::table::{FixedMap, Home};
 use crate::EventSink;
 
 /// The null slot or level link.
-const NIL: u32 = u32::MAX;
+pub(crate) const NIL: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy)]
-struct Order {
-    order_id: u64,
-    client_order_id: u64,
+pub(crate) struct Order {
+    pub order_id: u64,
+    pub client_order_id: u64,
     price: i64,
-    qty: u64,
-    filled: u64,
-    account: u32,
+    pub qty: u64,
+    pub filled: u64,
+    pub account: u32,
     account_index: u32,
     book: u32,
     /// Previous order in the price level (or NIL).
     prev: u32,
     /// Next order in the price level, or next free slot when the slot is free.
-    next: u32,
+    pub next: u32,
     account_prev: u32,
     account_next: u32,
     side: Side,
-    stp: SelfTradePrevention,
-    post_only: bool,
+    pub stp: SelfTradePrevention,
+    pub post_only: bool,
 }
 
 impl Order {
@@ -73,11 +75,11 @@ impl Order {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Level {
-    head: u32,
+pub(crate) struct Level {
+    pub head: u32,
     tail: u32,
     total_qty: u64,
-    orders_count: u32,
+    pub orders_count: u32,
 }
 
 impl Level {
@@ -93,7 +95,7 @@ struct Book {
     spec: InstrumentSpec,
     halted: bool,
     orders_count: u32,
-    levels: Box<[Level]>,
+    levels: Paged<Level>,
     bids: LevelBitmap,
     asks: LevelBitmap,
     best_bid: u32,
@@ -107,7 +109,7 @@ impl Book {
             spec,
             halted: false,
             orders_count: 0,
-            levels: vec![Level::EMPTY; levels_count].into_boxed_slice(),
+            levels: Paged::new(vec![Level::EMPTY; levels_count].into_boxed_slice()),
             bids: LevelBitmap::new(levels_count),
             asks: LevelBitmap::new(levels_count),
             best_bid: NIL,
@@ -186,11 +188,21 @@ impl Book {
     }
 }
 
+/// An account's list of live orders (its id is in `Engine::account_ids`, by the same index).
 #[derive(Debug, Clone, Copy)]
 struct Account {
-    id: u32,
     head: u32,
     tail: u32,
+}
+
+/// Where the copy buffers for snapshots are.
+enum SnapshotShell {
+    /// Not allocated yet.
+    NotReserved,
+    /// Here: no snapshot is lent out.
+    Here(FrozenState),
+    /// Lent out with a finished snapshot.
+    Lent,
 }
 
 /// The fast, allocation-free matching engine.
@@ -198,17 +210,22 @@ pub struct Engine {
     config: MatcherConfig,
     books: Vec<Book>,
     book_by_instrument: FixedMap<u64>,
-    orders: Box<[Order]>,
+    orders: Paged<Order>,
     free_head: u32,
     orders_live: u32,
     by_order_id: FixedMap<u64>,
     by_client_id: FixedMap<u128>,
     accounts: Vec<Account>,
+    /// Account ids by account index, append only.
+    account_ids: Paged<u32>,
     account_by_id: FixedMap<u64>,
     next_order_id: u64,
     /// The account index of the order `admit` took last, for `rest_new`.
     admitted_account_index: u32,
     resends: ResendWindow,
+    snapshot_shell: SnapshotShell,
+    /// A snapshot copy is under way.
+    snapshot_copying: bool,
 }
 
 #[inline]
@@ -239,17 +256,20 @@ impl Engine {
         Ok(Engine {
             books,
             book_by_instrument,
-            orders,
+            orders: Paged::new(orders),
             free_head: 0,
             orders_live: 0,
             // Order ids are handed out in sequence: their probes start at their low bits.
             by_order_id: FixedMap::with_len_max_homed(orders_max, Home::Sequential),
             by_client_id: FixedMap::with_len_max(orders_max),
             accounts: Vec::with_capacity(limits.accounts_max as usize),
+            account_ids: Paged::new(vec![0; limits.accounts_max as usize].into_boxed_slice()),
             account_by_id: FixedMap::with_len_max(limits.accounts_max as usize),
             next_order_id: 1,
             admitted_account_index: 0,
             resends: ResendWindow::new(limits.resends_max as usize),
+            snapshot_shell: SnapshotShell::NotReserved,
+            snapshot_copying: false,
             config,
         })
     }
@@ -401,10 +421,10 @@ impl Engine {
         let index = self.accounts.len() as u32;
         assert!(self.accounts.len() < self.accounts.capacity());
         self.accounts.push(Account {
-            id: account,
             head: NIL,
             tail: NIL,
         });
+        self.account_ids[index as usize] = account;
         self.account_by_id.insert(u64::from(account), index);
         index
     }
@@ -701,45 +721,7 @@ impl Engine {
 
     /// Writes the canonical state (see `docs/snapshot-format.md`) to `writer`.
     pub fn write_state<W: StateWriter>(&self, writer: &mut W) {
-        writer.header();
-        writer.u64(self.next_order_id);
-        writer.u32(self.books.len() as u32);
-        for book in &self.books {
-            writer.instrument(&book.spec, book.halted);
-        }
-        writer.u32(self.accounts.len() as u32);
-        for account in &self.accounts {
-            writer.u32(account.id);
-        }
-        for (book_index, book) in self.books.iter().enumerate() {
-            for side in [Side::Buy, Side::Sell] {
-                writer.u32(self.levels_best_first(book_index, side).count() as u32);
-                for level_index in self.levels_best_first(book_index, side) {
-                    let level = &book.levels[level_index];
-                    writer.i64(book.price_of(level_index));
-                    writer.u32(level.orders_count);
-                    let mut cursor = level.head;
-                    while cursor != NIL {
-                        let order = &self.orders[cursor as usize];
-                        writer.order(&StoredOrder {
-                            order_id: order.order_id,
-                            client_order_id: order.client_order_id,
-                            account: order.account,
-                            qty: order.qty,
-                            filled: order.filled,
-                            stp: order.stp,
-                            post_only: order.post_only,
-                        });
-                        cursor = order.next;
-                    }
-                }
-            }
-        }
-        writer.u64(self.resends.forgotten_through());
-        writer.u32(self.resends.entries().count() as u32);
-        for resend in self.resends.entries() {
-            writer.resend(resend);
-        }
+        crate::frozen::write_state(self, writer);
     }
 
     /// A hash of the whole matcher state; equal states hash equal in every implementation.
@@ -955,6 +937,174 @@ impl Engine {
         self.books[book_index].orders_count += 1;
         self.orders_live += 1;
         Ok(slot)
+    }
+}
+
+/// Snapshots without a stop: a snapshot begins at a command boundary in O(instruments), its
+/// state is copied a page at a time (by [`Engine::snapshot_step`] between commands, or by the
+/// first write to a page not yet copied), and the finished copy is a [`FrozenState`] that
+/// another thread encodes while the engine runs on.
+impl Engine {
+    /// Allocates the buffers snapshot copies go into (as much memory again as the engine's
+    /// order slots, price levels, account ids and resend window), so that the first snapshot
+    /// does not. [`Engine::begin_snapshot`] calls it if nobody did before.
+    pub fn reserve_snapshot_copy(&mut self) {
+        if !matches!(self.snapshot_shell, SnapshotShell::NotReserved) {
+            return;
+        }
+        self.orders.reserve_copy();
+        self.account_ids.reserve_copy();
+        self.resends.ring.reserve_copy();
+        for book in &mut self.books {
+            book.levels.reserve_copy();
+        }
+        let books = self
+            .books
+            .iter()
+            .map(|book| FrozenBook::shell(book.spec.clone()))
+            .collect();
+        self.snapshot_shell = SnapshotShell::Here(FrozenState::shell(books));
+    }
+
+    /// Whether a snapshot can begin: none is being copied, and the last one was given back.
+    pub fn snapshot_can_begin(&self) -> bool {
+        !self.snapshot_copying && !matches!(self.snapshot_shell, SnapshotShell::Lent)
+    }
+
+    /// Begins a snapshot of the state as it is now (after the last command applied). Only
+    /// scalars are copied here; the arrays follow page by page. Panics unless
+    /// [`Engine::snapshot_can_begin`].
+    pub fn begin_snapshot(&mut self) {
+        assert!(
+            self.snapshot_can_begin(),
+            "a snapshot began while another is under way or lent out"
+        );
+        self.reserve_snapshot_copy();
+        let SnapshotShell::Here(shell) = &mut self.snapshot_shell else {
+            unreachable!("reserved above and not lent out");
+        };
+        shell.next_order_id = self.next_order_id;
+        shell.accounts_count = self.accounts.len();
+        shell.resend_marks = self.resends.marks();
+        for (frozen, book) in shell.books.iter_mut().zip(&self.books) {
+            frozen.halted = book.halted;
+            frozen.best_bid = book.best_bid;
+            frozen.best_ask = book.best_ask;
+        }
+        self.orders.begin_copy();
+        self.account_ids.begin_copy();
+        self.resends.ring.begin_copy();
+        for book in &mut self.books {
+            book.levels.begin_copy();
+        }
+        self.snapshot_copying = true;
+    }
+
+    /// Whether a snapshot is being copied (begun, and not yet handed out by
+    /// [`Engine::snapshot_step`]).
+    pub fn snapshot_copying(&self) -> bool {
+        self.snapshot_copying
+    }
+
+    /// Copies pages of the snapshot under way, about `budget_bytes` of them (at least one
+    /// page while any is left). When the copy is finished, hands it out: give it back with
+    /// [`Engine::give_back_snapshot`] before the next snapshot can begin. `None` while pages
+    /// are left, or when no snapshot is being copied.
+    pub fn snapshot_step(&mut self, budget_bytes: usize) -> Option<FrozenState> {
+        if !self.snapshot_copying {
+            return None;
+        }
+        let mut budget = budget_bytes.max(1);
+        self.orders.step(&mut budget);
+        if budget > 0 {
+            self.account_ids.step(&mut budget);
+        }
+        if budget > 0 {
+            self.resends.ring.step(&mut budget);
+        }
+        for book in &mut self.books {
+            if budget == 0 {
+                break;
+            }
+            book.levels.step(&mut budget);
+        }
+        let copying = self.orders.copying()
+            || self.account_ids.copying()
+            || self.resends.ring.copying()
+            || self.books.iter().any(|book| book.levels.copying());
+        if copying {
+            return None;
+        }
+        self.snapshot_copying = false;
+        let SnapshotShell::Here(mut frozen) =
+            std::mem::replace(&mut self.snapshot_shell, SnapshotShell::Lent)
+        else {
+            unreachable!("a copy under way has its shell");
+        };
+        frozen.orders = self.orders.take_copy();
+        frozen.account_ids = self.account_ids.take_copy();
+        frozen.resend_ring = self.resends.ring.take_copy();
+        for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
+            frozen.levels = book.levels.take_copy();
+        }
+        Some(frozen)
+    }
+
+    /// Takes back the buffers of a snapshot [`Engine::snapshot_step`] handed out.
+    pub fn give_back_snapshot(&mut self, mut frozen: FrozenState) {
+        assert!(
+            matches!(self.snapshot_shell, SnapshotShell::Lent)
+                && frozen.books.len() == self.books.len(),
+            "a snapshot given back that this engine did not lend out"
+        );
+        self.orders.give_back(std::mem::take(&mut frozen.orders));
+        self.account_ids
+            .give_back(std::mem::take(&mut frozen.account_ids));
+        self.resends
+            .ring
+            .give_back(std::mem::take(&mut frozen.resend_ring));
+        for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
+            book.levels.give_back(std::mem::take(&mut frozen.levels));
+        }
+        self.snapshot_shell = SnapshotShell::Here(frozen);
+    }
+}
+
+impl StateSource for Engine {
+    fn next_order_id(&self) -> u64 {
+        self.next_order_id
+    }
+
+    fn books_count(&self) -> usize {
+        self.books.len()
+    }
+
+    fn spec(&self, book: usize) -> &InstrumentSpec {
+        &self.books[book].spec
+    }
+
+    fn halted(&self, book: usize) -> bool {
+        self.books[book].halted
+    }
+
+    fn account_ids(&self) -> &[u32] {
+        &self.account_ids.as_slice()[..self.accounts.len()]
+    }
+
+    fn orders(&self) -> &[Order] {
+        self.orders.as_slice()
+    }
+
+    fn levels(&self, book: usize) -> &[Level] {
+        self.books[book].levels.as_slice()
+    }
+
+    fn levels_best_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
+        Engine::levels_best_first(self, book, side)
+    }
+
+    fn resends(&self) -> ResendView<'_> {
+        self.resends.view()
     }
 }
 

@@ -21,7 +21,9 @@
 mod bitmap;
 mod config;
 mod engine;
+mod frozen;
 mod naive;
+mod paged;
 mod resend;
 mod rules;
 mod state;
@@ -32,6 +34,7 @@ pub use config::{
     ConfigError, InstrumentSpec, Limits, MatcherConfig, ORDERS_MAX_LIMIT, PRICE_LEVELS_PER_BOOK_MAX,
 };
 pub use engine::Engine;
+pub use frozen::FrozenState;
 pub use naive::NaiveBook;
 pub use ringmatch_proto::{Command, Event};
 pub use state::{

@@ -16,6 +16,7 @@
 //!
 //! The window is part of the matcher state: snapshots carry it and the state hash covers it.
 
+use crate::paged::Paged;
 use crate::state::StoredResend;
 use crate::table::FixedMap;
 
@@ -54,7 +55,8 @@ pub(crate) fn decide(
 /// The fast window: a ring of entries in sequence order, and a map from key to the ring slot
 /// of the key's newest entry. Everything is allocated at construction.
 pub(crate) struct ResendWindow {
-    ring: Box<[StoredResend]>,
+    /// Paged so that a snapshot can copy it a page at a time.
+    pub(crate) ring: Paged<StoredResend>,
     /// Ring slot of the oldest entry.
     head: usize,
     len: usize,
@@ -78,7 +80,7 @@ impl ResendWindow {
     /// An empty window for `capacity` (at least 1) entries.
     pub fn new(capacity: usize) -> ResendWindow {
         ResendWindow {
-            ring: vec![EMPTY_ENTRY; capacity.max(1)].into_boxed_slice(),
+            ring: Paged::new(vec![EMPTY_ENTRY; capacity.max(1)].into_boxed_slice()),
             head: 0,
             len: 0,
             by_key: FixedMap::with_len_max(capacity.max(1)),
@@ -123,18 +125,58 @@ impl ResendWindow {
         self.len -= 1;
     }
 
-    /// The sequence of the newest place the window has forgotten (0: none).
-    pub fn forgotten_through(&self) -> u64 {
-        self.forgotten_through
+    /// The window as the state encoding reads it.
+    pub fn view(&self) -> ResendView<'_> {
+        ResendView {
+            ring: self.ring.as_slice(),
+            marks: self.marks(),
+        }
     }
 
-    /// The remembered places, oldest first.
-    pub fn entries(&self) -> impl Iterator<Item = &StoredResend> {
-        (0..self.len).map(move |index| &self.ring[(self.head + index) % self.ring.len()])
+    /// Where the window's entries are in its ring, and what it has forgotten.
+    pub fn marks(&self) -> ResendMarks {
+        ResendMarks {
+            head: self.head,
+            len: self.len,
+            forgotten_through: self.forgotten_through,
+        }
     }
 
     /// Sets what a restored state had forgotten.
     pub fn set_forgotten_through(&mut self, seq: u64) {
         self.forgotten_through = seq;
+    }
+}
+
+/// Where a window's entries are in its ring, and what it has forgotten: with a copy of the
+/// ring, all a snapshot needs of the window.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ResendMarks {
+    head: usize,
+    len: usize,
+    forgotten_through: u64,
+}
+
+/// A window's ring (live, or a snapshot's copy) with its marks.
+pub(crate) struct ResendView<'a> {
+    pub ring: &'a [StoredResend],
+    pub marks: ResendMarks,
+}
+
+impl<'a> ResendView<'a> {
+    /// The sequence of the newest place forgotten.
+    pub fn forgotten_through(&self) -> u64 {
+        self.marks.forgotten_through
+    }
+
+    /// The remembered places, oldest first.
+    pub fn entries(&self) -> impl Iterator<Item = &'a StoredResend> + use<'a> {
+        let (ring, ResendMarks { head, len, .. }) = (self.ring, self.marks);
+        (0..len).map(move |index| &ring[(head + index) % ring.len()])
+    }
+
+    /// How many places are remembered.
+    pub fn len(&self) -> usize {
+        self.marks.len
     }
 }

@@ -235,7 +235,8 @@ fn check_stream(raws: &[Raw], split: prop::sample::Index) -> Result<(), TestCase
     let mut resumed_events = events_of(&commands[..split], 1, |seq, command, out| {
         first.apply(seq, command, out)
     });
-    let mut restored = Engine::restore(config(), &first.encode_state()).unwrap();
+    let at_split = first.encode_state();
+    let mut restored = Engine::restore(config(), &at_split).unwrap();
     prop_assert_eq!(restored.state_hash(), first.state_hash());
     resumed_events.extend(events_of(
         &commands[split..],
@@ -244,7 +245,34 @@ fn check_stream(raws: &[Raw], split: prop::sample::Index) -> Result<(), TestCase
     ));
     prop_assert_eq!(&resumed_events, &fast_events);
     prop_assert_eq!(restored.state_hash(), fast.state_hash());
+
+    // A snapshot begun at the split and copied while the rest runs (a page at a time, or by
+    // the writes themselves) is the state at the split, and the engine runs on unchanged.
+    first.begin_snapshot();
+    let mut frozen = None;
+    let continued_events = events_of(&commands[split..], split as u64 + 1, |seq, command, out| {
+        first.apply(seq, command, out);
+        if seq % 3 == 0 && frozen.is_none() {
+            frozen = first.snapshot_step(0);
+        }
+    });
+    // Each step copies one page at least: a few more finish the copy.
+    let frozen = frozen.unwrap_or_else(|| loop {
+        if let Some(frozen) = first.snapshot_step(0) {
+            break frozen;
+        }
+    });
+    prop_assert_eq!(frozen.encode(), at_split);
+    prop_assert_eq!(&continued_events[..], &fast_events[split_events_count(&fast_events, split)..]);
+    prop_assert_eq!(first.state_hash(), fast.state_hash());
+    first.give_back_snapshot(frozen);
+    prop_assert!(first.snapshot_can_begin());
     Ok(())
+}
+
+/// How many of `events` belong to the first `split` commands (sequences 1..=split).
+fn split_events_count(events: &[Event], split: usize) -> usize {
+    events.iter().take_while(|event| event.seq <= split as u64).count()
 }
 
 #[test]
