@@ -657,9 +657,20 @@ pub fn run_restart(
     Ok(())
 }
 
-/// `ringmatch bench --snapshot-pause`: how long the matcher pauses (encodes its state) for a
-/// snapshot at 100,000 and 1,000,000 resting orders, and how long the writer thread then takes
-/// to compress and store it.
+/// One snapshot copied in steps, as the running Matcher copies it.
+struct CopyRound {
+    begin_ns: u64,
+    step_median_ns: u64,
+    step_max_ns: u64,
+    steps_count: usize,
+    copy_ms: f64,
+    encode_ms: f64,
+}
+
+/// `ringmatch bench --snapshot-pause`: how long the matcher pauses for a snapshot at 100,000
+/// and 1,000,000 resting orders (beginning it, and each step of its copy, as the pipeline's
+/// Matcher takes them; beside it, what encoding the whole state on the matcher cost before),
+/// how long the encode then takes off the matcher, and the writer thread's compress and store.
 pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
     use ringmatch_journal::SnapshotStore;
     use ringmatch_matcher::{CountingSink, InstrumentSpec, Limits, MatcherConfig};
@@ -701,14 +712,57 @@ pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
             engine.resting_orders_count() == resting_count,
             "orders did not all rest"
         );
-        let mut pauses = Vec::new();
+        // Before: the whole state encoded on the Matcher's thread while it waits.
+        let mut stop_the_world_ms = Vec::new();
         let mut state = Vec::new();
         for _ in 0..5 {
             let started = Instant::now();
             state = engine.encode_state();
-            pauses.push(started.elapsed().as_secs_f64() * 1e3);
+            stop_the_world_ms.push(started.elapsed().as_secs_f64() * 1e3);
         }
-        pauses.sort_by(f64::total_cmp);
+        stop_the_world_ms.sort_by(f64::total_cmp);
+        // Now: begun in O(instruments), copied in steps between commands, encoded elsewhere.
+        let started = Instant::now();
+        engine.reserve_snapshot_copy();
+        let reserve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let step_bytes = ringmatch_pipeline::SNAPSHOT_STEP_BYTES;
+        let mut rounds = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            engine.begin_snapshot();
+            let begin_ns = started.elapsed().as_nanos() as u64;
+            let mut steps_ns = Vec::new();
+            let frozen = loop {
+                let started = Instant::now();
+                let copied = engine.snapshot_step(step_bytes);
+                steps_ns.push(started.elapsed().as_nanos() as u64);
+                if let Some(frozen) = copied {
+                    break frozen;
+                }
+            };
+            let started = Instant::now();
+            let encoded = frozen.encode();
+            let encode_ms = started.elapsed().as_secs_f64() * 1e3;
+            anyhow::ensure!(
+                encoded == state,
+                "the copied snapshot differs from the state"
+            );
+            engine.give_back_snapshot(frozen);
+            steps_ns.sort_unstable();
+            rounds.push(CopyRound {
+                begin_ns,
+                step_median_ns: steps_ns[steps_ns.len() / 2],
+                step_max_ns: *steps_ns.last().expect("one step at least"),
+                steps_count: steps_ns.len(),
+                copy_ms: (begin_ns + steps_ns.iter().sum::<u64>()) as f64 / 1e6,
+                encode_ms,
+            });
+        }
+        let median = |key: &dyn Fn(&CopyRound) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(key).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
         let dir = out_dir.join("snapshot-pause");
         let store = SnapshotStore::open(&dir, 1)?;
         let started = Instant::now();
@@ -716,10 +770,21 @@ pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
         let write_ms = started.elapsed().as_secs_f64() * 1e3;
         std::fs::remove_dir_all(&dir)?;
         println!(
-            "snapshot at {resting_count} resting orders: matcher pause {:.1} ms (median of 5, encode {} bytes); \
-             writer thread {:.1} ms to compress, write and sync {} bytes",
-            pauses[2],
+            "snapshot at {resting_count} resting orders (medians of 5): matcher pause: begin {:.1} us, \
+             longest step {:.1} us (median step {:.1} us, {} steps of {} KiB, {:.1} ms in all on \
+             the matcher thread; copy buffers reserved once in {:.1} ms); encode off the matcher \
+             {:.1} ms ({} bytes); before, encoding on the matcher paused it {:.1} ms; writer \
+             thread {:.1} ms to compress, write and sync {} bytes",
+            median(&|round| round.begin_ns as f64 / 1e3),
+            median(&|round| round.step_max_ns as f64 / 1e3),
+            median(&|round| round.step_median_ns as f64 / 1e3),
+            rounds[0].steps_count,
+            step_bytes / 1024,
+            median(&|round| round.copy_ms),
+            reserve_ms,
+            median(&|round| round.encode_ms),
             state.len(),
+            stop_the_world_ms[2],
             write_ms,
             info.size_bytes
         );

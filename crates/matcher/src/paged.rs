@@ -98,7 +98,10 @@ impl<T: Copy> Paged<T> {
 
     /// Begins a copy of the array as it is now. The buffer must not be lent out.
     pub fn begin_copy(&mut self) {
-        assert!(self.can_begin(), "a copy began while the last one is lent out");
+        assert!(
+            self.can_begin(),
+            "a copy began while the last one is lent out"
+        );
         assert!(!self.copying, "a copy began while one is under way");
         self.reserve_copy();
         self.epoch = self.epoch.wrapping_add(1);

@@ -263,7 +263,10 @@ fn check_stream(raws: &[Raw], split: prop::sample::Index) -> Result<(), TestCase
         }
     });
     prop_assert_eq!(frozen.encode(), at_split);
-    prop_assert_eq!(&continued_events[..], &fast_events[split_events_count(&fast_events, split)..]);
+    prop_assert_eq!(
+        &continued_events[..],
+        &fast_events[split_events_count(&fast_events, split)..]
+    );
     prop_assert_eq!(first.state_hash(), fast.state_hash());
     first.give_back_snapshot(frozen);
     prop_assert!(first.snapshot_can_begin());
@@ -272,7 +275,10 @@ fn check_stream(raws: &[Raw], split: prop::sample::Index) -> Result<(), TestCase
 
 /// How many of `events` belong to the first `split` commands (sequences 1..=split).
 fn split_events_count(events: &[Event], split: usize) -> usize {
-    events.iter().take_while(|event| event.seq <= split as u64).count()
+    events
+        .iter()
+        .take_while(|event| event.seq <= split as u64)
+        .count()
 }
 
 #[test]

@@ -64,9 +64,18 @@ fn a_copied_snapshot_is_the_state_where_it_began() {
         }
         let budget = budgets[(seq as usize / 7 + round as usize) % budgets.len()];
         if let Some(frozen) = engine.snapshot_step(budget) {
-            assert_eq!(frozen.state_hash(), expected.hash, "snapshot of {}", expected.seq);
+            assert_eq!(
+                frozen.state_hash(),
+                expected.hash,
+                "snapshot of {}",
+                expected.seq
+            );
             let bytes = frozen.encode();
-            assert!(bytes == expected.bytes, "snapshot of {} differs", expected.seq);
+            assert!(
+                bytes == expected.bytes,
+                "snapshot of {} differs",
+                expected.seq
+            );
             let restored = Engine::restore(mix_config(), &bytes).unwrap();
             assert_eq!(restored.state_hash(), expected.hash);
             assert!(!engine.snapshot_can_begin(), "lent out");
@@ -110,6 +119,8 @@ fn a_snapshot_of_an_idle_engine_is_copied_by_steps_alone() {
     assert!(engine.snapshot_step(usize::MAX).is_none());
     engine.give_back_snapshot(frozen);
     engine.begin_snapshot();
-    let frozen = engine.snapshot_step(usize::MAX).expect("one step copies it all");
+    let frozen = engine
+        .snapshot_step(usize::MAX)
+        .expect("one step copies it all");
     assert!(frozen.encode() == expected);
 }

@@ -44,7 +44,7 @@ use ringmatch_proto::{Command, Event};
 
 pub use cores::{allowed_cores, available_cores, check_cores, restrict_thread_to_cores};
 pub use output::{NullSink, OutputDurability, OutputSink, OutputSync};
-pub use runtime::Pipeline;
+pub use runtime::{Pipeline, SNAPSHOT_STEP_BYTES};
 pub use stages::EventRouter;
 pub use submitter::Submitter;
 

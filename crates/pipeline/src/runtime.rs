@@ -11,10 +11,18 @@
 //!                                   ▼
 //!                               MatcherRun (Matcher) ─▶ OUTPUT RING ─┬─▶ PublisherRun (Publisher)
 //!                                   │                                └─▶ Responder (acks, events)
-//!                                   └─▶ snapshot-writer thread (SnapshotWriter, then retention)
+//!                                   └─▶ snapshot-encoder thread ─▶ snapshot-writer thread
+//!                                       (encodes the copied state,   (SnapshotWriter, then
+//!                                        gives its memory back)       retention)
 //! ```
+//!
+//! The Matcher copies a snapshot's pages between commands: a step of
+//! [`SNAPSHOT_STEP_BYTES`] at each group it publishes, and step after step while its input is
+//! idle (the wait strategy runs the Matcher's idle work before it spins, yields or parks).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,15 +33,15 @@ use disruptor::{
     SingleConsumerBarrier, SingleProducer,
 };
 use ringmatch_journal::{retain_segments, SnapshotStore};
-use ringmatch_matcher::{Engine, EventSink};
+use ringmatch_matcher::{Engine, EventSink, FrozenState};
 use ringmatch_proto::{CommandType, Event, EventType};
 
 use crate::market_data::MarketData;
 use crate::metrics::{now_ns, LatencyRecorder, Stage, StageRecorder};
 use crate::ports::{JournalPort, ReplicaLink};
 use crate::stages::{
-    EventRouter, Journaler, Matcher, Publisher, Replicator, Responder, SnapshotRequest,
-    SnapshotWriter, Written,
+    EventRouter, FrozenSnapshot, Journaler, Matcher, Publisher, Replicator, Responder,
+    SnapshotRequest, SnapshotWriter, Written,
 };
 use crate::wait::{self, ConfiguredWait, Signal};
 use crate::{
@@ -45,7 +53,8 @@ pub struct Pipeline {
     submitter: Option<Submitter>,
     metrics: Arc<Metrics>,
     market_data: Arc<MarketData>,
-    snapshot_writer: Option<JoinHandle<()>>,
+    /// The snapshot encoder's and writer's threads, in the order they finish.
+    snapshot_threads: Vec<JoinHandle<()>>,
 }
 
 /// Events of one command gathered before they go into the output ring in one batch claim, so
@@ -57,8 +66,11 @@ const OUTPUT_NOTIFY_EVERY_COMMANDS: u32 = 32;
 /// (one clock read) and publishes them (one ring claim); a batch's last command goes out at
 /// once, so an idle pipeline holds nothing back.
 const OUTPUT_GROUP_COMMANDS_MAX: usize = 64;
-/// Snapshot requests waiting for the writer at most; the Matcher skips a snapshot beyond that.
+/// Snapshot requests waiting for the writer at most; the encoder skips a snapshot beyond that.
 const SNAPSHOTS_QUEUED_MAX: usize = 4;
+/// What one step of a snapshot's copy copies on the Matcher's thread, about: tens of
+/// microseconds (see `docs/benchmarks.md`, "Snapshot pause").
+pub const SNAPSHOT_STEP_BYTES: usize = 256 * 1024;
 
 impl Pipeline {
     /// Starts the stage threads. `engine` and `journal` must be recovered to the same point:
@@ -115,13 +127,20 @@ impl Pipeline {
             dir: journal.segments_dir().map(Path::to_path_buf),
             retention: config.retention.clone(),
         };
-        let (snapshot_sender, snapshot_writer) = match snapshots {
+        let (snapshot_link, snapshot_threads) = match snapshots {
             Some(store) => {
                 let writer = SnapshotWriter::new(store, sink.durability());
-                let (sender, handle) = start_snapshot_writer(writer, &metrics, retention);
-                (Some(sender), Some(handle))
+                let (requests, writer) = start_snapshot_writer(writer, &metrics, retention);
+                let (to_encoder, returned, encoder) = start_snapshot_encoder(requests, &metrics);
+                let link = SnapshotLink {
+                    to_encoder,
+                    returned,
+                    pauses: LatencyRecorder::default(),
+                    metrics: Arc::clone(&metrics),
+                };
+                (Some(link), vec![encoder, writer])
             }
-            None => (None, None),
+            None => (None, Vec::new()),
         };
         let market_data = Arc::new(MarketData::from_engine(&engine));
         let matcher = Matcher::new(
@@ -158,7 +177,7 @@ impl Pipeline {
             ReplicatorRun::factory(&wiring, base_seq, link, [&replicator_done, &journaler_done]);
         let output_ring = OutputRing::factory(&wiring, publisher, router);
         let matcher_run =
-            MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_sender);
+            MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_link);
         let input = placed(input, config.cores.journaler, "journaler")
             .handle_events_and_state_with(JournalerRun::handle, journaler);
         let input = placed(input, config.cores.replicator, "replicator")
@@ -177,7 +196,7 @@ impl Pipeline {
             )),
             metrics,
             market_data,
-            snapshot_writer,
+            snapshot_threads,
         })
     }
 
@@ -201,13 +220,14 @@ impl Pipeline {
     /// [`Submitter`] must have been dropped, or this waits for them.
     pub fn shutdown(mut self) {
         // Dropping the last producer makes the disruptor drain the input ring and join its
-        // stages; the Matcher's state then drops the output producer, which drains and joins
-        // the Publisher; the Matcher's snapshot sender goes with it, ending the writer.
+        // stages; the Matcher's state then finishes a snapshot it is copying and drops the
+        // output producer, which drains and joins the Publisher; the Matcher's sender to the
+        // snapshot encoder goes with it, ending the encoder, which ends the writer.
         drop(self.submitter.take());
-        if let Some(writer) = self.snapshot_writer.take() {
-            writer
+        for thread in self.snapshot_threads.drain(..) {
+            thread
                 .join()
-                .expect("snapshot writer panics are fatal before this point");
+                .expect("snapshot thread panics are fatal before this point");
         }
     }
 }
@@ -585,20 +605,94 @@ impl EventSink for RingSink<'_> {
     }
 }
 
+/// The Matcher's side of snapshots.
+struct SnapshotLink {
+    /// Copied snapshots go to the encoder (one at most is out: the Matcher has one copy).
+    to_encoder: crossbeam_channel::Sender<FrozenSnapshot>,
+    /// The encoder gives each copy's memory back.
+    returned: crossbeam_channel::Receiver<FrozenState>,
+    /// Snapshot pauses, written to the shared histogram without waiting for its readers.
+    pauses: LatencyRecorder,
+    metrics: Arc<Metrics>,
+}
+
+/// The Matcher and its side of snapshots: shared by the Matcher's event handler and its idle
+/// work, on the Matcher's thread (never both at once).
+struct MatcherCore {
+    matcher: Matcher,
+    snapshots: Option<SnapshotLink>,
+}
+
+impl MatcherCore {
+    /// Begins the snapshot now due, or skips it when the last one is still being copied or
+    /// encoded.
+    fn begin_snapshot(&mut self) {
+        let Some(link) = &mut self.snapshots else {
+            return;
+        };
+        while let Ok(state) = link.returned.try_recv() {
+            self.matcher.give_back(state);
+        }
+        let started = Instant::now();
+        if !self.matcher.begin_snapshot() {
+            tracing::warn!(
+                target: "ringmatch",
+                "snapshot skipped: the last one is still being copied or encoded (a later one \
+                 covers it)"
+            );
+            link.metrics
+                .snapshots_skipped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.matcher
+            .note_snapshot_work(started.elapsed().as_nanos() as u64);
+    }
+
+    /// Copies about `budget_bytes` more of the snapshot under way, and hands it to the
+    /// encoder when that finishes it. False when no snapshot is being copied.
+    fn step_snapshot(&mut self, budget_bytes: usize) -> bool {
+        if !self.matcher.snapshot_copying() {
+            return false;
+        }
+        let Some(link) = &mut self.snapshots else {
+            return false;
+        };
+        let started = Instant::now();
+        let copied = self.matcher.snapshot_step(budget_bytes);
+        let elapsed_ns = started.elapsed().as_nanos() as u64;
+        self.matcher.note_snapshot_work(elapsed_ns);
+        if let Some(mut snapshot) = copied {
+            snapshot.pause_ns = snapshot.pause_ns.max(elapsed_ns);
+            snapshot.copy_ns += elapsed_ns;
+            // Never waits for a reader of the histogram: a snapshot's pause is recorded with
+            // the next snapshot's when a scrape holds the lock now.
+            link.pauses.record(snapshot.pause_ns);
+            link.pauses.flush(
+                &link.metrics.snapshot_pause,
+                &link.metrics.snapshot_pause_sum_ns,
+            );
+            // Never blocks: the Matcher has one copy, and the encoder took the last one
+            // before it gave its memory back.
+            if link.to_encoder.send(snapshot).is_err() {
+                // The encoder only stops when the pipeline does.
+                panic!("the snapshot encoder stopped");
+            }
+        }
+        true
+    }
+}
+
 /// The Matcher's thread.
 struct MatcherRun {
-    matcher: Matcher,
+    core: Rc<RefCell<MatcherCore>>,
     base_seq: u64,
     output: OutputProducer,
     recorder: StageRecorder,
-    snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
-    metrics: Arc<Metrics>,
     pending_events: Vec<OutputSlot>,
     output_chunk_max: usize,
     /// Ingress stamps of the commands run and not yet published.
     unstamped: Vec<u64>,
-    /// Snapshot pauses, written to the shared histogram without waiting for its readers.
-    snapshot_pauses: LatencyRecorder,
     /// Wakes the Publisher and Responder when they are parked.
     output_published: Arc<Signal>,
     /// Commands whose events were published since the last notify.
@@ -609,9 +703,9 @@ impl MatcherRun {
     fn factory(
         wiring: &Wiring,
         base_seq: u64,
-        matcher: Matcher,
+        mut matcher: Matcher,
         output: impl FnOnce() -> OutputProducer,
-        snapshots: Option<crossbeam_channel::Sender<SnapshotRequest>>,
+        snapshots: Option<SnapshotLink>,
     ) -> impl FnOnce() -> MatcherRun {
         let (waits_on, input, output_published) = (
             Arc::clone(&wiring.input_stages_done),
@@ -621,21 +715,29 @@ impl MatcherRun {
         let ready = wiring.ready_sender.clone();
         let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Matched);
-        let metrics = Arc::clone(&wiring.metrics);
         let config = wiring.config.clone();
         move || {
             wait::bind_stage(waits_on, None, input, counters);
+            if snapshots.is_some() {
+                // The copy's memory is allocated and first touched here, on the Matcher's
+                // thread, before the pipeline is ready.
+                matcher.reserve_snapshots();
+            }
+            let core = Rc::new(RefCell::new(MatcherCore { matcher, snapshots }));
+            let idle_core = Rc::clone(&core);
+            wait::set_idle_work(Some(Box::new(move || {
+                idle_core
+                    .try_borrow_mut()
+                    .is_ok_and(|mut core| core.step_snapshot(SNAPSHOT_STEP_BYTES))
+            })));
             let run = MatcherRun {
-                matcher,
+                core,
                 base_seq,
                 output: output(),
                 recorder,
-                snapshots,
-                metrics,
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
                 unstamped: Vec::with_capacity(OUTPUT_GROUP_COMMANDS_MAX),
-                snapshot_pauses: LatencyRecorder::default(),
                 output_published,
                 unannounced_commands: 0,
             };
@@ -656,7 +758,8 @@ impl MatcherRun {
             unstamped: &mut self.unstamped,
             recorder: &mut self.recorder,
         };
-        let snapshot_due = self.matcher.on_command(seq, command, &mut sink);
+        let mut core = self.core.borrow_mut();
+        let snapshot_due = core.matcher.on_command(seq, command, &mut sink);
         sink.unstamped.push(command.timestamp_ns);
         // The group goes out at the end of the batch, when it is full, and before a snapshot
         // (whose events mark the output must reach).
@@ -674,49 +777,22 @@ impl MatcherRun {
             self.unannounced_commands = 0;
         }
         if snapshot_due {
-            self.snapshot();
+            core.begin_snapshot();
+        } else if publish {
+            core.step_snapshot(SNAPSHOT_STEP_BYTES);
         }
         if end_of_batch {
             self.recorder.done(seq, true);
         }
     }
+}
 
-    fn snapshot(&mut self) {
-        let Some(sender) = &self.snapshots else {
-            return;
-        };
-        let started = Instant::now();
-        let mut request = self.matcher.snapshot();
-        let pause_ns = started.elapsed().as_nanos() as u64;
-        request.pause_ns = pause_ns;
-        // Never waits for a reader of the histogram: a snapshot's pause is recorded with the
-        // next snapshot's when a scrape holds the lock now.
-        self.snapshot_pauses.record(pause_ns);
-        self.snapshot_pauses.flush(
-            &self.metrics.snapshot_pause,
-            &self.metrics.snapshot_pause_sum_ns,
-        );
-        // The Matcher never waits for the writer: when the writer is behind (it waits for the
-        // output to hold the events before each snapshot, and the output may be waiting for
-        // its broker), this snapshot is skipped and counted. A later one covers it.
-        match sender.try_send(request) {
-            Ok(()) => {}
-            Err(crossbeam_channel::TrySendError::Full(request)) => {
-                tracing::warn!(
-                    target: "ringmatch",
-                    seq = request.seq,
-                    "snapshot skipped: the writer is still busy with earlier ones (a later one \
-                     covers it)"
-                );
-                self.metrics
-                    .snapshots_skipped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            // The writer thread only stops when the pipeline does.
-            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                panic!("the snapshot writer stopped")
-            }
-        }
+impl Drop for MatcherRun {
+    /// A snapshot still being copied when the pipeline stops is finished and handed on.
+    fn drop(&mut self) {
+        wait::set_idle_work(None);
+        let mut core = self.core.borrow_mut();
+        core.step_snapshot(usize::MAX);
     }
 }
 
@@ -790,6 +866,50 @@ impl RetentionJob {
     }
 }
 
+/// The snapshot encoder's thread: encodes each copied snapshot, gives the copy's memory back
+/// to the Matcher, and queues the request for the writer. When the writer is behind (it waits
+/// for the output to hold the events before each snapshot, and the output may be waiting for
+/// its broker), the snapshot is skipped and counted; a later one covers it.
+fn start_snapshot_encoder(
+    requests: crossbeam_channel::Sender<SnapshotRequest>,
+    metrics: &Arc<Metrics>,
+) -> (
+    crossbeam_channel::Sender<FrozenSnapshot>,
+    crossbeam_channel::Receiver<FrozenState>,
+    JoinHandle<()>,
+) {
+    let (to_encoder, copied) = crossbeam_channel::bounded::<FrozenSnapshot>(1);
+    let (give_back, returned) = crossbeam_channel::bounded::<FrozenState>(1);
+    let metrics = Arc::clone(metrics);
+    let handle = std::thread::Builder::new()
+        .name("snapshot-encoder".into())
+        .spawn(move || {
+            for snapshot in copied {
+                let (request, state) = snapshot.encode();
+                // The Matcher is gone when the pipeline stops: nobody needs the memory then.
+                let _ = give_back.send(state);
+                match requests.try_send(request) {
+                    Ok(()) => {}
+                    Err(crossbeam_channel::TrySendError::Full(request)) => {
+                        tracing::warn!(
+                            target: "ringmatch",
+                            seq = request.seq,
+                            "snapshot skipped: the writer is still busy with earlier ones (a \
+                             later one covers it)"
+                        );
+                        metrics.snapshots_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The writer thread only stops when the pipeline does.
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                        panic!("the snapshot writer stopped")
+                    }
+                }
+            }
+        })
+        .expect("spawn the snapshot encoder");
+    (to_encoder, returned, handle)
+}
+
 fn start_snapshot_writer(
     mut writer: SnapshotWriter<SnapshotStore>,
     metrics: &Arc<Metrics>,
@@ -811,6 +931,7 @@ fn start_snapshot_writer(
                             target: "ringmatch",
                             seq = info.seq,
                             pause_ms = request.pause_ns as f64 / 1e6,
+                            copy_ms = request.copy_ns as f64 / 1e6,
                             size_bytes = info.size_bytes,
                             path = %info.path.display(),
                             "snapshot written"

@@ -323,6 +323,25 @@ thread_local! {
     static PHASE: Cell<(Sequence, u32, Option<Instant>)> = const { Cell::new((-1, 0, None)) };
     /// Whether this thread's timer slack is already set.
     static TIMER_SLACK_SET: Cell<bool> = const { Cell::new(false) };
+    /// Work this thread does while it waits (see [`set_idle_work`]).
+    static IDLE_WORK: RefCell<Option<IdleWork>> = const { RefCell::new(None) };
+}
+
+/// A piece of work a stage thread does while its input is idle: true when it did some (the
+/// thread then looks at its ring again at once), false when there is none.
+pub type IdleWork = Box<dyn FnMut() -> bool>;
+
+/// Gives the calling thread work to do while it waits for its input, one piece per look at
+/// the ring, before any spin, yield or park (None: none). A piece should take tens of
+/// microseconds at most: a command that arrives meanwhile waits for it.
+pub fn set_idle_work(work: Option<IdleWork>) {
+    IDLE_WORK.set(work);
+}
+
+/// Runs one piece of the calling thread's idle work; true if it did some.
+#[inline]
+fn run_idle_work() -> bool {
+    IDLE_WORK.with_borrow_mut(|work| work.as_mut().is_some_and(|work| work()))
 }
 
 /// Asks the kernel to wake this thread's sleeps within about a microsecond (the default slack
@@ -350,6 +369,10 @@ pub struct ConfiguredWait(pub WaitKind);
 impl WaitStrategy for ConfiguredWait {
     #[inline]
     fn wait_for(&self, sequence: Sequence) {
+        announce_progress();
+        if run_idle_work() {
+            return;
+        }
         match self.0 {
             WaitKind::BusySpin => std::hint::spin_loop(),
             WaitKind::Yielding => std::thread::yield_now(),

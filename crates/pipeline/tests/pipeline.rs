@@ -384,3 +384,47 @@ fn stages_on_one_core_fed_from_another_lose_no_command() {
         "events file differs from a clean replay"
     );
 }
+
+/// A snapshot asked for when no command follows is copied by the Matcher's idle work alone:
+/// its file appears while the pipeline runs on with nothing to do, and holds the state after
+/// its command.
+#[test]
+fn an_idle_matcher_finishes_copying_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = mix(20_000, 5);
+    let recovered = recover(&options(dir.path(), Durability::Batch), &mut |_| {}).unwrap();
+    let pipeline = start(recovered, &pipeline_config(0), true);
+    let metrics = pipeline.metrics();
+    let mut submitter = pipeline.submitter();
+    for command in commands
+        .iter()
+        .chain([&Command::empty(CommandType::Snapshot)])
+    {
+        while submitter.try_submit(command).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let snapshot_seq = commands.len() as u64 + 1;
+    let started = std::time::Instant::now();
+    let written = loop {
+        if let Some((seq, path, _)) = metrics.last_snapshot.lock().unwrap().clone() {
+            break (seq, path);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no snapshot written while the pipeline was idle"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(written.0, snapshot_seq);
+    let bytes = std::fs::read(&written.1).unwrap();
+    let snapshot = ringmatch_journal::decode_snapshot(snapshot_seq, &bytes).unwrap();
+    drop(submitter);
+    pipeline.shutdown();
+    let mut replayed = Engine::new(mix_config()).unwrap();
+    let mut events = Vec::new();
+    for (index, command) in commands.iter().enumerate() {
+        replayed.apply(index as u64 + 1, command, &mut events);
+    }
+    assert!(snapshot.state == replayed.encode_state());
+}

@@ -2,7 +2,9 @@
 //! Replicator, Matcher, Publisher, Responder, snapshot writer, from `ringmatch_pipeline::stages`)
 //! and the real start-up recovery (`recover_from`) step by step, in a seed-chosen
 //! interleaving, on one thread, over simulated storage (`storage`) that models the page
-//! cache, with crashes and faults injected at any step. After every restart and at the end it
+//! cache, with crashes and faults injected at any step. A snapshot is copied the way the
+//! running Matcher copies it: begun at a command boundary, its pages copied in steps between
+//! commands (and by the engine's writes), then encoded. After every restart and at the end it
 //! checks:
 //!
 //! 1. every acknowledged command is in the journal under its acknowledged sequence;
@@ -631,6 +633,10 @@ impl World {
                 self.respond_batch(node);
                 Ok(())
             }
+            96..=97 => {
+                self.copy_snapshot(node, false);
+                Ok(())
+            }
             _ => self.write_snapshot(node),
         };
         // A stage whose port fails panics in production, which ends the process.
@@ -832,13 +838,33 @@ impl World {
                 client_order_id: slot.command.client_order_id,
             };
             if node.matcher.on_command(seq, &slot.command, &mut ring) {
-                // The Matcher never waits for the writer: a snapshot it cannot queue is skipped.
-                if node.snapshot_requests.len() < SNAPSHOTS_QUEUED_MAX {
-                    node.snapshot_requests.push_back(node.matcher.snapshot());
-                }
+                // Skipped while the last one is still being copied (a later one covers it).
+                node.matcher.begin_snapshot();
+            } else if self.rng.chance(300) {
+                // The Matcher copies some of a snapshot between commands.
+                self.copy_snapshot(node, false);
             }
         }
         node.matched_count = batch.end;
+    }
+
+    /// One step of the copy of a snapshot under way (with a budget from one page to
+    /// everything; `all`: everything); a finished copy is encoded and queued for the writer,
+    /// or skipped when the writer already has its fill.
+    fn copy_snapshot(&mut self, node: &mut Node, all: bool) {
+        let budget_bytes = if all {
+            usize::MAX
+        } else {
+            [0, 4_096, 65_536, usize::MAX][self.rng.below(4) as usize]
+        };
+        let Some(snapshot) = node.matcher.snapshot_step(budget_bytes) else {
+            return;
+        };
+        let (request, state) = snapshot.encode();
+        node.matcher.give_back(state);
+        if node.snapshot_requests.len() < SNAPSHOTS_QUEUED_MAX {
+            node.snapshot_requests.push_back(request);
+        }
     }
 
     /// The Publisher takes a batch. An output that fails (a write error) ends the process,
@@ -905,6 +931,7 @@ impl World {
                 node.published_count,
                 node.responded_count,
                 node.snapshot_requests.len(),
+                node.matcher.snapshot_copying(),
             );
             self.journal_batch(node, false)
                 .map_err(|_| self.fail("the journal failed without a fault".into()))?;
@@ -913,6 +940,7 @@ impl World {
             self.publish_batch(node)
                 .map_err(|()| self.fail("the output failed without a fault".into()))?;
             self.respond_batch(node);
+            self.copy_snapshot(node, true);
             if let Some(request) = node.snapshot_requests.pop_front() {
                 if node.writer.ready(&request, &node.metrics) {
                     if let Written::Done { .. } = node.writer.write(&request) {
@@ -929,6 +957,7 @@ impl World {
                 node.published_count,
                 node.responded_count,
                 node.snapshot_requests.len(),
+                node.matcher.snapshot_copying(),
             );
             if after == before {
                 break;

@@ -12,7 +12,7 @@ mod responder;
 mod snapshot_writer;
 
 pub use journaler::Journaler;
-pub use matcher::{Matcher, SnapshotRequest};
+pub use matcher::{FrozenSnapshot, Matcher, SnapshotRequest};
 pub use publisher::Publisher;
 pub use replicator::Replicator;
 pub use responder::{EventRouter, Responder};
