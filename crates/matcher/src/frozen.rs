@@ -101,7 +101,7 @@ impl FrozenBook {
 }
 
 /// An engine's whole state as it was after one command, copied while the engine went on.
-/// Encode it ([`FrozenState::encode_into`]) on any thread, then give it back to the engine it
+/// Encode it ([`FrozenState::encode`]) on any thread, then give it back to the engine it
 /// came from (`Engine::give_back_snapshot`), whose next snapshot reuses its memory.
 pub struct FrozenState {
     pub(crate) next_order_id: u64,
@@ -143,15 +143,10 @@ impl FrozenState {
         write_state(self, writer);
     }
 
-    /// Appends the canonical state's bytes to `bytes`.
-    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
-        self.write_state(bytes);
-    }
-
     /// The canonical state's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
-        self.encode_into(&mut bytes);
+        self.write_state(&mut bytes);
         bytes
     }
 
