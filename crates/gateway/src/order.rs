@@ -30,6 +30,7 @@ pub struct Order {
     tif: TimeInForce,
     stp: SelfTradePrevention,
     post_only: bool,
+    stop_price: Option<i64>,
 }
 
 impl Order {
@@ -55,6 +56,7 @@ impl Order {
             tif: TimeInForce::Gtc,
             stp: SelfTradePrevention::None,
             post_only: false,
+            stop_price: None,
         }
     }
 
@@ -69,6 +71,14 @@ impl Order {
     pub fn market(mut self) -> Order {
         self.kind = OrderKind::Market;
         self.price = None;
+        self
+    }
+
+    /// Makes it a stop: it waits off the book until a trade prints at `stop_price` or through
+    /// it, then enters as the limit order (a stop-limit) or market order (a stop-market, which
+    /// must be IOC) it was built as (`docs/matching-rules.md`, "Stop orders").
+    pub fn stop(mut self, stop_price: i64) -> Order {
+        self.stop_price = Some(stop_price);
         self
     }
 
@@ -123,7 +133,12 @@ impl Order {
             (_, price) => price.unwrap_or(0),
         };
         let mut command = Command::limit(account, self.instrument, self.side, price, qty);
-        command.kind = self.kind;
+        command.kind = match (self.kind, self.stop_price) {
+            (OrderKind::Limit, Some(_)) => OrderKind::StopLimit,
+            (OrderKind::Market, Some(_)) => OrderKind::StopMarket,
+            (kind, _) => kind,
+        };
+        command.stop_price = self.stop_price.unwrap_or(0);
         command.tif = self.tif;
         command.stp = self.stp;
         command.post_only = self.post_only;
@@ -138,6 +153,7 @@ pub struct Replace {
     order_id: u64,
     price: Option<i64>,
     qty: Option<u64>,
+    stop_price: Option<i64>,
 }
 
 impl Replace {
@@ -147,7 +163,14 @@ impl Replace {
             order_id,
             price: None,
             qty: None,
+            stop_price: None,
         }
+    }
+
+    /// The new stop price of a stop that has not triggered yet, in ticks.
+    pub fn stop_price(mut self, stop_price: i64) -> Replace {
+        self.stop_price = Some(stop_price);
+        self
     }
 
     /// The new price, in ticks.
@@ -164,9 +187,11 @@ impl Replace {
 
     /// The command for `account`; a replace that changes nothing is a usage error.
     pub fn to_command(&self, account: u32) -> Result<Command, ClientError> {
-        if self.price.is_none() && self.qty.is_none() {
+        if self.price.is_none() && self.qty.is_none() && self.stop_price.is_none() {
             return Err(ClientError::Usage(
-                "a replace needs a new price or quantity: Replace::price, Replace::qty".into(),
+                "a replace needs a new price, quantity or stop price: Replace::price, \
+                 Replace::qty, Replace::stop_price"
+                    .into(),
             ));
         }
         let mut command = Command::empty(CommandType::Replace);
@@ -176,6 +201,8 @@ impl Replace {
         command.price = self.price.unwrap_or(0);
         command.has_qty = self.qty.is_some();
         command.qty = self.qty.unwrap_or(0);
+        command.has_stop_price = self.stop_price.is_some();
+        command.stop_price = self.stop_price.unwrap_or(0);
         Ok(command)
     }
 }
@@ -217,6 +244,27 @@ mod tests {
         ));
         let market = Order::buy(1).market().qty(2).to_command(1).unwrap();
         assert_eq!((market.kind, market.price), (OrderKind::Market, 0));
+        let stop_limit = Order::sell(1)
+            .limit(95)
+            .stop(96)
+            .qty(2)
+            .to_command(1)
+            .unwrap();
+        assert_eq!(
+            (stop_limit.kind, stop_limit.price, stop_limit.stop_price),
+            (OrderKind::StopLimit, 95, 96)
+        );
+        let stop_market = Order::buy(1).market().stop(104).qty(2);
+        let stop_market = stop_market.tif(TimeInForce::Ioc).to_command(1).unwrap();
+        assert_eq!(
+            (stop_market.kind, stop_market.price, stop_market.stop_price),
+            (OrderKind::StopMarket, 0, 104)
+        );
+        let restop = Replace::order(5).stop_price(99).to_command(2).unwrap();
+        assert_eq!(
+            (restop.has_stop_price, restop.stop_price, restop.has_qty),
+            (true, 99, false)
+        );
         let replace = Replace::order(5).qty(3).to_command(2).unwrap();
         assert_eq!(
             (

@@ -154,6 +154,13 @@ impl Responder {
         }
     }
 
+    /// Whether `session` trades for `account`.
+    fn is_account_session(&self, session: u32, account: u32) -> bool {
+        self.trading_by_account
+            .get(&account)
+            .is_some_and(|sessions| sessions.contains(&session))
+    }
+
     fn add_account_targets(&mut self, account: u32, trading: bool) {
         let map = if trading {
             &self.trading_by_account
@@ -200,9 +207,18 @@ impl EventRouter for Responder {
         }
         match event.event_type {
             // A maker hears about its fills, and an order about its cancellation, wherever the
-            // command came from (another session, the admin, a mass cancel on disconnect).
-            EventType::Fill => self.add_account_targets(event.maker_account, true),
-            EventType::Cancelled => self.add_account_targets(event.account, true),
+            // command came from (another session, the admin, a mass cancel on disconnect). A
+            // stop that triggers trades as the taker in someone else's command: its account
+            // hears the trigger and its fills as taker too.
+            EventType::Fill => {
+                self.add_account_targets(event.maker_account, true);
+                if session == 0 || !self.is_account_session(session, event.account) {
+                    self.add_account_targets(event.account, true);
+                }
+            }
+            EventType::Cancelled | EventType::Triggered => {
+                self.add_account_targets(event.account, true)
+            }
             _ => {}
         }
         if event.account != 0 {

@@ -15,7 +15,7 @@ use ringmatch_gateway::{
 use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
 use ringmatch_matcher::{Engine, InstrumentSpec, Limits, MatcherConfig};
 use ringmatch_pipeline::{NullSink, Pipeline, PipelineConfig, Retention, StageCores, WaitKind};
-use ringmatch_proto::{CancelReason, EventType, Reason, RejectReason, Side};
+use ringmatch_proto::{CancelReason, EventType, Reason, RejectReason, Side, TimeInForce};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -271,6 +271,79 @@ fn a_session_acts_only_for_its_own_account() {
         ),
         (1, 2, 2, 1)
     );
+}
+
+/// Alice's stop waits; Bob's trade at its stop price triggers it in Bob's command, and
+/// Alice's session hears the trigger and the stop's own fill, as the taker.
+#[test]
+fn a_stop_owner_hears_its_stop_trigger_in_another_session_s_command() {
+    let harness = Harness::start(|_| {});
+    let mut alice = harness.login(1);
+    let mut bob = harness.login(2);
+    let mut carol = harness.login(3);
+    // A first trade at 500 gives the instrument a last trade price.
+    carol.place(&Order::sell(1).limit(500).qty(1)).unwrap();
+    carol
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    bob.place(&Order::buy(1).limit(500).qty(1)).unwrap();
+    bob.recv_until(
+        WAIT,
+        |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
+    )
+    .unwrap();
+    alice
+        .place(
+            &Order::buy(1)
+                .market()
+                .stop(502)
+                .qty(2)
+                .tif(TimeInForce::Ioc),
+        )
+        .unwrap();
+    let frames = alice
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    let stop = *events_of(&frames).last().unwrap();
+    assert_eq!(stop.stop_kind, Some(ringmatch_proto::OrderKind::StopMarket));
+    // Carol offers at 502 and 503; Bob buys 1 at 502, which reaches Alice's stop: it buys the
+    // rest at 502 and 1 at 503.
+    carol.place(&Order::sell(1).limit(502).qty(2)).unwrap();
+    carol.place(&Order::sell(1).limit(503).qty(5)).unwrap();
+    carol
+        .recv_until(WAIT, |frame| {
+            matches!(frame, Frame::Event(event)
+                if event.event_type == EventType::Accepted && event.price == 503)
+        })
+        .unwrap();
+    bob.place(&Order::buy(1).limit(502).qty(1)).unwrap();
+    let frames = alice
+        .recv_until(WAIT, |frame| {
+            matches!(frame, Frame::Event(event)
+                if event.event_type == EventType::Fill && event.price == 503)
+        })
+        .unwrap();
+    let events = events_of(&frames);
+    let triggered = events
+        .iter()
+        .find(|event| event.event_type == EventType::Triggered)
+        .expect("alice hears her stop trigger");
+    assert_eq!(
+        (triggered.order_id, triggered.stop_price),
+        (stop.order_id, 502)
+    );
+    let fills: Vec<(u64, i64, u64)> = events
+        .iter()
+        .filter(|event| event.event_type == EventType::Fill)
+        .map(|event| (event.order_id, event.price, event.qty))
+        .collect();
+    assert_eq!(fills, [(stop.order_id, 502, 1), (stop.order_id, 503, 1)]);
 }
 
 fn read_all(stream: &mut TcpStream) -> Vec<u8> {

@@ -18,8 +18,8 @@ use crate::frozen::{FrozenBook, FrozenState, StateSource};
 use crate::paged::Paged;
 use crate::resend::{ResendLookup, ResendView, ResendWindow};
 use crate::rules::{
-    self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
-    SelfTradeAction,
+    self, check_place_fields, crosses, may_hold_a_slot, self_trade_action, BookKeeping, Emitter,
+    OrderView, SelfTradeAction,
 };
 use crate::state::{StateError, StateReader, StateWriter, StoredOrder, StoredResend};
 use crate::table::{FixedMap, Home};
@@ -32,7 +32,7 @@ pub(crate) const NIL: u32 = u32::MAX;
 pub(crate) struct Order {
     pub order_id: u64,
     pub client_order_id: u64,
-    price: i64,
+    pub price: i64,
     pub qty: u64,
     pub filled: u64,
     pub account: u32,
@@ -47,6 +47,12 @@ pub(crate) struct Order {
     side: Side,
     pub stp: SelfTradePrevention,
     pub post_only: bool,
+    /// A stop kind while the order waits, else limit (a market order never holds a slot
+    /// except while it enters as a triggered stop-market).
+    pub kind: OrderKind,
+    pub tif: TimeInForce,
+    /// The stop price while the order waits as a stop.
+    pub stop_price: i64,
 }
 
 impl Order {
@@ -66,11 +72,19 @@ impl Order {
         side: Side::Buy,
         stp: SelfTradePrevention::None,
         post_only: false,
+        kind: OrderKind::Limit,
+        tif: TimeInForce::Gtc,
+        stop_price: 0,
     };
 
     #[inline]
     fn remaining(&self) -> u64 {
         self.qty - self.filled
+    }
+
+    #[inline]
+    fn waiting(&self) -> bool {
+        self.kind.is_stop()
     }
 }
 
@@ -91,15 +105,126 @@ impl Level {
     };
 }
 
+/// Which way a queue of levels runs from its best level: down (bids, and sell stops, whose
+/// best is the highest price) or up (asks, and buy stops, whose best is the lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    Down,
+    Up,
+}
+
+/// Price levels indexed directly by price, holding two queues that never share a level: one
+/// running down from its best level and one running up. A book has two: its resting orders
+/// (bids down, asks up; the book is never crossed) and its waiting stops (sell stops down and
+/// buy stops up, all below and above the last trade price).
+pub(crate) struct Ladder {
+    pub levels: Paged<Level>,
+    down: LevelBitmap,
+    up: LevelBitmap,
+    /// The highest live level of the down queue, or NIL.
+    pub best_down: u32,
+    /// The lowest live level of the up queue, or NIL.
+    pub best_up: u32,
+}
+
+impl Ladder {
+    fn new(levels_count: usize) -> Ladder {
+        Ladder {
+            levels: Paged::new(vec![Level::EMPTY; levels_count].into_boxed_slice()),
+            down: LevelBitmap::new(levels_count),
+            up: LevelBitmap::new(levels_count),
+            best_down: NIL,
+            best_up: NIL,
+        }
+    }
+
+    #[inline]
+    fn best(&self, run: Run) -> Option<usize> {
+        let best = match run {
+            Run::Down => self.best_down,
+            Run::Up => self.best_up,
+        };
+        (best != NIL).then_some(best as usize)
+    }
+
+    /// The next live level after `level_index` going away from the best.
+    #[inline]
+    fn next_level(&self, run: Run, level_index: usize) -> Option<usize> {
+        match run {
+            Run::Down => level_index
+                .checked_sub(1)
+                .and_then(|index| self.down.prev_at_or_before(index)),
+            Run::Up => self.up.next_at_or_after(level_index + 1),
+        }
+    }
+
+    fn mark_live(&mut self, run: Run, level_index: usize) {
+        match run {
+            Run::Down => {
+                self.down.set(level_index);
+                if self.best_down == NIL || level_index as u32 > self.best_down {
+                    self.best_down = level_index as u32;
+                }
+            }
+            Run::Up => {
+                self.up.set(level_index);
+                if self.best_up == NIL || (level_index as u32) < self.best_up {
+                    self.best_up = level_index as u32;
+                }
+            }
+        }
+    }
+
+    fn mark_empty(&mut self, run: Run, level_index: usize) {
+        match run {
+            Run::Down => {
+                self.down.clear(level_index);
+                if self.best_down == level_index as u32 {
+                    self.best_down = self
+                        .down
+                        .prev_at_or_before(level_index)
+                        .map_or(NIL, |i| i as u32);
+                }
+            }
+            Run::Up => {
+                self.up.clear(level_index);
+                if self.best_up == level_index as u32 {
+                    self.best_up = self
+                        .up
+                        .next_at_or_after(level_index)
+                        .map_or(NIL, |i| i as u32);
+                }
+            }
+        }
+    }
+}
+
+/// The queue resting orders of `side` are in.
+#[inline]
+pub(crate) fn resting_run(side: Side) -> Run {
+    match side {
+        Side::Buy => Run::Down,
+        Side::Sell => Run::Up,
+    }
+}
+
+/// The queue waiting stops of `side` are in.
+#[inline]
+pub(crate) fn stop_run(side: Side) -> Run {
+    match side {
+        Side::Buy => Run::Up,
+        Side::Sell => Run::Down,
+    }
+}
+
 struct Book {
     spec: InstrumentSpec,
     halted: bool,
+    /// Resting orders and waiting stops.
     orders_count: u32,
-    levels: Paged<Level>,
-    bids: LevelBitmap,
-    asks: LevelBitmap,
-    best_bid: u32,
-    best_ask: u32,
+    resting: Ladder,
+    stops: Ladder,
+    last_price: Option<i64>,
 }
 
 impl Book {
@@ -109,11 +234,9 @@ impl Book {
             spec,
             halted: false,
             orders_count: 0,
-            levels: Paged::new(vec![Level::EMPTY; levels_count].into_boxed_slice()),
-            bids: LevelBitmap::new(levels_count),
-            asks: LevelBitmap::new(levels_count),
-            best_bid: NIL,
-            best_ask: NIL,
+            resting: Ladder::new(levels_count),
+            stops: Ladder::new(levels_count),
+            last_price: None,
         }
     }
 
@@ -129,62 +252,13 @@ impl Book {
 
     #[inline]
     fn best(&self, side: Side) -> Option<usize> {
-        let best = match side {
-            Side::Buy => self.best_bid,
-            Side::Sell => self.best_ask,
-        };
-        (best != NIL).then_some(best as usize)
+        self.resting.best(resting_run(side))
     }
 
     /// The next level after `level_index` going away from the best price.
     #[inline]
     fn next_level(&self, side: Side, level_index: usize) -> Option<usize> {
-        match side {
-            Side::Buy => level_index
-                .checked_sub(1)
-                .and_then(|index| self.bids.prev_at_or_before(index)),
-            Side::Sell => self.asks.next_at_or_after(level_index + 1),
-        }
-    }
-
-    fn mark_live(&mut self, side: Side, level_index: usize) {
-        match side {
-            Side::Buy => {
-                self.bids.set(level_index);
-                if self.best_bid == NIL || level_index as u32 > self.best_bid {
-                    self.best_bid = level_index as u32;
-                }
-            }
-            Side::Sell => {
-                self.asks.set(level_index);
-                if self.best_ask == NIL || (level_index as u32) < self.best_ask {
-                    self.best_ask = level_index as u32;
-                }
-            }
-        }
-    }
-
-    fn mark_empty(&mut self, side: Side, level_index: usize) {
-        match side {
-            Side::Buy => {
-                self.bids.clear(level_index);
-                if self.best_bid == level_index as u32 {
-                    self.best_bid = self
-                        .bids
-                        .prev_at_or_before(level_index)
-                        .map_or(NIL, |i| i as u32);
-                }
-            }
-            Side::Sell => {
-                self.asks.clear(level_index);
-                if self.best_ask == level_index as u32 {
-                    self.best_ask = self
-                        .asks
-                        .next_at_or_after(level_index)
-                        .map_or(NIL, |i| i as u32);
-                }
-            }
-        }
+        self.resting.next_level(resting_run(side), level_index)
     }
 }
 
@@ -319,6 +393,9 @@ impl Engine {
             price: order.price,
             qty: order.qty,
             filled: order.filled,
+            kind: order.kind,
+            tif: order.tif,
+            stop_price: order.stop_price,
         }
     }
 
@@ -352,7 +429,7 @@ impl Engine {
         if book.halted {
             return Err(RejectReason::Halted);
         }
-        check_place_fields(&book.spec, command)?;
+        check_place_fields(&book.spec, command, book.last_price)?;
         if command.client_order_id != 0
             && self
                 .by_client_id
@@ -366,7 +443,7 @@ impl Engine {
             return Err(RejectReason::TooManyAccounts);
         }
         let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        if command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc {
+        if may_hold_a_slot(command) {
             if book.orders_count >= self.config.limits.orders_per_book_max {
                 return Err(RejectReason::BookFull);
             }
@@ -394,7 +471,7 @@ impl Engine {
             if !crosses(command.side, limit, book.price_of(level_index)) {
                 return false;
             }
-            let mut cursor = book.levels[level_index].head;
+            let mut cursor = book.resting.levels[level_index].head;
             while cursor != NIL {
                 let maker = &self.orders[cursor as usize];
                 match self_trade_action(command.stp, command.account, maker.account) {
@@ -453,7 +530,7 @@ impl Engine {
             if !crosses(taker.side, limit, price) {
                 return false;
             }
-            let mut cursor = book.levels[level_index].head;
+            let mut cursor = book.resting.levels[level_index].head;
             let mut changed = false;
             let mut stopped = false;
             while cursor != NIL && taker.remaining() > 0 {
@@ -463,7 +540,7 @@ impl Engine {
                         let qty = taker.remaining().min(maker.remaining());
                         self.orders[cursor as usize].filled += qty;
                         taker.filled += qty;
-                        self.books[book_index].levels[level_index].total_qty -= qty;
+                        self.books[book_index].resting.levels[level_index].total_qty -= qty;
                         changed = true;
                         let maker_view = self.view(cursor);
                         out.fill(taker, &maker_view, price, qty);
@@ -495,7 +572,7 @@ impl Engine {
             }
             if changed {
                 let book = &self.books[book_index];
-                let total_qty = book.levels[level_index].total_qty;
+                let total_qty = book.resting.levels[level_index].total_qty;
                 out.level(book.spec.id, maker_side, price, total_qty);
             }
             if stopped {
@@ -512,7 +589,9 @@ impl Engine {
                 let view = self.view(slot);
                 out.cancelled(&view, CancelReason::User);
                 let total_qty = self.remove_order(slot);
-                out.level(view.instrument, view.side, view.price, total_qty);
+                if !view.waiting() {
+                    out.level(view.instrument, view.side, view.price, total_qty);
+                }
             }
         }
     }
@@ -534,7 +613,9 @@ impl Engine {
                 if command.instrument == 0 || view.instrument == command.instrument {
                     out.cancelled(&view, CancelReason::MassCancel);
                     let total_qty = self.remove_order(cursor);
-                    out.level(view.instrument, view.side, view.price, total_qty);
+                    if !view.waiting() {
+                        out.level(view.instrument, view.side, view.price, total_qty);
+                    }
                     cancelled_count += 1;
                 }
                 cursor = next;
@@ -638,12 +719,19 @@ impl Engine {
         total_qty
     }
 
-    /// Appends a slot to the tail of its price level; returns the level's new total.
+    /// Appends a slot to the tail of its price level (of a waiting stop: of its stop price's
+    /// queue); returns the level's new total.
     fn link_level_tail(&mut self, slot: u32) -> u64 {
         let order = self.orders[slot as usize];
         let book = &mut self.books[order.book as usize];
-        let level_index = book.level_index(order.price);
-        let level = &mut book.levels[level_index];
+        let (ladder, run, level_index) = if order.waiting() {
+            let level_index = book.level_index(order.stop_price);
+            (&mut book.stops, stop_run(order.side), level_index)
+        } else {
+            let level_index = book.level_index(order.price);
+            (&mut book.resting, resting_run(order.side), level_index)
+        };
+        let level = &mut ladder.levels[level_index];
         let old_tail = level.tail;
         level.tail = slot;
         if old_tail == NIL {
@@ -653,7 +741,7 @@ impl Engine {
         level.orders_count += 1;
         let total_qty = level.total_qty;
         if level.orders_count == 1 {
-            book.mark_live(order.side, level_index);
+            ladder.mark_live(run, level_index);
         }
         if old_tail != NIL {
             self.orders[old_tail as usize].next = slot;
@@ -663,12 +751,19 @@ impl Engine {
         total_qty
     }
 
-    /// Takes a slot out of its price level; returns the level's total afterwards.
+    /// Takes a slot out of its price level (or stop price's queue); returns the level's total
+    /// afterwards.
     fn unlink_level(&mut self, slot: u32) -> u64 {
         let order = self.orders[slot as usize];
         let book = &mut self.books[order.book as usize];
-        let level_index = book.level_index(order.price);
-        let level = &mut book.levels[level_index];
+        let (ladder, run, level_index) = if order.waiting() {
+            let level_index = book.level_index(order.stop_price);
+            (&mut book.stops, stop_run(order.side), level_index)
+        } else {
+            let level_index = book.level_index(order.price);
+            (&mut book.resting, resting_run(order.side), level_index)
+        };
+        let level = &mut ladder.levels[level_index];
         if order.prev == NIL {
             level.head = order.next;
         }
@@ -680,7 +775,7 @@ impl Engine {
         let total_qty = level.total_qty;
         if level.orders_count == 0 {
             assert_eq!(total_qty, 0, "an empty level holds quantity");
-            book.mark_empty(order.side, level_index);
+            ladder.mark_empty(run, level_index);
         }
         if order.prev != NIL {
             self.orders[order.prev as usize].next = order.next;
@@ -699,6 +794,17 @@ impl Engine {
         std::iter::successors(book.best(side), move |&index| book.next_level(side, index))
     }
 
+    /// Stop price level indexes of one side's waiting stops, nearest the last trade first.
+    fn stops_nearest_first(
+        &self,
+        book_index: usize,
+        side: Side,
+    ) -> impl Iterator<Item = usize> + '_ {
+        let stops = &self.books[book_index].stops;
+        let run = stop_run(side);
+        std::iter::successors(stops.best(run), move |&index| stops.next_level(run, index))
+    }
+
     /// L2 depth of one side of an instrument, best price first: (price, total quantity, orders).
     pub fn depth(
         &self,
@@ -712,7 +818,7 @@ impl Engine {
             self.levels_best_first(book_index, side)
                 .take(levels_max)
                 .map(|index| {
-                    let level = &book.levels[index];
+                    let level = &book.resting.levels[index];
                     (book.price_of(index), level.total_qty, level.orders_count)
                 })
                 .collect(),
@@ -797,10 +903,13 @@ impl Engine {
                     }
                     for _ in 0..orders_count {
                         let stored = reader.order()?;
-                        let slot = engine.restore_order(book_index, side, price, &stored)?;
+                        let slot = engine.restore_order(book_index, side, price, &stored, None)?;
                         slots_by_order_id.push((stored.order_id, slot));
                     }
                 }
+            }
+            if reader.version() >= 3 {
+                engine.restore_stops(book_index, &mut reader, &mut slots_by_order_id)?;
             }
         }
         if reader.version() >= 2 {
@@ -831,13 +940,83 @@ impl Engine {
             (Side::Sell, Some(previous)) => price > previous,
         };
         let level_index = book.level_index(price);
-        if !better_first || book.levels[level_index].orders_count != 0 {
+        if !better_first || book.resting.levels[level_index].orders_count != 0 {
             return Err(StateError::Invalid(format!(
                 "levels out of order at {price}"
             )));
         }
         if self.best_crosses(book_index, side, Some(price)) {
             return Err(StateError::Invalid(format!("crossed book at {price}")));
+        }
+        Ok(())
+    }
+
+    /// Reads a book's last trade price and waiting stops (state version 3).
+    fn restore_stops(
+        &mut self,
+        book_index: usize,
+        reader: &mut StateReader<'_>,
+        slots_by_order_id: &mut Vec<(u64, u32)>,
+    ) -> Result<(), StateError> {
+        let last_price = reader.last_price()?;
+        if let Some(price) = last_price {
+            crate::rules::check_price(&self.books[book_index].spec, price).map_err(|_| {
+                StateError::Invalid(format!("last trade price {price} is not valid"))
+            })?;
+        }
+        self.books[book_index].last_price = last_price;
+        for side in [Side::Buy, Side::Sell] {
+            let mut previous_stop_price: Option<i64> = None;
+            for _ in 0..reader.u32()? {
+                let stop_price = reader.i64()?;
+                let book = &self.books[book_index];
+                let nearer_first = match (side, previous_stop_price) {
+                    (_, None) => true,
+                    (Side::Buy, Some(previous)) => stop_price > previous,
+                    (Side::Sell, Some(previous)) => stop_price < previous,
+                };
+                if crate::rules::check_price(&book.spec, stop_price).is_err()
+                    || crate::rules::check_stop(side, stop_price, last_price).is_err()
+                    || !nearer_first
+                {
+                    return Err(StateError::Invalid(format!(
+                        "stop level at {stop_price} is not valid here"
+                    )));
+                }
+                previous_stop_price = Some(stop_price);
+                let orders_count = reader.u32()?;
+                if orders_count == 0 {
+                    return Err(StateError::Invalid(format!(
+                        "empty stop level at price {stop_price}"
+                    )));
+                }
+                for _ in 0..orders_count {
+                    let stop = reader.stop()?;
+                    let spec = &self.books[book_index].spec;
+                    let valid = match stop.kind {
+                        OrderKind::StopMarket => stop.price == 0 && stop.tif == TimeInForce::Ioc,
+                        OrderKind::StopLimit => {
+                            stop.tif != TimeInForce::Fok
+                                && crate::rules::check_price(spec, stop.price).is_ok()
+                        }
+                        _ => false,
+                    };
+                    if !valid || stop.order.filled != 0 || stop.order.post_only {
+                        return Err(StateError::Invalid(format!(
+                            "stop order {} is not valid",
+                            stop.order.order_id
+                        )));
+                    }
+                    let slot = self.restore_order(
+                        book_index,
+                        side,
+                        stop.price,
+                        &stop.order,
+                        Some((stop.kind, stop.tif, stop_price)),
+                    )?;
+                    slots_by_order_id.push((stop.order.order_id, slot));
+                }
+            }
         }
         Ok(())
     }
@@ -872,6 +1051,7 @@ impl Engine {
         side: Side,
         price: i64,
         stored: &StoredOrder,
+        stop: Option<(OrderKind, TimeInForce, i64)>,
     ) -> Result<u32, StateError> {
         let limits = self.config.limits;
         if self.books[book_index].orders_count >= limits.orders_per_book_max {
@@ -925,6 +1105,9 @@ impl Engine {
             side,
             stp: stored.stp,
             post_only: stored.post_only,
+            kind: stop.map_or(OrderKind::Limit, |(kind, _, _)| kind),
+            tif: stop.map_or(TimeInForce::Gtc, |(_, tif, _)| tif),
+            stop_price: stop.map_or(0, |(_, _, stop_price)| stop_price),
         };
         self.link_level_tail(slot);
         // The id maps and counts are filled now, for the duplicate checks above; the account
@@ -956,7 +1139,8 @@ impl Engine {
         self.account_ids.reserve_copy();
         self.resends.ring.reserve_copy();
         for book in &mut self.books {
-            book.levels.reserve_copy();
+            book.resting.levels.reserve_copy();
+            book.stops.levels.reserve_copy();
         }
         let books = self
             .books
@@ -988,14 +1172,18 @@ impl Engine {
         shell.resend_marks = self.resends.marks();
         for (frozen, book) in shell.books.iter_mut().zip(&self.books) {
             frozen.halted = book.halted;
-            frozen.best_bid = book.best_bid;
-            frozen.best_ask = book.best_ask;
+            frozen.best_bid = book.resting.best_down;
+            frozen.best_ask = book.resting.best_up;
+            frozen.nearest_sell_stop = book.stops.best_down;
+            frozen.nearest_buy_stop = book.stops.best_up;
+            frozen.last_price = book.last_price;
         }
         self.orders.begin_copy();
         self.account_ids.begin_copy();
         self.resends.ring.begin_copy();
         for book in &mut self.books {
-            book.levels.begin_copy();
+            book.resting.levels.begin_copy();
+            book.stops.levels.begin_copy();
         }
         self.snapshot_copying = true;
     }
@@ -1026,12 +1214,18 @@ impl Engine {
             if budget == 0 {
                 break;
             }
-            book.levels.step(&mut budget);
+            book.resting.levels.step(&mut budget);
+            if budget > 0 {
+                book.stops.levels.step(&mut budget);
+            }
         }
         let copying = self.orders.copying()
             || self.account_ids.copying()
             || self.resends.ring.copying()
-            || self.books.iter().any(|book| book.levels.copying());
+            || self
+                .books
+                .iter()
+                .any(|book| book.resting.levels.copying() || book.stops.levels.copying());
         if copying {
             return None;
         }
@@ -1045,7 +1239,8 @@ impl Engine {
         frozen.account_ids = self.account_ids.take_copy();
         frozen.resend_ring = self.resends.ring.take_copy();
         for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
-            frozen.levels = book.levels.take_copy();
+            frozen.levels = book.resting.levels.take_copy();
+            frozen.stop_levels = book.stops.levels.take_copy();
         }
         Some(frozen)
     }
@@ -1064,7 +1259,12 @@ impl Engine {
             .ring
             .give_back(std::mem::take(&mut frozen.resend_ring));
         for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
-            book.levels.give_back(std::mem::take(&mut frozen.levels));
+            book.resting
+                .levels
+                .give_back(std::mem::take(&mut frozen.levels));
+            book.stops
+                .levels
+                .give_back(std::mem::take(&mut frozen.stop_levels));
         }
         self.snapshot_shell = SnapshotShell::Here(frozen);
     }
@@ -1096,7 +1296,19 @@ impl StateSource for Engine {
     }
 
     fn levels(&self, book: usize) -> &[Level] {
-        self.books[book].levels.as_slice()
+        self.books[book].resting.levels.as_slice()
+    }
+
+    fn last_price(&self, book: usize) -> Option<i64> {
+        self.books[book].last_price
+    }
+
+    fn stop_levels(&self, book: usize) -> &[Level] {
+        self.books[book].stops.levels.as_slice()
+    }
+
+    fn stops_nearest_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
+        Engine::stops_nearest_first(self, book, side)
     }
 
     fn levels_best_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
@@ -1164,7 +1376,7 @@ impl BookKeeping for Engine {
         self.orders[slot as usize] = Order {
             order_id: taker.order_id,
             client_order_id: command.client_order_id,
-            price: command.price,
+            price: taker.price,
             qty: command.qty,
             filled: taker.filled,
             account: command.account,
@@ -1177,9 +1389,16 @@ impl BookKeeping for Engine {
             side: command.side,
             stp: command.stp,
             post_only: command.post_only,
+            kind: taker.kind,
+            tif: taker.tif,
+            stop_price: taker.stop_price,
         };
         self.remember(slot);
         self.link_level_tail(slot)
+    }
+
+    fn rest_stop(&mut self, book: usize, stop: &OrderView, command: &Command) {
+        self.rest_new(book, stop, command);
     }
 
     fn find_order(&self, command: &Command) -> Result<u32, RejectReason> {
@@ -1204,8 +1423,35 @@ impl BookKeeping for Engine {
         &self.books[book].spec
     }
 
+    #[inline]
+    fn last_price(&self, book: usize) -> Option<i64> {
+        self.books[book].last_price
+    }
+
+    #[inline]
+    fn set_last_price(&mut self, book: usize, price: i64) {
+        self.books[book].last_price = Some(price);
+    }
+
     fn best_crosses(&self, book: usize, side: Side, limit: Option<i64>) -> bool {
         Engine::best_crosses(self, book, side, limit)
+    }
+
+    #[inline]
+    fn nearest_stop(&self, book: usize, side: Side) -> Option<(u32, i64)> {
+        let book = &self.books[book];
+        let level_index = book.stops.best(stop_run(side))?;
+        Some((
+            book.stops.levels[level_index].head,
+            book.price_of(level_index),
+        ))
+    }
+
+    fn trigger(&mut self, slot: u32, entering: &OrderView) {
+        self.unlink_level(slot);
+        let order = &mut self.orders[slot as usize];
+        order.kind = entering.kind;
+        order.stop_price = 0;
     }
 
     fn remove(&mut self, slot: u32) -> u64 {
@@ -1223,9 +1469,29 @@ impl BookKeeping for Engine {
         let book_index = self.orders[slot as usize].book as usize;
         let book = &mut self.books[book_index];
         let level_index = book.level_index(resized.price);
-        let level = &mut book.levels[level_index];
+        let level = &mut book.resting.levels[level_index];
         level.total_qty -= old_remaining - resized.remaining();
         level.total_qty
+    }
+
+    fn restop(&mut self, slot: u32, changed: &OrderView, to_back: bool) {
+        if to_back {
+            self.unlink_level(slot);
+            let order = &mut self.orders[slot as usize];
+            order.price = changed.price;
+            order.qty = changed.qty;
+            order.stop_price = changed.stop_price;
+            self.link_level_tail(slot);
+            return;
+        }
+        // Same stop price, quantity not grown: it keeps its place.
+        let order = &mut self.orders[slot as usize];
+        let shrunk_by = order.remaining() - changed.remaining();
+        order.price = changed.price;
+        order.qty = changed.qty;
+        let book = &mut self.books[order.book as usize];
+        let level_index = book.level_index(changed.stop_price);
+        book.stops.levels[level_index].total_qty -= shrunk_by;
     }
 
     fn lift(&mut self, slot: u32, taker: &OrderView) -> u64 {

@@ -4,14 +4,17 @@
 //!
 //! A frozen copy has no level bitmaps: it finds a side's levels by scanning the level array
 //! outward from that side's best price. The book is never crossed, so every non-empty level at
-//! or below the best bid is a bid and every one at or above the best ask is an ask.
+//! or below the best bid is a bid and every one at or above the best ask is an ask. Waiting
+//! stops are found the same way: buy stops lie above the last trade price and sell stops
+//! below it, so every non-empty stop level from the nearest buy stop up holds buy stops and
+//! every one from the nearest sell stop down holds sell stops.
 
 use ringmatch_proto::Side;
 
 use crate::config::InstrumentSpec;
 use crate::engine::{Level, Order, NIL};
 use crate::resend::{ResendMarks, ResendView};
-use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend};
+use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredStop};
 
 /// What the canonical encoding reads.
 pub(crate) trait StateSource {
@@ -27,6 +30,12 @@ pub(crate) trait StateSource {
     fn levels(&self, book: usize) -> &[Level];
     /// Indexes of one side's non-empty levels, best price first.
     fn levels_best_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_;
+    /// A book's last trade price.
+    fn last_price(&self, book: usize) -> Option<i64>;
+    /// A book's stop price levels by index.
+    fn stop_levels(&self, book: usize) -> &[Level];
+    /// Indexes of one side's non-empty stop price levels, nearest the last trade first.
+    fn stops_nearest_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_;
     fn resends(&self) -> ResendView<'_>;
 }
 
@@ -56,14 +65,27 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
                 let mut cursor = level.head;
                 while cursor != NIL {
                     let order = &orders[cursor as usize];
-                    writer.order(&StoredOrder {
-                        order_id: order.order_id,
-                        client_order_id: order.client_order_id,
-                        account: order.account,
-                        qty: order.qty,
-                        filled: order.filled,
-                        stp: order.stp,
-                        post_only: order.post_only,
+                    writer.order(&stored(order));
+                    cursor = order.next;
+                }
+            }
+        }
+        writer.last_price(source.last_price(book));
+        let stop_levels = source.stop_levels(book);
+        for side in [Side::Buy, Side::Sell] {
+            writer.u32(source.stops_nearest_first(book, side).count() as u32);
+            for level_index in source.stops_nearest_first(book, side) {
+                let level = &stop_levels[level_index];
+                writer.i64(spec.min_price + level_index as i64 * spec.tick_size);
+                writer.u32(level.orders_count);
+                let mut cursor = level.head;
+                while cursor != NIL {
+                    let order = &orders[cursor as usize];
+                    writer.stop(&StoredStop {
+                        order: stored(order),
+                        kind: order.kind,
+                        tif: order.tif,
+                        price: order.price,
                     });
                     cursor = order.next;
                 }
@@ -78,6 +100,35 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
     }
 }
 
+fn stored(order: &Order) -> StoredOrder {
+    StoredOrder {
+        order_id: order.order_id,
+        client_order_id: order.client_order_id,
+        account: order.account,
+        qty: order.qty,
+        filled: order.filled,
+        stp: order.stp,
+        post_only: order.post_only,
+    }
+}
+
+/// The non-empty levels of one queue of a frozen ladder, from its best level outward: down
+/// from `best` or up from it (NIL: none).
+fn scan_outward(levels: &[Level], best: u32, down: bool) -> impl Iterator<Item = usize> + '_ {
+    let live = move |index: &usize| levels[*index].orders_count > 0;
+    let (range, down) = match best {
+        NIL => (0..0, false),
+        best if down => (0..best as usize + 1, true),
+        best => (best as usize..levels.len(), false),
+    };
+    let (up, down) = if down {
+        (None, Some(range.rev().filter(live)))
+    } else {
+        (Some(range.filter(live)), None)
+    };
+    up.into_iter().flatten().chain(down.into_iter().flatten())
+}
+
 /// One book of a frozen state.
 pub(crate) struct FrozenBook {
     pub spec: InstrumentSpec,
@@ -85,6 +136,12 @@ pub(crate) struct FrozenBook {
     pub best_bid: u32,
     pub best_ask: u32,
     pub levels: Box<[Level]>,
+    pub last_price: Option<i64>,
+    /// The lowest buy stop's level (buy stops lie above the last trade price).
+    pub nearest_buy_stop: u32,
+    /// The highest sell stop's level (sell stops lie below it).
+    pub nearest_sell_stop: u32,
+    pub stop_levels: Box<[Level]>,
 }
 
 impl FrozenBook {
@@ -96,6 +153,10 @@ impl FrozenBook {
             best_bid: NIL,
             best_ask: NIL,
             levels: Box::default(),
+            last_price: None,
+            nearest_buy_stop: NIL,
+            nearest_sell_stop: NIL,
+            stop_levels: Box::default(),
         }
     }
 }
@@ -188,21 +249,29 @@ impl StateSource for FrozenState {
     }
 
     fn levels_best_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
+        // The book is never crossed: bids from the best down, asks from the best up.
         let book = &self.books[book];
-        let levels = &book.levels;
-        let live = move |index: &usize| levels[*index].orders_count > 0;
-        // Bids from the best down, asks from the best up.
-        let (range, down) = match side {
-            Side::Buy if book.best_bid != NIL => (0..book.best_bid as usize + 1, true),
-            Side::Sell if book.best_ask != NIL => (book.best_ask as usize..levels.len(), false),
-            _ => (0..0, false),
-        };
-        let (up, down) = if down {
-            (None, Some(range.rev().filter(live)))
-        } else {
-            (Some(range.filter(live)), None)
-        };
-        up.into_iter().flatten().chain(down.into_iter().flatten())
+        match side {
+            Side::Buy => scan_outward(&book.levels, book.best_bid, true),
+            Side::Sell => scan_outward(&book.levels, book.best_ask, false),
+        }
+    }
+
+    fn last_price(&self, book: usize) -> Option<i64> {
+        self.books[book].last_price
+    }
+
+    fn stop_levels(&self, book: usize) -> &[Level] {
+        &self.books[book].stop_levels
+    }
+
+    fn stops_nearest_first(&self, book: usize, side: Side) -> impl Iterator<Item = usize> + '_ {
+        // Buy stops lie above the last trade price and sell stops below it.
+        let book = &self.books[book];
+        match side {
+            Side::Buy => scan_outward(&book.stop_levels, book.nearest_buy_stop, false),
+            Side::Sell => scan_outward(&book.stop_levels, book.nearest_sell_stop, true),
+        }
     }
 
     fn resends(&self) -> ResendView<'_> {

@@ -38,8 +38,8 @@ pub use frozen::FrozenState;
 pub use naive::NaiveBook;
 pub use ringmatch_proto::{Command, Event};
 pub use state::{
-    StateError, StateHasher, StateReader, StateWriter, StoredOrder, StoredResend, STATE_MAGIC,
-    STATE_VERSION, STATE_VERSION_OLDEST,
+    StateError, StateHasher, StateReader, StateWriter, StoredOrder, StoredResend, StoredStop,
+    STATE_MAGIC, STATE_VERSION, STATE_VERSION_OLDEST,
 };
 
 /// Where the matcher puts the events of a command.

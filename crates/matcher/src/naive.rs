@@ -12,10 +12,10 @@ use ringmatch_proto::{
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
 use crate::resend::{decide, ResendLookup};
 use crate::rules::{
-    self, check_place_fields, crosses, self_trade_action, BookKeeping, Emitter, OrderView,
-    SelfTradeAction,
+    self, check_place_fields, crosses, may_hold_a_slot, self_trade_action, BookKeeping, Emitter,
+    OrderView, SelfTradeAction,
 };
-use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend};
+use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredStop};
 use crate::EventSink;
 
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,9 @@ struct NaiveOrder {
 pub struct NaiveBook {
     config: MatcherConfig,
     halted: Vec<bool>,
+    /// Last trade price per instrument (by configuration index).
+    last_prices: Vec<Option<i64>>,
+    /// Resting orders and waiting stops (which are in no level).
     orders: Vec<NaiveOrder>,
     accounts: Vec<u32>,
     next_order_id: u64,
@@ -53,12 +56,27 @@ fn better(side: Side, a: &NaiveOrder, b: &NaiveOrder) -> bool {
     a.priority < b.priority
 }
 
+impl NaiveOrder {
+    fn stored(&self) -> StoredOrder {
+        StoredOrder {
+            order_id: self.view.order_id,
+            client_order_id: self.view.client_order_id,
+            account: self.view.account,
+            qty: self.view.qty,
+            filled: self.view.filled,
+            stp: self.stp,
+            post_only: self.post_only,
+        }
+    }
+}
+
 impl NaiveBook {
     /// An empty reference book.
     pub fn new(config: MatcherConfig) -> Result<NaiveBook, ConfigError> {
         config.validate()?;
         Ok(NaiveBook {
             halted: vec![false; config.instruments.len()],
+            last_prices: vec![None; config.instruments.len()],
             config,
             orders: Vec::new(),
             accounts: Vec::new(),
@@ -100,9 +118,17 @@ impl NaiveBook {
             .position(|spec| spec.id == instrument)
     }
 
-    fn level_total(&self, instrument: u32, side: Side, price: i64) -> u64 {
+    /// Resting orders, not waiting stops.
+    fn in_book(&self) -> impl Iterator<Item = (usize, &NaiveOrder)> + '_ {
         self.orders
             .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.view.waiting())
+    }
+
+    fn level_total(&self, instrument: u32, side: Side, price: i64) -> u64 {
+        self.in_book()
+            .map(|(_, o)| o)
             .filter(|o| {
                 o.view.instrument == instrument && o.view.side == side && o.view.price == price
             })
@@ -113,10 +139,9 @@ impl NaiveBook {
     /// Resting orders of one side of one instrument, best priority first.
     fn side_in_priority(&self, instrument: u32, side: Side) -> Vec<NaiveOrder> {
         let mut orders: Vec<NaiveOrder> = self
-            .orders
-            .iter()
+            .in_book()
+            .map(|(_, o)| *o)
             .filter(|o| o.view.instrument == instrument && o.view.side == side)
-            .copied()
             .collect();
         orders.sort_by(|a, b| {
             if better(side, a, b) {
@@ -130,7 +155,7 @@ impl NaiveBook {
 
     fn best_index(&self, instrument: u32, side: Side) -> Option<usize> {
         let mut best: Option<usize> = None;
-        for (index, order) in self.orders.iter().enumerate() {
+        for (index, order) in self.in_book() {
             if order.view.instrument != instrument || order.view.side != side {
                 continue;
             }
@@ -177,7 +202,7 @@ impl NaiveBook {
             return Err(RejectReason::Halted);
         }
         let spec = &self.config.instruments[index];
-        check_place_fields(spec, command)?;
+        check_place_fields(spec, command, self.last_prices[index])?;
         if command.client_order_id != 0
             && self.orders.iter().any(|o| {
                 o.view.account == command.account
@@ -192,7 +217,7 @@ impl NaiveBook {
             return Err(RejectReason::TooManyAccounts);
         }
         let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        if command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc {
+        if may_hold_a_slot(command) {
             let in_book = self
                 .orders
                 .iter()
@@ -234,6 +259,25 @@ impl NaiveBook {
 
     fn place<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
         rules::place(self, command, out);
+    }
+
+    /// Waiting stops of one side of an instrument, nearest the last trade price first (buy
+    /// stops lowest first, sell stops highest first), then in time order.
+    fn stops_nearest_first(&self, instrument: u32, side: Side) -> Vec<NaiveOrder> {
+        let mut stops: Vec<NaiveOrder> = self
+            .orders
+            .iter()
+            .filter(|o| o.view.waiting() && o.view.instrument == instrument && o.view.side == side)
+            .copied()
+            .collect();
+        stops.sort_by_key(|o| {
+            let nearness = match side {
+                Side::Buy => o.view.stop_price,
+                Side::Sell => -o.view.stop_price,
+            };
+            (nearness, o.priority)
+        });
+        stops
     }
 
     fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool) {
@@ -321,8 +365,10 @@ impl NaiveBook {
                 let order = self.orders.remove(index);
                 out.cancelled(&order.view, CancelReason::User);
                 let view = order.view;
-                let total = self.level_total(view.instrument, view.side, view.price);
-                out.level(view.instrument, view.side, view.price, total);
+                if !view.waiting() {
+                    let total = self.level_total(view.instrument, view.side, view.price);
+                    out.level(view.instrument, view.side, view.price, total);
+                }
             }
         }
     }
@@ -369,8 +415,10 @@ impl NaiveBook {
             let index = self.position_of(*order_id).expect("listed order is live");
             let view = self.orders.remove(index).view;
             out.cancelled(&view, CancelReason::MassCancel);
-            let total = self.level_total(view.instrument, view.side, view.price);
-            out.level(view.instrument, view.side, view.price, total);
+            if !view.waiting() {
+                let total = self.level_total(view.instrument, view.side, view.price);
+                out.level(view.instrument, view.side, view.price, total);
+            }
         }
         out.mass_cancelled(command.account, command.instrument, order_ids.len() as u64);
     }
@@ -387,7 +435,7 @@ impl NaiveBook {
         for account in &self.accounts {
             writer.u32(*account);
         }
-        for spec in &self.config.instruments {
+        for (book, spec) in self.config.instruments.iter().enumerate() {
             for side in [Side::Buy, Side::Sell] {
                 let orders = self.side_in_priority(spec.id, side);
                 let levels: Vec<&[NaiveOrder]> = orders
@@ -398,14 +446,26 @@ impl NaiveBook {
                     writer.i64(level[0].view.price);
                     writer.u32(level.len() as u32);
                     for order in level {
-                        writer.order(&StoredOrder {
-                            order_id: order.view.order_id,
-                            client_order_id: order.view.client_order_id,
-                            account: order.view.account,
-                            qty: order.view.qty,
-                            filled: order.view.filled,
-                            stp: order.stp,
-                            post_only: order.post_only,
+                        writer.order(&order.stored());
+                    }
+                }
+            }
+            writer.last_price(self.last_prices[book]);
+            for side in [Side::Buy, Side::Sell] {
+                let stops = self.stops_nearest_first(spec.id, side);
+                let levels: Vec<&[NaiveOrder]> = stops
+                    .chunk_by(|a, b| a.view.stop_price == b.view.stop_price)
+                    .collect();
+                writer.u32(levels.len() as u32);
+                for level in levels {
+                    writer.i64(level[0].view.stop_price);
+                    writer.u32(level.len() as u32);
+                    for order in level {
+                        writer.stop(&StoredStop {
+                            order: order.stored(),
+                            kind: order.view.kind,
+                            tif: order.view.tif,
+                            price: order.view.price,
                         });
                     }
                 }
@@ -506,6 +566,41 @@ impl BookKeeping for NaiveBook {
 
     fn halted(&self, book: usize) -> bool {
         self.halted[book]
+    }
+
+    fn last_price(&self, book: usize) -> Option<i64> {
+        self.last_prices[book]
+    }
+
+    fn set_last_price(&mut self, book: usize, price: i64) {
+        self.last_prices[book] = Some(price);
+    }
+
+    fn rest_stop(&mut self, _book: usize, stop: &OrderView, command: &Command) {
+        self.rest(*stop, command.stp, command.post_only);
+    }
+
+    fn restop(&mut self, index: usize, changed: &OrderView, to_back: bool) {
+        if to_back {
+            self.orders[index].priority = self.next_priority;
+            self.next_priority += 1;
+        }
+        self.orders[index].view = *changed;
+    }
+
+    fn nearest_stop(&self, book: usize, side: Side) -> Option<(usize, i64)> {
+        let instrument = self.config.instruments[book].id;
+        let nearest = *self.stops_nearest_first(instrument, side).first()?;
+        let index = self
+            .position_of(nearest.view.order_id)
+            .expect("a listed stop is live");
+        Some((index, nearest.view.stop_price))
+    }
+
+    fn trigger(&mut self, index: usize, entering: &OrderView) {
+        let mut order = self.orders.remove(index);
+        order.view = *entering;
+        self.lifted = Some(order);
     }
 
     fn spec(&self, book: usize) -> &InstrumentSpec {

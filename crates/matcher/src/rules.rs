@@ -20,16 +20,27 @@ pub(crate) struct OrderView {
     pub account: u32,
     pub instrument: u32,
     pub side: Side,
-    /// Limit price, or 0 for a market order.
+    /// Limit price, or 0 for a market or stop-market order.
     pub price: i64,
     /// Total order quantity (after any replace).
     pub qty: u64,
     pub filled: u64,
+    /// The order's kind now: a stop kind while it waits, the kind it became once triggered.
+    pub kind: OrderKind,
+    /// Time in force (of a stop: what applies once it triggers).
+    pub tif: TimeInForce,
+    /// Stop price while the order waits as a stop, else 0.
+    pub stop_price: i64,
 }
 
 impl OrderView {
     pub fn remaining(&self) -> u64 {
         self.qty - self.filled
+    }
+
+    /// Whether this is a stop that has not triggered yet.
+    pub fn waiting(&self) -> bool {
+        self.kind.is_stop()
     }
 }
 
@@ -58,27 +69,68 @@ pub(crate) fn check_qty(spec: &InstrumentSpec, qty: u64) -> Result<(), RejectRea
     Ok(())
 }
 
-/// Field checks of a place command that need no book state, in their documented order.
+/// Checks a stop price against the instrument's last trade price: a buy stop must lie above
+/// it and a sell stop below it, or its condition would already hold.
+pub(crate) fn check_stop(
+    side: Side,
+    stop_price: i64,
+    last_price: Option<i64>,
+) -> Result<(), RejectReason> {
+    let Some(last_price) = last_price else {
+        return Err(RejectReason::NoLastTrade);
+    };
+    let holds = match side {
+        Side::Buy => last_price >= stop_price,
+        Side::Sell => last_price <= stop_price,
+    };
+    if holds {
+        return Err(RejectReason::StopWouldTrigger);
+    }
+    Ok(())
+}
+
+/// Field checks of a place command, in their documented order; `last_price` is the
+/// instrument's last trade price, which a stop is checked against.
 pub(crate) fn check_place_fields(
     spec: &InstrumentSpec,
     command: &Command,
+    last_price: Option<i64>,
 ) -> Result<(), RejectReason> {
-    use ringmatch_proto::{OrderKind, TimeInForce};
-    if command.kind == OrderKind::Market && (command.post_only || command.tif == TimeInForce::Gtc) {
+    let invalid = match command.kind {
+        OrderKind::Limit => false,
+        OrderKind::Market => command.post_only || command.tif == TimeInForce::Gtc,
+        OrderKind::StopMarket => command.post_only || command.tif != TimeInForce::Ioc,
+        OrderKind::StopLimit => command.post_only || command.tif == TimeInForce::Fok,
+    };
+    if invalid {
         return Err(RejectReason::InvalidOrder);
     }
-    if command.kind == OrderKind::Limit {
+    if command.kind.has_limit() {
         check_price(spec, command.price)?;
     }
-    check_qty(spec, command.qty)
+    if command.kind.is_stop() {
+        check_price(spec, command.stop_price)?;
+    }
+    check_qty(spec, command.qty)?;
+    if command.kind.is_stop() {
+        check_stop(command.side, command.stop_price, last_price)?;
+    }
+    Ok(())
 }
 
-/// Field checks of a replace command that need no book state.
+/// Whether a place takes a slot of its own when it is accepted: a GTC limit order may rest,
+/// and a stop waits. Only these count against the order limits.
+pub(crate) fn may_hold_a_slot(command: &Command) -> bool {
+    (command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc) || command.kind.is_stop()
+}
+
+/// Field checks of a replace command that need no book state (for an order that is not a
+/// waiting stop, which may not be given a stop price).
 pub(crate) fn check_replace_fields(
     spec: &InstrumentSpec,
     command: &Command,
 ) -> Result<(), RejectReason> {
-    if !command.has_price && !command.has_qty {
+    if !command.has_price && !command.has_qty || command.has_stop_price {
         return Err(RejectReason::InvalidOrder);
     }
     if command.has_price {
@@ -107,6 +159,12 @@ pub(crate) struct Emitter<'a, S: crate::EventSink + ?Sized> {
     timestamp_ns: u64,
     command_type: CommandType,
     index: u32,
+    /// Lowest and highest fill price printed by this command, and the latest (valid once
+    /// `printed`).
+    print_low: i64,
+    print_high: i64,
+    print_last: i64,
+    printed: bool,
 }
 
 impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
@@ -117,7 +175,21 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
             timestamp_ns: command.timestamp_ns,
             command_type: command.command_type,
             index: 0,
+            print_low: 0,
+            print_high: 0,
+            print_last: 0,
+            printed: false,
         }
+    }
+
+    /// The lowest and highest fill price of this command so far, if it traded.
+    pub fn print_range(&self) -> Option<(i64, i64)> {
+        self.printed.then_some((self.print_low, self.print_high))
+    }
+
+    /// The price of this command's latest fill, if it traded.
+    pub fn last_print(&self) -> Option<i64> {
+        self.printed.then_some(self.print_last)
     }
 
     /// The sequence of the command whose events this numbers.
@@ -148,6 +220,10 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         event.price = order.price;
         event.qty = order.qty;
         event.remaining = order.remaining();
+        if order.waiting() {
+            event.stop_kind = Some(order.kind);
+            event.stop_price = order.stop_price;
+        }
         event
     }
 
@@ -191,6 +267,10 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
                 event.price = order.price;
                 event.qty = order.qty;
                 event.remaining = order.remaining();
+                if order.waiting() {
+                    event.stop_kind = Some(order.kind);
+                    event.stop_price = order.stop_price;
+                }
             }
             None => {
                 event.price = original.price;
@@ -220,8 +300,23 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         self.push(event);
     }
 
+    /// `order` is the stop as it waited, before it enters the book.
+    pub fn triggered(&mut self, order: &OrderView) {
+        let event = self.order_event(EventType::Triggered, order);
+        self.push(event);
+    }
+
     /// `taker` and `maker` are both as they are after the fill.
     pub fn fill(&mut self, taker: &OrderView, maker: &OrderView, price: i64, qty: u64) {
+        if !self.printed {
+            self.printed = true;
+            self.print_low = price;
+            self.print_high = price;
+        } else {
+            self.print_low = self.print_low.min(price);
+            self.print_high = self.print_high.max(price);
+        }
+        self.print_last = price;
         let mut event = self.order_event(EventType::Fill, taker);
         event.price = price;
         event.qty = qty;
@@ -306,11 +401,12 @@ pub(crate) fn self_trade_action(
 
 /// What the place and replace rules need from an order book: the book keeping, which is all
 /// the fast engine and the naive reference book do differently. The sequence of the rules
-/// (checks, events, matching, what rests) is written once, in [`place`] and [`replace`].
+/// (checks, events, matching, what rests, which stops trigger) is written once, in [`place`],
+/// [`replace`] and [`trigger_stops`].
 pub(crate) trait BookKeeping {
     /// An instrument's book.
     type Book: Copy;
-    /// A resting order.
+    /// A resting order or waiting stop.
     type Order: Copy;
     /// The book of an instrument, if it is configured.
     fn book_of(&self, instrument: u32) -> Option<Self::Book>;
@@ -332,19 +428,25 @@ pub(crate) trait BookKeeping {
     fn resend_lookup(&self, account: u32, client_order_id: u64, floor: u64) -> ResendLookup;
     /// Remembers a place in the resend window.
     fn resend_record(&mut self, resend: StoredResend);
-    /// A resting order by engine order id, as events report it.
+    /// A resting order or waiting stop by engine order id, as events report it.
     fn resting(&self, order_id: u64) -> Option<OrderView>;
     /// Rests what is left of a new order at the back of its level; the level's new total.
     fn rest_new(&mut self, book: Self::Book, taker: &OrderView, command: &Command) -> u64;
-    /// The resting order a cancel or replace names.
+    /// Puts a new stop at the back of the queue of its stop price.
+    fn rest_stop(&mut self, book: Self::Book, stop: &OrderView, command: &Command);
+    /// The resting order or waiting stop a cancel or replace names.
     fn find_order(&self, command: &Command) -> Result<Self::Order, RejectReason>;
-    /// A resting order: its book, what events report of it, its self-trade prevention and
-    /// post-only flag.
+    /// A resting order or waiting stop: its book, what events report of it, its self-trade
+    /// prevention and post-only flag.
     fn order(&self, order: Self::Order) -> (Self::Book, OrderView, SelfTradePrevention, bool);
     /// Whether the book's instrument is halted.
     fn halted(&self, book: Self::Book) -> bool;
     /// The book's instrument.
     fn spec(&self, book: Self::Book) -> &InstrumentSpec;
+    /// The instrument's last trade price, if it ever traded.
+    fn last_price(&self, book: Self::Book) -> Option<i64>;
+    /// Records the instrument's last trade price.
+    fn set_last_price(&mut self, book: Self::Book, price: i64);
     /// Whether an order of `side` at `limit` would trade with the best opposite level.
     fn best_crosses(&self, book: Self::Book, side: Side, limit: Option<i64>) -> bool;
     /// Removes a resting order; its level's new total.
@@ -352,11 +454,20 @@ pub(crate) trait BookKeeping {
     /// Gives a resting order the quantity of `resized` at the same price, at the back of its
     /// level when `to_back`; the level's new total.
     fn resize(&mut self, order: Self::Order, resized: &OrderView, to_back: bool) -> u64;
+    /// Gives a waiting stop the prices and quantity of `changed`, at the back of its stop
+    /// price's queue when `to_back`.
+    fn restop(&mut self, order: Self::Order, changed: &OrderView, to_back: bool);
     /// Takes a resting order out of its level to trade at a new price as `taker`; the old
     /// level's new total.
     fn lift(&mut self, order: Self::Order, taker: &OrderView) -> u64;
-    /// After a lifted order traded: rests what is left of `taker` at the back of its new
-    /// level and returns that level's total, or, when `done`, drops the order.
+    /// The waiting stop of `side` nearest the last trade price (the lowest buy stop, the
+    /// highest sell stop) and its stop price.
+    fn nearest_stop(&self, book: Self::Book, side: Side) -> Option<(Self::Order, i64)>;
+    /// Takes a waiting stop out of its queue to enter the book as `entering` (the kind it
+    /// becomes); it is then settled like a lifted order.
+    fn trigger(&mut self, order: Self::Order, entering: &OrderView);
+    /// After a lifted or triggered order traded: rests what is left of `taker` at the back of
+    /// its level and returns that level's total, or, when `done`, drops the order.
     fn settle_lifted(&mut self, order: Self::Order, taker: &OrderView, done: bool) -> Option<u64>;
 }
 
@@ -394,7 +505,7 @@ pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
             client_order_id: command.client_order_id,
             instrument: command.instrument,
             side: command.side,
-            price: if command.kind == OrderKind::Limit {
+            price: if command.kind.has_limit() {
                 command.price
             } else {
                 0
@@ -406,8 +517,9 @@ pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
     }
 }
 
-/// A new order: check, accept, match, then cancel or rest what is left. Its engine order id,
-/// or why it was rejected.
+/// A new order: check, accept, then a stop waits; any other order matches, what is left is
+/// cancelled or rests, and the stops its trades reached trigger. Its engine order id, or why
+/// it was rejected.
 fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
     book: &mut B,
     command: &Command,
@@ -422,36 +534,54 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
         return Err(reason);
     }
     let order_id = book.admit(command.account);
-    let limit = (command.kind == OrderKind::Limit).then_some(command.price);
     let mut taker = OrderView {
         order_id,
         client_order_id: command.client_order_id,
         account: command.account,
         instrument: command.instrument,
         side: command.side,
-        price: limit.unwrap_or(0),
+        price: if command.kind.has_limit() {
+            command.price
+        } else {
+            0
+        },
         qty: command.qty,
         filled: 0,
+        kind: command.kind,
+        tif: command.tif,
+        stop_price: if command.kind.is_stop() {
+            command.stop_price
+        } else {
+            0
+        },
     };
     out.accepted(&taker);
-    let stopped = book.match_taker(book_id, &mut taker, limit, command.stp, out);
-    if stopped || taker.remaining() == 0 {
+    if command.kind.is_stop() {
+        book.rest_stop(book_id, &taker, command);
         return Ok(order_id);
     }
-    match (command.kind, command.tif) {
-        (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
-        (_, TimeInForce::Ioc) => out.cancelled(&taker, CancelReason::IocRemainder),
-        (_, TimeInForce::Fok) => panic!("a fill-or-kill order passed its check but did not fill"),
-        (OrderKind::Limit, TimeInForce::Gtc) => {
-            let total_qty = book.rest_new(book_id, &taker, command);
-            out.level(command.instrument, command.side, command.price, total_qty);
+    let limit = (command.kind == OrderKind::Limit).then_some(command.price);
+    let stopped = book.match_taker(book_id, &mut taker, limit, command.stp, out);
+    if !stopped && taker.remaining() > 0 {
+        match (command.kind, command.tif) {
+            (OrderKind::Limit, TimeInForce::Gtc) => {
+                let total_qty = book.rest_new(book_id, &taker, command);
+                out.level(command.instrument, command.side, command.price, total_qty);
+            }
+            (_, TimeInForce::Fok) => {
+                panic!("a fill-or-kill order passed its check but did not fill")
+            }
+            (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
+            _ => out.cancelled(&taker, CancelReason::IocRemainder),
         }
     }
+    trigger_stops(book, book_id, out);
     Ok(order_id)
 }
 
 /// Replaces a resting order's price and/or quantity: at the same price it keeps its place
-/// unless its open quantity grows; at a new price it trades as a taker first.
+/// unless its open quantity grows; at a new price it trades as a taker first. A waiting stop
+/// may also get a new stop price ([`replace_stop`]).
 pub(crate) fn replace<B: BookKeeping, S: crate::EventSink + ?Sized>(
     book: &mut B,
     command: &Command,
@@ -464,6 +594,9 @@ pub(crate) fn replace<B: BookKeeping, S: crate::EventSink + ?Sized>(
     let (book_id, old, stp, post_only) = book.order(order);
     if book.halted(book_id) {
         return out.rejected(command, RejectReason::Halted);
+    }
+    if old.waiting() {
+        return replace_stop(book, book_id, order, &old, command, out);
     }
     if let Err(reason) = check_replace_fields(book.spec(book_id), command) {
         return out.rejected(command, reason);
@@ -503,5 +636,140 @@ pub(crate) fn replace<B: BookKeeping, S: crate::EventSink + ?Sized>(
     let done = stopped || taker.remaining() == 0;
     if let Some(total_qty) = book.settle_lifted(order, &taker, done) {
         out.level(old.instrument, old.side, new_price, total_qty);
+    }
+    trigger_stops(book, book_id, out);
+}
+
+/// Replaces a waiting stop's limit price (a stop-limit's), quantity and/or stop price. It
+/// keeps its place in its stop price's queue unless its stop price changes or its quantity
+/// grows. It never trades here: a new stop price the last trade has reached is rejected.
+fn replace_stop<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    book_id: B::Book,
+    order: B::Order,
+    old: &OrderView,
+    command: &Command,
+    out: &mut Emitter<'_, S>,
+) {
+    let checked = (|| {
+        if !command.has_price && !command.has_qty && !command.has_stop_price
+            || command.has_price && !old.kind.has_limit()
+        {
+            return Err(RejectReason::InvalidOrder);
+        }
+        let spec = book.spec(book_id);
+        if command.has_price {
+            check_price(spec, command.price)?;
+        }
+        if command.has_stop_price {
+            check_price(spec, command.stop_price)?;
+        }
+        if command.has_qty {
+            check_qty(spec, command.qty)?;
+        }
+        if command.has_stop_price {
+            check_stop(old.side, command.stop_price, book.last_price(book_id))?;
+        }
+        Ok(())
+    })();
+    if let Err(reason) = checked {
+        return out.rejected(command, reason);
+    }
+    let changed = OrderView {
+        price: if command.has_price {
+            command.price
+        } else {
+            old.price
+        },
+        qty: if command.has_qty {
+            command.qty
+        } else {
+            old.qty
+        },
+        stop_price: if command.has_stop_price {
+            command.stop_price
+        } else {
+            old.stop_price
+        },
+        ..*old
+    };
+    out.replaced(&changed);
+    let to_back = changed.stop_price != old.stop_price || changed.qty > old.qty;
+    book.restop(order, &changed, to_back);
+}
+
+/// After a command traded: the waiting stops its fills reached trigger, one at a time, and
+/// each enters the book as a taker; the fills of those may reach more (a cascade). The next
+/// to trigger is always the reached stop nearest the last trade price from before the command
+/// (at equal distance, the buy stop), in time order within one stop price. Then the
+/// instrument's last trade price becomes the command's last fill price.
+pub(crate) fn trigger_stops<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    book_id: B::Book,
+    out: &mut Emitter<'_, S>,
+) {
+    let Some(first_print) = out.last_print() else {
+        return;
+    };
+    // Stops wait only on an instrument that has traded; the fallback is never needed.
+    let reference = book.last_price(book_id).unwrap_or(first_print);
+    while let Some((low, high)) = out.print_range() {
+        let buy = book
+            .nearest_stop(book_id, Side::Buy)
+            .filter(|&(_, stop_price)| stop_price <= high);
+        let sell = book
+            .nearest_stop(book_id, Side::Sell)
+            .filter(|&(_, stop_price)| stop_price >= low);
+        let next = match (buy, sell) {
+            (Some((buy, buy_stop)), Some((sell, sell_stop))) => {
+                if buy_stop.abs_diff(reference) <= sell_stop.abs_diff(reference) {
+                    buy
+                } else {
+                    sell
+                }
+            }
+            (Some((buy, _)), None) => buy,
+            (None, Some((sell, _))) => sell,
+            (None, None) => break,
+        };
+        enter_triggered(book, book_id, next, out);
+    }
+    if let Some(last_print) = out.last_print() {
+        book.set_last_price(book_id, last_print);
+    }
+}
+
+/// One triggered stop: `triggered`, then it trades as a market or limit taker; what is left
+/// rests (a GTC stop-limit) or is cancelled.
+fn enter_triggered<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    book_id: B::Book,
+    order: B::Order,
+    out: &mut Emitter<'_, S>,
+) {
+    let (_, stop, stp, _) = book.order(order);
+    out.triggered(&stop);
+    let kind = stop.kind.triggered();
+    let mut taker = OrderView {
+        kind,
+        stop_price: 0,
+        ..stop
+    };
+    book.trigger(order, &taker);
+    let limit = (kind == OrderKind::Limit).then_some(taker.price);
+    let stopped = book.match_taker(book_id, &mut taker, limit, stp, out);
+    let rests = !stopped
+        && taker.remaining() > 0
+        && kind == OrderKind::Limit
+        && taker.tif == TimeInForce::Gtc;
+    if !stopped && taker.remaining() > 0 && !rests {
+        let reason = match kind {
+            OrderKind::Market => CancelReason::MarketNoLiquidity,
+            _ => CancelReason::IocRemainder,
+        };
+        out.cancelled(&taker, reason);
+    }
+    if let Some(total_qty) = book.settle_lifted(order, &taker, !rests) {
+        out.level(taker.instrument, taker.side, taker.price, total_qty);
     }
 }

@@ -4,7 +4,7 @@
 //! The byte layout is in `docs/snapshot-format.md` ("matcher state"). Both the fast engine and
 //! the naive reference book write the same walk, so equal states give equal hashes and bytes.
 
-use ringmatch_proto::{RejectReason, SelfTradePrevention, Side};
+use ringmatch_proto::{OrderKind, RejectReason, SelfTradePrevention, Side, TimeInForce};
 
 use crate::config::{ConfigError, InstrumentSpec};
 
@@ -12,8 +12,9 @@ use crate::config::{ConfigError, InstrumentSpec};
 pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
 
 /// Layout version of the matcher state this build writes. Version 2 added the resend window
-/// after the books; version 1 states still read, with an empty window.
-pub const STATE_VERSION: u32 = 2;
+/// after the books, version 3 each book's last trade price and waiting stops; older states
+/// still read, with an empty window, no last trade price and no stops.
+pub const STATE_VERSION: u32 = 3;
 
 /// The oldest layout version this build reads.
 pub const STATE_VERSION_OLDEST: u32 = 1;
@@ -35,6 +36,20 @@ pub struct StoredOrder {
     pub stp: SelfTradePrevention,
     /// Post-only flag (checked again on replace).
     pub post_only: bool,
+}
+
+/// One waiting stop as the state stores it (its book, side and stop price come from its
+/// queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredStop {
+    /// The order's fields (`filled` is always 0: a stop has not traded).
+    pub order: StoredOrder,
+    /// `stop_market` or `stop_limit`.
+    pub kind: OrderKind,
+    /// What applies once it triggers.
+    pub tif: TimeInForce,
+    /// Limit price of a stop-limit; 0 for a stop-market.
+    pub price: i64,
 }
 
 /// One place the resend window remembers: the outcome a possible resend of it gets.
@@ -102,6 +117,20 @@ pub trait StateWriter {
         self.u64(order.filled);
         self.u8(order.stp.code());
         self.u8(u8::from(order.post_only));
+    }
+
+    /// A book's last trade price.
+    fn last_price(&mut self, last_price: Option<i64>) {
+        self.u8(u8::from(last_price.is_some()));
+        self.i64(last_price.unwrap_or(0));
+    }
+
+    /// One waiting stop.
+    fn stop(&mut self, stop: &StoredStop) {
+        self.order(&stop.order);
+        self.u8(stop.kind.code());
+        self.u8(stop.tif.code());
+        self.i64(stop.price);
     }
 
     /// One entry of the resend window.
@@ -325,6 +354,34 @@ impl<'a> StateReader<'a> {
             stp: SelfTradePrevention::from_code(self.u8()?)
                 .map_err(|error| StateError::Invalid(error.to_string()))?,
             post_only: self.flag()?,
+        })
+    }
+
+    /// A book's last trade price.
+    pub fn last_price(&mut self) -> Result<Option<i64>, StateError> {
+        let traded = self.flag()?;
+        let price = self.i64()?;
+        match (traded, price) {
+            (true, price) => Ok(Some(price)),
+            (false, 0) => Ok(None),
+            (false, price) => Err(StateError::Invalid(format!(
+                "last trade price {price} on a book that never traded"
+            ))),
+        }
+    }
+
+    /// One waiting stop.
+    pub fn stop(&mut self) -> Result<StoredStop, StateError> {
+        let invalid = |error: ringmatch_proto::DecodeError| StateError::Invalid(error.to_string());
+        let order = self.order()?;
+        let kind = OrderKind::from_code(self.u8()?).map_err(invalid)?;
+        let tif = TimeInForce::from_code(self.u8()?).map_err(invalid)?;
+        let price = self.i64()?;
+        Ok(StoredStop {
+            order,
+            kind,
+            tif,
+            price,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Property tests: the fast engine and the naive reference book produce identical event
 //! streams and identical states on random command streams over several instruments, every
-//! order type, cancels, replaces, mass cancels, halts, self-trades, limit hits and possible
-//! resends (with a resend window small enough to forget); and an
+//! order type (stops and their cascades included), cancels, replaces, mass cancels, halts,
+//! self-trades, limit hits and possible resends (with a resend window small enough to forget); and an
 //! engine restored from its encoded state mid-stream continues exactly as one never stopped.
 //!
 //! `PROPTEST_CASES` sets the number of streams (10,000 by default).
@@ -32,9 +32,10 @@ fn spec(
 }
 
 /// Three instruments (one with coarse ticks and lots, one with negative prices) and limits
-/// small enough that random streams hit every one of them.
-fn config() -> MatcherConfig {
-    MatcherConfig {
+/// small enough that random streams hit every one of them; `roomy` streams (the stop-heavy
+/// ones) get room for enough waiting stops to cascade.
+fn config(roomy: bool) -> MatcherConfig {
+    let mut config = MatcherConfig {
         instruments: vec![
             spec(1, 1, 1, 90, 110, 10),
             spec(2, 5, 10, 100, 200, 100),
@@ -47,7 +48,12 @@ fn config() -> MatcherConfig {
             instruments_max: 3,
             resends_max: 6,
         },
+    };
+    if roomy {
+        config.limits.orders_per_book_max = 16;
+        config.limits.orders_max = 40;
     }
+    config
 }
 
 /// Raw random fields of one command; `to_command` shapes them per instrument.
@@ -69,6 +75,8 @@ struct Raw {
     has_price: bool,
     has_qty: bool,
     possible_resend: bool,
+    stop_step: i64,
+    has_stop_price: bool,
 }
 
 fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
@@ -98,6 +106,12 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
         _ => (88 + raw.price_step + off, raw.qty_step),
     };
     command.price = price;
+    command.stop_price = match raw.instrument {
+        2 => 90 + raw.stop_step * 5 + off,
+        7 => -12 + raw.stop_step + off,
+        _ => 88 + raw.stop_step + off,
+    };
+    command.has_stop_price = raw.has_stop_price && raw.command_type == CommandType::Replace;
     // Replaces ask for small totals, so some fall to or below the filled quantity.
     command.qty = if raw.command_type == CommandType::Replace {
         qty / 3
@@ -114,9 +128,12 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
     command
 }
 
-fn raw_command() -> impl Strategy<Value = Raw> {
+/// One random command; `stop_heavy` streams are mostly places on one instrument, many of
+/// them stops near the middle of its band, so that stops pile up, trigger and cascade.
+fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
+    let heavy = u32::from(stop_heavy);
     let command_type = prop_oneof![
-        8 => Just(CommandType::Place),
+        8 + 16 * heavy => Just(CommandType::Place),
         2 => Just(CommandType::Cancel),
         4 => Just(CommandType::Replace),
         1 => Just(CommandType::MassCancel),
@@ -124,10 +141,19 @@ fn raw_command() -> impl Strategy<Value = Raw> {
         1 => Just(CommandType::Halt),
         2 => Just(CommandType::Resume),
     ];
-    let instrument =
-        prop_oneof![4 => Just(1u32), 3 => Just(2u32), 2 => Just(7u32), 1 => Just(3u32)];
+    let instrument = prop_oneof![
+        4 + 36 * heavy => Just(1u32),
+        3 => Just(2u32),
+        2 => Just(7u32),
+        1 => Just(3u32)
+    ];
     let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
-    let kind = prop_oneof![6 => Just(OrderKind::Limit), 1 => Just(OrderKind::Market)];
+    let kind = prop_oneof![
+        8 - 2 * heavy => Just(OrderKind::Limit),
+        1 + heavy => Just(OrderKind::Market),
+        1 + heavy => Just(OrderKind::StopMarket),
+        1 + 3 * heavy => Just(OrderKind::StopLimit),
+    ];
     let tif = prop_oneof![
         6 => Just(TimeInForce::Gtc),
         2 => Just(TimeInForce::Ioc),
@@ -152,6 +178,10 @@ fn raw_command() -> impl Strategy<Value = Raw> {
             prop::bool::weighted(0.5),
             prop::bool::weighted(0.1),
         ),
+        (
+            if stop_heavy { 8i64..=16 } else { 0i64..=24 },
+            prop::bool::weighted(0.3),
+        ),
     )
         .prop_map(
             |(
@@ -167,6 +197,7 @@ fn raw_command() -> impl Strategy<Value = Raw> {
                     has_qty,
                     possible_resend,
                 ),
+                (stop_step, has_stop_price),
             )| Raw {
                 command_type,
                 account,
@@ -184,15 +215,22 @@ fn raw_command() -> impl Strategy<Value = Raw> {
                 has_price,
                 has_qty,
                 possible_resend,
+                stop_step,
+                has_stop_price,
             },
         )
 }
 
-fn stream() -> impl Strategy<Value = (Vec<Raw>, prop::sample::Index)> {
-    (
-        prop::collection::vec(raw_command(), 1..240),
-        any::<prop::sample::Index>(),
-    )
+/// A random stream: whether it is stop-heavy, its commands, and where to split it.
+fn stream() -> impl Strategy<Value = (bool, Vec<Raw>, prop::sample::Index)> {
+    let of = |stop_heavy: bool| {
+        (
+            Just(stop_heavy),
+            prop::collection::vec(raw_command(stop_heavy), 1..240),
+            any::<prop::sample::Index>(),
+        )
+    };
+    prop_oneof![5 => of(false), 1 => of(true)]
 }
 
 fn events_of<F: FnMut(u64, &Command, &mut Vec<Event>)>(
@@ -207,7 +245,12 @@ fn events_of<F: FnMut(u64, &Command, &mut Vec<Event>)>(
     events
 }
 
-fn check_stream(raws: &[Raw], split: prop::sample::Index) -> Result<(), TestCaseError> {
+fn check_stream(
+    stop_heavy: bool,
+    raws: &[Raw],
+    split: prop::sample::Index,
+) -> Result<(), TestCaseError> {
+    let config = || config(stop_heavy);
     let commands: Vec<Command> = raws
         .iter()
         .enumerate()
@@ -293,9 +336,9 @@ fn fast_and_naive_agree_and_restore_continues_exactly() {
         ..ProptestConfig::default()
     });
     let checked = std::cell::Cell::new(0u32);
-    let result = runner.run(&stream(), |(raws, split)| {
+    let result = runner.run(&stream(), |(stop_heavy, raws, split)| {
         checked.set(checked.get() + 1);
-        check_stream(&raws, split)
+        check_stream(stop_heavy, &raws, split)
     });
     if let Err(error) = result {
         panic!("{error}");
@@ -315,19 +358,78 @@ fn random_streams_hit_every_kind_of_outcome() {
     let strategy = stream();
     let mut event_types = HashSet::new();
     let mut reasons = HashSet::new();
+    // Stop outcomes that no single event type or reason names.
+    let mut stop_outcomes = HashSet::new();
     for _ in 0..2_000 {
-        let (raws, _) = strategy.new_tree(&mut runner).unwrap().current();
-        let mut engine = Engine::new(config()).unwrap();
+        let (stop_heavy, raws, _) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut engine = Engine::new(config(stop_heavy)).unwrap();
         for (index, raw) in raws.iter().enumerate() {
             let mut events = Vec::new();
             engine.apply(index as u64 + 1, &to_command(raw, 0), &mut events);
-            for event in events {
+            let triggered: Vec<&Event> = events
+                .iter()
+                .filter(|event| event.event_type == EventType::Triggered)
+                .collect();
+            if triggered.len() >= 2 {
+                stop_outcomes.insert("several stops triggered by one command");
+            }
+            if triggered.iter().any(|event| event.side == Some(Side::Buy))
+                && triggered.iter().any(|event| event.side == Some(Side::Sell))
+            {
+                stop_outcomes.insert("buy and sell stops triggered by one command");
+            }
+            // A fill whose taker is a triggered stop that itself triggers another: a cascade.
+            for (position, event) in events.iter().enumerate() {
+                let later_trigger = events[position..]
+                    .iter()
+                    .skip(1)
+                    .any(|later| later.event_type == EventType::Triggered);
+                if event.event_type == EventType::Fill
+                    && triggered.iter().any(|t| t.order_id == event.order_id)
+                    && later_trigger
+                {
+                    stop_outcomes.insert("a triggered stop's fills trigger another");
+                }
+            }
+            for event in &events {
                 event_types.insert(event.event_type);
                 reasons.insert(event.reason);
+                if event.stop_kind.is_some() {
+                    stop_outcomes.insert(match event.event_type {
+                        EventType::Accepted => "a stop accepted",
+                        EventType::Replaced => "a waiting stop replaced",
+                        EventType::Cancelled => "a waiting stop cancelled",
+                        EventType::OrderStatus => "a waiting stop listed",
+                        EventType::Resent => "a waiting stop resent",
+                        _ => "other",
+                    });
+                }
+                if event.event_type == EventType::Level
+                    && triggered.iter().any(|t| {
+                        t.side == event.side && t.price == event.price && t.index < event.index
+                    })
+                {
+                    stop_outcomes.insert("a triggered stop-limit rests");
+                }
             }
         }
     }
     let mut missing = Vec::new();
+    for outcome in [
+        "several stops triggered by one command",
+        "buy and sell stops triggered by one command",
+        "a triggered stop's fills trigger another",
+        "a stop accepted",
+        "a waiting stop replaced",
+        "a waiting stop cancelled",
+        "a waiting stop listed",
+        "a waiting stop resent",
+        "a triggered stop-limit rests",
+    ] {
+        if !stop_outcomes.contains(outcome) {
+            missing.push(outcome.to_string());
+        }
+    }
     for event_type in EventType::ALL {
         if !event_types.contains(event_type) {
             missing.push(format!("{event_type} event"));

@@ -3,7 +3,8 @@
 //! A counting global allocator counts every allocation, reallocation and deallocation made by
 //! the test thread while the counter is armed. After a warm-up, 1,200,000 mixed commands (the
 //! exchange-core mix, with client order ids on every place, and market, FOK, IOC, post-only,
-//! self-trade, mass cancel, halt/resume, possible resends and invalid commands spliced in) run
+//! self-trade, stops, mass cancel, halt/resume, possible resends and invalid commands spliced
+//! in) run
 //! through the engine with the counter armed, while snapshots are begun, copied a page at a
 //! time and given back: the count must be zero. A control check arms the counter around a
 //! deliberate allocation, so the test cannot pass because the counter is broken.
@@ -86,7 +87,28 @@ fn spliced(index: usize, mut base: Command) -> Command {
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 15 {
+    match (index / 23) % 18 {
+        // Stops: a buy stop-limit just above the market, a sell stop-market just below, and
+        // a new stop price for the buy stop (named by client order id) two splices later.
+        15 => {
+            command.side = Side::Buy;
+            command.kind = OrderKind::StopLimit;
+            command.stop_price = 100_005;
+            command.price = 100_010;
+            command.client_order_id = index as u64 + 1_000;
+        }
+        16 => {
+            command.kind = OrderKind::StopMarket;
+            command.tif = TimeInForce::Ioc;
+            command.stop_price = 99_995;
+        }
+        17 => {
+            command = Command::empty(CommandType::Replace);
+            command.account = account;
+            command.client_order_id = index as u64 + 1_000 - 46;
+            command.has_stop_price = true;
+            command.stop_price = 100_003;
+        }
         // Possible resends: of a recent command (remembered, or never a place), and of one
         // the window has long forgotten.
         13 => {

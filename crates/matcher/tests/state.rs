@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::{Engine, Event, InstrumentSpec, Limits, MatcherConfig, StateError};
-use ringmatch_proto::Command;
+use ringmatch_proto::{Command, OrderKind, TimeInForce};
 use ringmatch_proto::{EventType, Side};
 
 fn engine_after(commands_count: usize) -> (Engine, Vec<Event>) {
@@ -118,7 +118,7 @@ fn restore_rejects_damaged_or_foreign_state_without_panicking() {
     ));
 
     // Every single-byte corruption of a small state either restores or is a typed error.
-    let engine = small_engine();
+    let engine = small_engine_with_stops();
     let bytes = engine.encode_state();
     let mut errors_count = 0;
     for offset in 0..bytes.len() {
@@ -176,6 +176,35 @@ fn small_engine() -> Engine {
     engine
 }
 
+/// The small state after a trade at 95, with waiting stops on both sides: a buy stop-limit
+/// and a buy stop-market above the last trade, a sell stop-market below it.
+fn small_engine_with_stops() -> Engine {
+    let mut engine = small_engine();
+    let mut events = Vec::new();
+    let mut buy_stop = Command::limit(1, 1, Side::Buy, 99, 4);
+    buy_stop.kind = OrderKind::StopLimit;
+    buy_stop.stop_price = 97;
+    buy_stop.client_order_id = 70;
+    let mut buy_stop_market = Command::limit(2, 1, Side::Buy, 0, 2);
+    buy_stop_market.kind = OrderKind::StopMarket;
+    buy_stop_market.tif = TimeInForce::Ioc;
+    buy_stop_market.stop_price = 97;
+    let mut sell_stop = buy_stop_market;
+    sell_stop.side = Side::Sell;
+    sell_stop.stop_price = 93;
+    for (seq, command) in (6..).zip([buy_stop, buy_stop_market, sell_stop]) {
+        engine.apply(seq, &command, &mut events);
+    }
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.event_type == EventType::Accepted)
+            .count(),
+        3
+    );
+    engine
+}
+
 /// A matcher state written by format version 1 is checked in: this build still reads it, with
 /// the same books, and an empty resend window that (restored at a snapshot's sequence)
 /// counts every earlier place as forgotten.
@@ -187,11 +216,13 @@ fn the_checked_in_version_1_state_still_reads() {
     assert_eq!(&stored[..8], b"RMMS\x01\x00\x00\x00");
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.resting_orders_count(), 3);
-    // Version 2 of the same books: the version, then an empty window after the books.
-    let mut as_version_2 = stored.clone();
-    as_version_2[4] = 2;
-    as_version_2.extend_from_slice(&[0; 12]);
-    assert_eq!(restored.encode_state(), as_version_2);
+    // Version 3 of the same book: the version, then (after the book's levels) no last trade
+    // price and no stops, then an empty window.
+    let mut as_version_3 = stored.clone();
+    as_version_3[4] = 3;
+    as_version_3.extend_from_slice(&[0; NO_STOPS_SIZE_BYTES]);
+    as_version_3.extend_from_slice(&[0; 12]);
+    assert_eq!(restored.encode_state(), as_version_3);
 
     // Restored at sequence 5, a resend whose floor is below 5 cannot be told from a new order.
     let mut at_5 = Engine::restore_at(small_config(), &stored, 5).unwrap();
@@ -210,19 +241,47 @@ fn the_checked_in_version_1_state_still_reads() {
     assert_eq!(events[0].event_type, ringmatch_proto::EventType::Accepted);
 }
 
-/// The current layout (version 2, with the resend window) is checked in too; this build must
-/// write the same bytes for the same state and read the file back. `UPDATE_FIXTURES=1`
-/// rewrites it, which is only right together with a format version bump.
+/// A book's stop section with no last trade price and no stops: a zero flag and price, and
+/// two empty stop sides.
+const NO_STOPS_SIZE_BYTES: usize = 1 + 8 + 4 + 4;
+
+/// A matcher state written by format version 2 (with the resend window, before stops) is
+/// checked in: this build reads it as the same books and window, with no last trade price.
 #[test]
-fn the_checked_in_version_2_state_still_reads_and_matches() {
+fn the_checked_in_version_2_state_still_reads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v2.bin");
-    let engine = small_engine();
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(&stored[..8], b"RMMS\x02\x00\x00\x00");
+    let restored = Engine::restore(small_config(), &stored).unwrap();
+    assert_eq!(restored.resting_orders_count(), 3);
+    // Version 3: the version, and the empty stop section between the book and the window
+    // (8 + 4 bytes and four entries of 50).
+    let window_at = stored.len() - (8 + 4 + 4 * 50);
+    let mut as_version_3 = stored[..window_at].to_vec();
+    as_version_3[4] = 3;
+    as_version_3.extend_from_slice(&[0; NO_STOPS_SIZE_BYTES]);
+    as_version_3.extend_from_slice(&stored[window_at..]);
+    assert_eq!(restored.encode_state(), as_version_3);
+    // The same state run here (whose book has traded, at 95) differs only in that price.
+    let mut with_last_trade = small_engine().encode_state();
+    with_last_trade[window_at..window_at + 9].fill(0);
+    assert_eq!(with_last_trade, as_version_3);
+}
+
+/// The current layout (version 3, with last trade prices and waiting stops) is checked in
+/// too; this build must write the same bytes for the same state and read the file back.
+/// `UPDATE_FIXTURES=1` rewrites it, which is only right together with a format version bump.
+#[test]
+fn the_checked_in_version_3_state_still_reads_and_matches() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v3.bin");
+    let engine = small_engine_with_stops();
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, engine.encode_state()).unwrap();
     }
     let stored = std::fs::read(&path).unwrap();
-    assert_eq!(&stored[..8], b"RMMS\x02\x00\x00\x00");
+    assert_eq!(&stored[..8], b"RMMS\x03\x00\x00\x00");
     assert_eq!(
         stored,
         engine.encode_state(),
@@ -230,8 +289,61 @@ fn the_checked_in_version_2_state_still_reads_and_matches() {
     );
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.state_hash(), engine.state_hash());
-    assert_eq!(restored.resting_orders_count(), 3);
+    assert_eq!(restored.resting_orders_count(), 6);
     assert_eq!(restored.encode_state(), stored);
+}
+
+/// Restored stops trigger exactly as the original's: a buy that takes the ask at 95 and one
+/// at 97 reaches both buy stops, which buy at 98.
+#[test]
+fn restored_stops_trigger_like_the_originals() {
+    let mut original = small_engine_with_stops();
+    let mut restored = Engine::restore(small_config(), &original.encode_state()).unwrap();
+    let mut events = (Vec::new(), Vec::new());
+    for (seq, command) in (9..).zip([
+        Command::limit(3, 1, Side::Sell, 97, 1),
+        Command::limit(3, 1, Side::Sell, 98, 9),
+        Command::limit(2, 1, Side::Buy, 97, 5),
+    ]) {
+        original.apply(seq, &command, &mut events.0);
+        restored.apply(seq, &command, &mut events.1);
+    }
+    assert_eq!(events.0, events.1);
+    let triggered = events
+        .0
+        .iter()
+        .filter(|event| event.event_type == EventType::Triggered)
+        .count();
+    assert_eq!(triggered, 2);
+    assert_eq!(restored.encode_state(), original.encode_state());
+}
+
+/// A stop section that breaks an invariant is refused: a buy stop at or below the last trade
+/// price would already have triggered.
+#[test]
+fn a_stop_on_the_wrong_side_of_the_last_trade_is_refused() {
+    let engine = small_engine_with_stops();
+    let bytes = engine.encode_state();
+    let window_at = bytes.len() - (8 + 4 + 4 * 50);
+    // Find the last trade price (95) after the book's levels: flag 1, then 95.
+    let mut marker = vec![1u8];
+    marker.extend_from_slice(&95i64.to_le_bytes());
+    let at = bytes[..window_at]
+        .windows(marker.len())
+        .rposition(|window| window == marker.as_slice())
+        .expect("the last trade price is in the state");
+    let mut higher = bytes.clone();
+    higher[at + 1..at + 9].copy_from_slice(&97i64.to_le_bytes());
+    assert!(matches!(
+        Engine::restore(small_config(), &higher),
+        Err(StateError::Invalid(_))
+    ));
+    let mut never_traded = bytes;
+    never_traded[at] = 0;
+    assert!(matches!(
+        Engine::restore(small_config(), &never_traded),
+        Err(StateError::Invalid(_))
+    ));
 }
 
 /// The window in the state: five places with client order ids 0, 7, 14, 21, 28 leave four

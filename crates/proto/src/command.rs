@@ -51,12 +51,40 @@ impl Side {
 }
 
 wire_enum! {
-    /// Limit or market.
+    /// Limit, market, or a stop that becomes one of them when the last trade price reaches
+    /// its stop price.
     OrderKind, "kind" {
         /// Trades at its limit price or better; may rest.
         Limit = 1, "limit";
         /// Trades at any price; never rests.
         Market = 2, "market";
+        /// Waits off the book until a trade prints at or through its stop price, then enters
+        /// as a market order.
+        StopMarket = 3, "stop_market";
+        /// Waits off the book until a trade prints at or through its stop price, then enters
+        /// as a limit order.
+        StopLimit = 4, "stop_limit";
+    }
+}
+
+impl OrderKind {
+    /// Whether this is a stop kind (it waits for a trigger).
+    pub const fn is_stop(self) -> bool {
+        matches!(self, OrderKind::StopMarket | OrderKind::StopLimit)
+    }
+
+    /// Whether an order of this kind carries a limit price.
+    pub const fn has_limit(self) -> bool {
+        matches!(self, OrderKind::Limit | OrderKind::StopLimit)
+    }
+
+    /// The kind a stop becomes when it triggers; other kinds stay as they are.
+    pub const fn triggered(self) -> OrderKind {
+        match self {
+            OrderKind::StopMarket => OrderKind::Market,
+            OrderKind::StopLimit => OrderKind::Limit,
+            other => other,
+        }
     }
 }
 
@@ -94,7 +122,10 @@ const FLAG_HAS_PRICE: u8 = 1 << 1;
 const FLAG_HAS_QTY: u8 = 1 << 2;
 /// Flag bit: a client sends this place again after losing its connection before the ack.
 const FLAG_POSSIBLE_RESEND: u8 = 1 << 3;
-const FLAGS_DEFINED: u8 = FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY | FLAG_POSSIBLE_RESEND;
+/// Flag bit: a replace carries a new stop price.
+const FLAG_HAS_STOP_PRICE: u8 = 1 << 4;
+const FLAGS_DEFINED: u8 =
+    FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY | FLAG_POSSIBLE_RESEND | FLAG_HAS_STOP_PRICE;
 
 /// One input command. Fields a command type does not use are zero (or the first enum value).
 ///
@@ -114,7 +145,7 @@ pub struct Command {
     pub client_order_id: u64,
     /// Side of a new order.
     pub side: Side,
-    /// Limit or market.
+    /// Limit, market, stop-market or stop-limit.
     pub kind: OrderKind,
     /// Time in force.
     pub tif: TimeInForce,
@@ -132,8 +163,12 @@ pub struct Command {
     /// cannot be. The engine answers with the original's outcome if it has one
     /// (`docs/order-entry-protocol.md`, "Resending after a lost connection").
     pub possible_resend: bool,
-    /// Limit price in ticks (ignored for market orders).
+    /// For a replace: whether `stop_price` is a new stop price (of a stop not yet triggered).
+    pub has_stop_price: bool,
+    /// Limit price in ticks (ignored for market and stop-market orders).
     pub price: i64,
+    /// Stop price in ticks of a stop order (or, with `has_stop_price`, a replace's new one).
+    pub stop_price: i64,
     /// Quantity in lots: the order quantity, or for a replace the new total quantity.
     pub qty: u64,
     /// Ingress timestamp stamped by the engine's front end (nanoseconds since the Unix epoch).
@@ -157,7 +192,9 @@ impl Command {
             has_price: false,
             has_qty: false,
             possible_resend: false,
+            has_stop_price: false,
             price: 0,
+            stop_price: 0,
             qty: 0,
             timestamp_ns: 0,
         }
@@ -221,6 +258,9 @@ impl Command {
         if self.possible_resend {
             flags |= FLAG_POSSIBLE_RESEND;
         }
+        if self.has_stop_price {
+            flags |= FLAG_HAS_STOP_PRICE;
+        }
         out[0] = WIRE_VERSION;
         out[1] = self.command_type.code();
         out[2] = self.side.code();
@@ -236,7 +276,7 @@ impl Command {
         put_i64(out, 32, self.price);
         put_u64(out, 40, self.qty);
         put_u64(out, 48, self.timestamp_ns);
-        put_u64(out, 56, 0);
+        put_i64(out, 56, self.stop_price);
     }
 
     /// The 64-byte record.
@@ -267,7 +307,7 @@ impl Command {
         if flags & !FLAGS_DEFINED != 0 {
             return Err(DecodeError::BadFlags(flags));
         }
-        if let Some(offset) = first_non_zero(bytes, 7, 8).or(first_non_zero(bytes, 56, 64)) {
+        if let Some(offset) = first_non_zero(bytes, 7, 8) {
             return Err(DecodeError::Reserved { offset });
         }
         Ok(Command {
@@ -280,6 +320,7 @@ impl Command {
             has_price: flags & FLAG_HAS_PRICE != 0,
             has_qty: flags & FLAG_HAS_QTY != 0,
             possible_resend: flags & FLAG_POSSIBLE_RESEND != 0,
+            has_stop_price: flags & FLAG_HAS_STOP_PRICE != 0,
             account: u32_at(bytes, 8),
             instrument: u32_at(bytes, 12),
             order_id: u64_at(bytes, 16),
@@ -287,6 +328,7 @@ impl Command {
             price: i64_at(bytes, 32),
             qty: u64_at(bytes, 40),
             timestamp_ns: u64_at(bytes, 48),
+            stop_price: i64_at(bytes, 56),
         })
     }
 }
@@ -310,7 +352,9 @@ mod tests {
             has_price: true,
             has_qty: false,
             possible_resend: false,
+            has_stop_price: false,
             price: -5,
+            stop_price: 0,
             qty: 300,
             timestamp_ns: 1_700_000_000_000_000_000,
         }
@@ -348,6 +392,32 @@ mod tests {
         let mut cancel = Command::empty(CommandType::Cancel);
         cancel.possible_resend = true;
         assert_eq!(cancel.resend_floor(), None);
+    }
+
+    /// A stop-limit place carries its stop price at offset 56; a replace's new stop price
+    /// sets flag bit 4.
+    #[test]
+    fn a_stop_price_is_at_offset_56_and_a_new_one_is_flag_bit_4() {
+        let mut stop = Command::limit(9, 1, Side::Sell, 95, 5);
+        stop.kind = OrderKind::StopLimit;
+        stop.stop_price = -2;
+        let bytes = stop.to_bytes();
+        assert_eq!(bytes[3], 4);
+        assert_eq!(
+            &bytes[56..64],
+            &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(Command::decode(&bytes), Ok(stop));
+        let mut replace = Command::empty(CommandType::Replace);
+        replace.has_stop_price = true;
+        replace.stop_price = 101;
+        let bytes = replace.to_bytes();
+        assert_eq!(bytes[6], 0b1_0000);
+        assert_eq!(&bytes[56..64], &[101, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Command::decode(&bytes), Ok(replace));
+        assert!(OrderKind::StopMarket.is_stop() && !OrderKind::Limit.is_stop());
+        assert_eq!(OrderKind::StopMarket.triggered(), OrderKind::Market);
+        assert_eq!(OrderKind::StopLimit.triggered(), OrderKind::Limit);
     }
 
     #[test]
@@ -409,6 +479,14 @@ mod tests {
                 },
             ),
             (
+                3,
+                5,
+                DecodeError::BadEnum {
+                    field: "kind",
+                    value: 5,
+                },
+            ),
+            (
                 4,
                 4,
                 DecodeError::BadEnum {
@@ -424,10 +502,9 @@ mod tests {
                     value: 4,
                 },
             ),
-            (6, 0x10, DecodeError::BadFlags(0x10)),
+            (6, 0x20, DecodeError::BadFlags(0x20)),
             (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
-            (60, 1, DecodeError::Reserved { offset: 60 }),
         ];
         for (offset, value, error) in cases {
             let mut bytes = good;

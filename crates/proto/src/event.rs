@@ -1,7 +1,7 @@
 //! The output record: one event from the engine, 128 bytes.
 
 use crate::le::{first_non_zero, i64_at, put_i64, put_u32, put_u64, u32_at, u64_at};
-use crate::{wire_enum, CommandType, DecodeError, Side, EVENT_SIZE_BYTES, WIRE_VERSION};
+use crate::{wire_enum, CommandType, DecodeError, OrderKind, Side, EVENT_SIZE_BYTES, WIRE_VERSION};
 
 wire_enum! {
     /// What an event reports.
@@ -31,6 +31,9 @@ wire_enum! {
         /// A possible resend of a place the engine had already taken: the original's
         /// outcome (its sequence in `original_seq`, its order now), and no second order.
         Resent = 12, "resent";
+        /// A stop order's stop price was reached: the order enters the book now as a market or
+        /// limit order (its own events follow).
+        Triggered = 13, "triggered";
     }
 }
 
@@ -72,6 +75,12 @@ wire_enum! {
         /// A possible resend the engine cannot place safely: it may have taken the original,
         /// but no longer remembers it (the resend window has moved past the resend floor).
         ResendUnknown = 17, "resend_unknown";
+        /// A stop whose stop price the last trade price has already reached (a buy stop at or
+        /// below it, a sell stop at or above it).
+        StopWouldTrigger = 18, "stop_would_trigger";
+        /// A stop on an instrument that has not traded yet: there is no last trade price to
+        /// hold it against.
+        NoLastTrade = 19, "no_last_trade";
     }
 }
 
@@ -170,6 +179,12 @@ pub struct Event {
     pub maker_remaining: u64,
     /// For `resent`: the sequence of the original command.
     pub original_seq: u64,
+    /// The kind of a stop order not yet triggered (`stop_market` or `stop_limit`), on the
+    /// events that describe it (`accepted`, `replaced`, `cancelled`, `order_status`, `resent`)
+    /// and on `triggered`; `None` on every other event.
+    pub stop_kind: Option<OrderKind>,
+    /// The stop price, whenever `stop_kind` is set; else 0.
+    pub stop_price: i64,
 }
 
 impl Event {
@@ -195,6 +210,8 @@ impl Event {
             maker_client_order_id: 0,
             maker_remaining: 0,
             original_seq: 0,
+            stop_kind: None,
+            stop_price: 0,
         }
     }
 
@@ -216,12 +233,14 @@ impl Event {
         put_u64(out, 64, self.remaining);
         put_u32(out, 72, self.maker_account);
         out[76] = self.command_type.code();
-        out[77..80].fill(0);
+        out[77] = self.stop_kind.map_or(0, OrderKind::code);
+        out[78..80].fill(0);
         put_u64(out, 80, self.maker_order_id);
         put_u64(out, 88, self.maker_client_order_id);
         put_u64(out, 96, self.maker_remaining);
         put_u64(out, 104, self.original_seq);
-        out[112..128].fill(0);
+        put_i64(out, 112, self.stop_price);
+        out[120..128].fill(0);
     }
 
     /// The 128-byte record.
@@ -264,7 +283,23 @@ impl Event {
             }
         };
         let command_type = CommandType::from_code(bytes[76])?;
-        if let Some(offset) = first_non_zero(bytes, 77, 80).or(first_non_zero(bytes, 112, 128)) {
+        let stop_kind = match bytes[77] {
+            0 => None,
+            code => match OrderKind::from_code(code)? {
+                kind if kind.is_stop() => Some(kind),
+                _ => {
+                    return Err(DecodeError::BadEnum {
+                        field: "stop_kind",
+                        value: code,
+                    })
+                }
+            },
+        };
+        let stop_price = i64_at(bytes, 112);
+        if stop_kind.is_none() && stop_price != 0 {
+            return Err(DecodeError::Reserved { offset: 112 });
+        }
+        if let Some(offset) = first_non_zero(bytes, 78, 80).or(first_non_zero(bytes, 120, 128)) {
             return Err(DecodeError::Reserved { offset });
         }
         Ok(Event {
@@ -287,6 +322,8 @@ impl Event {
             maker_client_order_id: u64_at(bytes, 88),
             maker_remaining: u64_at(bytes, 96),
             original_seq: u64_at(bytes, 104),
+            stop_kind,
+            stop_price,
         })
     }
 }
@@ -316,6 +353,8 @@ mod tests {
             maker_client_order_id: 0,
             maker_remaining: 1,
             original_seq: 0,
+            stop_kind: None,
+            stop_price: 0,
         }
     }
 
@@ -356,6 +395,22 @@ mod tests {
         assert_eq!(bytes[1], 12);
         assert_eq!(bytes[3], 2);
         assert_eq!(&bytes[104..112], &[0x0b, 0x0a, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Event::decode(&bytes), Ok(event));
+    }
+
+    /// A `triggered` event: the stop's kind at offset 77 and its stop price at offset 112.
+    #[test]
+    fn a_stop_carries_its_kind_at_offset_77_and_its_stop_price_at_offset_112() {
+        let mut event = Event::empty(EventType::Triggered, CommandType::Place);
+        event.stop_kind = Some(OrderKind::StopLimit);
+        event.stop_price = -3;
+        let bytes = event.to_bytes();
+        assert_eq!(bytes[1], 13);
+        assert_eq!(bytes[77], 4);
+        assert_eq!(
+            &bytes[112..120],
+            &[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         assert_eq!(Event::decode(&bytes), Ok(event));
     }
 
@@ -407,10 +462,26 @@ mod tests {
             (0, 0, DecodeError::Version(0)),
             (
                 1,
-                13,
+                14,
                 DecodeError::UnknownType {
                     record: "event",
-                    code: 13,
+                    code: 14,
+                },
+            ),
+            (
+                77,
+                1,
+                DecodeError::BadEnum {
+                    field: "stop_kind",
+                    value: 1,
+                },
+            ),
+            (
+                77,
+                5,
+                DecodeError::BadEnum {
+                    field: "kind",
+                    value: 5,
                 },
             ),
             (

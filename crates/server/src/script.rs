@@ -33,6 +33,7 @@ struct JsonCommand {
     stp: Option<String>,
     possible_resend: Option<bool>,
     resend_floor: Option<u64>,
+    stop_price: Option<i64>,
     timestamp_ns: Option<u64>,
 }
 
@@ -40,7 +41,7 @@ impl JsonCommand {
     /// Names of the fields that are present.
     fn present_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 15] = [
             ("account", self.account.is_some()),
             ("instrument", self.instrument.is_some()),
             ("client_order_id", self.client_order_id.is_some()),
@@ -54,6 +55,7 @@ impl JsonCommand {
             ("stp", self.stp.is_some()),
             ("possible_resend", self.possible_resend.is_some()),
             ("resend_floor", self.resend_floor.is_some()),
+            ("stop_price", self.stop_price.is_some()),
             ("timestamp_ns", self.timestamp_ns.is_some()),
         ];
         for (name, present) in checks {
@@ -80,6 +82,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "stp",
             "possible_resend",
             "resend_floor",
+            "stop_price",
             "timestamp_ns",
         ],
         CommandType::Cancel => &[
@@ -96,6 +99,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "order_id",
             "price",
             "qty",
+            "stop_price",
             "timestamp_ns",
         ],
         CommandType::MassCancel => &["account", "instrument", "timestamp_ns"],
@@ -181,8 +185,8 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 OrderKind::Limit,
             )?;
             let default_tif = match command.kind {
-                OrderKind::Limit => TimeInForce::Gtc,
-                OrderKind::Market => TimeInForce::Ioc,
+                OrderKind::Limit | OrderKind::StopLimit => TimeInForce::Gtc,
+                OrderKind::Market | OrderKind::StopMarket => TimeInForce::Ioc,
             };
             command.tif = enum_value(
                 json.tif.as_deref(),
@@ -203,11 +207,22 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             command.post_only = json.post_only.unwrap_or(false);
             command.qty = required(json.qty, "qty", command_type)?;
             command.price = match command.kind {
-                OrderKind::Limit => required(json.price, "price", command_type)?,
-                OrderKind::Market if json.price.is_some() => {
-                    return Err("a market order takes no `price`".into())
+                OrderKind::Limit | OrderKind::StopLimit => {
+                    required(json.price, "price", command_type)?
                 }
-                OrderKind::Market => 0,
+                kind if json.price.is_some() => {
+                    return Err(format!("a `{kind}` order takes no `price`"))
+                }
+                _ => 0,
+            };
+            command.stop_price = match command.kind {
+                OrderKind::StopMarket | OrderKind::StopLimit => {
+                    required(json.stop_price, "stop_price", command_type)?
+                }
+                kind if json.stop_price.is_some() => {
+                    return Err(format!("a `{kind}` order takes no `stop_price`"))
+                }
+                _ => 0,
             };
             match (json.possible_resend, json.resend_floor) {
                 (Some(true), floor) => command = command.as_resend(floor.unwrap_or(0)),
@@ -232,8 +247,10 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             if command_type == CommandType::Replace {
                 command.has_price = json.price.is_some();
                 command.has_qty = json.qty.is_some();
+                command.has_stop_price = json.stop_price.is_some();
                 command.price = json.price.unwrap_or(0);
                 command.qty = json.qty.unwrap_or(0);
+                command.stop_price = json.stop_price.unwrap_or(0);
             }
         }
         CommandType::MassCancel | CommandType::OpenOrders => {
@@ -259,8 +276,11 @@ pub fn command_to_json(command: &Command) -> String {
             out.str("side", command.side.name());
             out.str("kind", command.kind.name());
             out.str("tif", command.tif.name());
-            if command.kind == OrderKind::Limit {
+            if command.kind.has_limit() {
                 out.num("price", command.price);
+            }
+            if command.kind.is_stop() {
+                out.num("stop_price", command.stop_price);
             }
             out.num("qty", command.qty);
             if command.post_only {
@@ -287,6 +307,9 @@ pub fn command_to_json(command: &Command) -> String {
             }
             if command.has_qty {
                 out.num("qty", command.qty);
+            }
+            if command.has_stop_price {
+                out.num("stop_price", command.stop_price);
             }
         }
         CommandType::MassCancel | CommandType::OpenOrders => {
@@ -364,7 +387,8 @@ pub fn event_to_json(event: &Event) -> String {
         EventType::Accepted
         | EventType::Cancelled
         | EventType::Replaced
-        | EventType::OrderStatus => {
+        | EventType::OrderStatus
+        | EventType::Triggered => {
             out.num("instrument", event.instrument);
             out.num("account", event.account);
             out.num("order_id", event.order_id);
@@ -447,6 +471,10 @@ pub fn event_to_json(event: &Event) -> String {
             out.num_nonzero("instrument", u64::from(event.instrument));
             out.num("count", event.qty);
         }
+    }
+    if let Some(kind) = event.stop_kind {
+        out.str("kind", kind.name());
+        out.num("stop_price", event.stop_price);
     }
     out.num_nonzero("timestamp_ns", event.timestamp_ns);
     out.finish()

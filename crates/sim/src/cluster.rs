@@ -613,6 +613,13 @@ impl Cluster {
                 let mut command = Command::limit(account, 1, side, 0, self.rng.between(1, 5));
                 command.kind = OrderKind::Market;
                 command.tif = TimeInForce::Ioc;
+                // Half of them are stop-limits instead, waiting for a trade at their stop.
+                if self.rng.chance(500) {
+                    command.kind = OrderKind::StopLimit;
+                    command.tif = TimeInForce::Gtc;
+                    command.stop_price = self.rng.between(95, 105) as i64;
+                    command.price = self.rng.between(95, 105) as i64;
+                }
                 command.client_order_id = token;
                 command
             }

@@ -113,6 +113,8 @@ pub struct Summary {
     pub resends_count: u64,
     /// Of which the engine had taken the original (answered `resent`).
     pub resent_count: u64,
+    /// Stops that triggered (`triggered` events of the clean replay).
+    pub triggered_count: u64,
 }
 
 /// A run that broke a checker (or panicked).
@@ -244,7 +246,8 @@ impl Sessions {
         client.highest_acked_seq = client.highest_acked_seq.max(seq);
         if command.command_type == CommandType::Place {
             client.floors.remove(&client_order_id);
-            if command.kind == OrderKind::Limit && !client.live.contains(&client_order_id) {
+            let may_wait = command.kind == OrderKind::Limit || command.kind.is_stop();
+            if may_wait && !client.live.contains(&client_order_id) {
                 client.live.push(client_order_id);
             }
         }
@@ -463,12 +466,15 @@ impl World {
         }
         drop((journal, sink));
         self.check_disk(None, true)?;
-        self.summary.resent_count = self
-            .clean_replay()
-            .0
-            .iter()
-            .filter(|event| event.event_type == EventType::Resent)
-            .count() as u64;
+        let replayed = self.clean_replay().0;
+        let count_of = |event_type| {
+            replayed
+                .iter()
+                .filter(|event| event.event_type == event_type)
+                .count() as u64
+        };
+        self.summary.resent_count = count_of(EventType::Resent);
+        self.summary.triggered_count = count_of(EventType::Triggered);
         self.summary.steps_count = self.step;
         self.summary.acks_count = lock(&self.sessions).acks_count;
         self.summary.commands_count = lock(&self.journal).records().len() as u64;
@@ -744,6 +750,17 @@ impl World {
                 let mut command = Command::limit(account, 1, side, 0, self.rng.between(1, 5));
                 command.kind = OrderKind::Market;
                 command.tif = TimeInForce::Ioc;
+                // Half of them are stops instead, which wait for a trade at their stop price
+                // (or are refused when the last trade already reached it).
+                if self.rng.chance(500) {
+                    command.stop_price = self.rng.between(95, 105) as i64;
+                    command.kind = OrderKind::StopMarket;
+                    if self.rng.chance(500) {
+                        command.kind = OrderKind::StopLimit;
+                        command.tif = TimeInForce::Gtc;
+                        command.price = self.rng.between(95, 105) as i64;
+                    }
+                }
                 command
             }
             7 | 8 if !client.live.is_empty() => {

@@ -81,17 +81,20 @@ fn snapshots_newer_than_the_durable_output_are_found_to_leave_a_gap() {
 }
 
 /// The sessions resend after crashes and the engine answers resends it had taken with the
-/// original's outcome: over 200 seeds, many resends, and many of them `resent`.
+/// original's outcome: over 200 seeds, many resends, and many of them `resent`. Stops wait
+/// through the crashes and trigger.
 #[test]
 fn the_runs_resend_and_the_engine_remembers() {
-    let (mut resends, mut resent) = (0, 0);
+    let (mut resends, mut resent, mut triggered) = (0, 0, 0);
     for seed in 0..200 {
         let summary = run_seed(seed, None).unwrap();
         resends += summary.resends_count;
         resent += summary.resent_count;
+        triggered += summary.triggered_count;
     }
     assert!(resends > 500, "{resends}");
     assert!(resent > 100, "{resent}");
+    assert!(triggered > 200, "{triggered}");
 }
 
 /// Resending without the possible-resend mark, an order the engine had taken and that has
