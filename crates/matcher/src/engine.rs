@@ -47,12 +47,29 @@ pub(crate) struct Order {
     side: Side,
     pub stp: SelfTradePrevention,
     pub post_only: bool,
-    /// A stop kind while the order waits, else limit (a market order never holds a slot
-    /// except while it enters as a triggered stop-market).
+    /// A stop kind while the order waits (its stop price and time in force are in
+    /// `Engine::stop_info`, by the same slot), else limit (a market order holds a slot only
+    /// while it enters as a triggered stop-market).
     pub kind: OrderKind,
-    pub tif: TimeInForce,
-    /// The stop price while the order waits as a stop.
+}
+
+// An order slot stays at 72 bytes: the matching loop walks them.
+const _: () = assert!(std::mem::size_of::<Order>() == 72);
+
+/// What only a waiting stop needs, kept beside the order slots (by the same index) so that
+/// the slots of resting orders stay as small as they were.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StopInfo {
     pub stop_price: i64,
+    /// What applies once it triggers.
+    pub tif: TimeInForce,
+}
+
+impl StopInfo {
+    const NONE: StopInfo = StopInfo {
+        stop_price: 0,
+        tif: TimeInForce::Gtc,
+    };
 }
 
 impl Order {
@@ -73,8 +90,6 @@ impl Order {
         stp: SelfTradePrevention::None,
         post_only: false,
         kind: OrderKind::Limit,
-        tif: TimeInForce::Gtc,
-        stop_price: 0,
     };
 
     #[inline]
@@ -138,7 +153,7 @@ impl Ladder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn best(&self, run: Run) -> Option<usize> {
         let best = match run {
             Run::Down => self.best_down,
@@ -148,7 +163,7 @@ impl Ladder {
     }
 
     /// The next live level after `level_index` going away from the best.
-    #[inline]
+    #[inline(always)]
     fn next_level(&self, run: Run, level_index: usize) -> Option<usize> {
         match run {
             Run::Down => level_index
@@ -158,6 +173,7 @@ impl Ladder {
         }
     }
 
+    #[inline(always)]
     fn mark_live(&mut self, run: Run, level_index: usize) {
         match run {
             Run::Down => {
@@ -175,6 +191,7 @@ impl Ladder {
         }
     }
 
+    #[inline(always)]
     fn mark_empty(&mut self, run: Run, level_index: usize) {
         match run {
             Run::Down => {
@@ -285,6 +302,8 @@ pub struct Engine {
     books: Vec<Book>,
     book_by_instrument: FixedMap<u64>,
     orders: Paged<Order>,
+    /// Stop price and time in force of the waiting stops, by slot.
+    stop_info: Paged<StopInfo>,
     free_head: u32,
     orders_live: u32,
     by_order_id: FixedMap<u64>,
@@ -331,6 +350,7 @@ impl Engine {
             books,
             book_by_instrument,
             orders: Paged::new(orders),
+            stop_info: Paged::new(vec![StopInfo::NONE; orders_max].into_boxed_slice()),
             free_head: 0,
             orders_live: 0,
             // Order ids are handed out in sequence: their probes start at their low bits.
@@ -382,8 +402,10 @@ impl Engine {
             .map(|index| index as usize)
     }
 
+    #[inline]
     fn view(&self, slot: u32) -> OrderView {
         let order = &self.orders[slot as usize];
+        let stop = self.stop_info_of(slot);
         OrderView {
             order_id: order.order_id,
             client_order_id: order.client_order_id,
@@ -394,8 +416,18 @@ impl Engine {
             qty: order.qty,
             filled: order.filled,
             kind: order.kind,
-            tif: order.tif,
-            stop_price: order.stop_price,
+            tif: stop.tif,
+            stop_price: stop.stop_price,
+        }
+    }
+
+    /// A waiting stop's stop price and time in force; for a resting order, GTC and 0.
+    #[inline]
+    fn stop_info_of(&self, slot: u32) -> StopInfo {
+        if self.orders[slot as usize].waiting() {
+            self.stop_info[slot as usize]
+        } else {
+            StopInfo::NONE
         }
     }
 
@@ -721,23 +753,62 @@ impl Engine {
 
     /// Appends a slot to the tail of its price level (of a waiting stop: of its stop price's
     /// queue); returns the level's new total.
+    #[inline]
     fn link_level_tail(&mut self, slot: u32) -> u64 {
-        let order = self.orders[slot as usize];
+        if self.orders[slot as usize].waiting() {
+            self.link_stop_tail(slot)
+        } else {
+            self.link_tail::<false>(slot)
+        }
+    }
+
+    #[cold]
+    fn link_stop_tail(&mut self, slot: u32) -> u64 {
+        self.link_tail::<true>(slot)
+    }
+
+    /// Takes a slot out of its price level (or stop price's queue); returns the level's total
+    /// afterwards.
+    #[inline]
+    fn unlink_level(&mut self, slot: u32) -> u64 {
+        if self.orders[slot as usize].waiting() {
+            self.unlink_stop(slot)
+        } else {
+            self.unlink::<false>(slot)
+        }
+    }
+
+    #[cold]
+    fn unlink_stop(&mut self, slot: u32) -> u64 {
+        self.unlink::<true>(slot)
+    }
+
+    /// Where a slot's level is: in the stop ladder (`STOP`) or the book's, which queue, and
+    /// which level.
+    #[inline(always)]
+    fn ladder_of<const STOP: bool>(&mut self, slot: u32) -> (&mut Ladder, Run, usize) {
+        let order = &self.orders[slot as usize];
         let book = &mut self.books[order.book as usize];
-        let (ladder, run, level_index) = if order.waiting() {
-            let level_index = book.level_index(order.stop_price);
+        if STOP {
+            let level_index = book.level_index(self.stop_info[slot as usize].stop_price);
             (&mut book.stops, stop_run(order.side), level_index)
         } else {
             let level_index = book.level_index(order.price);
             (&mut book.resting, resting_run(order.side), level_index)
-        };
+        }
+    }
+
+    #[inline(always)]
+    fn link_tail<const STOP: bool>(&mut self, slot: u32) -> u64 {
+        let remaining = self.orders[slot as usize].remaining();
+        let (ladder, run, level_index) = self.ladder_of::<STOP>(slot);
         let level = &mut ladder.levels[level_index];
         let old_tail = level.tail;
         level.tail = slot;
         if old_tail == NIL {
             level.head = slot;
         }
-        level.total_qty += order.remaining();
+        level.total_qty += remaining;
         level.orders_count += 1;
         let total_qty = level.total_qty;
         if level.orders_count == 1 {
@@ -751,18 +822,10 @@ impl Engine {
         total_qty
     }
 
-    /// Takes a slot out of its price level (or stop price's queue); returns the level's total
-    /// afterwards.
-    fn unlink_level(&mut self, slot: u32) -> u64 {
+    #[inline(always)]
+    fn unlink<const STOP: bool>(&mut self, slot: u32) -> u64 {
         let order = self.orders[slot as usize];
-        let book = &mut self.books[order.book as usize];
-        let (ladder, run, level_index) = if order.waiting() {
-            let level_index = book.level_index(order.stop_price);
-            (&mut book.stops, stop_run(order.side), level_index)
-        } else {
-            let level_index = book.level_index(order.price);
-            (&mut book.resting, resting_run(order.side), level_index)
-        };
+        let (ladder, run, level_index) = self.ladder_of::<STOP>(slot);
         let level = &mut ladder.levels[level_index];
         if order.prev == NIL {
             level.head = order.next;
@@ -1106,9 +1169,10 @@ impl Engine {
             stp: stored.stp,
             post_only: stored.post_only,
             kind: stop.map_or(OrderKind::Limit, |(kind, _, _)| kind),
-            tif: stop.map_or(TimeInForce::Gtc, |(_, tif, _)| tif),
-            stop_price: stop.map_or(0, |(_, _, stop_price)| stop_price),
         };
+        if let Some((_, tif, stop_price)) = stop {
+            self.stop_info[slot as usize] = StopInfo { stop_price, tif };
+        }
         self.link_level_tail(slot);
         // The id maps and counts are filled now, for the duplicate checks above; the account
         // lists are linked by the caller once every order is known, in order-id order.
@@ -1136,6 +1200,7 @@ impl Engine {
             return;
         }
         self.orders.reserve_copy();
+        self.stop_info.reserve_copy();
         self.account_ids.reserve_copy();
         self.resends.ring.reserve_copy();
         for book in &mut self.books {
@@ -1179,6 +1244,7 @@ impl Engine {
             frozen.last_price = book.last_price;
         }
         self.orders.begin_copy();
+        self.stop_info.begin_copy();
         self.account_ids.begin_copy();
         self.resends.ring.begin_copy();
         for book in &mut self.books {
@@ -1205,6 +1271,9 @@ impl Engine {
         let mut budget = budget_bytes.max(1);
         self.orders.step(&mut budget);
         if budget > 0 {
+            self.stop_info.step(&mut budget);
+        }
+        if budget > 0 {
             self.account_ids.step(&mut budget);
         }
         if budget > 0 {
@@ -1220,6 +1289,7 @@ impl Engine {
             }
         }
         let copying = self.orders.copying()
+            || self.stop_info.copying()
             || self.account_ids.copying()
             || self.resends.ring.copying()
             || self
@@ -1236,6 +1306,7 @@ impl Engine {
             unreachable!("a copy under way has its shell");
         };
         frozen.orders = self.orders.take_copy();
+        frozen.stop_info = self.stop_info.take_copy();
         frozen.account_ids = self.account_ids.take_copy();
         frozen.resend_ring = self.resends.ring.take_copy();
         for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
@@ -1253,6 +1324,8 @@ impl Engine {
             "a snapshot given back that this engine did not lend out"
         );
         self.orders.give_back(std::mem::take(&mut frozen.orders));
+        self.stop_info
+            .give_back(std::mem::take(&mut frozen.stop_info));
         self.account_ids
             .give_back(std::mem::take(&mut frozen.account_ids));
         self.resends
@@ -1293,6 +1366,10 @@ impl StateSource for Engine {
 
     fn orders(&self) -> &[Order] {
         self.orders.as_slice()
+    }
+
+    fn stop_info(&self) -> &[StopInfo] {
+        self.stop_info.as_slice()
     }
 
     fn levels(&self, book: usize) -> &[Level] {
@@ -1390,9 +1467,13 @@ impl BookKeeping for Engine {
             stp: command.stp,
             post_only: command.post_only,
             kind: taker.kind,
-            tif: taker.tif,
-            stop_price: taker.stop_price,
         };
+        if taker.waiting() {
+            self.stop_info[slot as usize] = StopInfo {
+                stop_price: taker.stop_price,
+                tif: taker.tif,
+            };
+        }
         self.remember(slot);
         self.link_level_tail(slot)
     }
@@ -1433,6 +1514,12 @@ impl BookKeeping for Engine {
         self.books[book].last_price = Some(price);
     }
 
+    #[inline]
+    fn has_stops(&self, book: usize) -> bool {
+        let stops = &self.books[book].stops;
+        stops.best_down != NIL || stops.best_up != NIL
+    }
+
     fn best_crosses(&self, book: usize, side: Side, limit: Option<i64>) -> bool {
         Engine::best_crosses(self, book, side, limit)
     }
@@ -1449,9 +1536,7 @@ impl BookKeeping for Engine {
 
     fn trigger(&mut self, slot: u32, entering: &OrderView) {
         self.unlink_level(slot);
-        let order = &mut self.orders[slot as usize];
-        order.kind = entering.kind;
-        order.stop_price = 0;
+        self.orders[slot as usize].kind = entering.kind;
     }
 
     fn remove(&mut self, slot: u32) -> u64 {
@@ -1480,7 +1565,7 @@ impl BookKeeping for Engine {
             let order = &mut self.orders[slot as usize];
             order.price = changed.price;
             order.qty = changed.qty;
-            order.stop_price = changed.stop_price;
+            self.stop_info[slot as usize].stop_price = changed.stop_price;
             self.link_level_tail(slot);
             return;
         }

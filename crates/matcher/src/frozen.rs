@@ -12,7 +12,7 @@
 use ringmatch_proto::Side;
 
 use crate::config::InstrumentSpec;
-use crate::engine::{Level, Order, NIL};
+use crate::engine::{Level, Order, StopInfo, NIL};
 use crate::resend::{ResendMarks, ResendView};
 use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredStop};
 
@@ -26,6 +26,8 @@ pub(crate) trait StateSource {
     fn account_ids(&self) -> &[u32];
     /// The order slots.
     fn orders(&self) -> &[Order];
+    /// The waiting stops' stop prices and times in force, by slot.
+    fn stop_info(&self) -> &[StopInfo];
     /// A book's price levels by index.
     fn levels(&self, book: usize) -> &[Level];
     /// Indexes of one side's non-empty levels, best price first.
@@ -53,6 +55,7 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
         writer.u32(id);
     }
     let orders = source.orders();
+    let stop_info = source.stop_info();
     for book in 0..source.books_count() {
         let spec = source.spec(book);
         let levels = source.levels(book);
@@ -84,7 +87,7 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
                     writer.stop(&StoredStop {
                         order: stored(order),
                         kind: order.kind,
-                        tif: order.tif,
+                        tif: stop_info[cursor as usize].tif,
                         price: order.price,
                     });
                     cursor = order.next;
@@ -170,6 +173,7 @@ pub struct FrozenState {
     pub(crate) accounts_count: usize,
     pub(crate) account_ids: Box<[u32]>,
     pub(crate) orders: Box<[Order]>,
+    pub(crate) stop_info: Box<[StopInfo]>,
     pub(crate) resend_ring: Box<[StoredResend]>,
     pub(crate) resend_marks: ResendMarks,
 }
@@ -194,6 +198,7 @@ impl FrozenState {
             accounts_count: 0,
             account_ids: Box::default(),
             orders: Box::default(),
+            stop_info: Box::default(),
             resend_ring: Box::default(),
             resend_marks: ResendMarks::default(),
         }
@@ -242,6 +247,10 @@ impl StateSource for FrozenState {
 
     fn orders(&self) -> &[Order] {
         &self.orders
+    }
+
+    fn stop_info(&self) -> &[StopInfo] {
+        &self.stop_info
     }
 
     fn levels(&self, book: usize) -> &[Level] {

@@ -576,6 +576,13 @@ impl BookKeeping for NaiveBook {
         self.last_prices[book] = Some(price);
     }
 
+    fn has_stops(&self, book: usize) -> bool {
+        let instrument = self.config.instruments[book].id;
+        self.orders
+            .iter()
+            .any(|o| o.view.waiting() && o.view.instrument == instrument)
+    }
+
     fn rest_stop(&mut self, _book: usize, stop: &OrderView, command: &Command) {
         self.rest(*stop, command.stp, command.post_only);
     }

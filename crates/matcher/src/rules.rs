@@ -96,6 +96,10 @@ pub(crate) fn check_place_fields(
     command: &Command,
     last_price: Option<i64>,
 ) -> Result<(), RejectReason> {
+    if command.kind == OrderKind::Limit {
+        check_price(spec, command.price)?;
+        return check_qty(spec, command.qty);
+    }
     let invalid = match command.kind {
         OrderKind::Limit => false,
         OrderKind::Market => command.post_only || command.tif == TimeInForce::Gtc,
@@ -126,6 +130,7 @@ pub(crate) fn may_hold_a_slot(command: &Command) -> bool {
 
 /// Field checks of a replace command that need no book state (for an order that is not a
 /// waiting stop, which may not be given a stop price).
+#[inline]
 pub(crate) fn check_replace_fields(
     spec: &InstrumentSpec,
     command: &Command,
@@ -175,8 +180,8 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
             timestamp_ns: command.timestamp_ns,
             command_type: command.command_type,
             index: 0,
-            print_low: 0,
-            print_high: 0,
+            print_low: i64::MAX,
+            print_high: i64::MIN,
             print_last: 0,
             printed: false,
         }
@@ -197,6 +202,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         self.seq
     }
 
+    #[inline]
     fn base(&self, event_type: EventType) -> Event {
         let mut event = Event::empty(event_type, self.command_type);
         event.seq = self.seq;
@@ -205,11 +211,13 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         event
     }
 
+    #[inline]
     fn push(&mut self, event: Event) {
         self.sink.push(&event);
         self.index += 1;
     }
 
+    #[inline]
     fn order_event(&self, event_type: EventType, order: &OrderView) -> Event {
         let mut event = self.base(event_type);
         event.instrument = order.instrument;
@@ -280,18 +288,21 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         self.push(event);
     }
 
+    #[inline]
     pub fn accepted(&mut self, order: &OrderView) {
         let event = self.order_event(EventType::Accepted, order);
         self.push(event);
     }
 
     /// `order` is the order after the replace.
+    #[inline]
     pub fn replaced(&mut self, order: &OrderView) {
         let event = self.order_event(EventType::Replaced, order);
         self.push(event);
     }
 
     /// `qty` is the open quantity cancelled.
+    #[inline]
     pub fn cancelled(&mut self, order: &OrderView, reason: CancelReason) {
         let mut event = self.order_event(EventType::Cancelled, order);
         event.qty = order.remaining();
@@ -301,21 +312,18 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
     }
 
     /// `order` is the stop as it waited, before it enters the book.
+    #[inline]
     pub fn triggered(&mut self, order: &OrderView) {
         let event = self.order_event(EventType::Triggered, order);
         self.push(event);
     }
 
     /// `taker` and `maker` are both as they are after the fill.
+    #[inline]
     pub fn fill(&mut self, taker: &OrderView, maker: &OrderView, price: i64, qty: u64) {
-        if !self.printed {
-            self.printed = true;
-            self.print_low = price;
-            self.print_high = price;
-        } else {
-            self.print_low = self.print_low.min(price);
-            self.print_high = self.print_high.max(price);
-        }
+        self.printed = true;
+        self.print_low = self.print_low.min(price);
+        self.print_high = self.print_high.max(price);
         self.print_last = price;
         let mut event = self.order_event(EventType::Fill, taker);
         event.price = price;
@@ -327,6 +335,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         self.push(event);
     }
 
+    #[inline]
     pub fn level(&mut self, instrument: u32, side: Side, price: i64, total_qty: u64) {
         let mut event = self.base(EventType::Level);
         event.instrument = instrument;
@@ -447,6 +456,8 @@ pub(crate) trait BookKeeping {
     fn last_price(&self, book: Self::Book) -> Option<i64>;
     /// Records the instrument's last trade price.
     fn set_last_price(&mut self, book: Self::Book, price: i64);
+    /// Whether any stop waits on the book.
+    fn has_stops(&self, book: Self::Book) -> bool;
     /// Whether an order of `side` at `limit` would trade with the best opposite level.
     fn best_crosses(&self, book: Self::Book, side: Side, limit: Option<i64>) -> bool;
     /// Removes a resting order; its level's new total.
@@ -703,7 +714,23 @@ fn replace_stop<B: BookKeeping, S: crate::EventSink + ?Sized>(
 /// to trigger is always the reached stop nearest the last trade price from before the command
 /// (at equal distance, the buy stop), in time order within one stop price. Then the
 /// instrument's last trade price becomes the command's last fill price.
+#[inline]
 pub(crate) fn trigger_stops<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    book_id: B::Book,
+    out: &mut Emitter<'_, S>,
+) {
+    if out.printed {
+        if book.has_stops(book_id) {
+            run_triggers(book, book_id, out);
+        }
+        book.set_last_price(book_id, out.print_last);
+    }
+}
+
+/// [`trigger_stops`] after a command that traded.
+#[inline(never)]
+fn run_triggers<B: BookKeeping, S: crate::EventSink + ?Sized>(
     book: &mut B,
     book_id: B::Book,
     out: &mut Emitter<'_, S>,
@@ -733,9 +760,6 @@ pub(crate) fn trigger_stops<B: BookKeeping, S: crate::EventSink + ?Sized>(
             (None, None) => break,
         };
         enter_triggered(book, book_id, next, out);
-    }
-    if let Some(last_print) = out.last_print() {
-        book.set_last_price(book_id, last_print);
     }
 }
 
