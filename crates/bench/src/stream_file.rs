@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use ringmatch_matcher::workload::{mix_config, Workload};
 use ringmatch_matcher::Engine;
-use ringmatch_proto::{Command, CommandType, EventType, COMMAND_SIZE_BYTES};
+use ringmatch_proto::{Command, CommandType, EventType, COMMAND_V1_SIZE_BYTES};
 
 /// The first 8 bytes of a stream file.
 pub const STREAM_MAGIC: &[u8; 8] = b"RMSTREAM";
@@ -26,7 +26,7 @@ pub fn write_stream(path: &Path, workload: &Workload) -> anyhow::Result<()> {
     let all = workload.warmup.iter().chain(&workload.commands);
     let mut bytes = Vec::with_capacity(
         STREAM_HEADER_BYTES
-            + (workload.warmup.len() + workload.commands.len()) * COMMAND_SIZE_BYTES,
+            + (workload.warmup.len() + workload.commands.len()) * COMMAND_V1_SIZE_BYTES,
     );
     bytes.extend_from_slice(STREAM_MAGIC);
     bytes.extend_from_slice(&STREAM_VERSION.to_le_bytes());
@@ -43,7 +43,9 @@ pub fn write_stream(path: &Path, workload: &Workload) -> anyhow::Result<()> {
                 .find(|event| event.event_type == EventType::Accepted)
                 .map_or(0, |event| event.order_id);
         }
-        bytes.extend_from_slice(&record.to_bytes());
+        let mut v1 = [0u8; COMMAND_V1_SIZE_BYTES];
+        record.encode_v1(&mut v1);
+        bytes.extend_from_slice(&v1);
     }
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -68,7 +70,7 @@ pub fn read_stream(path: &Path) -> anyhow::Result<Workload> {
     let (warmup_count, commands_count) = (word(16) as usize, word(24) as usize);
     let expected = warmup_count
         .checked_add(commands_count)
-        .and_then(|records| records.checked_mul(COMMAND_SIZE_BYTES))
+        .and_then(|records| records.checked_mul(COMMAND_V1_SIZE_BYTES))
         .and_then(|records_bytes| records_bytes.checked_add(STREAM_HEADER_BYTES))
         .unwrap_or(usize::MAX);
     anyhow::ensure!(
@@ -80,7 +82,7 @@ pub fn read_stream(path: &Path) -> anyhow::Result<Workload> {
     );
     let mut commands = Vec::with_capacity(warmup_count + commands_count);
     for (index, record) in bytes[STREAM_HEADER_BYTES..]
-        .chunks_exact(COMMAND_SIZE_BYTES)
+        .chunks_exact(COMMAND_V1_SIZE_BYTES)
         .enumerate()
     {
         let mut command = Command::decode(record)

@@ -264,7 +264,11 @@ pub fn decode_frame(bytes: &[u8], max_frame_bytes: usize) -> Result<Decoded, Fra
             }
         }
         frame_type::COMMAND => {
-            if body.len() != COMMAND_SIZE_BYTES {
+            // A command record of either version: 128 bytes, or 64 of version 1.
+            let size = body
+                .first()
+                .and_then(|&version| Command::encoded_size(version));
+            if body.len() != size.unwrap_or(COMMAND_SIZE_BYTES) {
                 return Err(bad_length());
             }
             Frame::Command(Command::decode(body)?)
@@ -441,8 +445,24 @@ mod tests {
         let mut bytes = Vec::new();
         let command = Command::limit(7, 1, Side::Buy, 100, 5);
         encode_frame(&Frame::Command(command), &mut bytes);
-        assert_eq!(&bytes[..5], &[65, 0, 0, 0, 4]);
+        assert_eq!(&bytes[..5], &[129, 0, 0, 0, 4]);
         assert_eq!(&bytes[5..], &command.to_bytes());
+        // A version 1 record (64 bytes) still reads; a body whose length is not its
+        // version's is malformed.
+        let mut v1 = [0u8; 64];
+        command.encode_v1(&mut v1);
+        let mut old = vec![65, 0, 0, 0, 4];
+        old.extend_from_slice(&v1);
+        assert_eq!(
+            decode_frame(&old, 1024),
+            Ok(Decoded::Frame(Frame::Command(command), old.len()))
+        );
+        let mut mixed = vec![65, 0, 0, 0, 4];
+        mixed.extend_from_slice(&command.to_bytes()[..64]);
+        assert!(matches!(
+            decode_frame(&mixed, 1024),
+            Err(FrameError::BadLength { .. })
+        ));
     }
 
     #[test]

@@ -1,19 +1,32 @@
 //! Byte layouts of journal segments and records (see `docs/journal-format.md`).
 
-use ringmatch_proto::{Command, COMMAND_SIZE_BYTES};
+use ringmatch_proto::{Command, COMMAND_SIZE_BYTES, COMMAND_V1_SIZE_BYTES};
 
 /// First bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RMJOURNL";
-/// Layout version of segments and records.
-pub const JOURNAL_VERSION: u32 = 1;
+/// Layout version of the segments this build writes: version 2 records hold version 2
+/// (128-byte) commands. Segments of version 1 (64-byte commands) still read; a journal that
+/// ends with one writes on in a new segment.
+pub const JOURNAL_VERSION: u32 = 2;
+/// The oldest segment version this build reads.
+pub const JOURNAL_VERSION_OLDEST: u32 = 1;
 /// Bytes of the segment header; records start here.
 pub const SEGMENT_HEADER_SIZE_BYTES: usize = 64;
 /// Bytes of a record header (length, CRC32C, sequence, timestamp).
 pub const RECORD_HEADER_SIZE_BYTES: usize = 24;
-/// Bytes of a record carrying one command.
+/// Bytes of a record carrying one command, in the segments this build writes.
 pub const RECORD_SIZE_BYTES: usize = RECORD_HEADER_SIZE_BYTES + COMMAND_SIZE_BYTES;
 
+/// Bytes of a record in a segment of `version` (which [`SegmentHeader::decode`] accepted).
+pub const fn record_size_bytes(version: u32) -> usize {
+    match version {
+        1 => RECORD_HEADER_SIZE_BYTES + COMMAND_V1_SIZE_BYTES,
+        _ => RECORD_SIZE_BYTES,
+    }
+}
+
 const _: () = assert!(RECORD_SIZE_BYTES % 8 == 0);
+const _: () = assert!(record_size_bytes(1) % 8 == 0);
 
 /// The header of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +35,8 @@ pub struct SegmentHeader {
     pub first_seq: u64,
     /// Size of the whole (preallocated) segment file.
     pub segment_size_bytes: u64,
+    /// Layout version of its records.
+    pub version: u32,
 }
 
 impl SegmentHeader {
@@ -29,7 +44,7 @@ impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_SIZE_BYTES] {
         let mut out = [0u8; SEGMENT_HEADER_SIZE_BYTES];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        out[8..12].copy_from_slice(&JOURNAL_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         out[12..16].copy_from_slice(&(SEGMENT_HEADER_SIZE_BYTES as u32).to_le_bytes());
         out[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
         out[24..32].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
@@ -50,9 +65,10 @@ impl SegmentHeader {
             return Err("bad magic (not a ringmatch journal segment)".into());
         }
         let version = u32_at(bytes, 8);
-        if version != JOURNAL_VERSION {
+        if !(JOURNAL_VERSION_OLDEST..=JOURNAL_VERSION).contains(&version) {
             return Err(format!(
-                "unsupported journal version {version} (this build reads {JOURNAL_VERSION})"
+                "unsupported journal version {version} (this build reads \
+                 {JOURNAL_VERSION_OLDEST} to {JOURNAL_VERSION})"
             ));
         }
         let stored_crc = u32_at(bytes, 60);
@@ -67,6 +83,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             first_seq: u64_at(bytes, 16),
             segment_size_bytes: u64_at(bytes, 24),
+            version,
         })
     }
 }
@@ -83,7 +100,8 @@ pub struct JournalRecord {
 }
 
 impl JournalRecord {
-    /// Writes the record into `out` (exactly [`RECORD_SIZE_BYTES`] long).
+    /// Writes the record into `out` (exactly [`RECORD_SIZE_BYTES`] long), as this build's
+    /// segments hold it.
     pub fn encode_into(&self, out: &mut [u8]) {
         assert_eq!(out.len(), RECORD_SIZE_BYTES);
         out[0..4].copy_from_slice(&(RECORD_SIZE_BYTES as u32).to_le_bytes());
@@ -108,8 +126,10 @@ pub enum RecordAt {
     Bad(String),
 }
 
-/// Reads the record at `offset` of `segment` (the whole segment's bytes).
-pub fn record_at(segment: &[u8], offset: usize) -> RecordAt {
+/// Reads the record at `offset` of `segment` (the whole segment's bytes), a segment of
+/// `version`: its records are [`record_size_bytes`] long and hold commands of the same
+/// version.
+pub fn record_at(segment: &[u8], offset: usize, version: u32) -> RecordAt {
     let remaining = segment.len().saturating_sub(offset);
     if remaining < 4 {
         return RecordAt::End;
@@ -118,7 +138,7 @@ pub fn record_at(segment: &[u8], offset: usize) -> RecordAt {
     if length == 0 {
         return RecordAt::End;
     }
-    if length != RECORD_SIZE_BYTES {
+    if length != record_size_bytes(version) {
         return RecordAt::Bad(format!("bad record length {length}"));
     }
     if length > remaining {
@@ -129,6 +149,12 @@ pub fn record_at(segment: &[u8], offset: usize) -> RecordAt {
     let bytes = &segment[offset..offset + length];
     if crc32c::crc32c(&bytes[8..]) != u32_at(bytes, 4) {
         return RecordAt::Bad("record checksum mismatch".into());
+    }
+    if u32::from(bytes[24]) != version {
+        return RecordAt::Bad(format!(
+            "record holds a command of version {} in a segment of version {version}",
+            bytes[24]
+        ));
     }
     match Command::decode(&bytes[24..]) {
         Ok(command) => RecordAt::Valid(
@@ -184,17 +210,19 @@ mod tests {
         let mut bytes = vec![0u8; RECORD_SIZE_BYTES];
         record.encode_into(&mut bytes);
         assert_eq!(
-            record_at(&bytes, 0),
+            record_at(&bytes, 0, JOURNAL_VERSION),
             RecordAt::Valid(record, RECORD_SIZE_BYTES)
         );
         for bit in 0..RECORD_SIZE_BYTES * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                !matches!(record_at(&damaged, 0), RecordAt::Valid(..)),
+                !matches!(record_at(&damaged, 0, JOURNAL_VERSION), RecordAt::Valid(..)),
                 "bit {bit}"
             );
         }
+        // A segment of another version has records of another length.
+        assert!(matches!(record_at(&bytes, 0, 1), RecordAt::Bad(_)));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use memmap2::{Advice, Mmap, MmapMut, MmapRaw};
 
 use crate::format::{
-    parse_segment_file_name, record_at, segment_file_name, JournalRecord, RecordAt, SegmentHeader,
-    RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
+    parse_segment_file_name, record_at, record_size_bytes, segment_file_name, JournalRecord,
+    RecordAt, SegmentHeader, JOURNAL_VERSION, RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
 };
 use crate::lock::DirLock;
 use crate::{sync_dir, JournalError};
@@ -137,18 +137,22 @@ struct ActiveSegment {
     map: Arc<MmapRaw>,
     offset: usize,
     synced_offset: usize,
+    /// Layout version of the segment's records: only a segment of this build's version is
+    /// appended to (a journal that ends with an older one rolls at its first append).
+    version: u32,
     /// End of the range handed to the prefaulter so far.
     prefault_requested_to: usize,
 }
 
 impl ActiveSegment {
-    fn new(path: PathBuf, file: File, map: MmapRaw, offset: usize) -> ActiveSegment {
+    fn new(path: PathBuf, file: File, map: MmapRaw, offset: usize, version: u32) -> ActiveSegment {
         ActiveSegment {
             path,
             _file: file,
             map: Arc::new(map),
             offset,
             synced_offset: offset,
+            version,
             // Requests start on a page boundary and then step in whole chunks.
             prefault_requested_to: offset & !(PAGE_SIZE_BYTES - 1),
         }
@@ -441,7 +445,7 @@ fn scan_segment(path: &Path, first_seq_by_name: u64) -> Result<Scanned, JournalE
     let mut offset = SEGMENT_HEADER_SIZE_BYTES;
     let mut next_seq = header.first_seq;
     let bad = loop {
-        match record_at(&map, offset) {
+        match record_at(&map, offset, header.version) {
             // The end of the data must be followed by nothing but zeroes; anything else is a
             // partly written record whose length never made it.
             RecordAt::End if non_zero_end(&map, offset) > offset => {
@@ -467,11 +471,12 @@ fn scan_segment(path: &Path, first_seq_by_name: u64) -> Result<Scanned, JournalE
     })
 }
 
-/// Whether any valid record lies in `map` at an 8-aligned offset at or after `from`.
-fn valid_record_from(map: &[u8], from: usize) -> Option<(usize, u64)> {
+/// Whether any valid record lies in `map` (a segment of `version`) at an 8-aligned offset at
+/// or after `from`.
+fn valid_record_from(map: &[u8], from: usize, version: u32) -> Option<(usize, u64)> {
     let mut offset = from.next_multiple_of(8);
-    while offset + RECORD_SIZE_BYTES <= map.len() {
-        if let RecordAt::Valid(record, _) = record_at(map, offset) {
+    while offset + record_size_bytes(version) <= map.len() {
+        if let RecordAt::Valid(record, _) = record_at(map, offset, version) {
             return Some((offset, record.seq));
         }
         offset += 8;
@@ -641,7 +646,13 @@ impl Journal {
                 assert!(scanned.bad.is_none(), "a cut segment scans clean");
                 extend_to(path, scanned.header.segment_size_bytes)?;
                 let (file, map) = map_active(path)?;
-                ActiveSegment::new(path.clone(), file, map, scanned.end_offset)
+                ActiveSegment::new(
+                    path.clone(),
+                    file,
+                    map,
+                    scanned.end_offset,
+                    scanned.header.version,
+                )
             }
             None => Self::create_segment(&config, next_seq)?,
         };
@@ -678,7 +689,7 @@ impl Journal {
         later: &[(u64, PathBuf)],
     ) -> Result<bool, JournalError> {
         let map = map_read_only(&scanned.path)?;
-        if valid_record_from(&map, offset + 8).is_some() {
+        if valid_record_from(&map, offset + 8, scanned.header.version).is_some() {
             return Ok(true);
         }
         for (first_seq, path) in later {
@@ -779,7 +790,9 @@ impl Journal {
     /// Appends one record. Its sequence must be exactly the next one.
     pub fn append(&mut self, record: &JournalRecord) -> Result<(), JournalError> {
         assert_eq!(record.seq, self.next_seq, "journal append out of sequence");
-        if self.segment.offset + RECORD_SIZE_BYTES > self.segment.map.len() {
+        if self.segment.offset + RECORD_SIZE_BYTES > self.segment.map.len()
+            || self.segment.version != JOURNAL_VERSION
+        {
             self.roll()?;
         }
         let offset = self.segment.offset;
@@ -913,12 +926,13 @@ impl Journal {
         if seq == self.next_seq {
             return Ok(());
         }
+        let active_record_size = record_size_bytes(self.segment.version);
         let records_in_active =
-            (self.segment.offset - SEGMENT_HEADER_SIZE_BYTES) / RECORD_SIZE_BYTES;
+            (self.segment.offset - SEGMENT_HEADER_SIZE_BYTES) / active_record_size;
         let active_first_seq = self.next_seq - records_in_active as u64;
         if seq >= active_first_seq {
             let from =
-                SEGMENT_HEADER_SIZE_BYTES + (seq - active_first_seq) as usize * RECORD_SIZE_BYTES;
+                SEGMENT_HEADER_SIZE_BYTES + (seq - active_first_seq) as usize * active_record_size;
             let length = self.segment.offset - from;
             // SAFETY: `from..offset` lies within the map (it was written by `append`); only
             // this journal writes through the map, and this slice is the only reference to
@@ -942,8 +956,9 @@ impl Journal {
                 .find(|(first, _)| *first <= seq)
                 .cloned()
                 .expect("the first segment starts at or before the first sequence held");
-            let from =
-                SEGMENT_HEADER_SIZE_BYTES + (seq - holder_first_seq) as usize * RECORD_SIZE_BYTES;
+            let holder_version = scan_segment(&holder, holder_first_seq)?.header.version;
+            let from = SEGMENT_HEADER_SIZE_BYTES
+                + (seq - holder_first_seq) as usize * record_size_bytes(holder_version);
             // The later segments go first, newest first, and the directory is synced before
             // the holder is cut: a crash in between leaves the holder whole, a journal that
             // opens (its tail is cut again), never a segment that ends before the next one
@@ -958,7 +973,7 @@ impl Journal {
             let (file, map) = map_active(&holder)?;
             let done = std::mem::replace(
                 &mut self.segment,
-                ActiveSegment::new(holder, file, map, from),
+                ActiveSegment::new(holder, file, map, from, holder_version),
             );
             self.prefaulter.retire(done);
             self.prefaulter.keep_ahead(&mut self.segment);
@@ -1155,6 +1170,7 @@ fn prepare_segment_file(
     let header = SegmentHeader {
         first_seq,
         segment_size_bytes,
+        version: JOURNAL_VERSION,
     };
     std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
         .and_then(|()| file.sync_all())
@@ -1197,6 +1213,7 @@ fn install_segment(
         file,
         map,
         SEGMENT_HEADER_SIZE_BYTES,
+        JOURNAL_VERSION,
     ))
 }
 

@@ -2,7 +2,7 @@
 //! store of compressed, checksummed snapshots.
 //!
 //! The journal appends one record per command (length, CRC32C, sequence, ingress timestamp,
-//! the 64-byte command record) to preallocated segment files, and makes them durable by the
+//! the command record) to preallocated segment files, and makes them durable by the
 //! configured policy: never (`none`), at the end of each ring batch (`batch`, a group commit),
 //! or after every record (`every`). Opening a journal finds and cuts a torn tail, and refuses
 //! to start when damage lies before the tail. [`JournalReader`] streams records from any
@@ -21,9 +21,9 @@ mod snapshot;
 use std::path::{Path, PathBuf};
 
 pub use format::{
-    parse_segment_file_name, record_at, segment_file_name, JournalRecord, RecordAt, SegmentHeader,
-    JOURNAL_VERSION, RECORD_HEADER_SIZE_BYTES, RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
-    SEGMENT_MAGIC,
+    parse_segment_file_name, record_at, record_size_bytes, segment_file_name, JournalRecord,
+    RecordAt, SegmentHeader, JOURNAL_VERSION, JOURNAL_VERSION_OLDEST, RECORD_HEADER_SIZE_BYTES,
+    RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES, SEGMENT_MAGIC,
 };
 pub use journal::{
     inspect, list_segments, retain_segments, DamageCut, DamagePolicy, Durability, Inspection,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::format::{
-    record_at, JournalRecord, RecordAt, RECORD_SIZE_BYTES, SEGMENT_HEADER_SIZE_BYTES,
+    record_at, JournalRecord, RecordAt, JOURNAL_VERSION, SEGMENT_HEADER_SIZE_BYTES,
 };
 use crate::journal::list_segments;
 use crate::JournalError;
@@ -20,6 +20,8 @@ pub struct JournalReader {
     segment_index: usize,
     map: Option<Mmap>,
     offset: usize,
+    /// Layout version of the loaded segment.
+    version: u32,
     next_seq: u64,
     from_seq: u64,
     failed: bool,
@@ -53,6 +55,7 @@ impl JournalReader {
             segment_index,
             map: None,
             offset: SEGMENT_HEADER_SIZE_BYTES,
+            version: JOURNAL_VERSION,
             next_seq,
             from_seq,
             failed: false,
@@ -81,16 +84,20 @@ impl JournalReader {
         // record read through this map is checked by length, CRC and sequence before use.
         #[allow(unsafe_code)]
         let map = unsafe { Mmap::map(&file) }.map_err(|source| JournalError::io(path, source))?;
-        crate::format::SegmentHeader::decode(&map).map_err(|problem| JournalError::BadSegment {
-            path: path.clone(),
-            problem,
+        let header = crate::format::SegmentHeader::decode(&map).map_err(|problem| {
+            JournalError::BadSegment {
+                path: path.clone(),
+                problem,
+            }
         })?;
+        self.version = header.version;
         self.offset = SEGMENT_HEADER_SIZE_BYTES;
         if std::mem::take(&mut self.seek) && self.from_seq > self.next_seq {
             // The record of `from_seq`, if this segment holds it, is at a known offset; what
             // lies there is checked like any record (a different sequence is a gap).
             let skipped = (self.from_seq - self.next_seq) as usize;
-            let offset = SEGMENT_HEADER_SIZE_BYTES + skipped * RECORD_SIZE_BYTES;
+            let offset = SEGMENT_HEADER_SIZE_BYTES
+                + skipped * crate::format::record_size_bytes(header.version);
             if offset <= map.len() {
                 self.offset = offset;
                 self.next_seq = self.from_seq;
@@ -106,7 +113,7 @@ impl JournalReader {
                 return Ok(None);
             }
             let map = self.map.as_ref().expect("loaded above");
-            match record_at(map, self.offset) {
+            match record_at(map, self.offset, self.version) {
                 RecordAt::Valid(record, length) => {
                     let path = &self.segments[self.segment_index].1;
                     if record.seq != self.next_seq {

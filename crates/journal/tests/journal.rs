@@ -1,6 +1,6 @@
 //! The journal against real files: append and replay, roll-over, reopen, torn tails, damage
-//! before the tail, the directory lock, retention, pages mapped ahead of the writer, and a
-//! journal checked in by version 1.
+//! before the tail, the directory lock, retention, pages mapped ahead of the writer, and
+//! journals checked in by versions 1 and 2 (a version 1 journal is written on in version 2).
 
 use std::path::{Path, PathBuf};
 
@@ -328,15 +328,89 @@ fn retention_removes_or_archives_whole_old_segments() {
     assert_eq!(list_segments(&archive).unwrap().len(), 2);
 }
 
-/// A journal written by format version 1 is checked in. This build must read it, and must
-/// write the same bytes for the same records. `UPDATE_FIXTURES=1` rewrites it (only right
-/// together with a format version bump).
+/// A journal written by format version 1 (64-byte commands) is checked in: this build
+/// reads it.
 #[test]
 fn the_checked_in_version_1_journal_still_reads() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v1");
+    let records = read_all(&fixture, 1);
+    assert_eq!(records.len(), 12);
+    assert!(records
+        .iter()
+        .enumerate()
+        .all(|(index, r)| *r == record(index as u64 + 1)));
+    assert_eq!(
+        read_all(&fixture, 10).len(),
+        3,
+        "a reader seeks in a version 1 segment"
+    );
+    let inspection = ringmatch_journal::inspect(&fixture).unwrap();
+    assert_eq!((inspection.next_seq, inspection.torn_tail), (13, None));
+}
+
+/// A journal that ends with a version 1 segment writes on in a new version 2 segment, reads
+/// through both, and cuts back into the old one (a cluster follower's overridden tail) and
+/// writes on from there in a new segment again.
+#[test]
+fn a_version_1_journal_is_written_on_in_version_2_segments() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v1");
+    let dir = tempfile::tempdir().unwrap();
+    for (_, path) in list_segments(&fixture).unwrap() {
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    write(dir.path(), 8, 8);
+    let segments = list_segments(dir.path()).unwrap();
+    let firsts: Vec<u64> = segments.iter().map(|(first, _)| *first).collect();
+    assert_eq!(firsts, [1, 9, 13]);
+    let versions: Vec<u8> = segments
+        .iter()
+        .map(|(_, path)| std::fs::read(path).unwrap()[8])
+        .collect();
+    assert_eq!(versions, [1, 1, 2]);
+    let records = read_all(dir.path(), 1);
+    assert_eq!(records.len(), 20);
+    assert!(records
+        .iter()
+        .enumerate()
+        .all(|(index, r)| *r == record(index as u64 + 1)));
+    assert_eq!(read_all(dir.path(), 15).len(), 6);
+
+    let (mut journal, report) = Journal::open(
+        config(dir.path(), 8, Durability::Batch),
+        DamagePolicy::Refuse,
+    )
+    .unwrap();
+    assert_eq!(report.next_seq, 21);
+    journal.truncate_from(11).unwrap();
+    for seq in 11..=14 {
+        journal.append(&record(seq)).unwrap();
+    }
+    journal.commit().unwrap();
+    drop(journal);
+    let firsts: Vec<u64> = list_segments(dir.path())
+        .unwrap()
+        .iter()
+        .map(|(first, _)| *first)
+        .collect();
+    assert_eq!(firsts, [1, 9, 11]);
+    let records = read_all(dir.path(), 1);
+    assert_eq!(records.len(), 14);
+    assert!(records
+        .iter()
+        .enumerate()
+        .all(|(index, r)| *r == record(index as u64 + 1)));
+}
+
+/// A journal of the current layout (version 2) is checked in too. This build must read it,
+/// and must write the same bytes for the same records. `UPDATE_FIXTURES=1` rewrites it (only
+/// right together with a format version bump).
+#[test]
+fn the_checked_in_version_2_journal_still_reads_and_matches() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v2");
     let fresh = tempfile::tempdir().unwrap();
     write(fresh.path(), 12, 8);
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(&fixture).unwrap();
         for (_, path) in list_segments(&fixture).unwrap() {
             std::fs::remove_file(path).unwrap();
         }
@@ -354,8 +428,10 @@ fn the_checked_in_version_1_journal_still_reads() {
     let written = list_segments(fresh.path()).unwrap();
     assert_eq!(checked_in.len(), written.len());
     for ((_, a), (_, b)) in checked_in.iter().zip(&written) {
+        let bytes = std::fs::read(a).unwrap();
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
         assert_eq!(
-            std::fs::read(a).unwrap(),
+            bytes,
             std::fs::read(b).unwrap(),
             "journal layout changed: bump JOURNAL_VERSION"
         );

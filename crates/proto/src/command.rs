@@ -1,7 +1,8 @@
-//! The input record: one command to the engine, 64 bytes.
+//! The input record: one command to the engine, 128 bytes (version 2; the 64-byte version 1
+//! still reads).
 
 use crate::le::{first_non_zero, i64_at, put_i64, put_u32, put_u64, u32_at, u64_at};
-use crate::{wire_enum, DecodeError, COMMAND_SIZE_BYTES, WIRE_VERSION};
+use crate::{wire_enum, DecodeError, COMMAND_SIZE_BYTES, COMMAND_V1_SIZE_BYTES, COMMAND_VERSION};
 
 wire_enum! {
     /// What a command asks the engine to do.
@@ -243,8 +244,32 @@ impl Command {
         }
     }
 
-    /// Writes the 64-byte record.
+    /// The size of the record that starts with version byte `version`, if this build reads
+    /// that version.
+    pub const fn encoded_size(version: u8) -> Option<usize> {
+        match version {
+            1 => Some(COMMAND_V1_SIZE_BYTES),
+            2 => Some(COMMAND_SIZE_BYTES),
+            _ => None,
+        }
+    }
+
+    /// Writes the 128-byte record (version 2).
     pub fn encode(&self, out: &mut [u8; COMMAND_SIZE_BYTES]) {
+        let (first, rest) = out.split_at_mut(COMMAND_V1_SIZE_BYTES);
+        self.encode_common(first.try_into().expect("64 bytes"), COMMAND_VERSION);
+        rest.fill(0);
+    }
+
+    /// Writes the 64-byte version 1 record, for readers of version 1 (such as the stream
+    /// file's). Every field of this build has a place in it but those added in version 2
+    /// (none yet).
+    pub fn encode_v1(&self, out: &mut [u8; COMMAND_V1_SIZE_BYTES]) {
+        self.encode_common(out, 1);
+    }
+
+    /// The first 64 bytes, the same in both versions but for the version byte.
+    fn encode_common(&self, out: &mut [u8; COMMAND_V1_SIZE_BYTES], version: u8) {
         let mut flags = 0u8;
         if self.post_only {
             flags |= FLAG_POST_ONLY;
@@ -261,7 +286,7 @@ impl Command {
         if self.has_stop_price {
             flags |= FLAG_HAS_STOP_PRICE;
         }
-        out[0] = WIRE_VERSION;
+        out[0] = version;
         out[1] = self.command_type.code();
         out[2] = self.side.code();
         out[3] = self.kind.code();
@@ -279,24 +304,32 @@ impl Command {
         put_i64(out, 56, self.stop_price);
     }
 
-    /// The 64-byte record.
+    /// The 128-byte record (version 2).
     pub fn to_bytes(&self) -> [u8; COMMAND_SIZE_BYTES] {
         let mut out = [0u8; COMMAND_SIZE_BYTES];
         self.encode(&mut out);
         out
     }
 
-    /// Reads one record from the start of `bytes`, checking every field.
+    /// Reads one record of either version from the start of `bytes` (its version byte says
+    /// how long it is: [`Command::encoded_size`]), checking every field.
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
-        if bytes.len() < COMMAND_SIZE_BYTES {
+        let Some(&version) = bytes.first() else {
             return Err(DecodeError::Short {
-                needed_bytes: COMMAND_SIZE_BYTES,
+                needed_bytes: COMMAND_V1_SIZE_BYTES,
+                got_bytes: 0,
+            });
+        };
+        let size = Command::encoded_size(version).ok_or(DecodeError::Version(version))?;
+        if bytes.len() < size {
+            return Err(DecodeError::Short {
+                needed_bytes: size,
                 got_bytes: bytes.len(),
             });
         }
-        let bytes = &bytes[..COMMAND_SIZE_BYTES];
-        if bytes[0] != WIRE_VERSION {
-            return Err(DecodeError::Version(bytes[0]));
+        let bytes = &bytes[..size];
+        if let Some(offset) = first_non_zero(bytes, COMMAND_V1_SIZE_BYTES, size) {
+            return Err(DecodeError::Reserved { offset });
         }
         let command_type =
             CommandType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {
@@ -360,11 +393,12 @@ mod tests {
         }
     }
 
-    /// The layout of `docs/wire-format.md`, byte by byte.
+    /// The layout of `docs/wire-format.md`, byte by byte: version 2, and the same command
+    /// in version 1, which still reads.
     #[test]
     fn layout_matches_the_documented_bytes() {
         let bytes = sample().to_bytes();
-        let expected: [u8; 64] = [
+        let v1: [u8; 64] = [
             1, 3, 2, 1, 2, 3, 0b011,
             0, // version, type, side, kind, tif, stp, flags, reserved
             0x04, 0x03, 0x02, 0x01, 7, 0, 0, 0, // account, instrument
@@ -373,10 +407,17 @@ mod tests {
             0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // price -5
             0x2c, 0x01, 0, 0, 0, 0, 0, 0, // qty 300
             0x00, 0x00, 0x2a, 0x36, 0xfe, 0x9c, 0x97, 0x17, // timestamp_ns
-            0, 0, 0, 0, 0, 0, 0, 0, // reserved
+            0, 0, 0, 0, 0, 0, 0, 0, // stop_price
         ];
-        assert_eq!(bytes, expected);
-        assert_eq!(Command::decode(&expected), Ok(sample()));
+        let mut v2 = [0u8; 128];
+        v2[..64].copy_from_slice(&v1);
+        v2[0] = 2;
+        assert_eq!(bytes, v2);
+        assert_eq!(Command::decode(&v2), Ok(sample()));
+        assert_eq!(Command::decode(&v1), Ok(sample()));
+        let mut written_v1 = [0u8; 64];
+        sample().encode_v1(&mut written_v1);
+        assert_eq!(written_v1, v1);
     }
 
     /// A possible resend sets flag bit 3 and carries its resend floor in `order_id`.
@@ -445,7 +486,8 @@ mod tests {
     fn bad_records_are_typed_errors() {
         let good = sample().to_bytes();
         let cases: &[(usize, u8, DecodeError)] = &[
-            (0, 2, DecodeError::Version(2)),
+            (0, 3, DecodeError::Version(3)),
+            (0, 0, DecodeError::Version(0)),
             (
                 1,
                 0,
@@ -505,6 +547,8 @@ mod tests {
             (6, 0x20, DecodeError::BadFlags(0x20)),
             (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
+            (64, 1, DecodeError::Reserved { offset: 64 }),
+            (127, 1, DecodeError::Reserved { offset: 127 }),
         ];
         for (offset, value, error) in cases {
             let mut bytes = good;
@@ -515,15 +559,32 @@ mod tests {
                 "byte {offset}"
             );
         }
-        for length in 0..COMMAND_SIZE_BYTES {
+        assert_eq!(
+            Command::decode(&[]),
+            Err(DecodeError::Short {
+                needed_bytes: 64,
+                got_bytes: 0
+            })
+        );
+        for length in 1..COMMAND_SIZE_BYTES {
             assert_eq!(
                 Command::decode(&good[..length]),
                 Err(DecodeError::Short {
-                    needed_bytes: 64,
+                    needed_bytes: 128,
                     got_bytes: length
                 })
             );
         }
+        // A version 1 record is 64 bytes.
+        let mut v1 = [0u8; 64];
+        sample().encode_v1(&mut v1);
+        assert_eq!(
+            Command::decode(&v1[..63]),
+            Err(DecodeError::Short {
+                needed_bytes: 64,
+                got_bytes: 63
+            })
+        );
     }
 
     #[test]
@@ -535,7 +596,14 @@ mod tests {
                 let mut bytes = good;
                 bytes[offset] = value;
                 if let Ok(command) = Command::decode(&bytes) {
-                    assert_eq!(command.to_bytes(), bytes);
+                    if bytes[0] == 1 {
+                        // Read as version 1: its 64 bytes round-trip through that version.
+                        let mut v1 = [0u8; 64];
+                        command.encode_v1(&mut v1);
+                        assert_eq!(&v1[..], &bytes[..64]);
+                    } else {
+                        assert_eq!(command.to_bytes(), bytes);
+                    }
                 }
             }
         }

@@ -1,7 +1,9 @@
 //! The output record: one event from the engine, 128 bytes.
 
 use crate::le::{first_non_zero, i64_at, put_i64, put_u32, put_u64, u32_at, u64_at};
-use crate::{wire_enum, CommandType, DecodeError, OrderKind, Side, EVENT_SIZE_BYTES, WIRE_VERSION};
+use crate::{
+    wire_enum, CommandType, DecodeError, OrderKind, Side, EVENT_SIZE_BYTES, EVENT_VERSION,
+};
 
 wire_enum! {
     /// What an event reports.
@@ -217,7 +219,7 @@ impl Event {
 
     /// Writes the 128-byte record.
     pub fn encode(&self, out: &mut [u8; EVENT_SIZE_BYTES]) {
-        out[0] = WIRE_VERSION;
+        out[0] = EVENT_VERSION;
         out[1] = self.event_type.code();
         out[2] = self.side.map_or(0, Side::code);
         out[3] = self.reason.code();
@@ -259,7 +261,7 @@ impl Event {
             });
         }
         let bytes = &bytes[..EVENT_SIZE_BYTES];
-        if bytes[0] != WIRE_VERSION {
+        if bytes[0] != EVENT_VERSION {
             return Err(DecodeError::Version(bytes[0]));
         }
         let event_type = EventType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {

@@ -1,5 +1,6 @@
-//! Wire records of ringmatch: the fixed-layout, little-endian, versioned `Command` (64 bytes)
-//! and `Event` (128 bytes) that are the only formats crossing a thread, the disk or the network.
+//! Wire records of ringmatch: the fixed-layout, little-endian, versioned `Command` (128 bytes;
+//! the 64-byte version 1 still reads) and `Event` (128 bytes) that are the only formats
+//! crossing a thread, the disk or the network.
 //!
 //! Every record starts with a format version byte and a type code. Decoding checks every byte
 //! that has a meaning: the version, type codes, enum values, flag bits and reserved space. A bad
@@ -16,16 +17,25 @@ mod event;
 pub use command::{Command, CommandType, OrderKind, SelfTradePrevention, Side, TimeInForce};
 pub use event::{CancelReason, Event, EventType, Reason, RejectReason};
 
-/// Version of both record layouts. Bumped on any change of meaning of any byte.
-pub const WIRE_VERSION: u8 = 1;
+/// Version of the command record this build writes. Bumped on any change of meaning of any
+/// byte; version 2 doubled the record (to make room for order fields) and version 1 records
+/// still read.
+pub const COMMAND_VERSION: u8 = 2;
 
-/// Size of one encoded [`Command`] in bytes.
-pub const COMMAND_SIZE_BYTES: usize = 64;
+/// Version of the event record. Bumped on any change of meaning of any byte.
+pub const EVENT_VERSION: u8 = 1;
+
+/// Size of one encoded [`Command`] in bytes (version 2).
+pub const COMMAND_SIZE_BYTES: usize = 128;
+
+/// Size of a version 1 command record, which this build still reads.
+pub const COMMAND_V1_SIZE_BYTES: usize = 64;
 
 /// Size of one encoded [`Event`] in bytes.
 pub const EVENT_SIZE_BYTES: usize = 128;
 
 const _: () = assert!(COMMAND_SIZE_BYTES.is_power_of_two());
+const _: () = assert!(COMMAND_V1_SIZE_BYTES.is_power_of_two());
 const _: () = assert!(EVENT_SIZE_BYTES.is_power_of_two());
 
 /// Why a byte slice is not a valid record.
@@ -39,8 +49,8 @@ pub enum DecodeError {
         /// Bytes that were given.
         got_bytes: usize,
     },
-    /// The version byte is not [`WIRE_VERSION`].
-    #[error("unsupported record version {0} (this build reads version {WIRE_VERSION})")]
+    /// The version byte names no version this build reads.
+    #[error("unsupported record version {0}")]
     Version(u8),
     /// The type code names no command or event type.
     #[error("unknown {record} type code {code}")]

@@ -9,8 +9,8 @@ use ringmatch_proto::le::{u16_at, u32_at, u64_at};
 
 /// First bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"RMRP";
-/// Version of the framing.
-pub const FRAME_VERSION: u16 = 1;
+/// Version of the framing. Version 2: a normal entry carries a 128-byte (version 2) command.
+pub const FRAME_VERSION: u16 = 2;
 /// Bytes of a frame header.
 pub const FRAME_HEADER_SIZE_BYTES: usize = 40;
 /// The largest payload a frame may carry.
@@ -193,7 +193,7 @@ mod tests {
         let mut bytes = Vec::new();
         encode_frame(77, &append(1, 2), &mut bytes);
         assert_eq!(&bytes[0..4], b"RMRP");
-        assert_eq!(bytes[4..8], [1, 0, 1, 0]);
+        assert_eq!(bytes[4..8], [2, 0, 1, 0]);
         assert_eq!(bytes[8], 77);
         assert_eq!(bytes[16], 1);
         assert_eq!(bytes[24], 2);
@@ -265,12 +265,14 @@ mod tests {
                 "payload byte {offset}"
             );
         }
-        let mut version = bytes.clone();
-        version[4] = 2;
-        assert_eq!(
-            decode_frame(77, 2, &version).unwrap_err(),
-            FrameError::Version(2)
-        );
+        for other in [1u8, 3] {
+            let mut version = bytes.clone();
+            version[4] = other;
+            assert_eq!(
+                decode_frame(77, 2, &version).unwrap_err(),
+                FrameError::Version(u16::from(other))
+            );
+        }
         let mut long = bytes.clone();
         long[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(

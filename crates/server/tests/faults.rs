@@ -24,8 +24,8 @@ fn verify_hash(setup: &Setup) -> String {
     field(&stdout(&output), "state_hash")
 }
 
-const SEGMENT_HEADER: usize = 64;
-const RECORD: usize = 88;
+const SEGMENT_HEADER: usize = ringmatch_journal::SEGMENT_HEADER_SIZE_BYTES;
+const RECORD: usize = ringmatch_journal::RECORD_SIZE_BYTES;
 
 /// Offset of the last record in a segment file.
 fn last_record_offset(bytes: &[u8]) -> usize {

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ringmatch_journal::{
     decode_snapshot, encode_snapshot, record_at, Durability, JournalError, JournalRecord,
-    JournalStats, RecordAt, Snapshot, SnapshotError, SnapshotInfo, RECORD_SIZE_BYTES,
+    JournalStats, RecordAt, Snapshot, SnapshotError, SnapshotInfo, JOURNAL_VERSION,
+    RECORD_SIZE_BYTES,
 };
 use ringmatch_pipeline::ports::{JournalPort, SnapshotPort};
 use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableOutput};
@@ -130,14 +131,15 @@ impl JournalImage {
     pub fn open(&mut self) -> Result<u64, String> {
         let mut offset = 0;
         let mut next_seq = self.first_seq;
-        while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset) {
+        while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset, JOURNAL_VERSION)
+        {
             assert_eq!(record.seq, next_seq, "journal records are contiguous");
             next_seq += 1;
             offset += length;
         }
         let mut later = offset + RECORD_SIZE_BYTES;
         while later + RECORD_SIZE_BYTES <= self.bytes.len() {
-            if let RecordAt::Valid(record, _) = record_at(&self.bytes, later) {
+            if let RecordAt::Valid(record, _) = record_at(&self.bytes, later, JOURNAL_VERSION) {
                 return Err(format!(
                     "journal damaged before its tail: sequence {next_seq} at offset {offset} is \
                      not a record, but sequence {} follows it",
@@ -155,7 +157,8 @@ impl JournalImage {
     pub fn records(&self) -> Vec<JournalRecord> {
         let mut records = Vec::new();
         let mut offset = 0;
-        while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset) {
+        while let RecordAt::Valid(record, length) = record_at(&self.bytes, offset, JOURNAL_VERSION)
+        {
             records.push(record);
             offset += length;
         }
