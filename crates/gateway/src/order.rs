@@ -31,6 +31,7 @@ pub struct Order {
     stp: SelfTradePrevention,
     post_only: bool,
     stop_price: Option<i64>,
+    display_qty: u64,
 }
 
 impl Order {
@@ -57,6 +58,7 @@ impl Order {
             stp: SelfTradePrevention::None,
             post_only: false,
             stop_price: None,
+            display_qty: 0,
         }
     }
 
@@ -79,6 +81,14 @@ impl Order {
     /// must be IOC) it was built as (`docs/matching-rules.md`, "Stop orders").
     pub fn stop(mut self, stop_price: i64) -> Order {
         self.stop_price = Some(stop_price);
+        self
+    }
+
+    /// Makes a GTC limit order an iceberg: the book shows `display_qty` lots of it at a time,
+    /// and each next slice joins the back of its price level (`docs/matching-rules.md`,
+    /// "Icebergs").
+    pub fn display_qty(mut self, display_qty: u64) -> Order {
+        self.display_qty = display_qty;
         self
     }
 
@@ -139,6 +149,7 @@ impl Order {
             (kind, _) => kind,
         };
         command.stop_price = self.stop_price.unwrap_or(0);
+        command.display_qty = self.display_qty;
         command.tif = self.tif;
         command.stp = self.stp;
         command.post_only = self.post_only;
@@ -260,6 +271,8 @@ mod tests {
             (stop_market.kind, stop_market.price, stop_market.stop_price),
             (OrderKind::StopMarket, 0, 104)
         );
+        let iceberg = Order::buy(1).limit(95).qty(20).display_qty(5);
+        assert_eq!(iceberg.to_command(1).unwrap().display_qty, 5);
         let restop = Replace::order(5).stop_price(99).to_command(2).unwrap();
         assert_eq!(
             (restop.has_stop_price, restop.stop_price, restop.has_qty),

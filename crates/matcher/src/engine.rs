@@ -47,28 +47,73 @@ pub(crate) struct Order {
     side: Side,
     pub stp: SelfTradePrevention,
     pub post_only: bool,
-    /// A stop kind while the order waits (its stop price and time in force are in
-    /// `Engine::stop_info`, by the same slot), else limit (a market order holds a slot only
-    /// while it enters as a triggered stop-market).
-    pub kind: OrderKind,
+    /// What the slot holds; a waiting stop's stop price and time in force and an iceberg's
+    /// slices are in `Engine::extra`, by the same slot.
+    pub kind: SlotKind,
+}
+
+/// What an order slot holds: the engine's own, finer, order kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotKind {
+    /// A resting limit order that shows all of itself.
+    Limit,
+    /// A resting limit order that shows a slice at a time.
+    Iceberg,
+    /// A triggered stop-market while it trades (it never rests).
+    Market,
+    /// A waiting stop-market.
+    StopMarket,
+    /// A waiting stop-limit.
+    StopLimit,
+}
+
+impl SlotKind {
+    #[inline]
+    pub fn order_kind(self) -> OrderKind {
+        match self {
+            SlotKind::Limit | SlotKind::Iceberg => OrderKind::Limit,
+            SlotKind::Market => OrderKind::Market,
+            SlotKind::StopMarket => OrderKind::StopMarket,
+            SlotKind::StopLimit => OrderKind::StopLimit,
+        }
+    }
+
+    /// The slot kind of an order of `kind` with displayed quantity `display_qty`.
+    #[inline]
+    fn of(kind: OrderKind, display_qty: u64) -> SlotKind {
+        match kind {
+            OrderKind::Limit if display_qty != 0 => SlotKind::Iceberg,
+            OrderKind::Limit => SlotKind::Limit,
+            OrderKind::Market => SlotKind::Market,
+            OrderKind::StopMarket => SlotKind::StopMarket,
+            OrderKind::StopLimit => SlotKind::StopLimit,
+        }
+    }
 }
 
 // An order slot stays at 72 bytes: the matching loop walks them.
 const _: () = assert!(std::mem::size_of::<Order>() == 72);
 
-/// What only a waiting stop needs, kept beside the order slots (by the same index) so that
-/// the slots of resting orders stay as small as they were.
+/// What only a waiting stop or an iceberg needs, kept beside the order slots (by the same
+/// index) so that the slots of plain resting orders stay as small as they were.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StopInfo {
+pub(crate) struct Extra {
+    /// A waiting stop's stop price.
     pub stop_price: i64,
-    /// What applies once it triggers.
+    /// What applies to a waiting stop once it triggers.
     pub tif: TimeInForce,
+    /// An iceberg's displayed quantity: the size of each slice.
+    pub display_qty: u64,
+    /// What is left of an iceberg's current slice: what the book shows of it.
+    pub shown: u64,
 }
 
-impl StopInfo {
-    const NONE: StopInfo = StopInfo {
+impl Extra {
+    const NONE: Extra = Extra {
         stop_price: 0,
         tif: TimeInForce::Gtc,
+        display_qty: 0,
+        shown: 0,
     };
 }
 
@@ -89,7 +134,7 @@ impl Order {
         side: Side::Buy,
         stp: SelfTradePrevention::None,
         post_only: false,
-        kind: OrderKind::Limit,
+        kind: SlotKind::Limit,
     };
 
     #[inline]
@@ -99,7 +144,7 @@ impl Order {
 
     #[inline]
     fn waiting(&self) -> bool {
-        self.kind.is_stop()
+        matches!(self.kind, SlotKind::StopMarket | SlotKind::StopLimit)
     }
 }
 
@@ -303,7 +348,7 @@ pub struct Engine {
     book_by_instrument: FixedMap<u64>,
     orders: Paged<Order>,
     /// Stop price and time in force of the waiting stops, by slot.
-    stop_info: Paged<StopInfo>,
+    extra: Paged<Extra>,
     free_head: u32,
     orders_live: u32,
     by_order_id: FixedMap<u64>,
@@ -350,7 +395,7 @@ impl Engine {
             books,
             book_by_instrument,
             orders: Paged::new(orders),
-            stop_info: Paged::new(vec![StopInfo::NONE; orders_max].into_boxed_slice()),
+            extra: Paged::new(vec![Extra::NONE; orders_max].into_boxed_slice()),
             free_head: 0,
             orders_live: 0,
             // Order ids are handed out in sequence: their probes start at their low bits.
@@ -405,7 +450,7 @@ impl Engine {
     #[inline]
     fn view(&self, slot: u32) -> OrderView {
         let order = &self.orders[slot as usize];
-        let stop = self.stop_info_of(slot);
+        let stop = self.extra_of(slot);
         OrderView {
             order_id: order.order_id,
             client_order_id: order.client_order_id,
@@ -415,19 +460,31 @@ impl Engine {
             price: order.price,
             qty: order.qty,
             filled: order.filled,
-            kind: order.kind,
+            kind: order.kind.order_kind(),
             tif: stop.tif,
             stop_price: stop.stop_price,
+            display_qty: stop.display_qty,
         }
     }
 
-    /// A waiting stop's stop price and time in force; for a resting order, GTC and 0.
+    /// What the book shows of a resting order: all it has open, or an iceberg's slice.
     #[inline]
-    fn stop_info_of(&self, slot: u32) -> StopInfo {
-        if self.orders[slot as usize].waiting() {
-            self.stop_info[slot as usize]
+    fn visible(&self, slot: u32) -> u64 {
+        let order = &self.orders[slot as usize];
+        if order.kind == SlotKind::Iceberg {
+            self.extra[slot as usize].shown
         } else {
-            StopInfo::NONE
+            order.remaining()
+        }
+    }
+
+    /// A waiting stop's stop price and time in force, an iceberg's slices; for a plain
+    /// resting order, GTC and zeros.
+    #[inline]
+    fn extra_of(&self, slot: u32) -> Extra {
+        match self.orders[slot as usize].kind {
+            SlotKind::Limit | SlotKind::Market => Extra::NONE,
+            _ => self.extra[slot as usize],
         }
     }
 
@@ -503,12 +560,16 @@ impl Engine {
             if !crosses(command.side, limit, book.price_of(level_index)) {
                 return false;
             }
+            // Icebergs' hidden quantity is met after every order the level shows now.
+            let mut hidden_qty = 0u64;
             let mut cursor = book.resting.levels[level_index].head;
             while cursor != NIL {
                 let maker = &self.orders[cursor as usize];
                 match self_trade_action(command.stp, command.account, maker.account) {
                     SelfTradeAction::Trade => {
-                        available_qty += maker.remaining();
+                        let visible = self.visible(cursor);
+                        available_qty += visible;
+                        hidden_qty += maker.remaining() - visible;
                         if available_qty >= command.qty {
                             return true;
                         }
@@ -517,6 +578,10 @@ impl Engine {
                     SelfTradeAction::CancelTaker | SelfTradeAction::CancelBoth => return false,
                 }
                 cursor = maker.next;
+            }
+            available_qty += hidden_qty;
+            if available_qty >= command.qty {
+                return true;
             }
             level = book.next_level(maker_side, level_index);
         }
@@ -569,15 +634,31 @@ impl Engine {
                 let maker = self.orders[cursor as usize];
                 match self_trade_action(stp, taker.account, maker.account) {
                     SelfTradeAction::Trade => {
-                        let qty = taker.remaining().min(maker.remaining());
+                        let iceberg = maker.kind == SlotKind::Iceberg;
+                        let available = if iceberg {
+                            self.extra[cursor as usize].shown
+                        } else {
+                            maker.remaining()
+                        };
+                        let qty = taker.remaining().min(available);
                         self.orders[cursor as usize].filled += qty;
                         taker.filled += qty;
                         self.books[book_index].resting.levels[level_index].total_qty -= qty;
+                        if iceberg {
+                            self.extra[cursor as usize].shown -= qty;
+                        }
                         changed = true;
                         let maker_view = self.view(cursor);
                         out.fill(taker, &maker_view, price, qty);
                         if maker_view.remaining() == 0 {
                             self.remove_order(cursor);
+                        } else if iceberg && self.extra[cursor as usize].shown == 0 {
+                            // Its slice is gone: the next one joins the back of the level,
+                            // behind every order shown now, and matching goes on from the
+                            // level's head (everything before this one has traded away).
+                            self.refresh_slice(cursor);
+                            cursor = self.books[book_index].resting.levels[level_index].head;
+                            continue;
                         }
                     }
                     SelfTradeAction::CancelMaker => {
@@ -612,6 +693,16 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Shows an iceberg's next slice, at the back of its level.
+    #[cold]
+    fn refresh_slice(&mut self, slot: u32) {
+        self.unlink_level(slot);
+        let remaining = self.orders[slot as usize].remaining();
+        let extra = &mut self.extra[slot as usize];
+        extra.shown = extra.display_qty.min(remaining);
+        self.link_level_tail(slot);
     }
 
     fn cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
@@ -790,7 +881,7 @@ impl Engine {
         let order = &self.orders[slot as usize];
         let book = &mut self.books[order.book as usize];
         if STOP {
-            let level_index = book.level_index(self.stop_info[slot as usize].stop_price);
+            let level_index = book.level_index(self.extra[slot as usize].stop_price);
             (&mut book.stops, stop_run(order.side), level_index)
         } else {
             let level_index = book.level_index(order.price);
@@ -800,7 +891,7 @@ impl Engine {
 
     #[inline(always)]
     fn link_tail<const STOP: bool>(&mut self, slot: u32) -> u64 {
-        let remaining = self.orders[slot as usize].remaining();
+        let remaining = self.visible(slot);
         let (ladder, run, level_index) = self.ladder_of::<STOP>(slot);
         let level = &mut ladder.levels[level_index];
         let old_tail = level.tail;
@@ -825,6 +916,7 @@ impl Engine {
     #[inline(always)]
     fn unlink<const STOP: bool>(&mut self, slot: u32) -> u64 {
         let order = self.orders[slot as usize];
+        let visible = self.visible(slot);
         let (ladder, run, level_index) = self.ladder_of::<STOP>(slot);
         let level = &mut ladder.levels[level_index];
         if order.prev == NIL {
@@ -833,7 +925,7 @@ impl Engine {
         if order.next == NIL {
             level.tail = order.prev;
         }
-        level.total_qty -= order.remaining();
+        level.total_qty -= visible;
         level.orders_count -= 1;
         let total_qty = level.total_qty;
         if level.orders_count == 0 {
@@ -1135,6 +1227,20 @@ impl Engine {
                 stored.order_id
             )));
         }
+        let slices_valid = if stored.display_qty == 0 {
+            stored.shown == 0
+        } else {
+            stop.is_none()
+                && stored.display_qty % self.books[book_index].spec.lot_size == 0
+                && stored.shown >= 1
+                && stored.shown <= stored.display_qty.min(stored.qty - stored.filled)
+        };
+        if !slices_valid {
+            return Err(StateError::Invalid(format!(
+                "order {} has a displayed quantity {} with {} shown",
+                stored.order_id, stored.display_qty, stored.shown
+            )));
+        }
         if self.by_order_id.contains(stored.order_id)
             || (stored.client_order_id != 0
                 && self
@@ -1168,10 +1274,24 @@ impl Engine {
             side,
             stp: stored.stp,
             post_only: stored.post_only,
-            kind: stop.map_or(OrderKind::Limit, |(kind, _, _)| kind),
+            kind: stop.map_or(
+                SlotKind::of(OrderKind::Limit, stored.display_qty),
+                |(kind, _, _)| SlotKind::of(kind, 0),
+            ),
         };
         if let Some((_, tif, stop_price)) = stop {
-            self.stop_info[slot as usize] = StopInfo { stop_price, tif };
+            self.extra[slot as usize] = Extra {
+                stop_price,
+                tif,
+                ..Extra::NONE
+            };
+        }
+        if stored.display_qty != 0 {
+            self.extra[slot as usize] = Extra {
+                display_qty: stored.display_qty,
+                shown: stored.shown,
+                ..Extra::NONE
+            };
         }
         self.link_level_tail(slot);
         // The id maps and counts are filled now, for the duplicate checks above; the account
@@ -1200,7 +1320,7 @@ impl Engine {
             return;
         }
         self.orders.reserve_copy();
-        self.stop_info.reserve_copy();
+        self.extra.reserve_copy();
         self.account_ids.reserve_copy();
         self.resends.ring.reserve_copy();
         for book in &mut self.books {
@@ -1244,7 +1364,7 @@ impl Engine {
             frozen.last_price = book.last_price;
         }
         self.orders.begin_copy();
-        self.stop_info.begin_copy();
+        self.extra.begin_copy();
         self.account_ids.begin_copy();
         self.resends.ring.begin_copy();
         for book in &mut self.books {
@@ -1271,7 +1391,7 @@ impl Engine {
         let mut budget = budget_bytes.max(1);
         self.orders.step(&mut budget);
         if budget > 0 {
-            self.stop_info.step(&mut budget);
+            self.extra.step(&mut budget);
         }
         if budget > 0 {
             self.account_ids.step(&mut budget);
@@ -1289,7 +1409,7 @@ impl Engine {
             }
         }
         let copying = self.orders.copying()
-            || self.stop_info.copying()
+            || self.extra.copying()
             || self.account_ids.copying()
             || self.resends.ring.copying()
             || self
@@ -1306,7 +1426,7 @@ impl Engine {
             unreachable!("a copy under way has its shell");
         };
         frozen.orders = self.orders.take_copy();
-        frozen.stop_info = self.stop_info.take_copy();
+        frozen.extra = self.extra.take_copy();
         frozen.account_ids = self.account_ids.take_copy();
         frozen.resend_ring = self.resends.ring.take_copy();
         for (frozen, book) in frozen.books.iter_mut().zip(&mut self.books) {
@@ -1324,8 +1444,7 @@ impl Engine {
             "a snapshot given back that this engine did not lend out"
         );
         self.orders.give_back(std::mem::take(&mut frozen.orders));
-        self.stop_info
-            .give_back(std::mem::take(&mut frozen.stop_info));
+        self.extra.give_back(std::mem::take(&mut frozen.extra));
         self.account_ids
             .give_back(std::mem::take(&mut frozen.account_ids));
         self.resends
@@ -1368,8 +1487,8 @@ impl StateSource for Engine {
         self.orders.as_slice()
     }
 
-    fn stop_info(&self) -> &[StopInfo] {
-        self.stop_info.as_slice()
+    fn extra(&self) -> &[Extra] {
+        self.extra.as_slice()
     }
 
     fn levels(&self, book: usize) -> &[Level] {
@@ -1466,12 +1585,14 @@ impl BookKeeping for Engine {
             side: command.side,
             stp: command.stp,
             post_only: command.post_only,
-            kind: taker.kind,
+            kind: SlotKind::of(taker.kind, taker.display_qty),
         };
-        if taker.waiting() {
-            self.stop_info[slot as usize] = StopInfo {
+        if taker.waiting() || taker.display_qty != 0 {
+            self.extra[slot as usize] = Extra {
                 stop_price: taker.stop_price,
                 tif: taker.tif,
+                display_qty: taker.display_qty,
+                shown: taker.display_qty.min(taker.remaining()),
             };
         }
         self.remember(slot);
@@ -1536,7 +1657,7 @@ impl BookKeeping for Engine {
 
     fn trigger(&mut self, slot: u32, entering: &OrderView) {
         self.unlink_level(slot);
-        self.orders[slot as usize].kind = entering.kind;
+        self.orders[slot as usize].kind = SlotKind::of(entering.kind, 0);
     }
 
     fn remove(&mut self, slot: u32) -> u64 {
@@ -1544,18 +1665,30 @@ impl BookKeeping for Engine {
     }
 
     fn resize(&mut self, slot: u32, resized: &OrderView, to_back: bool) -> u64 {
+        let iceberg = self.orders[slot as usize].kind == SlotKind::Iceberg;
         if to_back {
             self.unlink_level(slot);
             self.orders[slot as usize].qty = resized.qty;
+            if iceberg {
+                // At the back with a fresh slice.
+                let extra = &mut self.extra[slot as usize];
+                extra.shown = extra.display_qty.min(resized.remaining());
+            }
             return self.link_level_tail(slot);
         }
-        let old_remaining = self.orders[slot as usize].remaining();
+        let old_visible = self.visible(slot);
         self.orders[slot as usize].qty = resized.qty;
+        if iceberg {
+            // In its place, its slice never larger than what it has open.
+            let extra = &mut self.extra[slot as usize];
+            extra.shown = extra.shown.min(resized.remaining());
+        }
+        let new_visible = self.visible(slot);
         let book_index = self.orders[slot as usize].book as usize;
         let book = &mut self.books[book_index];
         let level_index = book.level_index(resized.price);
         let level = &mut book.resting.levels[level_index];
-        level.total_qty -= old_remaining - resized.remaining();
+        level.total_qty -= old_visible - new_visible;
         level.total_qty
     }
 
@@ -1565,7 +1698,7 @@ impl BookKeeping for Engine {
             let order = &mut self.orders[slot as usize];
             order.price = changed.price;
             order.qty = changed.qty;
-            self.stop_info[slot as usize].stop_price = changed.stop_price;
+            self.extra[slot as usize].stop_price = changed.stop_price;
             self.link_level_tail(slot);
             return;
         }
@@ -1592,6 +1725,11 @@ impl BookKeeping for Engine {
             self.forget(slot);
             None
         } else {
+            if self.orders[slot as usize].kind == SlotKind::Iceberg {
+                // It rests at its new price with a fresh slice.
+                let extra = &mut self.extra[slot as usize];
+                extra.shown = extra.display_qty.min(taker.remaining());
+            }
             Some(self.link_level_tail(slot))
         }
     }

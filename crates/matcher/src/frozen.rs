@@ -12,7 +12,7 @@
 use ringmatch_proto::Side;
 
 use crate::config::InstrumentSpec;
-use crate::engine::{Level, Order, StopInfo, NIL};
+use crate::engine::{Extra, Level, Order, SlotKind, NIL};
 use crate::resend::{ResendMarks, ResendView};
 use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredStop};
 
@@ -27,7 +27,7 @@ pub(crate) trait StateSource {
     /// The order slots.
     fn orders(&self) -> &[Order];
     /// The waiting stops' stop prices and times in force, by slot.
-    fn stop_info(&self) -> &[StopInfo];
+    fn extra(&self) -> &[Extra];
     /// A book's price levels by index.
     fn levels(&self, book: usize) -> &[Level];
     /// Indexes of one side's non-empty levels, best price first.
@@ -55,7 +55,7 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
         writer.u32(id);
     }
     let orders = source.orders();
-    let stop_info = source.stop_info();
+    let extra = source.extra();
     for book in 0..source.books_count() {
         let spec = source.spec(book);
         let levels = source.levels(book);
@@ -68,7 +68,7 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
                 let mut cursor = level.head;
                 while cursor != NIL {
                     let order = &orders[cursor as usize];
-                    writer.order(&stored(order));
+                    writer.order(&stored(order, &extra[cursor as usize]));
                     cursor = order.next;
                 }
             }
@@ -85,9 +85,9 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
                 while cursor != NIL {
                     let order = &orders[cursor as usize];
                     writer.stop(&StoredStop {
-                        order: stored(order),
-                        kind: order.kind,
-                        tif: stop_info[cursor as usize].tif,
+                        order: stored(order, &extra[cursor as usize]),
+                        kind: order.kind.order_kind(),
+                        tif: extra[cursor as usize].tif,
                         price: order.price,
                     });
                     cursor = order.next;
@@ -103,7 +103,8 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
     }
 }
 
-fn stored(order: &Order) -> StoredOrder {
+fn stored(order: &Order, extra: &Extra) -> StoredOrder {
+    let iceberg = order.kind == SlotKind::Iceberg;
     StoredOrder {
         order_id: order.order_id,
         client_order_id: order.client_order_id,
@@ -112,6 +113,8 @@ fn stored(order: &Order) -> StoredOrder {
         filled: order.filled,
         stp: order.stp,
         post_only: order.post_only,
+        display_qty: if iceberg { extra.display_qty } else { 0 },
+        shown: if iceberg { extra.shown } else { 0 },
     }
 }
 
@@ -173,7 +176,7 @@ pub struct FrozenState {
     pub(crate) accounts_count: usize,
     pub(crate) account_ids: Box<[u32]>,
     pub(crate) orders: Box<[Order]>,
-    pub(crate) stop_info: Box<[StopInfo]>,
+    pub(crate) extra: Box<[Extra]>,
     pub(crate) resend_ring: Box<[StoredResend]>,
     pub(crate) resend_marks: ResendMarks,
 }
@@ -198,7 +201,7 @@ impl FrozenState {
             accounts_count: 0,
             account_ids: Box::default(),
             orders: Box::default(),
-            stop_info: Box::default(),
+            extra: Box::default(),
             resend_ring: Box::default(),
             resend_marks: ResendMarks::default(),
         }
@@ -249,8 +252,8 @@ impl StateSource for FrozenState {
         &self.orders
     }
 
-    fn stop_info(&self) -> &[StopInfo] {
-        &self.stop_info
+    fn extra(&self) -> &[Extra] {
+        &self.extra
     }
 
     fn levels(&self, book: usize) -> &[Level] {

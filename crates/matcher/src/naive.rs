@@ -25,6 +25,8 @@ struct NaiveOrder {
     post_only: bool,
     /// Time priority: smaller arrived (or last lost priority) earlier.
     priority: u64,
+    /// What is left of an iceberg's current slice (0 for other orders).
+    shown: u64,
 }
 
 /// The reference book.
@@ -66,6 +68,21 @@ impl NaiveOrder {
             filled: self.view.filled,
             stp: self.stp,
             post_only: self.post_only,
+            display_qty: self.view.display_qty,
+            shown: self.shown,
+        }
+    }
+
+    fn iceberg(&self) -> bool {
+        self.view.display_qty != 0
+    }
+
+    /// What the book shows of it: all it has open, or an iceberg's slice.
+    fn visible(&self) -> u64 {
+        if self.iceberg() {
+            self.shown
+        } else {
+            self.view.remaining()
         }
     }
 }
@@ -132,7 +149,7 @@ impl NaiveBook {
             .filter(|o| {
                 o.view.instrument == instrument && o.view.side == side && o.view.price == price
             })
-            .map(|o| o.view.remaining())
+            .map(NaiveOrder::visible)
             .sum()
     }
 
@@ -236,15 +253,28 @@ impl NaiveBook {
         if command.tif == TimeInForce::Fok {
             let mut available_qty = 0u64;
             let mut fillable = false;
-            for maker in self.side_in_priority(command.instrument, command.side.opposite()) {
-                if !crosses(command.side, limit, maker.view.price) {
+            let makers = self.side_in_priority(command.instrument, command.side.opposite());
+            'levels: for level in makers.chunk_by(|a, b| a.view.price == b.view.price) {
+                if !crosses(command.side, limit, level[0].view.price) {
                     break;
                 }
-                match self_trade_action(command.stp, command.account, maker.view.account) {
-                    SelfTradeAction::Trade => available_qty += maker.view.remaining(),
-                    SelfTradeAction::CancelMaker => {}
-                    SelfTradeAction::CancelTaker | SelfTradeAction::CancelBoth => break,
+                // Icebergs' hidden quantity comes after everything the level shows now.
+                let mut hidden_qty = 0u64;
+                for maker in level {
+                    match self_trade_action(command.stp, command.account, maker.view.account) {
+                        SelfTradeAction::Trade => {
+                            available_qty += maker.visible();
+                            hidden_qty += maker.view.remaining() - maker.visible();
+                        }
+                        SelfTradeAction::CancelMaker => {}
+                        SelfTradeAction::CancelTaker | SelfTradeAction::CancelBoth => break 'levels,
+                    }
+                    if available_qty >= command.qty {
+                        fillable = true;
+                        break 'levels;
+                    }
                 }
+                available_qty += hidden_qty;
                 if available_qty >= command.qty {
                     fillable = true;
                     break;
@@ -280,12 +310,14 @@ impl NaiveBook {
         stops
     }
 
+    /// Rests an order (an iceberg with a fresh slice) at the back of its level.
     fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool) {
         self.orders.push(NaiveOrder {
             view,
             stp,
             post_only,
             priority: self.next_priority,
+            shown: view.display_qty.min(view.remaining()),
         });
         self.next_priority += 1;
     }
@@ -321,13 +353,22 @@ impl NaiveBook {
             }
             match self_trade_action(stp, taker.account, maker.view.account) {
                 SelfTradeAction::Trade => {
-                    let qty = taker.remaining().min(maker.view.remaining());
+                    let qty = taker.remaining().min(maker.visible());
                     taker.filled += qty;
-                    self.orders[index].view.filled += qty;
-                    let maker_view = self.orders[index].view;
+                    let maker = &mut self.orders[index];
+                    maker.view.filled += qty;
+                    if maker.iceberg() {
+                        maker.shown -= qty;
+                    }
+                    let maker_view = maker.view;
                     out.fill(taker, &maker_view, price, qty);
                     if maker_view.remaining() == 0 {
                         self.orders.remove(index);
+                    } else if maker.iceberg() && maker.shown == 0 {
+                        // The next slice, behind everything the level shows now.
+                        maker.shown = maker.view.display_qty.min(maker_view.remaining());
+                        maker.priority = self.next_priority;
+                        self.next_priority += 1;
                     }
                     changed = true;
                 }
@@ -624,11 +665,15 @@ impl BookKeeping for NaiveBook {
     }
 
     fn resize(&mut self, index: usize, resized: &OrderView, to_back: bool) -> u64 {
+        let order = &mut self.orders[index];
         if to_back {
-            self.orders[index].priority = self.next_priority;
+            order.priority = self.next_priority;
             self.next_priority += 1;
+            order.shown = resized.display_qty.min(resized.remaining());
+        } else {
+            order.shown = order.shown.min(resized.remaining());
         }
-        self.orders[index].view = *resized;
+        order.view = *resized;
         self.level_total(resized.instrument, resized.side, resized.price)
     }
 

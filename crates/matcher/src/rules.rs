@@ -31,6 +31,8 @@ pub(crate) struct OrderView {
     pub tif: TimeInForce,
     /// Stop price while the order waits as a stop, else 0.
     pub stop_price: i64,
+    /// An iceberg's displayed quantity (the size of each slice the book shows), else 0.
+    pub display_qty: u64,
 }
 
 impl OrderView {
@@ -96,9 +98,14 @@ pub(crate) fn check_place_fields(
     command: &Command,
     last_price: Option<i64>,
 ) -> Result<(), RejectReason> {
-    if command.kind == OrderKind::Limit {
+    if command.kind == OrderKind::Limit && command.display_qty == 0 {
         check_price(spec, command.price)?;
         return check_qty(spec, command.qty);
+    }
+    if command.display_qty != 0
+        && (command.kind != OrderKind::Limit || command.tif != TimeInForce::Gtc)
+    {
+        return Err(RejectReason::InvalidOrder);
     }
     let invalid = match command.kind {
         OrderKind::Limit => false,
@@ -116,8 +123,27 @@ pub(crate) fn check_place_fields(
         check_price(spec, command.stop_price)?;
     }
     check_qty(spec, command.qty)?;
+    if command.display_qty != 0 {
+        check_display_qty(spec, command.display_qty, command.qty)?;
+    }
     if command.kind.is_stop() {
         check_stop(command.side, command.stop_price, last_price)?;
+    }
+    Ok(())
+}
+
+/// Checks an iceberg's displayed quantity: a lot multiple, less than the order quantity (an
+/// order that shows all of itself is no iceberg).
+pub(crate) fn check_display_qty(
+    spec: &InstrumentSpec,
+    display_qty: u64,
+    qty: u64,
+) -> Result<(), RejectReason> {
+    if display_qty % spec.lot_size != 0 {
+        return Err(RejectReason::QuantityNotLotMultiple);
+    }
+    if display_qty >= qty {
+        return Err(RejectReason::InvalidOrder);
     }
     Ok(())
 }
@@ -228,6 +254,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         event.price = order.price;
         event.qty = order.qty;
         event.remaining = order.remaining();
+        event.display_qty = order.display_qty;
         if order.waiting() {
             event.stop_kind = Some(order.kind);
             event.stop_price = order.stop_price;
@@ -275,6 +302,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
                 event.price = order.price;
                 event.qty = order.qty;
                 event.remaining = order.remaining();
+                event.display_qty = order.display_qty;
                 if order.waiting() {
                     event.stop_kind = Some(order.kind);
                     event.stop_price = order.stop_price;
@@ -565,6 +593,7 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
         } else {
             0
         },
+        display_qty: command.display_qty,
     };
     out.accepted(&taker);
     if command.kind.is_stop() {

@@ -12,9 +12,10 @@ use crate::config::{ConfigError, InstrumentSpec};
 pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
 
 /// Layout version of the matcher state this build writes. Version 2 added the resend window
-/// after the books, version 3 each book's last trade price and waiting stops; older states
-/// still read, with an empty window, no last trade price and no stops.
-pub const STATE_VERSION: u32 = 3;
+/// after the books, version 3 each book's last trade price and waiting stops, version 4 each
+/// order's iceberg slices; older states still read, with an empty window, no last trade
+/// price, no stops and no icebergs.
+pub const STATE_VERSION: u32 = 4;
 
 /// The oldest layout version this build reads.
 pub const STATE_VERSION_OLDEST: u32 = 1;
@@ -36,6 +37,10 @@ pub struct StoredOrder {
     pub stp: SelfTradePrevention,
     /// Post-only flag (checked again on replace).
     pub post_only: bool,
+    /// An iceberg's displayed quantity; 0 for an order that shows all of itself.
+    pub display_qty: u64,
+    /// What is left of an iceberg's current slice (0 when `display_qty` is).
+    pub shown: u64,
 }
 
 /// One waiting stop as the state stores it (its book, side and stop price come from its
@@ -117,6 +122,8 @@ pub trait StateWriter {
         self.u64(order.filled);
         self.u8(order.stp.code());
         self.u8(u8::from(order.post_only));
+        self.u64(order.display_qty);
+        self.u64(order.shown);
     }
 
     /// A book's last trade price.
@@ -354,6 +361,8 @@ impl<'a> StateReader<'a> {
             stp: SelfTradePrevention::from_code(self.u8()?)
                 .map_err(|error| StateError::Invalid(error.to_string()))?,
             post_only: self.flag()?,
+            display_qty: if self.version >= 4 { self.u64()? } else { 0 },
+            shown: if self.version >= 4 { self.u64()? } else { 0 },
         })
     }
 

@@ -77,6 +77,7 @@ struct Raw {
     possible_resend: bool,
     stop_step: i64,
     has_stop_price: bool,
+    display_step: u64,
 }
 
 fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
@@ -112,6 +113,13 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
         _ => 88 + raw.stop_step + off,
     };
     command.has_stop_price = raw.has_stop_price && raw.command_type == CommandType::Replace;
+    if raw.command_type == CommandType::Place {
+        // Lots of 10 on instrument 2: an off-tick draw there is also off the lot.
+        command.display_qty = match raw.instrument {
+            2 => raw.display_step * 10 + u64::from(raw.off_tick) * 3,
+            _ => raw.display_step,
+        };
+    }
     // Replaces ask for small totals, so some fall to or below the filled quantity.
     command.qty = if raw.command_type == CommandType::Replace {
         qty / 3
@@ -181,6 +189,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
         (
             if stop_heavy { 8i64..=16 } else { 0i64..=24 },
             prop::bool::weighted(0.3),
+            prop_oneof![5 => Just(0u64), 2 => 1u64..=4],
         ),
     )
         .prop_map(
@@ -197,7 +206,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                     has_qty,
                     possible_resend,
                 ),
-                (stop_step, has_stop_price),
+                (stop_step, has_stop_price, display_step),
             )| Raw {
                 command_type,
                 account,
@@ -217,6 +226,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                 possible_resend,
                 stop_step,
                 has_stop_price,
+                display_step,
             },
         )
 }
@@ -358,8 +368,9 @@ fn random_streams_hit_every_kind_of_outcome() {
     let strategy = stream();
     let mut event_types = HashSet::new();
     let mut reasons = HashSet::new();
-    // Stop outcomes that no single event type or reason names.
+    // Stop and iceberg outcomes that no single event type or reason names.
     let mut stop_outcomes = HashSet::new();
+    let mut display_of = std::collections::HashMap::new();
     for _ in 0..2_000 {
         let (stop_heavy, raws, _) = strategy.new_tree(&mut runner).unwrap().current();
         let mut engine = Engine::new(config(stop_heavy)).unwrap();
@@ -389,6 +400,35 @@ fn random_streams_hit_every_kind_of_outcome() {
                     && later_trigger
                 {
                     stop_outcomes.insert("a triggered stop's fills trigger another");
+                }
+            }
+            // Icebergs: one that traded more than its displayed quantity in one command (its
+            // next slice was shown), and one whose hidden rest traded only after another
+            // order at the same price.
+            let mut traded_by_maker = std::collections::HashMap::new();
+            for (position, event) in events.iter().enumerate() {
+                if event.event_type == EventType::Accepted && event.display_qty != 0 {
+                    display_of.insert(event.order_id, event.display_qty);
+                }
+                if event.event_type != EventType::Fill {
+                    continue;
+                }
+                let Some(&display_qty) = display_of.get(&event.maker_order_id) else {
+                    continue;
+                };
+                let traded = traded_by_maker.entry(event.maker_order_id).or_insert(0);
+                *traded += event.qty;
+                if *traded > display_qty {
+                    stop_outcomes.insert("an iceberg showed its next slice");
+                    let between = events[..position].iter().rev().take_while(|earlier| {
+                        !(earlier.event_type == EventType::Fill
+                            && earlier.maker_order_id == event.maker_order_id)
+                    });
+                    if between.into_iter().any(|earlier| {
+                        earlier.event_type == EventType::Fill && earlier.price == event.price
+                    }) {
+                        stop_outcomes.insert("an order shown traded before an iceberg's rest");
+                    }
                 }
             }
             for event in &events {
@@ -425,6 +465,8 @@ fn random_streams_hit_every_kind_of_outcome() {
         "a waiting stop listed",
         "a waiting stop resent",
         "a triggered stop-limit rests",
+        "an iceberg showed its next slice",
+        "an order shown traded before an iceberg's rest",
     ] {
         if !stop_outcomes.contains(outcome) {
             missing.push(outcome.to_string());

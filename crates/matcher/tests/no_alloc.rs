@@ -3,8 +3,8 @@
 //! A counting global allocator counts every allocation, reallocation and deallocation made by
 //! the test thread while the counter is armed. After a warm-up, 1,200,000 mixed commands (the
 //! exchange-core mix, with client order ids on every place, and market, FOK, IOC, post-only,
-//! self-trade, stops, mass cancel, halt/resume, possible resends and invalid commands spliced
-//! in) run
+//! self-trade, stops, icebergs, mass cancel, halt/resume, possible resends and invalid
+//! commands spliced in) run
 //! through the engine with the counter armed, while snapshots are begun, copied a page at a
 //! time and given back: the count must be zero. A control check arms the counter around a
 //! deliberate allocation, so the test cannot pass because the counter is broken.
@@ -87,7 +87,12 @@ fn spliced(index: usize, mut base: Command) -> Command {
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 18 {
+    match (index / 23) % 19 {
+        // An iceberg just above the market, showing 5 of 40.
+        18 => {
+            command.qty = 40;
+            command.display_qty = 5;
+        }
         // Stops: a buy stop-limit just above the market, a sell stop-market just below, and
         // a new stop price for the buy stop (named by client order id) two splices later.
         15 => {
@@ -211,6 +216,9 @@ fn steady_state_processing_does_not_allocate() {
     let mut events_count = 0u64;
     let mut types_seen = [false; 16];
     let mut resend_unknown_seen = false;
+    // The newest iceberg, and how much of it traded: more than its display means a slice
+    // was refreshed.
+    let (mut iceberg_id, mut iceberg_traded, mut slice_refreshed) = (0u64, 0u64, false);
     let count = heap_operations_during(|| {
         for command in measured {
             seq += 1;
@@ -226,6 +234,16 @@ fn steady_state_processing_does_not_allocate() {
             events_count += events.len() as u64;
             for event in &events {
                 types_seen[event.event_type.code() as usize] = true;
+                match event.event_type {
+                    ringmatch_proto::EventType::Accepted if event.display_qty != 0 => {
+                        (iceberg_id, iceberg_traded) = (event.order_id, 0);
+                    }
+                    ringmatch_proto::EventType::Fill if event.maker_order_id == iceberg_id => {
+                        iceberg_traded += event.qty;
+                        slice_refreshed |= iceberg_traded > 5;
+                    }
+                    _ => {}
+                }
                 resend_unknown_seen |= event.reason
                     == ringmatch_proto::Reason::Reject(
                         ringmatch_proto::RejectReason::ResendUnknown,
@@ -251,5 +269,9 @@ fn steady_state_processing_does_not_allocate() {
     assert!(
         resend_unknown_seen,
         "no possible resend met a forgotten window in the measured stream"
+    );
+    assert!(
+        slice_refreshed,
+        "no iceberg showed a second slice in the measured stream"
     );
 }

@@ -205,6 +205,43 @@ fn small_engine_with_stops() -> Engine {
     engine
 }
 
+/// [`small_engine_with_stops`] and an iceberg: a sell of 9 at 96 showing 3, of which a buy
+/// took 4 after the ask at 95 (its first slice and one of the next: 2 shown, 3 hidden).
+fn small_engine_with_icebergs() -> Engine {
+    let mut engine = small_engine_with_stops();
+    let mut iceberg = Command::limit(3, 1, Side::Sell, 96, 9);
+    iceberg.display_qty = 3;
+    iceberg.client_order_id = 90;
+    let mut events = Vec::new();
+    engine.apply(9, &iceberg, &mut events);
+    engine.apply(10, &Command::limit(2, 1, Side::Buy, 96, 8), &mut events);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.event_type == EventType::Fill)
+            .map(|event| (event.price, event.qty))
+            .collect::<Vec<_>>(),
+        [(95, 4), (96, 3), (96, 1)]
+    );
+    engine
+}
+
+/// The small engine's state as this build writes it, but with no last trade price (as a
+/// state from before version 3 restores) and, when `window` is false, no resend window.
+fn small_state_before_stops(window: bool) -> Vec<u8> {
+    let mut expected = small_engine().encode_state();
+    // The window is four entries of 50 bytes after its 8 + 4 byte header; before it, the
+    // book's stop section: the last trade (1 + 8 bytes) and two empty stop sides.
+    let window_at = expected.len() - (8 + 4 + 4 * 50);
+    let last_trade_at = window_at - (1 + 8 + 4 + 4);
+    expected[last_trade_at..last_trade_at + 9].fill(0);
+    if !window {
+        expected.truncate(window_at);
+        expected.extend_from_slice(&[0; 12]);
+    }
+    expected
+}
+
 /// A matcher state written by format version 1 is checked in: this build still reads it, with
 /// the same books, and an empty resend window that (restored at a snapshot's sequence)
 /// counts every earlier place as forgotten.
@@ -216,13 +253,8 @@ fn the_checked_in_version_1_state_still_reads() {
     assert_eq!(&stored[..8], b"RMMS\x01\x00\x00\x00");
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.resting_orders_count(), 3);
-    // Version 3 of the same book: the version, then (after the book's levels) no last trade
-    // price and no stops, then an empty window.
-    let mut as_version_3 = stored.clone();
-    as_version_3[4] = 3;
-    as_version_3.extend_from_slice(&[0; NO_STOPS_SIZE_BYTES]);
-    as_version_3.extend_from_slice(&[0; 12]);
-    assert_eq!(restored.encode_state(), as_version_3);
+    // The same books as this build's, without a last trade price or a window.
+    assert_eq!(restored.encode_state(), small_state_before_stops(false));
 
     // Restored at sequence 5, a resend whose floor is below 5 cannot be told from a new order.
     let mut at_5 = Engine::restore_at(small_config(), &stored, 5).unwrap();
@@ -241,10 +273,6 @@ fn the_checked_in_version_1_state_still_reads() {
     assert_eq!(events[0].event_type, ringmatch_proto::EventType::Accepted);
 }
 
-/// A book's stop section with no last trade price and no stops: a zero flag and price, and
-/// two empty stop sides.
-const NO_STOPS_SIZE_BYTES: usize = 1 + 8 + 4 + 4;
-
 /// A matcher state written by format version 2 (with the resend window, before stops) is
 /// checked in: this build reads it as the same books and window, with no last trade price.
 #[test]
@@ -255,33 +283,37 @@ fn the_checked_in_version_2_state_still_reads() {
     assert_eq!(&stored[..8], b"RMMS\x02\x00\x00\x00");
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.resting_orders_count(), 3);
-    // Version 3: the version, and the empty stop section between the book and the window
-    // (8 + 4 bytes and four entries of 50).
-    let window_at = stored.len() - (8 + 4 + 4 * 50);
-    let mut as_version_3 = stored[..window_at].to_vec();
-    as_version_3[4] = 3;
-    as_version_3.extend_from_slice(&[0; NO_STOPS_SIZE_BYTES]);
-    as_version_3.extend_from_slice(&stored[window_at..]);
-    assert_eq!(restored.encode_state(), as_version_3);
-    // The same state run here (whose book has traded, at 95) differs only in that price.
-    let mut with_last_trade = small_engine().encode_state();
-    with_last_trade[window_at..window_at + 9].fill(0);
-    assert_eq!(with_last_trade, as_version_3);
+    assert_eq!(restored.encode_state(), small_state_before_stops(true));
 }
 
-/// The current layout (version 3, with last trade prices and waiting stops) is checked in
-/// too; this build must write the same bytes for the same state and read the file back.
-/// `UPDATE_FIXTURES=1` rewrites it, which is only right together with a format version bump.
+/// A matcher state written by format version 3 (with stops, before icebergs) is checked in:
+/// this build reads it as the same state.
 #[test]
-fn the_checked_in_version_3_state_still_reads_and_matches() {
+fn the_checked_in_version_3_state_still_reads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v3.bin");
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(&stored[..8], b"RMMS\x03\x00\x00\x00");
+    let restored = Engine::restore(small_config(), &stored).unwrap();
     let engine = small_engine_with_stops();
+    assert_eq!(restored.resting_orders_count(), 6);
+    assert_eq!(restored.encode_state(), engine.encode_state());
+    assert_eq!(restored.state_hash(), engine.state_hash());
+}
+
+/// The current layout (version 4, with icebergs' slices) is checked in too; this build must
+/// write the same bytes for the same state and read the file back. `UPDATE_FIXTURES=1`
+/// rewrites it, which is only right together with a format version bump.
+#[test]
+fn the_checked_in_version_4_state_still_reads_and_matches() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v4.bin");
+    let engine = small_engine_with_icebergs();
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, engine.encode_state()).unwrap();
     }
     let stored = std::fs::read(&path).unwrap();
-    assert_eq!(&stored[..8], b"RMMS\x03\x00\x00\x00");
+    assert_eq!(&stored[..8], b"RMMS\x04\x00\x00\x00");
     assert_eq!(
         stored,
         engine.encode_state(),
@@ -291,6 +323,27 @@ fn the_checked_in_version_3_state_still_reads_and_matches() {
     assert_eq!(restored.state_hash(), engine.state_hash());
     assert_eq!(restored.resting_orders_count(), 6);
     assert_eq!(restored.encode_state(), stored);
+}
+
+/// A restored iceberg shows and refreshes its slices as the original's does: a buy of 4 at
+/// 96 takes its 2 shown, then 2 of its next (and last) slice of 3.
+#[test]
+fn a_restored_iceberg_trades_like_the_original() {
+    let mut original = small_engine_with_icebergs();
+    let mut restored = Engine::restore(small_config(), &original.encode_state()).unwrap();
+    let buy = Command::limit(1, 1, Side::Buy, 96, 4);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    original.apply(11, &buy, &mut a);
+    restored.apply(11, &buy, &mut b);
+    assert_eq!(a, b);
+    let fills: Vec<u64> = a
+        .iter()
+        .filter(|event| event.event_type == EventType::Fill)
+        .map(|event| event.qty)
+        .collect();
+    assert_eq!(fills, [2, 2]);
+    assert_eq!(restored.encode_state(), original.encode_state());
+    assert_eq!(original.depth(1, Side::Sell, 1).unwrap(), [(96, 1, 1)]);
 }
 
 /// Restored stops trigger exactly as the original's: a buy that takes the ask at 95 and one

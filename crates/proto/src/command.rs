@@ -170,6 +170,9 @@ pub struct Command {
     pub price: i64,
     /// Stop price in ticks of a stop order (or, with `has_stop_price`, a replace's new one).
     pub stop_price: i64,
+    /// For a place: an iceberg's displayed quantity (lots), the slice of it the book shows at
+    /// a time; 0 for an order that shows all of itself. Version 2 only.
+    pub display_qty: u64,
     /// Quantity in lots: the order quantity, or for a replace the new total quantity.
     pub qty: u64,
     /// Ingress timestamp stamped by the engine's front end (nanoseconds since the Unix epoch).
@@ -196,6 +199,7 @@ impl Command {
             has_stop_price: false,
             price: 0,
             stop_price: 0,
+            display_qty: 0,
             qty: 0,
             timestamp_ns: 0,
         }
@@ -259,13 +263,23 @@ impl Command {
         let (first, rest) = out.split_at_mut(COMMAND_V1_SIZE_BYTES);
         self.encode_common(first.try_into().expect("64 bytes"), COMMAND_VERSION);
         rest.fill(0);
+        put_u64(out, 64, self.display_qty);
+    }
+
+    /// Whether the command uses a field that only version 2 has (`display_qty`).
+    pub fn needs_version_2(&self) -> bool {
+        self.display_qty != 0
     }
 
     /// Writes the 64-byte version 1 record, for readers of version 1 (such as the stream
-    /// file's). Every field of this build has a place in it but those added in version 2
-    /// (none yet).
-    pub fn encode_v1(&self, out: &mut [u8; COMMAND_V1_SIZE_BYTES]) {
+    /// file's); `None` when the command uses a field version 1 has no room for
+    /// ([`Command::needs_version_2`]).
+    pub fn encode_v1(&self, out: &mut [u8; COMMAND_V1_SIZE_BYTES]) -> Option<()> {
+        if self.needs_version_2() {
+            return None;
+        }
         self.encode_common(out, 1);
+        Some(())
     }
 
     /// The first 64 bytes, the same in both versions but for the version byte.
@@ -328,9 +342,15 @@ impl Command {
             });
         }
         let bytes = &bytes[..size];
-        if let Some(offset) = first_non_zero(bytes, COMMAND_V1_SIZE_BYTES, size) {
+        // Version 2's reserved bytes, after its display quantity.
+        if let Some(offset) = first_non_zero(bytes, size.min(COMMAND_V1_SIZE_BYTES + 8), size) {
             return Err(DecodeError::Reserved { offset });
         }
+        let display_qty = if size > COMMAND_V1_SIZE_BYTES {
+            u64_at(bytes, 64)
+        } else {
+            0
+        };
         let command_type =
             CommandType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {
                 record: "command",
@@ -362,6 +382,7 @@ impl Command {
             qty: u64_at(bytes, 40),
             timestamp_ns: u64_at(bytes, 48),
             stop_price: i64_at(bytes, 56),
+            display_qty,
         })
     }
 }
@@ -388,6 +409,7 @@ mod tests {
             has_stop_price: false,
             price: -5,
             stop_price: 0,
+            display_qty: 0,
             qty: 300,
             timestamp_ns: 1_700_000_000_000_000_000,
         }
@@ -416,8 +438,20 @@ mod tests {
         assert_eq!(Command::decode(&v2), Ok(sample()));
         assert_eq!(Command::decode(&v1), Ok(sample()));
         let mut written_v1 = [0u8; 64];
-        sample().encode_v1(&mut written_v1);
+        sample().encode_v1(&mut written_v1).unwrap();
         assert_eq!(written_v1, v1);
+    }
+
+    /// An iceberg's displayed quantity is at offset 64, which only version 2 has.
+    #[test]
+    fn a_display_quantity_is_at_offset_64_and_needs_version_2() {
+        let mut iceberg = Command::limit(9, 1, Side::Buy, 100, 50);
+        iceberg.display_qty = 0x0102;
+        let bytes = iceberg.to_bytes();
+        assert_eq!(&bytes[64..72], &[0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Command::decode(&bytes), Ok(iceberg));
+        assert!(iceberg.needs_version_2());
+        assert_eq!(iceberg.encode_v1(&mut [0u8; 64]), None);
     }
 
     /// A possible resend sets flag bit 3 and carries its resend floor in `order_id`.
@@ -547,7 +581,7 @@ mod tests {
             (6, 0x20, DecodeError::BadFlags(0x20)),
             (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
-            (64, 1, DecodeError::Reserved { offset: 64 }),
+            (72, 1, DecodeError::Reserved { offset: 72 }),
             (127, 1, DecodeError::Reserved { offset: 127 }),
         ];
         for (offset, value, error) in cases {
@@ -577,7 +611,7 @@ mod tests {
         }
         // A version 1 record is 64 bytes.
         let mut v1 = [0u8; 64];
-        sample().encode_v1(&mut v1);
+        sample().encode_v1(&mut v1).unwrap();
         assert_eq!(
             Command::decode(&v1[..63]),
             Err(DecodeError::Short {
@@ -599,7 +633,7 @@ mod tests {
                     if bytes[0] == 1 {
                         // Read as version 1: its 64 bytes round-trip through that version.
                         let mut v1 = [0u8; 64];
-                        command.encode_v1(&mut v1);
+                        command.encode_v1(&mut v1).unwrap();
                         assert_eq!(&v1[..], &bytes[..64]);
                     } else {
                         assert_eq!(command.to_bytes(), bytes);

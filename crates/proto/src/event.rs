@@ -187,6 +187,9 @@ pub struct Event {
     pub stop_kind: Option<OrderKind>,
     /// The stop price, whenever `stop_kind` is set; else 0.
     pub stop_price: i64,
+    /// The displayed quantity of an iceberg order, on the events that describe one (the
+    /// taker, for a fill); else 0.
+    pub display_qty: u64,
 }
 
 impl Event {
@@ -214,6 +217,7 @@ impl Event {
             original_seq: 0,
             stop_kind: None,
             stop_price: 0,
+            display_qty: 0,
         }
     }
 
@@ -242,7 +246,7 @@ impl Event {
         put_u64(out, 96, self.maker_remaining);
         put_u64(out, 104, self.original_seq);
         put_i64(out, 112, self.stop_price);
-        out[120..128].fill(0);
+        put_u64(out, 120, self.display_qty);
     }
 
     /// The 128-byte record.
@@ -301,7 +305,7 @@ impl Event {
         if stop_kind.is_none() && stop_price != 0 {
             return Err(DecodeError::Reserved { offset: 112 });
         }
-        if let Some(offset) = first_non_zero(bytes, 78, 80).or(first_non_zero(bytes, 120, 128)) {
+        if let Some(offset) = first_non_zero(bytes, 78, 80) {
             return Err(DecodeError::Reserved { offset });
         }
         Ok(Event {
@@ -326,6 +330,7 @@ impl Event {
             original_seq: u64_at(bytes, 104),
             stop_kind,
             stop_price,
+            display_qty: u64_at(bytes, 120),
         })
     }
 }
@@ -357,6 +362,7 @@ mod tests {
             original_seq: 0,
             stop_kind: None,
             stop_price: 0,
+            display_qty: 0,
         }
     }
 
@@ -397,6 +403,16 @@ mod tests {
         assert_eq!(bytes[1], 12);
         assert_eq!(bytes[3], 2);
         assert_eq!(&bytes[104..112], &[0x0b, 0x0a, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Event::decode(&bytes), Ok(event));
+    }
+
+    /// An iceberg's displayed quantity is at offset 120.
+    #[test]
+    fn an_iceberg_carries_its_display_quantity_at_offset_120() {
+        let mut event = Event::empty(EventType::Accepted, CommandType::Place);
+        event.display_qty = 0x0a0b;
+        let bytes = event.to_bytes();
+        assert_eq!(&bytes[120..128], &[0x0b, 0x0a, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Event::decode(&bytes), Ok(event));
     }
 
@@ -504,7 +520,7 @@ mod tests {
             ),
             (78, 1, DecodeError::Reserved { offset: 78 }),
             (112, 1, DecodeError::Reserved { offset: 112 }),
-            (127, 1, DecodeError::Reserved { offset: 127 }),
+            (79, 1, DecodeError::Reserved { offset: 79 }),
         ];
         for (offset, value, error) in cases {
             let mut bytes = good;

@@ -34,6 +34,7 @@ struct JsonCommand {
     possible_resend: Option<bool>,
     resend_floor: Option<u64>,
     stop_price: Option<i64>,
+    display_qty: Option<u64>,
     timestamp_ns: Option<u64>,
 }
 
@@ -41,7 +42,7 @@ impl JsonCommand {
     /// Names of the fields that are present.
     fn present_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 15] = [
+        let checks: [(&'static str, bool); 16] = [
             ("account", self.account.is_some()),
             ("instrument", self.instrument.is_some()),
             ("client_order_id", self.client_order_id.is_some()),
@@ -56,6 +57,7 @@ impl JsonCommand {
             ("possible_resend", self.possible_resend.is_some()),
             ("resend_floor", self.resend_floor.is_some()),
             ("stop_price", self.stop_price.is_some()),
+            ("display_qty", self.display_qty.is_some()),
             ("timestamp_ns", self.timestamp_ns.is_some()),
         ];
         for (name, present) in checks {
@@ -83,6 +85,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "possible_resend",
             "resend_floor",
             "stop_price",
+            "display_qty",
             "timestamp_ns",
         ],
         CommandType::Cancel => &[
@@ -224,6 +227,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 }
                 _ => 0,
             };
+            command.display_qty = json.display_qty.unwrap_or(0);
             match (json.possible_resend, json.resend_floor) {
                 (Some(true), floor) => command = command.as_resend(floor.unwrap_or(0)),
                 (_, Some(_)) => {
@@ -283,6 +287,7 @@ pub fn command_to_json(command: &Command) -> String {
                 out.num("stop_price", command.stop_price);
             }
             out.num("qty", command.qty);
+            out.num_nonzero("display_qty", command.display_qty);
             if command.post_only {
                 out.raw("post_only", "true");
             }
@@ -476,6 +481,7 @@ pub fn event_to_json(event: &Event) -> String {
         out.str("kind", kind.name());
         out.num("stop_price", event.stop_price);
     }
+    out.num_nonzero("display_qty", event.display_qty);
     out.num_nonzero("timestamp_ns", event.timestamp_ns);
     out.finish()
 }

@@ -739,13 +739,20 @@ impl World {
             Side::Sell
         };
         let mut command = match self.rng.below(10) {
-            0..=5 => Command::limit(
-                account,
-                1,
-                side,
-                self.rng.between(95, 105) as i64,
-                self.rng.between(1, 5),
-            ),
+            0..=5 => {
+                let mut command = Command::limit(
+                    account,
+                    1,
+                    side,
+                    self.rng.between(95, 105) as i64,
+                    self.rng.between(1, 5),
+                );
+                // Some are icebergs, showing one lot at a time.
+                if command.qty > 1 && self.rng.chance(100) {
+                    command.display_qty = 1;
+                }
+                command
+            }
             6 => {
                 let mut command = Command::limit(account, 1, side, 0, self.rng.between(1, 5));
                 command.kind = OrderKind::Market;
