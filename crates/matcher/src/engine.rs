@@ -1607,6 +1607,7 @@ impl BookKeeping for Engine {
         Engine::find_order(self, command)
     }
 
+    #[inline]
     fn order(&self, slot: u32) -> (usize, OrderView, SelfTradePrevention, bool) {
         let order = &self.orders[slot as usize];
         (
@@ -1712,6 +1713,7 @@ impl BookKeeping for Engine {
         book.stops.levels[level_index].total_qty -= shrunk_by;
     }
 
+    #[inline]
     fn lift(&mut self, slot: u32, taker: &OrderView) -> u64 {
         let old_total_qty = self.unlink_level(slot);
         self.orders[slot as usize].price = taker.price;
@@ -1719,6 +1721,7 @@ impl BookKeeping for Engine {
         old_total_qty
     }
 
+    #[inline]
     fn settle_lifted(&mut self, slot: u32, taker: &OrderView, done: bool) -> Option<u64> {
         self.orders[slot as usize].filled = taker.filled;
         if done {
