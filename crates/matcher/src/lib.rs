@@ -2,8 +2,10 @@
 //!
 //! [`Engine::apply`] takes one [`Command`] and pushes its [`Event`]s to an [`EventSink`]:
 //! price-time priority limit order books per instrument, market / limit orders with GTC, IOC
-//! and FOK, post-only, self-trade prevention, cancel, replace, mass cancel, halt and resume,
-//! and a resend window that gives a client's possible resend its original's outcome.
+//! and FOK, post-only, self-trade prevention, stop-market and stop-limit orders (triggered by
+//! the last trade price, nearest first, in cascades), icebergs (a slice shown at a time),
+//! cancel, replace, mass cancel, halt and resume, and a resend window that gives a client's
+//! possible resend its original's outcome.
 //! The rules are written down in `docs/matching-rules.md`.
 //!
 //! The matcher is a pure function of (state, command): it does not read the clock (timestamps
