@@ -685,6 +685,7 @@ pub fn run_snapshot_pause(out_dir: &Path) -> anyhow::Result<()> {
                 min_price: 1,
                 max_price: 1_000_000,
                 max_qty: 1_000_000,
+                session_end_ns: None,
             }],
             limits: Limits {
                 orders_per_book_max: resting_count,

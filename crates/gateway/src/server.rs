@@ -532,6 +532,15 @@ async fn read_loop(
                                 )),
                             )
                         }
+                        CommandType::Time => {
+                            return (
+                                SessionEnd::ProtocolError,
+                                Some((
+                                    ErrorCode::MalformedFrame,
+                                    "time records are written by the engine's clock".into(),
+                                )),
+                            )
+                        }
                         _ => {}
                     }
                     match submitter.try_submit_from(session_id, &command) {

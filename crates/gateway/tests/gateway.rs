@@ -50,6 +50,7 @@ impl Harness {
                 min_price: 1,
                 max_price: 100_000,
                 max_qty: 1_000_000,
+                session_end_ns: None,
             }],
             limits: Limits {
                 orders_per_book_max: 200_000,

@@ -26,6 +26,9 @@ pub struct InstrumentSpec {
     pub max_price: i64,
     /// Largest accepted order quantity, in lots.
     pub max_qty: u64,
+    /// When the instrument's trading day ends, in nanoseconds after midnight UTC: day orders
+    /// expire at the next such moment. `None`: the instrument takes no day orders.
+    pub session_end_ns: Option<u64>,
 }
 
 impl InstrumentSpec {
@@ -213,6 +216,7 @@ mod tests {
             min_price: 1,
             max_price: 1_000_000,
             max_qty: 1_000_000,
+            session_end_ns: None,
         }
     }
 

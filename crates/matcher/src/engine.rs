@@ -24,6 +24,8 @@ use crate::rules::{
 use crate::state::{StateError, StateReader, StateWriter, StoredOrder, StoredResend};
 use crate::table::{FixedMap, Home};
 use crate::EventSink;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// The null slot or level link.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -46,7 +48,8 @@ pub(crate) struct Order {
     account_next: u32,
     side: Side,
     pub stp: SelfTradePrevention,
-    pub post_only: bool,
+    /// Bit 0: post-only; bit 1: it expires (its expiry is in `Engine::extra`).
+    pub flags: u8,
     /// What the slot holds; a waiting stop's stop price and time in force and an iceberg's
     /// slices are in `Engine::extra`, by the same slot.
     pub kind: SlotKind,
@@ -91,6 +94,11 @@ impl SlotKind {
     }
 }
 
+/// `Order::flags`: post-only.
+const FLAG_POST_ONLY: u8 = 1 << 0;
+/// `Order::flags`: the order expires.
+const FLAG_EXPIRES: u8 = 1 << 1;
+
 // An order slot stays at 72 bytes: the matching loop walks them.
 const _: () = assert!(std::mem::size_of::<Order>() == 72);
 
@@ -106,6 +114,8 @@ pub(crate) struct Extra {
     pub display_qty: u64,
     /// What is left of an iceberg's current slice: what the book shows of it.
     pub shown: u64,
+    /// When a GTD or day order expires (nanoseconds since the Unix epoch); 0: never.
+    pub expire_ns: u64,
 }
 
 impl Extra {
@@ -114,6 +124,7 @@ impl Extra {
         tif: TimeInForce::Gtc,
         display_qty: 0,
         shown: 0,
+        expire_ns: 0,
     };
 }
 
@@ -133,7 +144,7 @@ impl Order {
         account_next: NIL,
         side: Side::Buy,
         stp: SelfTradePrevention::None,
-        post_only: false,
+        flags: 0,
         kind: SlotKind::Limit,
     };
 
@@ -145,6 +156,17 @@ impl Order {
     #[inline]
     fn waiting(&self) -> bool {
         matches!(self.kind, SlotKind::StopMarket | SlotKind::StopLimit)
+    }
+
+    #[inline]
+    pub fn post_only(&self) -> bool {
+        self.flags & FLAG_POST_ONLY != 0
+    }
+
+    /// Whether it expires (GTD or day): its expiry is in `Engine::extra`.
+    #[inline]
+    pub fn expires(&self) -> bool {
+        self.flags & FLAG_EXPIRES != 0
     }
 }
 
@@ -364,6 +386,13 @@ pub struct Engine {
     snapshot_shell: SnapshotShell,
     /// A snapshot copy is under way.
     snapshot_copying: bool,
+    /// The engine's time: the latest timestamp of a command that moves it (every command but
+    /// `snapshot` and `term`). Orders expire by it.
+    now_ns: u64,
+    /// The orders that expire, soonest first: (expiry, order id). An entry whose order is no
+    /// longer live is dropped when it comes up; the heap never grows past `orders_max`
+    /// (a full heap is compacted in place first).
+    expiries: BinaryHeap<Reverse<(u64, u64)>>,
 }
 
 #[inline]
@@ -409,6 +438,8 @@ impl Engine {
             resends: ResendWindow::new(limits.resends_max as usize),
             snapshot_shell: SnapshotShell::NotReserved,
             snapshot_copying: false,
+            now_ns: 0,
+            expiries: BinaryHeap::with_capacity(orders_max),
             config,
         })
     }
@@ -426,6 +457,16 @@ impl Engine {
     /// Runs one command, pushing its events (numbered from 0) to `sink`.
     pub fn apply<S: EventSink + ?Sized>(&mut self, seq: u64, command: &Command, sink: &mut S) {
         let mut out = Emitter::new(sink, seq, command);
+        if command.timestamp_ns > self.now_ns && rules::moves_time(command.command_type) {
+            self.now_ns = command.timestamp_ns;
+            if self
+                .expiries
+                .peek()
+                .is_some_and(|Reverse((expire_ns, _))| *expire_ns <= self.now_ns)
+            {
+                self.expire_due(&mut out);
+            }
+        }
         match command.command_type {
             CommandType::Place => self.place(command, &mut out),
             CommandType::Cancel => self.cancel(command, &mut out),
@@ -435,9 +476,56 @@ impl Engine {
             CommandType::Resume => self.set_halted(command, false, &mut out),
             // The pipeline acts on a snapshot command and the replication layer on a term
             // record; to the matcher both are no-ops.
-            CommandType::Snapshot | CommandType::Term => {}
+            CommandType::Snapshot | CommandType::Term | CommandType::Time => {}
             CommandType::OpenOrders => self.open_orders(command, &mut out),
         }
+    }
+
+    /// Cancels, soonest first (then by order id), every order whose expiry has come.
+    #[cold]
+    fn expire_due<S: EventSink + ?Sized>(&mut self, out: &mut Emitter<'_, S>) {
+        while let Some(&Reverse((expire_ns, order_id))) = self.expiries.peek() {
+            if expire_ns > self.now_ns {
+                break;
+            }
+            self.expiries.pop();
+            let Some(slot) = self.by_order_id.get(order_id) else {
+                continue;
+            };
+            let view = self.view(slot);
+            out.cancelled(&view, CancelReason::Expired);
+            let total_qty = self.remove_order(slot);
+            if !view.waiting() {
+                out.level(view.instrument, view.side, view.price, total_qty);
+            }
+        }
+    }
+
+    /// The soonest expiry of a live order, or a little earlier (an order that left early may
+    /// still hold its place): the time at which a `time` command has something to do.
+    pub fn next_expiry_ns(&self) -> Option<u64> {
+        self.expiries
+            .peek()
+            .map(|Reverse((expire_ns, _))| *expire_ns)
+    }
+
+    /// The engine's time: the largest timestamp of a command it has run.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Remembers that the order in `slot` expires at `expire_ns`.
+    fn schedule_expiry(&mut self, slot: u32, expire_ns: u64) {
+        self.extra[slot as usize].expire_ns = expire_ns;
+        if self.expiries.len() == self.expiries.capacity() {
+            // Drop the entries of orders that left early; a live order has one entry, so
+            // this leaves room (live orders are fewer than the slots).
+            let by_order_id = &self.by_order_id;
+            self.expiries
+                .retain(|Reverse((_, order_id))| by_order_id.contains(*order_id));
+        }
+        let order_id = self.orders[slot as usize].order_id;
+        self.expiries.push(Reverse((expire_ns, order_id)));
     }
 
     #[inline]
@@ -518,7 +606,7 @@ impl Engine {
         if book.halted {
             return Err(RejectReason::Halted);
         }
-        check_place_fields(&book.spec, command, book.last_price)?;
+        check_place_fields(&book.spec, command, book.last_price, self.now_ns)?;
         if command.client_order_id != 0
             && self
                 .by_client_id
@@ -1023,6 +1111,9 @@ impl Engine {
         let mut reader = StateReader::new(bytes);
         reader.header()?;
         engine.next_order_id = reader.u64()?;
+        if reader.version() >= 5 {
+            engine.now_ns = reader.u64()?;
+        }
         let instruments_count = reader.u32()? as usize;
         if instruments_count != engine.books.len() {
             return Err(StateError::ConfigMismatch(format!(
@@ -1227,6 +1318,12 @@ impl Engine {
                 stored.order_id
             )));
         }
+        if stored.expire_ns != 0 && stored.expire_ns <= self.now_ns {
+            return Err(StateError::Invalid(format!(
+                "order {} expired at {} but is still live at {}",
+                stored.order_id, stored.expire_ns, self.now_ns
+            )));
+        }
         let slices_valid = if stored.display_qty == 0 {
             stored.shown == 0
         } else {
@@ -1273,25 +1370,29 @@ impl Engine {
             account_next: NIL,
             side,
             stp: stored.stp,
-            post_only: stored.post_only,
+            flags: u8::from(stored.post_only)
+                | if stored.expire_ns != 0 {
+                    FLAG_EXPIRES
+                } else {
+                    0
+                },
             kind: stop.map_or(
                 SlotKind::of(OrderKind::Limit, stored.display_qty),
                 |(kind, _, _)| SlotKind::of(kind, 0),
             ),
         };
-        if let Some((_, tif, stop_price)) = stop {
-            self.extra[slot as usize] = Extra {
-                stop_price,
-                tif,
-                ..Extra::NONE
-            };
-        }
-        if stored.display_qty != 0 {
-            self.extra[slot as usize] = Extra {
-                display_qty: stored.display_qty,
-                shown: stored.shown,
-                ..Extra::NONE
-            };
+        let (tif, stop_price) = stop.map_or((TimeInForce::Gtc, 0), |(_, tif, stop_price)| {
+            (tif, stop_price)
+        });
+        self.extra[slot as usize] = Extra {
+            stop_price,
+            tif,
+            display_qty: stored.display_qty,
+            shown: stored.shown,
+            expire_ns: 0,
+        };
+        if stored.expire_ns != 0 {
+            self.schedule_expiry(slot, stored.expire_ns);
         }
         self.link_level_tail(slot);
         // The id maps and counts are filled now, for the duplicate checks above; the account
@@ -1353,6 +1454,7 @@ impl Engine {
             unreachable!("reserved above and not lent out");
         };
         shell.next_order_id = self.next_order_id;
+        shell.now_ns = self.now_ns;
         shell.accounts_count = self.accounts.len();
         shell.resend_marks = self.resends.marks();
         for (frozen, book) in shell.books.iter_mut().zip(&self.books) {
@@ -1465,6 +1567,10 @@ impl Engine {
 impl StateSource for Engine {
     fn next_order_id(&self) -> u64 {
         self.next_order_id
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now_ns
     }
 
     fn books_count(&self) -> usize {
@@ -1584,18 +1690,27 @@ impl BookKeeping for Engine {
             account_next: NIL,
             side: command.side,
             stp: command.stp,
-            post_only: command.post_only,
+            flags: u8::from(command.post_only)
+                | if rules::expires(taker.tif) {
+                    FLAG_EXPIRES
+                } else {
+                    0
+                },
             kind: SlotKind::of(taker.kind, taker.display_qty),
         };
-        if taker.waiting() || taker.display_qty != 0 {
+        if taker.waiting() || taker.display_qty != 0 || rules::expires(taker.tif) {
             self.extra[slot as usize] = Extra {
                 stop_price: taker.stop_price,
                 tif: taker.tif,
                 display_qty: taker.display_qty,
                 shown: taker.display_qty.min(taker.remaining()),
+                expire_ns: 0,
             };
         }
         self.remember(slot);
+        if let Some(expire_ns) = rules::expiry_of(&self.books[book].spec, command, self.now_ns) {
+            self.schedule_expiry(slot, expire_ns);
+        }
         self.link_level_tail(slot)
     }
 
@@ -1614,7 +1729,7 @@ impl BookKeeping for Engine {
             order.book as usize,
             self.view(slot),
             order.stp,
-            order.post_only,
+            order.post_only(),
         )
     }
 

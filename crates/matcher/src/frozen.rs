@@ -19,6 +19,8 @@ use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredSt
 /// What the canonical encoding reads.
 pub(crate) trait StateSource {
     fn next_order_id(&self) -> u64;
+    /// The engine's time.
+    fn now_ns(&self) -> u64;
     fn books_count(&self) -> usize;
     fn spec(&self, book: usize) -> &InstrumentSpec;
     fn halted(&self, book: usize) -> bool;
@@ -45,6 +47,7 @@ pub(crate) trait StateSource {
 pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &mut W) {
     writer.header();
     writer.u64(source.next_order_id());
+    writer.u64(source.now_ns());
     writer.u32(source.books_count() as u32);
     for book in 0..source.books_count() {
         writer.instrument(source.spec(book), source.halted(book));
@@ -112,9 +115,10 @@ fn stored(order: &Order, extra: &Extra) -> StoredOrder {
         qty: order.qty,
         filled: order.filled,
         stp: order.stp,
-        post_only: order.post_only,
+        post_only: order.post_only(),
         display_qty: if iceberg { extra.display_qty } else { 0 },
         shown: if iceberg { extra.shown } else { 0 },
+        expire_ns: if order.expires() { extra.expire_ns } else { 0 },
     }
 }
 
@@ -172,6 +176,7 @@ impl FrozenBook {
 /// came from (`Engine::give_back_snapshot`), whose next snapshot reuses its memory.
 pub struct FrozenState {
     pub(crate) next_order_id: u64,
+    pub(crate) now_ns: u64,
     pub(crate) books: Vec<FrozenBook>,
     pub(crate) accounts_count: usize,
     pub(crate) account_ids: Box<[u32]>,
@@ -197,6 +202,7 @@ impl FrozenState {
     pub(crate) fn shell(books: Vec<FrozenBook>) -> FrozenState {
         FrozenState {
             next_order_id: 0,
+            now_ns: 0,
             books,
             accounts_count: 0,
             account_ids: Box::default(),
@@ -230,6 +236,10 @@ impl FrozenState {
 impl StateSource for FrozenState {
     fn next_order_id(&self) -> u64 {
         self.next_order_id
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now_ns
     }
 
     fn books_count(&self) -> usize {

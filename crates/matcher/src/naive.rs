@@ -27,6 +27,8 @@ struct NaiveOrder {
     priority: u64,
     /// What is left of an iceberg's current slice (0 for other orders).
     shown: u64,
+    /// When a GTD or day order expires; 0: never.
+    expire_ns: u64,
 }
 
 /// The reference book.
@@ -45,6 +47,8 @@ pub struct NaiveBook {
     /// The resend window, oldest first, searched linearly.
     resends: Vec<StoredResend>,
     resends_forgotten_through: u64,
+    /// The engine's time (`rules::moves_time`).
+    now_ns: u64,
 }
 
 /// Whether a maker at `a` has better priority than one at `b` on the same side.
@@ -70,6 +74,7 @@ impl NaiveOrder {
             post_only: self.post_only,
             display_qty: self.view.display_qty,
             shown: self.shown,
+            expire_ns: self.expire_ns,
         }
     }
 
@@ -102,18 +107,23 @@ impl NaiveBook {
             lifted: None,
             resends: Vec::new(),
             resends_forgotten_through: 0,
+            now_ns: 0,
         })
     }
 
     /// Runs one command, pushing its events to `sink`.
     pub fn apply<S: EventSink + ?Sized>(&mut self, seq: u64, command: &Command, sink: &mut S) {
         let mut out = Emitter::new(sink, seq, command);
+        if command.timestamp_ns > self.now_ns && rules::moves_time(command.command_type) {
+            self.now_ns = command.timestamp_ns;
+            self.expire_due(&mut out);
+        }
         match command.command_type {
             CommandType::Place => self.place(command, &mut out),
             CommandType::Cancel => self.cancel(command, &mut out),
             CommandType::Replace => self.replace(command, &mut out),
             CommandType::MassCancel => self.mass_cancel(command, &mut out),
-            CommandType::Snapshot | CommandType::Term => {}
+            CommandType::Snapshot | CommandType::Term | CommandType::Time => {}
             CommandType::OpenOrders => self.open_orders(command, &mut out),
             CommandType::Halt | CommandType::Resume => {
                 match self.instrument_index(command.instrument) {
@@ -124,6 +134,26 @@ impl NaiveBook {
                         out.instrument_status(command.instrument, halted);
                     }
                 }
+            }
+        }
+    }
+
+    /// Cancels every order whose expiry has come, soonest first, then by order id.
+    fn expire_due<S: EventSink + ?Sized>(&mut self, out: &mut Emitter<'_, S>) {
+        let mut due: Vec<(u64, u64)> = self
+            .orders
+            .iter()
+            .filter(|o| o.expire_ns != 0 && o.expire_ns <= self.now_ns)
+            .map(|o| (o.expire_ns, o.view.order_id))
+            .collect();
+        due.sort_unstable();
+        for (_, order_id) in due {
+            let index = self.position_of(order_id).expect("a due order is live");
+            let view = self.orders.remove(index).view;
+            out.cancelled(&view, CancelReason::Expired);
+            if !view.waiting() {
+                let total = self.level_total(view.instrument, view.side, view.price);
+                out.level(view.instrument, view.side, view.price, total);
             }
         }
     }
@@ -219,7 +249,7 @@ impl NaiveBook {
             return Err(RejectReason::Halted);
         }
         let spec = &self.config.instruments[index];
-        check_place_fields(spec, command, self.last_prices[index])?;
+        check_place_fields(spec, command, self.last_prices[index], self.now_ns)?;
         if command.client_order_id != 0
             && self.orders.iter().any(|o| {
                 o.view.account == command.account
@@ -311,15 +341,24 @@ impl NaiveBook {
     }
 
     /// Rests an order (an iceberg with a fresh slice) at the back of its level.
-    fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool) {
+    fn rest(&mut self, view: OrderView, stp: SelfTradePrevention, post_only: bool, expire_ns: u64) {
         self.orders.push(NaiveOrder {
             view,
             stp,
             post_only,
             priority: self.next_priority,
             shown: view.display_qty.min(view.remaining()),
+            expire_ns,
         });
         self.next_priority += 1;
+    }
+
+    /// When a new order of `command` expires (0: never).
+    fn expiry_of(&self, command: &Command) -> u64 {
+        let index = self
+            .instrument_index(command.instrument)
+            .expect("a placed order's instrument is configured");
+        rules::expiry_of(&self.config.instruments[index], command, self.now_ns).unwrap_or(0)
     }
 
     /// Returns true when self-trade prevention cancelled the taker.
@@ -468,6 +507,7 @@ impl NaiveBook {
     pub fn write_state<W: StateWriter>(&self, writer: &mut W) {
         writer.header();
         writer.u64(self.next_order_id);
+        writer.u64(self.now_ns);
         writer.u32(self.config.instruments.len() as u32);
         for (spec, halted) in self.config.instruments.iter().zip(&self.halted) {
             writer.instrument(spec, *halted);
@@ -589,7 +629,8 @@ impl BookKeeping for NaiveBook {
     }
 
     fn rest_new(&mut self, _book: usize, taker: &OrderView, command: &Command) -> u64 {
-        self.rest(*taker, command.stp, command.post_only);
+        let expire_ns = self.expiry_of(command);
+        self.rest(*taker, command.stp, command.post_only, expire_ns);
         self.level_total(taker.instrument, taker.side, taker.price)
     }
 
@@ -625,7 +666,8 @@ impl BookKeeping for NaiveBook {
     }
 
     fn rest_stop(&mut self, _book: usize, stop: &OrderView, command: &Command) {
-        self.rest(*stop, command.stp, command.post_only);
+        let expire_ns = self.expiry_of(command);
+        self.rest(*stop, command.stp, command.post_only, expire_ns);
     }
 
     fn restop(&mut self, index: usize, changed: &OrderView, to_back: bool) {
@@ -688,7 +730,7 @@ impl BookKeeping for NaiveBook {
         if done {
             return None;
         }
-        self.rest(*taker, order.stp, order.post_only);
+        self.rest(*taker, order.stp, order.post_only, order.expire_ns);
         Some(self.level_total(taker.instrument, taker.side, taker.price))
     }
 }

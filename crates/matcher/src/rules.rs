@@ -97,10 +97,20 @@ pub(crate) fn check_place_fields(
     spec: &InstrumentSpec,
     command: &Command,
     last_price: Option<i64>,
+    now_ns: u64,
 ) -> Result<(), RejectReason> {
-    if command.kind == OrderKind::Limit && command.display_qty == 0 {
+    if command.kind == OrderKind::Limit
+        && command.display_qty == 0
+        && command.expire_time_ns == 0
+        && !expires(command.tif)
+    {
         check_price(spec, command.price)?;
         return check_qty(spec, command.qty);
+    }
+    if expires(command.tif) && !matches!(command.kind, OrderKind::Limit | OrderKind::StopLimit)
+        || command.expire_time_ns != 0 && command.tif != TimeInForce::Gtd
+    {
+        return Err(RejectReason::InvalidOrder);
     }
     if command.display_qty != 0
         && (command.kind != OrderKind::Limit || command.tif != TimeInForce::Gtc)
@@ -129,7 +139,46 @@ pub(crate) fn check_place_fields(
     if command.kind.is_stop() {
         check_stop(command.side, command.stop_price, last_price)?;
     }
+    if expires(command.tif) && expiry_of(spec, command, now_ns).is_none() {
+        return Err(RejectReason::ExpiryInvalid);
+    }
     Ok(())
+}
+
+/// Whether a command's timestamp moves the engine's time: every command but `snapshot` and
+/// `term`, which the matcher passes over.
+#[inline]
+pub(crate) fn moves_time(command_type: CommandType) -> bool {
+    !matches!(command_type, CommandType::Snapshot | CommandType::Term)
+}
+
+/// Whether orders of this time in force expire (GTD and day).
+#[inline]
+pub(crate) fn expires(tif: TimeInForce) -> bool {
+    matches!(tif, TimeInForce::Gtd | TimeInForce::Day)
+}
+
+/// Nanoseconds in a day.
+const DAY_NS: u64 = 86_400_000_000_000;
+
+/// When a place of a GTD or day order made at `now_ns` expires: a GTD order at its
+/// `expire_time_ns`, which must be later than now; a day order at its instrument's next
+/// session end after now. `None` when it cannot rest (a past expiry, no session end) or does
+/// not expire.
+pub(crate) fn expiry_of(spec: &InstrumentSpec, command: &Command, now_ns: u64) -> Option<u64> {
+    match command.tif {
+        TimeInForce::Gtd => (command.expire_time_ns > now_ns).then_some(command.expire_time_ns),
+        TimeInForce::Day => {
+            let session_end_ns = spec.session_end_ns?;
+            let today_end = now_ns - now_ns % DAY_NS + session_end_ns;
+            Some(if today_end > now_ns {
+                today_end
+            } else {
+                today_end + DAY_NS
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Checks an iceberg's displayed quantity: a lot multiple, less than the order quantity (an
@@ -151,7 +200,13 @@ pub(crate) fn check_display_qty(
 /// Whether a place takes a slot of its own when it is accepted: a GTC limit order may rest,
 /// and a stop waits. Only these count against the order limits.
 pub(crate) fn may_hold_a_slot(command: &Command) -> bool {
-    (command.kind == OrderKind::Limit && command.tif == TimeInForce::Gtc) || command.kind.is_stop()
+    (command.kind == OrderKind::Limit && rests(command.tif)) || command.kind.is_stop()
+}
+
+/// Whether what is left of a limit order of this time in force rests (GTC, GTD, day).
+#[inline]
+pub(crate) fn rests(tif: TimeInForce) -> bool {
+    matches!(tif, TimeInForce::Gtc | TimeInForce::Gtd | TimeInForce::Day)
 }
 
 /// Field checks of a replace command that need no book state (for an order that is not a
@@ -604,14 +659,14 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
     let stopped = book.match_taker(book_id, &mut taker, limit, command.stp, out);
     if !stopped && taker.remaining() > 0 {
         match (command.kind, command.tif) {
-            (OrderKind::Limit, TimeInForce::Gtc) => {
-                let total_qty = book.rest_new(book_id, &taker, command);
-                out.level(command.instrument, command.side, command.price, total_qty);
-            }
             (_, TimeInForce::Fok) => {
                 panic!("a fill-or-kill order passed its check but did not fill")
             }
             (OrderKind::Market, _) => out.cancelled(&taker, CancelReason::MarketNoLiquidity),
+            (OrderKind::Limit, tif) if rests(tif) => {
+                let total_qty = book.rest_new(book_id, &taker, command);
+                out.level(command.instrument, command.side, command.price, total_qty);
+            }
             _ => out.cancelled(&taker, CancelReason::IocRemainder),
         }
     }
@@ -811,18 +866,16 @@ fn enter_triggered<B: BookKeeping, S: crate::EventSink + ?Sized>(
     book.trigger(order, &taker);
     let limit = (kind == OrderKind::Limit).then_some(taker.price);
     let stopped = book.match_taker(book_id, &mut taker, limit, stp, out);
-    let rests = !stopped
-        && taker.remaining() > 0
-        && kind == OrderKind::Limit
-        && taker.tif == TimeInForce::Gtc;
-    if !stopped && taker.remaining() > 0 && !rests {
+    let will_rest =
+        !stopped && taker.remaining() > 0 && kind == OrderKind::Limit && rests(taker.tif);
+    if !stopped && taker.remaining() > 0 && !will_rest {
         let reason = match kind {
             OrderKind::Market => CancelReason::MarketNoLiquidity,
             _ => CancelReason::IocRemainder,
         };
         out.cancelled(&taker, reason);
     }
-    if let Some(total_qty) = book.settle_lifted(order, &taker, !rests) {
+    if let Some(total_qty) = book.settle_lifted(order, &taker, !will_rest) {
         out.level(taker.instrument, taker.side, taker.price, total_qty);
     }
 }

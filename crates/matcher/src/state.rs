@@ -13,9 +13,10 @@ pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
 
 /// Layout version of the matcher state this build writes. Version 2 added the resend window
 /// after the books, version 3 each book's last trade price and waiting stops, version 4 each
-/// order's iceberg slices; older states still read, with an empty window, no last trade
-/// price, no stops and no icebergs.
-pub const STATE_VERSION: u32 = 4;
+/// order's iceberg slices, version 5 the engine's time and each order's expiry; older states
+/// still read, with an empty window, no last trade price, no stops, no icebergs, time 0 and
+/// no expiries.
+pub const STATE_VERSION: u32 = 5;
 
 /// The oldest layout version this build reads.
 pub const STATE_VERSION_OLDEST: u32 = 1;
@@ -41,6 +42,8 @@ pub struct StoredOrder {
     pub display_qty: u64,
     /// What is left of an iceberg's current slice (0 when `display_qty` is).
     pub shown: u64,
+    /// When a GTD or day order expires (nanoseconds since the Unix epoch); 0: never.
+    pub expire_ns: u64,
 }
 
 /// One waiting stop as the state stores it (its book, side and stop price come from its
@@ -124,6 +127,7 @@ pub trait StateWriter {
         self.u8(u8::from(order.post_only));
         self.u64(order.display_qty);
         self.u64(order.shown);
+        self.u64(order.expire_ns);
     }
 
     /// A book's last trade price.
@@ -363,6 +367,7 @@ impl<'a> StateReader<'a> {
             post_only: self.flag()?,
             display_qty: if self.version >= 4 { self.u64()? } else { 0 },
             shown: if self.version >= 4 { self.u64()? } else { 0 },
+            expire_ns: if self.version >= 5 { self.u64()? } else { 0 },
         })
     }
 

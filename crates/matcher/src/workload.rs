@@ -131,6 +131,7 @@ pub fn mix_instrument() -> InstrumentSpec {
         min_price: 1,
         max_price: 200_000,
         max_qty: 1_000_000,
+        session_end_ns: None,
     }
 }
 

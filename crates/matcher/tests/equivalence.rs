@@ -28,6 +28,7 @@ fn spec(
         min_price,
         max_price,
         max_qty,
+        session_end_ns: None,
     }
 }
 
@@ -49,6 +50,9 @@ fn config(roomy: bool) -> MatcherConfig {
             resends_max: 6,
         },
     };
+    // Instrument 1's session ends 120 ns into the day (the streams' clock starts at 1,000 ns):
+    // its day orders placed before then expire then; the others take no day orders.
+    config.instruments[0].session_end_ns = Some(1_120);
     if roomy {
         config.limits.orders_per_book_max = 16;
         config.limits.orders_max = 40;
@@ -78,6 +82,8 @@ struct Raw {
     stop_step: i64,
     has_stop_price: bool,
     display_step: u64,
+    /// A GTD order's time to live, and how far a `time` command moves time on.
+    time_step: u64,
 }
 
 fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
@@ -96,6 +102,13 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
     // A possible resend's floor is `order_id`: 1..=40 lands around the streams' sequences.
     command.possible_resend = raw.possible_resend && raw.command_type == CommandType::Place;
     command.timestamp_ns = timestamp_ns;
+    if raw.command_type == CommandType::Time {
+        command.timestamp_ns = timestamp_ns + raw.time_step;
+    }
+    if raw.tif == TimeInForce::Gtd {
+        // A time to live of 0 is an expiry that has already come.
+        command.expire_time_ns = timestamp_ns + raw.time_step;
+    }
     let off = i64::from(raw.off_tick);
     // Price steps 0..=24 straddle each band by a couple of ticks on both ends.
     let (price, qty) = match raw.instrument {
@@ -148,6 +161,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
         1 => Just(CommandType::OpenOrders),
         1 => Just(CommandType::Halt),
         2 => Just(CommandType::Resume),
+        1 => Just(CommandType::Time),
     ];
     let instrument = prop_oneof![
         4 + 36 * heavy => Just(1u32),
@@ -165,7 +179,9 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
     let tif = prop_oneof![
         6 => Just(TimeInForce::Gtc),
         2 => Just(TimeInForce::Ioc),
-        2 => Just(TimeInForce::Fok)
+        2 => Just(TimeInForce::Fok),
+        1 => Just(TimeInForce::Gtd),
+        1 => Just(TimeInForce::Day),
     ];
     let stp = prop_oneof![
         Just(SelfTradePrevention::None),
@@ -190,6 +206,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
             if stop_heavy { 8i64..=16 } else { 0i64..=24 },
             prop::bool::weighted(0.3),
             prop_oneof![5 => Just(0u64), 2 => 1u64..=4],
+            prop_oneof![1 => Just(0u64), 4 => 1u64..=150],
         ),
     )
         .prop_map(
@@ -206,7 +223,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                     has_qty,
                     possible_resend,
                 ),
-                (stop_step, has_stop_price, display_step),
+                (stop_step, has_stop_price, display_step, time_step),
             )| Raw {
                 command_type,
                 account,
@@ -227,6 +244,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                 stop_step,
                 has_stop_price,
                 display_step,
+                time_step,
             },
         )
 }
@@ -371,12 +389,13 @@ fn random_streams_hit_every_kind_of_outcome() {
     // Stop and iceberg outcomes that no single event type or reason names.
     let mut stop_outcomes = HashSet::new();
     let mut display_of = std::collections::HashMap::new();
-    for _ in 0..2_000 {
+    for _ in 0..4_000 {
         let (stop_heavy, raws, _) = strategy.new_tree(&mut runner).unwrap().current();
         let mut engine = Engine::new(config(stop_heavy)).unwrap();
         for (index, raw) in raws.iter().enumerate() {
             let mut events = Vec::new();
-            engine.apply(index as u64 + 1, &to_command(raw, 0), &mut events);
+            let command = to_command(raw, 1_000 + index as u64);
+            engine.apply(index as u64 + 1, &command, &mut events);
             let triggered: Vec<&Event> = events
                 .iter()
                 .filter(|event| event.event_type == EventType::Triggered)
@@ -432,6 +451,13 @@ fn random_streams_hit_every_kind_of_outcome() {
                 }
             }
             for event in &events {
+                if event.reason == Reason::Cancel(ringmatch_proto::CancelReason::Expired) {
+                    stop_outcomes.insert(match (event.command_type, event.stop_kind) {
+                        (_, Some(_)) => "a waiting stop expired",
+                        (CommandType::Time, None) => "an order expired at a time command",
+                        _ => "an order expired at another command",
+                    });
+                }
                 event_types.insert(event.event_type);
                 reasons.insert(event.reason);
                 if event.stop_kind.is_some() {
@@ -466,6 +492,9 @@ fn random_streams_hit_every_kind_of_outcome() {
         "a waiting stop resent",
         "a triggered stop-limit rests",
         "an iceberg showed its next slice",
+        "a waiting stop expired",
+        "an order expired at a time command",
+        "an order expired at another command",
         "an order shown traded before an iceberg's rest",
     ] {
         if !stop_outcomes.contains(outcome) {

@@ -3,8 +3,8 @@
 //! A counting global allocator counts every allocation, reallocation and deallocation made by
 //! the test thread while the counter is armed. After a warm-up, 1,200,000 mixed commands (the
 //! exchange-core mix, with client order ids on every place, and market, FOK, IOC, post-only,
-//! self-trade, stops, icebergs, mass cancel, halt/resume, possible resends and invalid
-//! commands spliced in) run
+//! self-trade, stops, icebergs, GTD orders and the time commands that expire them, mass
+//! cancel, halt/resume, possible resends and invalid commands spliced in) run
 //! through the engine with the counter armed, while snapshots are begun, copied a page at a
 //! time and given back: the count must be zero. A control check arms the counter around a
 //! deliberate allocation, so the test cannot pass because the counter is broken.
@@ -87,7 +87,18 @@ fn spliced(index: usize, mut base: Command) -> Command {
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 19 {
+    match (index / 23) % 21 {
+        // A GTD ask that expires 100 commands' time later, and the clock: a time command
+        // (the stream's own timestamps never move time past it).
+        19 => {
+            command.tif = TimeInForce::Gtd;
+            command.expire_time_ns = (index as u64 + 100) * 1_000;
+        }
+        20 => {
+            command = Command::empty(CommandType::Time);
+            command.timestamp_ns = index as u64 * 1_000;
+            return command;
+        }
         // An iceberg just above the market, showing 5 of 40.
         18 => {
             command.qty = 40;
@@ -186,6 +197,48 @@ fn the_counter_sees_allocations() {
     assert_eq!(count, 2, "one allocation and one deallocation");
 }
 
+/// GTD orders placed and cancelled long before they expire leave entries in the expiry heap;
+/// it is compacted in place when full, never grown: a small engine takes 100,000 of them.
+#[test]
+fn expiry_entries_of_cancelled_orders_never_grow_the_heap() {
+    let mut config = mix_config();
+    config.limits.orders_max = 8;
+    config.limits.orders_per_book_max = 8;
+    let mut engine = Engine::new(config).unwrap();
+    let mut events: Vec<Event> = Vec::with_capacity(64);
+    let mut seq = 0u64;
+    let mut run = |engine: &mut Engine, events: &mut Vec<Event>, round: u64| {
+        let mut gtd = Command::limit(1, 1, Side::Buy, 99_000, 1);
+        gtd.tif = TimeInForce::Gtd;
+        gtd.expire_time_ns = u64::MAX;
+        gtd.client_order_id = 1;
+        seq += 1;
+        events.clear();
+        engine.apply(seq, &gtd, events);
+        assert_eq!(
+            events[0].event_type,
+            ringmatch_proto::EventType::Accepted,
+            "{round}"
+        );
+        let mut cancel = Command::empty(CommandType::Cancel);
+        cancel.account = 1;
+        cancel.client_order_id = 1;
+        seq += 1;
+        events.clear();
+        engine.apply(seq, &cancel, events);
+        assert_eq!(events[0].event_type, ringmatch_proto::EventType::Cancelled);
+    };
+    for round in 0..100 {
+        run(&mut engine, &mut events, round);
+    }
+    let count = heap_operations_during(|| {
+        for round in 0..100_000 {
+            run(&mut engine, &mut events, round);
+        }
+    });
+    assert_eq!(count, 0, "the expiry heap allocated {count} times");
+}
+
 #[test]
 fn steady_state_processing_does_not_allocate() {
     const MEASURED_COUNT: usize = 1_200_000;
@@ -216,6 +269,7 @@ fn steady_state_processing_does_not_allocate() {
     let mut events_count = 0u64;
     let mut types_seen = [false; 16];
     let mut resend_unknown_seen = false;
+    let mut expired_seen = false;
     // The newest iceberg, and how much of it traded: more than its display means a slice
     // was refreshed.
     let (mut iceberg_id, mut iceberg_traded, mut slice_refreshed) = (0u64, 0u64, false);
@@ -244,6 +298,8 @@ fn steady_state_processing_does_not_allocate() {
                     }
                     _ => {}
                 }
+                expired_seen |= event.reason
+                    == ringmatch_proto::Reason::Cancel(ringmatch_proto::CancelReason::Expired);
                 resend_unknown_seen |= event.reason
                     == ringmatch_proto::Reason::Reject(
                         ringmatch_proto::RejectReason::ResendUnknown,
@@ -270,6 +326,7 @@ fn steady_state_processing_does_not_allocate() {
         resend_unknown_seen,
         "no possible resend met a forgotten window in the measured stream"
     );
+    assert!(expired_seen, "no order expired in the measured stream");
     assert!(
         slice_refreshed,
         "no iceberg showed a second slice in the measured stream"

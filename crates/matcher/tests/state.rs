@@ -146,6 +146,7 @@ fn small_config() -> MatcherConfig {
             min_price: 1,
             max_price: 200,
             max_qty: 100,
+            session_end_ns: Some(3_600_000_000_000),
         }],
         limits: Limits {
             orders_per_book_max: 16,
@@ -301,19 +302,64 @@ fn the_checked_in_version_3_state_still_reads() {
     assert_eq!(restored.state_hash(), engine.state_hash());
 }
 
-/// The current layout (version 4, with icebergs' slices) is checked in too; this build must
-/// write the same bytes for the same state and read the file back. `UPDATE_FIXTURES=1`
-/// rewrites it, which is only right together with a format version bump.
+/// A matcher state written by format version 4 (with icebergs, before expiries) is checked
+/// in: this build reads it as the same state.
 #[test]
-fn the_checked_in_version_4_state_still_reads_and_matches() {
+fn the_checked_in_version_4_state_still_reads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v4.bin");
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(&stored[..8], b"RMMS\x04\x00\x00\x00");
+    let restored = Engine::restore(small_config(), &stored).unwrap();
     let engine = small_engine_with_icebergs();
+    assert_eq!(restored.resting_orders_count(), 6);
+    assert_eq!(restored.encode_state(), engine.encode_state());
+}
+
+/// [`small_engine_with_icebergs`] at time 1,000 (a `time` command) with a GTD bid of 2 at 90
+/// that expires at 5,000 and a buy stop-limit good for the day (the session ends at 3,600
+/// seconds).
+fn small_engine_with_expiries() -> Engine {
+    let mut engine = small_engine_with_icebergs();
+    let mut events = Vec::new();
+    let mut time = Command::empty(ringmatch_proto::CommandType::Time);
+    time.timestamp_ns = 1_000;
+    engine.apply(11, &time, &mut events);
+    let mut gtd = Command::limit(1, 1, Side::Buy, 90, 2);
+    gtd.tif = TimeInForce::Gtd;
+    gtd.expire_time_ns = 5_000;
+    gtd.timestamp_ns = 1_000;
+    let mut day_stop = Command::limit(2, 1, Side::Buy, 99, 1);
+    day_stop.kind = OrderKind::StopLimit;
+    day_stop.stop_price = 98;
+    day_stop.tif = TimeInForce::Day;
+    day_stop.timestamp_ns = 1_000;
+    engine.apply(12, &gtd, &mut events);
+    engine.apply(13, &day_stop, &mut events);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.event_type == EventType::Accepted)
+            .count(),
+        2,
+        "{events:?}"
+    );
+    engine
+}
+
+/// The current layout (version 5, with the engine's time and expiries) is checked in too;
+/// this build must write the same bytes for the same state and read the file back.
+/// `UPDATE_FIXTURES=1` rewrites it, which is only right together with a format version bump.
+#[test]
+fn the_checked_in_version_5_state_still_reads_and_matches() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v5.bin");
+    let engine = small_engine_with_expiries();
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, engine.encode_state()).unwrap();
     }
     let stored = std::fs::read(&path).unwrap();
-    assert_eq!(&stored[..8], b"RMMS\x04\x00\x00\x00");
+    assert_eq!(&stored[..8], b"RMMS\x05\x00\x00\x00");
     assert_eq!(
         stored,
         engine.encode_state(),
@@ -321,8 +367,33 @@ fn the_checked_in_version_4_state_still_reads_and_matches() {
     );
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.state_hash(), engine.state_hash());
-    assert_eq!(restored.resting_orders_count(), 6);
+    assert_eq!(restored.resting_orders_count(), 8);
     assert_eq!(restored.encode_state(), stored);
+}
+
+/// Restored expiries come when the original's do: at time 5,000 the GTD bid goes, and at the
+/// session end the day stop.
+#[test]
+fn restored_expiries_come_like_the_originals() {
+    let mut original = small_engine_with_expiries();
+    let mut restored = Engine::restore(small_config(), &original.encode_state()).unwrap();
+    let mut expired = Vec::new();
+    for (seq, timestamp_ns) in (14..).zip([4_999, 5_000, 3_600_000_000_000]) {
+        let mut time = Command::empty(ringmatch_proto::CommandType::Time);
+        time.timestamp_ns = timestamp_ns;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        original.apply(seq, &time, &mut a);
+        restored.apply(seq, &time, &mut b);
+        assert_eq!(a, b);
+        expired.push(
+            a.iter()
+                .filter(|event| event.event_type == EventType::Cancelled)
+                .map(|event| event.stop_kind.is_some())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(expired, [vec![], vec![false], vec![true]]);
+    assert_eq!(restored.encode_state(), original.encode_state());
 }
 
 /// A restored iceberg shows and refreshes its slices as the original's does: a buy of 4 at

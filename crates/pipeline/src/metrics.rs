@@ -89,6 +89,9 @@ pub struct Metrics {
     pub last_snapshot: Mutex<Option<(u64, String, u64)>>,
     /// Journal counters.
     pub journal: Arc<JournalStats>,
+    /// The matcher's next order expiry (nanoseconds since the Unix epoch; 0: none), as of
+    /// the end of its last batch: the clock journals a `time` command when it comes.
+    pub next_expiry_ns: AtomicU64,
 }
 
 impl Metrics {
@@ -113,6 +116,7 @@ impl Metrics {
             last_snapshot: Mutex::new(None),
             journal,
             wait_counters: Arc::default(),
+            next_expiry_ns: AtomicU64::new(0),
         }
     }
 

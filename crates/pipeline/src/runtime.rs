@@ -697,6 +697,8 @@ struct MatcherRun {
     output_published: Arc<Signal>,
     /// Commands whose events were published since the last notify.
     unannounced_commands: u32,
+    /// Where the next order expiry is told (`Metrics::next_expiry_ns`).
+    metrics: Arc<Metrics>,
 }
 
 impl MatcherRun {
@@ -716,8 +718,13 @@ impl MatcherRun {
         let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Matched);
         let config = wiring.config.clone();
+        let metrics = Arc::clone(&wiring.metrics);
         move || {
             wait::bind_stage(waits_on, None, input, counters);
+            metrics.next_expiry_ns.store(
+                matcher.engine().next_expiry_ns().unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if snapshots.is_some() {
                 // The copy's memory is allocated and first touched here, on the Matcher's
                 // thread, before the pipeline is ready.
@@ -740,6 +747,7 @@ impl MatcherRun {
                 unstamped: Vec::with_capacity(OUTPUT_GROUP_COMMANDS_MAX),
                 output_published,
                 unannounced_commands: 0,
+                metrics,
             };
             let _ = ready.send(());
             run
@@ -782,6 +790,10 @@ impl MatcherRun {
             core.step_snapshot(SNAPSHOT_STEP_BYTES);
         }
         if end_of_batch {
+            let next_expiry_ns = core.matcher.engine().next_expiry_ns().unwrap_or(0);
+            self.metrics
+                .next_expiry_ns
+                .store(next_expiry_ns, std::sync::atomic::Ordering::Relaxed);
             self.recorder.done(seq, true);
         }
     }

@@ -28,6 +28,10 @@ wire_enum! {
         /// record a cluster's new leader journals. Changes no state and produces no events;
         /// only the replication layer writes it, never a client.
         Term = 9, "term";
+        /// The time is `timestamp_ns`: the pipeline journals one on a tick while input is
+        /// idle, so that orders expire on time with nothing else arriving. Its only events
+        /// are the expiries it causes.
+        Time = 10, "time";
     }
 }
 
@@ -98,6 +102,10 @@ wire_enum! {
         Ioc = 2, "ioc";
         /// Fill or kill: fully filled at once, or rejected with nothing traded.
         Fok = 3, "fok";
+        /// Good till date: rests until `expire_time_ns`.
+        Gtd = 4, "gtd";
+        /// Good for the day: rests until its instrument's next session end.
+        Day = 5, "day";
     }
 }
 
@@ -173,6 +181,9 @@ pub struct Command {
     /// For a place: an iceberg's displayed quantity (lots), the slice of it the book shows at
     /// a time; 0 for an order that shows all of itself. Version 2 only.
     pub display_qty: u64,
+    /// For a GTD place: when the order expires (nanoseconds since the Unix epoch); else 0.
+    /// Version 2 only.
+    pub expire_time_ns: u64,
     /// Quantity in lots: the order quantity, or for a replace the new total quantity.
     pub qty: u64,
     /// Ingress timestamp stamped by the engine's front end (nanoseconds since the Unix epoch).
@@ -200,6 +211,7 @@ impl Command {
             price: 0,
             stop_price: 0,
             display_qty: 0,
+            expire_time_ns: 0,
             qty: 0,
             timestamp_ns: 0,
         }
@@ -264,11 +276,16 @@ impl Command {
         self.encode_common(first.try_into().expect("64 bytes"), COMMAND_VERSION);
         rest.fill(0);
         put_u64(out, 64, self.display_qty);
+        put_u64(out, 72, self.expire_time_ns);
     }
 
-    /// Whether the command uses a field that only version 2 has (`display_qty`).
+    /// Whether the command uses what only version 2 has (`display_qty`, `expire_time_ns`, the
+    /// time in force `gtd` or `day`, the command type `time`).
     pub fn needs_version_2(&self) -> bool {
         self.display_qty != 0
+            || self.expire_time_ns != 0
+            || matches!(self.tif, TimeInForce::Gtd | TimeInForce::Day)
+            || self.command_type == CommandType::Time
     }
 
     /// Writes the 64-byte version 1 record, for readers of version 1 (such as the stream
@@ -342,20 +359,33 @@ impl Command {
             });
         }
         let bytes = &bytes[..size];
-        // Version 2's reserved bytes, after its display quantity.
-        if let Some(offset) = first_non_zero(bytes, size.min(COMMAND_V1_SIZE_BYTES + 8), size) {
+        // Version 2's reserved bytes, after its display quantity and expiry.
+        if let Some(offset) = first_non_zero(bytes, size.min(COMMAND_V1_SIZE_BYTES + 16), size) {
             return Err(DecodeError::Reserved { offset });
         }
-        let display_qty = if size > COMMAND_V1_SIZE_BYTES {
-            u64_at(bytes, 64)
+        let (display_qty, expire_time_ns) = if size > COMMAND_V1_SIZE_BYTES {
+            (u64_at(bytes, 64), u64_at(bytes, 72))
         } else {
-            0
+            (0, 0)
         };
         let command_type =
             CommandType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {
                 record: "command",
                 code: bytes[1],
             })?;
+        // Version 1 predates the `time` command and the `gtd` and `day` times in force.
+        if version == 1 && command_type == CommandType::Time {
+            return Err(DecodeError::UnknownType {
+                record: "command",
+                code: bytes[1],
+            });
+        }
+        if version == 1 && bytes[4] > TimeInForce::Fok.code() {
+            return Err(DecodeError::BadEnum {
+                field: "tif",
+                value: bytes[4],
+            });
+        }
         let flags = bytes[6];
         if flags & !FLAGS_DEFINED != 0 {
             return Err(DecodeError::BadFlags(flags));
@@ -383,6 +413,7 @@ impl Command {
             timestamp_ns: u64_at(bytes, 48),
             stop_price: i64_at(bytes, 56),
             display_qty,
+            expire_time_ns,
         })
     }
 }
@@ -410,6 +441,7 @@ mod tests {
             price: -5,
             stop_price: 0,
             display_qty: 0,
+            expire_time_ns: 0,
             qty: 300,
             timestamp_ns: 1_700_000_000_000_000_000,
         }
@@ -452,6 +484,25 @@ mod tests {
         assert_eq!(Command::decode(&bytes), Ok(iceberg));
         assert!(iceberg.needs_version_2());
         assert_eq!(iceberg.encode_v1(&mut [0u8; 64]), None);
+    }
+
+    /// A GTD order's expiry is at offset 72; `gtd`, `day` and `time` need version 2.
+    #[test]
+    fn an_expiry_is_at_offset_72_and_needs_version_2() {
+        let mut gtd = Command::limit(9, 1, Side::Buy, 100, 5);
+        gtd.tif = TimeInForce::Gtd;
+        gtd.expire_time_ns = 0x0102;
+        let bytes = gtd.to_bytes();
+        assert_eq!(bytes[4], 4);
+        assert_eq!(&bytes[72..80], &[0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Command::decode(&bytes), Ok(gtd));
+        let mut day = Command::limit(9, 1, Side::Buy, 100, 5);
+        day.tif = TimeInForce::Day;
+        let time = Command::empty(CommandType::Time);
+        for command in [gtd, day, time] {
+            assert!(command.needs_version_2());
+            assert_eq!(command.encode_v1(&mut [0u8; 64]), None);
+        }
     }
 
     /// A possible resend sets flag bit 3 and carries its resend floor in `order_id`.
@@ -532,10 +583,10 @@ mod tests {
             ),
             (
                 1,
-                10,
+                11,
                 DecodeError::UnknownType {
                     record: "command",
-                    code: 10,
+                    code: 11,
                 },
             ),
             (
@@ -564,10 +615,10 @@ mod tests {
             ),
             (
                 4,
-                4,
+                6,
                 DecodeError::BadEnum {
                     field: "tif",
-                    value: 4,
+                    value: 6,
                 },
             ),
             (
@@ -581,7 +632,7 @@ mod tests {
             (6, 0x20, DecodeError::BadFlags(0x20)),
             (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
-            (72, 1, DecodeError::Reserved { offset: 72 }),
+            (80, 1, DecodeError::Reserved { offset: 80 }),
             (127, 1, DecodeError::Reserved { offset: 127 }),
         ];
         for (offset, value, error) in cases {

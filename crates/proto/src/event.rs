@@ -83,6 +83,9 @@ wire_enum! {
         /// A stop on an instrument that has not traded yet: there is no last trade price to
         /// hold it against.
         NoLastTrade = 19, "no_last_trade";
+        /// A GTD order whose expiry is not after the engine's time, or a day order on an
+        /// instrument without a session end.
+        ExpiryInvalid = 20, "expiry_invalid";
     }
 }
 
@@ -101,6 +104,8 @@ wire_enum! {
         MassCancel = 5, "mass_cancel";
         /// A replace asked for a total quantity at or below what was already filled.
         ReplacedBelowFilled = 6, "replaced_below_filled";
+        /// A GTD or day order's time came.
+        Expired = 7, "expired";
     }
 }
 

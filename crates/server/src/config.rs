@@ -185,6 +185,10 @@ pub struct PipelineSection {
     pub wait_strategy: String,
     /// Cores to pin stages to.
     pub cores: CoresSection,
+    /// The engine clock: when no command has arrived for this many milliseconds and an
+    /// order's expiry has come, a `time` command is journaled, so that GTD and day orders
+    /// expire on time. 0: never.
+    pub time_tick_ms: u64,
 }
 
 impl Default for PipelineSection {
@@ -194,6 +198,7 @@ impl Default for PipelineSection {
             output_ring_slots: 1 << 18,
             wait_strategy: "phased".into(),
             cores: CoresSection::default(),
+            time_tick_ms: 100,
         }
     }
 }
@@ -405,12 +410,49 @@ pub struct InstrumentSection {
     pub max_price: i64,
     /// Largest order quantity.
     pub max_qty: u64,
+    /// When the trading day ends, `"HH:MM"` or `"HH:MM:SS"` UTC: day orders expire then.
+    /// Absent: the instrument takes no day orders.
+    pub session_end_utc: Option<String>,
+}
+
+/// Nanoseconds after midnight of a `"HH:MM"` or `"HH:MM:SS"` time of day.
+pub fn parse_time_of_day(text: &str) -> anyhow::Result<u64> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let field = |index: usize, max: u64| -> anyhow::Result<u64> {
+        let Some(&part) = parts.get(index) else {
+            return Ok(0);
+        };
+        let value: u64 = part
+            .parse()
+            .ok()
+            .filter(|_| part.len() == 2)
+            .ok_or_else(|| {
+                anyhow::anyhow!("bad time of day {text:?}: expected HH:MM or HH:MM:SS")
+            })?;
+        anyhow::ensure!(
+            value <= max,
+            "bad time of day {text:?}: {part} is out of range"
+        );
+        Ok(value)
+    };
+    anyhow::ensure!(
+        matches!(parts.len(), 2 | 3),
+        "bad time of day {text:?}: expected HH:MM or HH:MM:SS"
+    );
+    let seconds = field(0, 23)? * 3600 + field(1, 59)? * 60 + field(2, 59)?;
+    Ok(seconds * 1_000_000_000)
 }
 
 impl Config {
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let config: Config = toml::from_str(text)?;
+        for section in &config.instruments {
+            if let Some(text) = &section.session_end_utc {
+                parse_time_of_day(text)
+                    .map_err(|error| anyhow::anyhow!("instrument {}: {error}", section.id))?;
+            }
+        }
         config.matcher().validate()?;
         config.durability()?;
         config.retention()?;
@@ -712,6 +754,10 @@ impl Config {
                     min_price: section.min_price,
                     max_price: section.max_price,
                     max_qty: section.max_qty,
+                    session_end_ns: section
+                        .session_end_utc
+                        .as_deref()
+                        .map(|text| parse_time_of_day(text).expect("checked by Config::parse")),
                 })
                 .collect(),
             limits: Limits {
@@ -728,6 +774,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_of_day_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_time_of_day("21:00").unwrap(), 75_600_000_000_000);
+        assert_eq!(parse_time_of_day("00:00:01").unwrap(), 1_000_000_000);
+        for bad in ["24:00", "9:00", "21:60", "21", "21:00:00:00", "21:0a", ""] {
+            assert!(parse_time_of_day(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_shipped_default_config_is_valid() {

@@ -35,6 +35,7 @@ struct JsonCommand {
     resend_floor: Option<u64>,
     stop_price: Option<i64>,
     display_qty: Option<u64>,
+    expire_time_ns: Option<u64>,
     timestamp_ns: Option<u64>,
 }
 
@@ -42,7 +43,7 @@ impl JsonCommand {
     /// Names of the fields that are present.
     fn present_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 16] = [
+        let checks: [(&'static str, bool); 17] = [
             ("account", self.account.is_some()),
             ("instrument", self.instrument.is_some()),
             ("client_order_id", self.client_order_id.is_some()),
@@ -58,6 +59,7 @@ impl JsonCommand {
             ("resend_floor", self.resend_floor.is_some()),
             ("stop_price", self.stop_price.is_some()),
             ("display_qty", self.display_qty.is_some()),
+            ("expire_time_ns", self.expire_time_ns.is_some()),
             ("timestamp_ns", self.timestamp_ns.is_some()),
         ];
         for (name, present) in checks {
@@ -86,6 +88,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "resend_floor",
             "stop_price",
             "display_qty",
+            "expire_time_ns",
             "timestamp_ns",
         ],
         CommandType::Cancel => &[
@@ -108,6 +111,7 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
         CommandType::MassCancel => &["account", "instrument", "timestamp_ns"],
         CommandType::Halt | CommandType::Resume => &["instrument", "account", "timestamp_ns"],
         CommandType::Snapshot => &["timestamp_ns"],
+        CommandType::Time => &["timestamp_ns"],
         CommandType::OpenOrders => &["account", "instrument", "timestamp_ns"],
         CommandType::Term => &[],
     }
@@ -228,6 +232,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 _ => 0,
             };
             command.display_qty = json.display_qty.unwrap_or(0);
+            command.expire_time_ns = json.expire_time_ns.unwrap_or(0);
             match (json.possible_resend, json.resend_floor) {
                 (Some(true), floor) => command = command.as_resend(floor.unwrap_or(0)),
                 (_, Some(_)) => {
@@ -263,6 +268,9 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         CommandType::Halt | CommandType::Resume => {
             command.instrument = required(json.instrument, "instrument", command_type)?;
         }
+        CommandType::Time => {
+            command.timestamp_ns = required(json.timestamp_ns, "timestamp_ns", command_type)?;
+        }
         CommandType::Snapshot | CommandType::Term => {}
     }
     Ok(command)
@@ -288,6 +296,7 @@ pub fn command_to_json(command: &Command) -> String {
             }
             out.num("qty", command.qty);
             out.num_nonzero("display_qty", command.display_qty);
+            out.num_nonzero("expire_time_ns", command.expire_time_ns);
             if command.post_only {
                 out.raw("post_only", "true");
             }
@@ -324,7 +333,7 @@ pub fn command_to_json(command: &Command) -> String {
         CommandType::Halt | CommandType::Resume => {
             out.num("instrument", command.instrument);
         }
-        CommandType::Snapshot => {}
+        CommandType::Snapshot | CommandType::Time => {}
         CommandType::Term => out.num("term", command.order_id),
     }
     out.num_nonzero("timestamp_ns", command.timestamp_ns);

@@ -398,6 +398,37 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
             }
         })
     });
+    let clock = (config.pipeline.time_tick_ms > 0).then(|| {
+        let mut submitter = pipeline.submitter();
+        let stop = Arc::clone(&stop);
+        let metrics = Arc::clone(&metrics);
+        let tick = Duration::from_millis(config.pipeline.time_tick_ms);
+        std::thread::spawn(move || {
+            // The journaled sequence a tick expects when nothing else arrived.
+            let mut idle_at = metrics.stage_seq[Stage::Journaled as usize].load(Ordering::Relaxed);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                let journaled =
+                    metrics.stage_seq[Stage::Journaled as usize].load(Ordering::Relaxed);
+                if journaled > idle_at {
+                    // Commands arrived: their timestamps move the engine's time.
+                    idle_at = journaled;
+                    continue;
+                }
+                // Idle: a time command, but only when an order's expiry has come.
+                let next_expiry_ns = metrics.next_expiry_ns.load(Ordering::Relaxed);
+                let now = now_ns();
+                if next_expiry_ns == 0 || now < next_expiry_ns {
+                    continue;
+                }
+                let mut command = Command::empty(CommandType::Time);
+                command.timestamp_ns = now;
+                if submitter.try_submit(&command).is_ok() {
+                    idle_at = journaled + 1;
+                }
+            }
+        })
+    });
     log!("ready");
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(20));
@@ -411,6 +442,11 @@ pub(crate) fn run<O: ResumableOutput, J: JournalPort>(
         timer
             .join()
             .expect("timer thread panics are fatal before this point");
+    }
+    if let Some(clock) = clock {
+        clock
+            .join()
+            .expect("clock thread panics are fatal before this point");
     }
     pipeline.shutdown();
     log!(

@@ -466,3 +466,64 @@ fn browsers_cannot_post_commands_for_another_site() {
     assert_eq!(code, 200);
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// The engine clock: a GTD order expires on time though nothing else arrives, by a `time`
+/// command the service journals once the expiry has come; an idle service with nothing due
+/// journals nothing.
+#[test]
+fn an_idle_service_expires_a_gtd_order_by_its_clock() {
+    let setup = Setup::new("");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace("[pipeline]\n", "[pipeline]\ntime_tick_ms = 20\n");
+    std::fs::write(&setup.config, text).unwrap();
+    let server = setup.start(&[]);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let expire_ns = now_ns + 400_000_000;
+    let place = format!(
+        r#"{{"type":"place","account":1,"instrument":1,"side":"buy","tif":"gtd","expire_time_ns":{expire_ns},"price":100,"qty":1,"timestamp_ns":{now_ns}}}"#
+    );
+    let (code, body) = server.request("POST", "/commands", &place).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let next_seq = |server: &support::Server| -> u64 {
+        let (_, status) = server.request("GET", "/status", "").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["journal"]["next_seq"].as_u64().unwrap()
+    };
+    // Before the expiry, idle ticks journal nothing.
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(next_seq(&server), 2, "nothing is due yet");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while next_seq(&server) < 3 {
+        assert!(Instant::now() < deadline, "no time command came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        next_seq(&server),
+        3,
+        "one time command, then nothing is due"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let dump = support::stdout(&setup.tool(&["events", "dump"]));
+    let expired: Vec<&str> = dump
+        .lines()
+        .filter(|line| line.contains(r#""reason":"expired""#))
+        .collect();
+    assert_eq!(expired.len(), 1, "{dump}");
+    assert!(expired[0].contains(r#""seq":2"#), "{dump}");
+    let journal = support::stdout(&setup.tool(&["journal", "dump"]));
+    let time_line = journal
+        .lines()
+        .find(|line| line.contains(r#""type":"time""#))
+        .unwrap_or_else(|| panic!("{journal}"));
+    let stamped: u64 = time_line
+        .split(r#""timestamp_ns":"#)
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches('}').split(',').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("{time_line}"));
+    assert!(stamped >= expire_ns, "{time_line}");
+}

@@ -115,6 +115,8 @@ pub struct Summary {
     pub resent_count: u64,
     /// Stops that triggered (`triggered` events of the clean replay).
     pub triggered_count: u64,
+    /// Orders that expired (of the clean replay).
+    pub expired_count: u64,
 }
 
 /// A run that broke a checker (or panicked).
@@ -150,6 +152,7 @@ pub(crate) fn matcher_config() -> MatcherConfig {
             min_price: 1,
             max_price: 200,
             max_qty: 1_000,
+            session_end_ns: None,
         }],
         limits: Limits {
             orders_per_book_max: 64,
@@ -475,6 +478,13 @@ impl World {
         };
         self.summary.resent_count = count_of(EventType::Resent);
         self.summary.triggered_count = count_of(EventType::Triggered);
+        self.summary.expired_count = replayed
+            .iter()
+            .filter(|event| {
+                event.reason
+                    == ringmatch_proto::Reason::Cancel(ringmatch_proto::CancelReason::Expired)
+            })
+            .count() as u64;
         self.summary.steps_count = self.step;
         self.summary.acks_count = lock(&self.sessions).acks_count;
         self.summary.commands_count = lock(&self.journal).records().len() as u64;
@@ -724,7 +734,13 @@ impl World {
     fn draw_command(&mut self, session: u32) -> Command {
         let timestamp_ns = 1_000_000 + self.step * 1_000;
         if session == 0 {
-            let mut command = Command::empty(CommandType::Snapshot);
+            // The admin's snapshots, and the engine clock's time commands.
+            let command_type = if self.rng.chance(500) {
+                CommandType::Time
+            } else {
+                CommandType::Snapshot
+            };
+            let mut command = Command::empty(command_type);
             command.timestamp_ns = timestamp_ns;
             return command;
         }
@@ -750,6 +766,11 @@ impl World {
                 // Some are icebergs, showing one lot at a time.
                 if command.qty > 1 && self.rng.chance(100) {
                     command.display_qty = 1;
+                }
+                // Some are good for a few dozen steps only.
+                if self.rng.chance(100) {
+                    command.tif = TimeInForce::Gtd;
+                    command.expire_time_ns = timestamp_ns + self.rng.between(1_000, 50_000);
                 }
                 command
             }
