@@ -61,41 +61,38 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
     let extra = source.extra();
     for book in 0..source.books_count() {
         let spec = source.spec(book);
-        let levels = source.levels(book);
         for side in [Side::Buy, Side::Sell] {
-            writer.u32(source.levels_best_first(book, side).count() as u32);
-            for level_index in source.levels_best_first(book, side) {
-                let level = &levels[level_index];
-                writer.i64(spec.min_price + level_index as i64 * spec.tick_size);
-                writer.u32(level.orders_count);
-                let mut cursor = level.head;
-                while cursor != NIL {
-                    let order = &orders[cursor as usize];
-                    writer.order(&stored(order, &extra[cursor as usize]));
-                    cursor = order.next;
-                }
-            }
+            let queue = || source.levels_best_first(book, side);
+            write_queue(
+                writer,
+                spec,
+                source.levels(book),
+                queue,
+                orders,
+                |writer, slot| {
+                    writer.order(&stored(&orders[slot], &extra[slot]));
+                },
+            );
         }
         writer.last_price(source.last_price(book));
-        let stop_levels = source.stop_levels(book);
         for side in [Side::Buy, Side::Sell] {
-            writer.u32(source.stops_nearest_first(book, side).count() as u32);
-            for level_index in source.stops_nearest_first(book, side) {
-                let level = &stop_levels[level_index];
-                writer.i64(spec.min_price + level_index as i64 * spec.tick_size);
-                writer.u32(level.orders_count);
-                let mut cursor = level.head;
-                while cursor != NIL {
-                    let order = &orders[cursor as usize];
+            let queue = || source.stops_nearest_first(book, side);
+            write_queue(
+                writer,
+                spec,
+                source.stop_levels(book),
+                queue,
+                orders,
+                |writer, slot| {
+                    let order = &orders[slot];
                     writer.stop(&StoredStop {
-                        order: stored(order, &extra[cursor as usize]),
+                        order: stored(order, &extra[slot]),
                         kind: order.kind.order_kind(),
-                        tif: extra[cursor as usize].tif,
+                        tif: extra[slot].tif,
                         price: order.price,
                     });
-                    cursor = order.next;
-                }
-            }
+                },
+            );
         }
     }
     let resends = source.resends();
@@ -103,6 +100,29 @@ pub(crate) fn write_state<S: StateSource, W: StateWriter>(source: &S, writer: &m
     writer.u32(resends.len() as u32);
     for resend in resends.entries() {
         writer.resend(resend);
+    }
+}
+
+/// Writes one queue of a ladder: its level count, then each level (price, order count, and
+/// each order by `write_order`, in queue order), in the order `queue()` gives them.
+fn write_queue<W: StateWriter, I: Iterator<Item = usize>>(
+    writer: &mut W,
+    spec: &InstrumentSpec,
+    levels: &[Level],
+    queue: impl Fn() -> I,
+    orders: &[Order],
+    mut write_order: impl FnMut(&mut W, usize),
+) {
+    writer.u32(queue().count() as u32);
+    for level_index in queue() {
+        let level = &levels[level_index];
+        writer.i64(spec.min_price + level_index as i64 * spec.tick_size);
+        writer.u32(level.orders_count);
+        let mut cursor = level.head;
+        while cursor != NIL {
+            write_order(writer, cursor as usize);
+            cursor = orders[cursor as usize].next;
+        }
     }
 }
 

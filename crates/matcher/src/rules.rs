@@ -145,6 +145,16 @@ pub(crate) fn check_place_fields(
     Ok(())
 }
 
+/// A place's limit price: its price for a limit or stop-limit order, else 0.
+#[inline]
+fn limit_price(command: &Command) -> i64 {
+    if command.kind.has_limit() {
+        command.price
+    } else {
+        0
+    }
+}
+
 /// Whether a command's timestamp moves the engine's time: every command but `snapshot` and
 /// `term`, which the matcher passes over.
 #[inline]
@@ -599,11 +609,7 @@ pub(crate) fn place<B: BookKeeping, S: crate::EventSink + ?Sized>(
             client_order_id: command.client_order_id,
             instrument: command.instrument,
             side: command.side,
-            price: if command.kind.has_limit() {
-                command.price
-            } else {
-                0
-            },
+            price: limit_price(command),
             qty: command.qty,
             order_id: outcome.unwrap_or(0),
             rejected: outcome.err(),
@@ -634,11 +640,7 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
         account: command.account,
         instrument: command.instrument,
         side: command.side,
-        price: if command.kind.has_limit() {
-            command.price
-        } else {
-            0
-        },
+        price: limit_price(command),
         qty: command.qty,
         filled: 0,
         kind: command.kind,
