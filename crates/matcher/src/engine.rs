@@ -509,11 +509,6 @@ impl Engine {
             .map(|Reverse((expire_ns, _))| *expire_ns)
     }
 
-    /// The engine's time: the largest timestamp of a command it has run.
-    pub fn now_ns(&self) -> u64 {
-        self.now_ns
-    }
-
     /// Remembers that the order in `slot` expires at `expire_ns`.
     fn schedule_expiry(&mut self, slot: u32, expire_ns: u64) {
         self.extra[slot as usize].expire_ns = expire_ns;
