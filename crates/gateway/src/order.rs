@@ -32,6 +32,9 @@ pub struct Order {
     post_only: bool,
     stop_price: Option<i64>,
     display_qty: u64,
+    expire_time_ns: u64,
+    /// An OCO's stop price, and its stop-limit leg's limit price if it has one.
+    oco: Option<(i64, Option<i64>)>,
 }
 
 impl Order {
@@ -59,6 +62,8 @@ impl Order {
             post_only: false,
             stop_price: None,
             display_qty: 0,
+            expire_time_ns: 0,
+            oco: None,
         }
     }
 
@@ -89,6 +94,29 @@ impl Order {
     /// "Icebergs").
     pub fn display_qty(mut self, display_qty: u64) -> Order {
         self.display_qty = display_qty;
+        self
+    }
+
+    /// Makes a limit order an OCO (one cancels the other): a stop-market leg on the same side
+    /// and quantity waits at `stop_price`, and whichever leg trades or triggers first
+    /// cancels the other (`docs/matching-rules.md`, "One cancels the other").
+    pub fn oco(mut self, stop_price: i64) -> Order {
+        self.oco = Some((stop_price, None));
+        self
+    }
+
+    /// Makes a limit order an OCO whose stop leg is a stop-limit at `limit_price`, stopped at
+    /// `stop_price`.
+    pub fn oco_stop_limit(mut self, stop_price: i64, limit_price: i64) -> Order {
+        self.oco = Some((stop_price, Some(limit_price)));
+        self
+    }
+
+    /// Good till date: the order expires at `expire_time_ns` (nanoseconds since the Unix
+    /// epoch, by the engine's time: `docs/matching-rules.md`, "Expiring orders").
+    pub fn good_till(mut self, expire_time_ns: u64) -> Order {
+        self.tif = TimeInForce::Gtd;
+        self.expire_time_ns = expire_time_ns;
         self
     }
 
@@ -149,7 +177,24 @@ impl Order {
             (kind, _) => kind,
         };
         command.stop_price = self.stop_price.unwrap_or(0);
+        if let Some((stop_price, stop_limit_price)) = self.oco {
+            if command.kind != OrderKind::Limit {
+                return Err(ClientError::Usage(
+                    "an OCO is a limit order with no stop of its own: Order::limit, Order::oco"
+                        .into(),
+                ));
+            }
+            command.oco = true;
+            command.stop_price = stop_price;
+            command.oco_stop_limit = stop_limit_price.is_some();
+            command.oco_stop_limit_price = stop_limit_price.unwrap_or(0);
+        }
         command.display_qty = self.display_qty;
+        command.expire_time_ns = if self.tif == TimeInForce::Gtd {
+            self.expire_time_ns
+        } else {
+            0
+        };
         command.tif = self.tif;
         command.stp = self.stp;
         command.post_only = self.post_only;
@@ -273,6 +318,37 @@ mod tests {
         );
         let iceberg = Order::buy(1).limit(95).qty(20).display_qty(5);
         assert_eq!(iceberg.to_command(1).unwrap().display_qty, 5);
+        let oco = Order::buy(1).limit(95).qty(2).oco_stop_limit(105, 106);
+        let oco = oco.good_till(9_000).to_command(1).unwrap();
+        assert_eq!(
+            (
+                oco.kind,
+                oco.oco,
+                oco.stop_price,
+                oco.oco_stop_limit,
+                oco.oco_stop_limit_price,
+                oco.tif,
+                oco.expire_time_ns
+            ),
+            (
+                OrderKind::Limit,
+                true,
+                105,
+                true,
+                106,
+                TimeInForce::Gtd,
+                9_000
+            )
+        );
+        assert!(matches!(
+            Order::buy(1)
+                .limit(95)
+                .stop(96)
+                .oco(105)
+                .qty(1)
+                .to_command(1),
+            Err(ClientError::Usage(_))
+        ));
         let restop = Replace::order(5).stop_price(99).to_command(2).unwrap();
         assert_eq!(
             (restop.has_stop_price, restop.stop_price, restop.has_qty),

@@ -15,7 +15,7 @@ use ringmatch_gateway::{
 use ringmatch_journal::{DamagePolicy, Durability, Journal, JournalConfig};
 use ringmatch_matcher::{Engine, InstrumentSpec, Limits, MatcherConfig};
 use ringmatch_pipeline::{NullSink, Pipeline, PipelineConfig, Retention, StageCores, WaitKind};
-use ringmatch_proto::{CancelReason, EventType, Reason, RejectReason, Side, TimeInForce};
+use ringmatch_proto::{CancelReason, EventType, OcoLeg, Reason, RejectReason, Side, TimeInForce};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -345,6 +345,65 @@ fn a_stop_owner_hears_its_stop_trigger_in_another_session_s_command() {
         .map(|event| (event.order_id, event.price, event.qty))
         .collect();
     assert_eq!(fills, [(stop.order_id, 502, 1), (stop.order_id, 503, 1)]);
+}
+
+/// An OCO placed over the wire: when another session trades with its limit leg, the owner
+/// hears the fill and its stop leg's cancel (reason `oco`), in that session's command.
+#[test]
+fn an_oco_owner_hears_its_stop_leg_go_when_its_limit_leg_trades() {
+    let harness = Harness::start(|_| {});
+    let mut alice = harness.login(1);
+    let mut bob = harness.login(2);
+    let mut carol = harness.login(3);
+    // A first trade at 500 gives the instrument a last trade price.
+    carol.place(&Order::sell(1).limit(500).qty(1)).unwrap();
+    carol
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    bob.place(&Order::buy(1).limit(500).qty(1)).unwrap();
+    bob.recv_until(
+        WAIT,
+        |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
+    )
+    .unwrap();
+    alice
+        .place(&Order::sell(1).limit(505).qty(3).oco_stop_limit(495, 494))
+        .unwrap();
+    let frames = alice
+        .recv_until(WAIT, |frame| {
+            matches!(frame, Frame::Event(event)
+                if event.event_type == EventType::Accepted && event.oco_leg == Some(OcoLeg::Stop))
+        })
+        .unwrap();
+    let legs: Vec<(u64, Option<OcoLeg>)> = events_of(&frames)
+        .iter()
+        .filter(|event| event.event_type == EventType::Accepted)
+        .map(|event| (event.order_id, event.oco_leg))
+        .collect();
+    let [(limit_leg, Some(OcoLeg::Limit)), (stop_leg, Some(OcoLeg::Stop))] = legs[..] else {
+        panic!("two legs accepted: {legs:?}");
+    };
+    assert_eq!(stop_leg, limit_leg + 1);
+    bob.place(&Order::buy(1).limit(505).qty(1)).unwrap();
+    let frames = alice
+        .recv_until(WAIT, |frame| {
+            matches!(frame, Frame::Event(event) if event.event_type == EventType::Cancelled)
+        })
+        .unwrap();
+    let events = events_of(&frames);
+    let fill = events
+        .iter()
+        .find(|event| event.event_type == EventType::Fill)
+        .expect("alice hears her limit leg trade");
+    assert_eq!((fill.maker_order_id, fill.qty), (limit_leg, 1));
+    let cancelled = events.last().unwrap();
+    assert_eq!(
+        (cancelled.order_id, cancelled.reason, cancelled.seq),
+        (stop_leg, Reason::Cancel(CancelReason::Oco), fill.seq)
+    );
 }
 
 fn read_all(stream: &mut TcpStream) -> Vec<u8> {

@@ -8,7 +8,7 @@
 //! a mass cancel walks just that account's orders.
 
 use ringmatch_proto::{
-    CancelReason, Command, CommandType, OrderKind, RejectReason, SelfTradePrevention, Side,
+    CancelReason, Command, CommandType, OcoLeg, OrderKind, RejectReason, SelfTradePrevention, Side,
     TimeInForce,
 };
 
@@ -18,7 +18,7 @@ use crate::frozen::{FrozenBook, FrozenState, StateSource};
 use crate::paged::Paged;
 use crate::resend::{ResendLookup, ResendView, ResendWindow};
 use crate::rules::{
-    self, check_place_fields, crosses, may_hold_a_slot, self_trade_action, BookKeeping, Emitter,
+    self, check_place_fields, crosses, self_trade_action, slots_needed, BookKeeping, Emitter,
     OrderView, SelfTradeAction,
 };
 use crate::state::{StateError, StateReader, StateWriter, StoredOrder, StoredResend};
@@ -98,6 +98,20 @@ impl SlotKind {
 const FLAG_POST_ONLY: u8 = 1 << 0;
 /// `Order::flags`: the order expires.
 const FLAG_EXPIRES: u8 = 1 << 1;
+/// `Order::flags`: the limit leg of an OCO whose stop leg is live.
+const FLAG_OCO_LIMIT: u8 = 1 << 2;
+/// `Order::flags`: the stop leg of an OCO whose limit leg is live.
+const FLAG_OCO_STOP: u8 = 1 << 3;
+
+/// The `Order::flags` bit of an OCO leg.
+#[inline]
+fn oco_flag(leg: Option<OcoLeg>) -> u8 {
+    match leg {
+        None => 0,
+        Some(OcoLeg::Limit) => FLAG_OCO_LIMIT,
+        Some(OcoLeg::Stop) => FLAG_OCO_STOP,
+    }
+}
 
 // An order slot stays at 72 bytes: the matching loop walks them.
 const _: () = assert!(std::mem::size_of::<Order>() == 72);
@@ -167,6 +181,18 @@ impl Order {
     #[inline]
     pub fn expires(&self) -> bool {
         self.flags & FLAG_EXPIRES != 0
+    }
+
+    /// Which leg of an OCO it is, while the other leg is live.
+    #[inline]
+    pub fn oco_leg(&self) -> Option<OcoLeg> {
+        if self.flags & (FLAG_OCO_LIMIT | FLAG_OCO_STOP) == 0 {
+            None
+        } else if self.flags & FLAG_OCO_LIMIT != 0 {
+            Some(OcoLeg::Limit)
+        } else {
+            Some(OcoLeg::Stop)
+        }
     }
 }
 
@@ -498,6 +524,9 @@ impl Engine {
             if !view.waiting() {
                 out.level(view.instrument, view.side, view.price, total_qty);
             }
+            if let Some(leg) = view.oco_leg {
+                rules::break_oco(self, view.order_id, leg, out);
+            }
         }
     }
 
@@ -547,6 +576,7 @@ impl Engine {
             tif: stop.tif,
             stop_price: stop.stop_price,
             display_qty: stop.display_qty,
+            oco_leg: order.oco_leg(),
         }
     }
 
@@ -615,11 +645,12 @@ impl Engine {
             return Err(RejectReason::TooManyAccounts);
         }
         let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        if may_hold_a_slot(command) {
-            if book.orders_count >= self.config.limits.orders_per_book_max {
+        let slots = slots_needed(command);
+        if slots > 0 {
+            if book.orders_count + slots > self.config.limits.orders_per_book_max {
                 return Err(RejectReason::BookFull);
             }
-            if self.orders_live >= self.config.limits.orders_max {
+            if self.orders_live + slots > self.config.limits.orders_max {
                 return Err(RejectReason::EngineFull);
             }
         }
@@ -733,6 +764,9 @@ impl Engine {
                         changed = true;
                         let maker_view = self.view(cursor);
                         out.fill(taker, &maker_view, price, qty);
+                        if let Some(leg) = maker_view.oco_leg {
+                            rules::break_oco(self, maker_view.order_id, leg, out);
+                        }
                         if maker_view.remaining() == 0 {
                             self.remove_order(cursor);
                         } else if iceberg && self.extra[cursor as usize].shown == 0 {
@@ -745,8 +779,7 @@ impl Engine {
                         }
                     }
                     SelfTradeAction::CancelMaker => {
-                        out.cancelled(&self.view(cursor), CancelReason::SelfTrade);
-                        self.remove_order(cursor);
+                        self.cancel_maker(cursor, out);
                         changed = true;
                     }
                     SelfTradeAction::CancelTaker => {
@@ -754,8 +787,7 @@ impl Engine {
                         stopped = true;
                     }
                     SelfTradeAction::CancelBoth => {
-                        out.cancelled(&self.view(cursor), CancelReason::SelfTrade);
-                        self.remove_order(cursor);
+                        self.cancel_maker(cursor, out);
                         changed = true;
                         out.cancelled(taker, CancelReason::SelfTrade);
                         stopped = true;
@@ -778,6 +810,16 @@ impl Engine {
         false
     }
 
+    /// Self-trade prevention cancels a maker (and so an OCO's other leg).
+    fn cancel_maker<S: EventSink + ?Sized>(&mut self, slot: u32, out: &mut Emitter<'_, S>) {
+        let view = self.view(slot);
+        out.cancelled(&view, CancelReason::SelfTrade);
+        self.remove_order(slot);
+        if let Some(leg) = view.oco_leg {
+            rules::break_oco(self, view.order_id, leg, out);
+        }
+    }
+
     /// Shows an iceberg's next slice, at the back of its level.
     #[cold]
     fn refresh_slice(&mut self, slot: u32) {
@@ -797,6 +839,9 @@ impl Engine {
                 let total_qty = self.remove_order(slot);
                 if !view.waiting() {
                     out.level(view.instrument, view.side, view.price, total_qty);
+                }
+                if let Some(leg) = view.oco_leg {
+                    rules::break_oco(self, view.order_id, leg, out);
                 }
             }
         }
@@ -1157,12 +1202,48 @@ impl Engine {
             engine.restore_resends(&mut reader)?;
         }
         reader.finish()?;
+        for &(order_id, slot) in &slots_by_order_id {
+            engine.check_oco_pair(order_id, slot)?;
+        }
         // Account lists are in order-id order, as they were when the orders arrived.
         slots_by_order_id.sort_unstable();
         for (_, slot) in slots_by_order_id {
             engine.link_account_tail(slot);
         }
         Ok(engine)
+    }
+
+    /// A restored OCO leg's other leg must be live and be its other leg: the stop leg (a
+    /// waiting stop, with nothing filled) of the same account, instrument, side and quantity.
+    fn check_oco_pair(&self, order_id: u64, slot: u32) -> Result<(), StateError> {
+        let order = &self.orders[slot as usize];
+        let Some(leg) = order.oco_leg() else {
+            return Ok(());
+        };
+        let paired = self
+            .by_order_id
+            .get(leg.partner_of(order_id))
+            .is_some_and(|partner_slot| {
+                let partner = &self.orders[partner_slot as usize];
+                let (limit, stop) = match leg {
+                    OcoLeg::Limit => (order, partner),
+                    OcoLeg::Stop => (partner, order),
+                };
+                partner
+                    .oco_leg()
+                    .is_some_and(|partner_leg| partner_leg != leg)
+                    && !limit.waiting()
+                    && stop.waiting()
+                    && limit.filled == 0
+                    && (limit.account, limit.book, limit.side, limit.qty)
+                        == (stop.account, stop.book, stop.side, stop.qty)
+            });
+        if !paired {
+            return Err(StateError::Invalid(format!(
+                "OCO leg {order_id} has no matching other leg"
+            )));
+        }
+        Ok(())
     }
 
     fn check_stored_level(
@@ -1370,7 +1451,8 @@ impl Engine {
                     FLAG_EXPIRES
                 } else {
                     0
-                },
+                }
+                | oco_flag(stored.oco_leg),
             kind: stop.map_or(
                 SlotKind::of(OrderKind::Limit, stored.display_qty),
                 |(kind, _, _)| SlotKind::of(kind, 0),
@@ -1644,6 +1726,14 @@ impl BookKeeping for Engine {
         self.by_order_id.get(order_id).map(|slot| self.view(slot))
     }
 
+    fn by_id(&self, order_id: u64) -> Option<u32> {
+        self.by_order_id.get(order_id)
+    }
+
+    fn unlink_oco(&mut self, slot: u32) {
+        self.orders[slot as usize].flags &= !(FLAG_OCO_LIMIT | FLAG_OCO_STOP);
+    }
+
     fn admit(&mut self, account: u32) -> u64 {
         self.admitted_account_index = self.account_index_or_register(account);
         let order_id = self.next_order_id;
@@ -1690,7 +1780,8 @@ impl BookKeeping for Engine {
                     FLAG_EXPIRES
                 } else {
                     0
-                },
+                }
+                | oco_flag(taker.oco_leg),
             kind: SlotKind::of(taker.kind, taker.display_qty),
         };
         if taker.waiting() || taker.display_qty != 0 || rules::expires(taker.tif) {

@@ -139,6 +139,7 @@ fn stored(order: &Order, extra: &Extra) -> StoredOrder {
         display_qty: if iceberg { extra.display_qty } else { 0 },
         shown: if iceberg { extra.shown } else { 0 },
         expire_ns: if order.expires() { extra.expire_ns } else { 0 },
+        oco_leg: order.oco_leg(),
     }
 }
 

@@ -12,7 +12,7 @@ use ringmatch_proto::{
 use crate::config::{ConfigError, InstrumentSpec, MatcherConfig};
 use crate::resend::{decide, ResendLookup};
 use crate::rules::{
-    self, check_place_fields, crosses, may_hold_a_slot, self_trade_action, BookKeeping, Emitter,
+    self, check_place_fields, crosses, self_trade_action, slots_needed, BookKeeping, Emitter,
     OrderView, SelfTradeAction,
 };
 use crate::state::{StateHasher, StateWriter, StoredOrder, StoredResend, StoredStop};
@@ -75,6 +75,7 @@ impl NaiveOrder {
             display_qty: self.view.display_qty,
             shown: self.shown,
             expire_ns: self.expire_ns,
+            oco_leg: self.view.oco_leg,
         }
     }
 
@@ -148,12 +149,18 @@ impl NaiveBook {
             .collect();
         due.sort_unstable();
         for (_, order_id) in due {
-            let index = self.position_of(order_id).expect("a due order is live");
+            // An OCO leg may have gone with its other leg.
+            let Some(index) = self.position_of(order_id) else {
+                continue;
+            };
             let view = self.orders.remove(index).view;
             out.cancelled(&view, CancelReason::Expired);
             if !view.waiting() {
                 let total = self.level_total(view.instrument, view.side, view.price);
                 out.level(view.instrument, view.side, view.price, total);
+            }
+            if let Some(leg) = view.oco_leg {
+                rules::break_oco(self, view.order_id, leg, out);
             }
         }
     }
@@ -264,16 +271,17 @@ impl NaiveBook {
             return Err(RejectReason::TooManyAccounts);
         }
         let limit = (command.kind == OrderKind::Limit).then_some(command.price);
-        if may_hold_a_slot(command) {
+        let slots = slots_needed(command) as usize;
+        if slots > 0 {
             let in_book = self
                 .orders
                 .iter()
                 .filter(|o| o.view.instrument == command.instrument)
                 .count();
-            if in_book >= self.config.limits.orders_per_book_max as usize {
+            if in_book + slots > self.config.limits.orders_per_book_max as usize {
                 return Err(RejectReason::BookFull);
             }
-            if self.orders.len() >= self.config.limits.orders_max as usize {
+            if self.orders.len() + slots > self.config.limits.orders_max as usize {
                 return Err(RejectReason::EngineFull);
             }
         }
@@ -409,11 +417,17 @@ impl NaiveBook {
                         maker.priority = self.next_priority;
                         self.next_priority += 1;
                     }
+                    if let Some(leg) = maker_view.oco_leg {
+                        rules::break_oco(self, maker_view.order_id, leg, out);
+                    }
                     changed = true;
                 }
                 SelfTradeAction::CancelMaker => {
                     out.cancelled(&maker.view, CancelReason::SelfTrade);
                     self.orders.remove(index);
+                    if let Some(leg) = maker.view.oco_leg {
+                        rules::break_oco(self, maker.view.order_id, leg, out);
+                    }
                     changed = true;
                 }
                 SelfTradeAction::CancelTaker => {
@@ -424,6 +438,9 @@ impl NaiveBook {
                 SelfTradeAction::CancelBoth => {
                     out.cancelled(&maker.view, CancelReason::SelfTrade);
                     self.orders.remove(index);
+                    if let Some(leg) = maker.view.oco_leg {
+                        rules::break_oco(self, maker.view.order_id, leg, out);
+                    }
                     changed = true;
                     out.cancelled(taker, CancelReason::SelfTrade);
                     stopped = true;
@@ -448,6 +465,9 @@ impl NaiveBook {
                 if !view.waiting() {
                     let total = self.level_total(view.instrument, view.side, view.price);
                     out.level(view.instrument, view.side, view.price, total);
+                }
+                if let Some(leg) = view.oco_leg {
+                    rules::break_oco(self, view.order_id, leg, out);
                 }
             }
         }
@@ -606,6 +626,14 @@ impl BookKeeping for NaiveBook {
     fn resting(&self, order_id: u64) -> Option<OrderView> {
         self.position_of(order_id)
             .map(|index| self.orders[index].view)
+    }
+
+    fn by_id(&self, order_id: u64) -> Option<usize> {
+        self.position_of(order_id)
+    }
+
+    fn unlink_oco(&mut self, index: usize) {
+        self.orders[index].view.oco_leg = None;
     }
 
     fn admit(&mut self, account: u32) -> u64 {

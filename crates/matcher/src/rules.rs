@@ -4,7 +4,7 @@
 //! differ in how they keep the book, which is exactly what the property tests compare.
 
 use ringmatch_proto::{
-    CancelReason, Command, CommandType, Event, EventType, OrderKind, Reason, RejectReason,
+    CancelReason, Command, CommandType, Event, EventType, OcoLeg, OrderKind, Reason, RejectReason,
     SelfTradePrevention, Side, TimeInForce,
 };
 
@@ -33,6 +33,8 @@ pub(crate) struct OrderView {
     pub stop_price: i64,
     /// An iceberg's displayed quantity (the size of each slice the book shows), else 0.
     pub display_qty: u64,
+    /// Which leg of a one-cancels-the-other pair it is, while the other leg is live.
+    pub oco_leg: Option<OcoLeg>,
 }
 
 impl OrderView {
@@ -100,12 +102,19 @@ pub(crate) fn check_place_fields(
     now_ns: u64,
 ) -> Result<(), RejectReason> {
     if command.kind == OrderKind::Limit
+        && !(command.oco | command.oco_stop_limit)
         && command.display_qty == 0
         && command.expire_time_ns == 0
         && !expires(command.tif)
     {
         check_price(spec, command.price)?;
         return check_qty(spec, command.qty);
+    }
+    if command.oco_stop_limit && !command.oco
+        || command.oco_stop_limit_price != 0 && !command.oco_stop_limit
+        || command.oco && (command.kind != OrderKind::Limit || !rests(command.tif))
+    {
+        return Err(RejectReason::InvalidOrder);
     }
     if expires(command.tif) && !matches!(command.kind, OrderKind::Limit | OrderKind::StopLimit)
         || command.expire_time_ns != 0 && command.tif != TimeInForce::Gtd
@@ -129,8 +138,11 @@ pub(crate) fn check_place_fields(
     if command.kind.has_limit() {
         check_price(spec, command.price)?;
     }
-    if command.kind.is_stop() {
+    if command.kind.is_stop() || command.oco {
         check_price(spec, command.stop_price)?;
+    }
+    if command.oco_stop_limit {
+        check_price(spec, command.oco_stop_limit_price)?;
     }
     check_qty(spec, command.qty)?;
     if command.display_qty != 0 {
@@ -139,10 +151,52 @@ pub(crate) fn check_place_fields(
     if command.kind.is_stop() {
         check_stop(command.side, command.stop_price, last_price)?;
     }
+    if command.oco {
+        check_oco_prices(command, last_price)?;
+    }
     if expires(command.tif) && expiry_of(spec, command, now_ns).is_none() {
         return Err(RejectReason::ExpiryInvalid);
     }
     Ok(())
+}
+
+/// Checks an OCO's prices against the instrument's last trade price, as Binance states them:
+/// a buy's limit price below it and its stop price above it, a sell's the other way round.
+fn check_oco_prices(command: &Command, last_price: Option<i64>) -> Result<(), RejectReason> {
+    let Some(last_price) = last_price else {
+        return Err(RejectReason::NoLastTrade);
+    };
+    let ordered = match command.side {
+        Side::Buy => command.price < last_price && last_price < command.stop_price,
+        Side::Sell => command.price > last_price && last_price > command.stop_price,
+    };
+    if !ordered {
+        return Err(RejectReason::OcoPricesInvalid);
+    }
+    Ok(())
+}
+
+/// The stop leg of an OCO place, as the place of a stop of its own would be: same account,
+/// instrument, side, quantity and self-trade prevention, no client order id; a stop-limit
+/// with the OCO's time in force (and expiry), or a stop-market (which triggers as IOC).
+pub(crate) fn oco_stop_leg(command: &Command) -> Command {
+    let mut stop = *command;
+    stop.oco = false;
+    stop.oco_stop_limit = false;
+    stop.oco_stop_limit_price = 0;
+    stop.client_order_id = 0;
+    stop.post_only = false;
+    stop.display_qty = 0;
+    if command.oco_stop_limit {
+        stop.kind = OrderKind::StopLimit;
+        stop.price = command.oco_stop_limit_price;
+    } else {
+        stop.kind = OrderKind::StopMarket;
+        stop.price = 0;
+        stop.tif = TimeInForce::Ioc;
+        stop.expire_time_ns = 0;
+    }
+    stop
 }
 
 /// A place's limit price: its price for a limit or stop-limit order, else 0.
@@ -207,10 +261,17 @@ pub(crate) fn check_display_qty(
     Ok(())
 }
 
-/// Whether a place takes a slot of its own when it is accepted: a GTC limit order may rest,
-/// and a stop waits. Only these count against the order limits.
-pub(crate) fn may_hold_a_slot(command: &Command) -> bool {
-    (command.kind == OrderKind::Limit && rests(command.tif)) || command.kind.is_stop()
+/// How many slots a place may take when it is accepted: a limit order that may rest, and a
+/// stop, take one; an OCO two. Only these count against the order limits.
+#[inline]
+pub(crate) fn slots_needed(command: &Command) -> u32 {
+    if command.oco {
+        2
+    } else {
+        u32::from(
+            (command.kind == OrderKind::Limit && rests(command.tif)) || command.kind.is_stop(),
+        )
+    }
 }
 
 /// Whether what is left of a limit order of this time in force rests (GTC, GTD, day).
@@ -320,6 +381,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
         event.qty = order.qty;
         event.remaining = order.remaining();
         event.display_qty = order.display_qty;
+        event.oco_leg = order.oco_leg;
         if order.waiting() {
             event.stop_kind = Some(order.kind);
             event.stop_price = order.stop_price;
@@ -368,6 +430,7 @@ impl<'a, S: crate::EventSink + ?Sized> Emitter<'a, S> {
                 event.qty = order.qty;
                 event.remaining = order.remaining();
                 event.display_qty = order.display_qty;
+                event.oco_leg = order.oco_leg;
                 if order.waiting() {
                     event.stop_kind = Some(order.kind);
                     event.stop_price = order.stop_price;
@@ -532,6 +595,10 @@ pub(crate) trait BookKeeping {
     fn resend_record(&mut self, resend: StoredResend);
     /// A resting order or waiting stop by engine order id, as events report it.
     fn resting(&self, order_id: u64) -> Option<OrderView>;
+    /// A resting order or waiting stop by engine order id.
+    fn by_id(&self, order_id: u64) -> Option<Self::Order>;
+    /// An OCO leg is no longer linked to the other leg.
+    fn unlink_oco(&mut self, order: Self::Order);
     /// Rests what is left of a new order at the back of its level; the level's new total.
     fn rest_new(&mut self, book: Self::Book, taker: &OrderView, command: &Command) -> u64;
     /// Puts a new stop at the back of the queue of its stop price.
@@ -634,6 +701,9 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
         return Err(reason);
     }
     let order_id = book.admit(command.account);
+    if command.oco {
+        return place_oco(book, book_id, order_id, command, out);
+    }
     let mut taker = OrderView {
         order_id,
         client_order_id: command.client_order_id,
@@ -651,6 +721,7 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
             0
         },
         display_qty: command.display_qty,
+        oco_leg: None,
     };
     out.accepted(&taker);
     if command.kind.is_stop() {
@@ -676,6 +747,91 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
     Ok(order_id)
 }
 
+/// A new OCO, its limit leg `order_id` (admitted) and its stop leg the next id: both are
+/// accepted and the limit leg matches. If it traded or self-trade prevention cancelled it,
+/// the stop leg is cancelled (`oco`) and what is left of the limit leg rests as a plain limit
+/// order; else the limit leg rests and then the stop leg waits, the two linked.
+#[cold]
+fn place_oco<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    book_id: B::Book,
+    order_id: u64,
+    command: &Command,
+    out: &mut Emitter<'_, S>,
+) -> Result<u64, RejectReason> {
+    let stop_command = oco_stop_leg(command);
+    let stop_order_id = book.admit(command.account);
+    debug_assert_eq!(stop_order_id, OcoLeg::Limit.partner_of(order_id));
+    let mut taker = OrderView {
+        order_id,
+        client_order_id: command.client_order_id,
+        account: command.account,
+        instrument: command.instrument,
+        side: command.side,
+        price: command.price,
+        qty: command.qty,
+        filled: 0,
+        kind: OrderKind::Limit,
+        tif: command.tif,
+        stop_price: 0,
+        display_qty: command.display_qty,
+        oco_leg: Some(OcoLeg::Limit),
+    };
+    let stop = OrderView {
+        order_id: stop_order_id,
+        client_order_id: 0,
+        price: stop_command.price,
+        kind: stop_command.kind,
+        tif: stop_command.tif,
+        stop_price: command.stop_price,
+        display_qty: 0,
+        oco_leg: Some(OcoLeg::Stop),
+        ..taker
+    };
+    out.accepted(&taker);
+    out.accepted(&stop);
+    let stopped = book.match_taker(book_id, &mut taker, Some(command.price), command.stp, out);
+    if stopped || taker.filled > 0 {
+        // The stop leg never waited.
+        out.cancelled(&stop, CancelReason::Oco);
+        taker.oco_leg = None;
+    }
+    if !stopped && taker.remaining() > 0 {
+        let total_qty = book.rest_new(book_id, &taker, command);
+        out.level(command.instrument, command.side, command.price, total_qty);
+    }
+    if taker.oco_leg.is_some() {
+        book.rest_stop(book_id, &stop, &stop_command);
+    }
+    trigger_stops(book, book_id, out);
+    Ok(order_id)
+}
+
+/// An OCO leg (`order_id`, still live or not) traded, triggered or left: the other leg, if it
+/// is still there, is cancelled (`oco`), and this leg, if it is still there, is no longer
+/// linked.
+#[cold]
+pub(crate) fn break_oco<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    order_id: u64,
+    leg: OcoLeg,
+    out: &mut Emitter<'_, S>,
+) {
+    if let Some(order) = book.by_id(order_id) {
+        book.unlink_oco(order);
+    }
+    let Some(partner) = book.by_id(leg.partner_of(order_id)) else {
+        debug_assert!(false, "the other leg of OCO leg {order_id} is gone");
+        return;
+    };
+    let (_, view, _, _) = book.order(partner);
+    out.cancelled(&view, CancelReason::Oco);
+    let total_qty = book.remove(partner);
+    if !view.waiting() {
+        out.level(view.instrument, view.side, view.price, total_qty);
+    }
+}
+
 /// Replaces a resting order's price and/or quantity: at the same price it keeps its place
 /// unless its open quantity grows; at a new price it trades as a taker first. A waiting stop
 /// may also get a new stop price ([`replace_stop`]).
@@ -691,6 +847,9 @@ pub(crate) fn replace<B: BookKeeping, S: crate::EventSink + ?Sized>(
     let (book_id, old, stp, post_only) = book.order(order);
     if book.halted(book_id) {
         return out.rejected(command, RejectReason::Halted);
+    }
+    if old.oco_leg.is_some() {
+        return out.rejected(command, RejectReason::InvalidOrder);
     }
     if old.waiting() {
         return replace_stop(book, book_id, order, &old, command, out);
@@ -859,10 +1018,18 @@ fn enter_triggered<B: BookKeeping, S: crate::EventSink + ?Sized>(
 ) {
     let (_, stop, stp, _) = book.order(order);
     out.triggered(&stop);
+    let order = match stop.oco_leg {
+        None => order,
+        Some(leg) => {
+            break_oco(book, stop.order_id, leg, out);
+            book.by_id(stop.order_id).expect("a triggered stop is live")
+        }
+    };
     let kind = stop.kind.triggered();
     let mut taker = OrderView {
         kind,
         stop_price: 0,
+        oco_leg: None,
         ..stop
     };
     book.trigger(order, &taker);

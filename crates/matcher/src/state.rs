@@ -4,7 +4,7 @@
 //! The byte layout is in `docs/snapshot-format.md` ("matcher state"). Both the fast engine and
 //! the naive reference book write the same walk, so equal states give equal hashes and bytes.
 
-use ringmatch_proto::{OrderKind, RejectReason, SelfTradePrevention, Side, TimeInForce};
+use ringmatch_proto::{OcoLeg, OrderKind, RejectReason, SelfTradePrevention, Side, TimeInForce};
 
 use crate::config::{ConfigError, InstrumentSpec};
 
@@ -13,10 +13,10 @@ pub const STATE_MAGIC: [u8; 4] = *b"RMMS";
 
 /// Layout version of the matcher state this build writes. Version 2 added the resend window
 /// after the books, version 3 each book's last trade price and waiting stops, version 4 each
-/// order's iceberg slices, version 5 the engine's time and each order's expiry; older states
-/// still read, with an empty window, no last trade price, no stops, no icebergs, time 0 and
-/// no expiries.
-pub const STATE_VERSION: u32 = 5;
+/// order's iceberg slices, version 5 the engine's time and each order's expiry, version 6
+/// each order's OCO leg; older states still read, with an empty window, no last trade price,
+/// no stops, no icebergs, time 0, no expiries and no OCOs.
+pub const STATE_VERSION: u32 = 6;
 
 /// The oldest layout version this build reads.
 pub const STATE_VERSION_OLDEST: u32 = 1;
@@ -44,6 +44,8 @@ pub struct StoredOrder {
     pub shown: u64,
     /// When a GTD or day order expires (nanoseconds since the Unix epoch); 0: never.
     pub expire_ns: u64,
+    /// Which leg of an OCO it is, while the other leg is live.
+    pub oco_leg: Option<OcoLeg>,
 }
 
 /// One waiting stop as the state stores it (its book, side and stop price come from its
@@ -128,6 +130,7 @@ pub trait StateWriter {
         self.u64(order.display_qty);
         self.u64(order.shown);
         self.u64(order.expire_ns);
+        self.u8(order.oco_leg.map_or(0, OcoLeg::code));
     }
 
     /// A book's last trade price.
@@ -368,6 +371,13 @@ impl<'a> StateReader<'a> {
             display_qty: if self.version >= 4 { self.u64()? } else { 0 },
             shown: if self.version >= 4 { self.u64()? } else { 0 },
             expire_ns: if self.version >= 5 { self.u64()? } else { 0 },
+            oco_leg: match if self.version >= 6 { self.u8()? } else { 0 } {
+                0 => None,
+                code => Some(
+                    OcoLeg::from_code(code)
+                        .map_err(|error| StateError::Invalid(error.to_string()))?,
+                ),
+            },
         })
     }
 

@@ -43,8 +43,8 @@ fn config(roomy: bool) -> MatcherConfig {
             spec(7, 1, 1, -10, 10, 10),
         ],
         limits: Limits {
-            orders_per_book_max: 8,
-            orders_max: 12,
+            orders_per_book_max: 6,
+            orders_max: 9,
             accounts_max: 4,
             instruments_max: 3,
             resends_max: 6,
@@ -84,6 +84,11 @@ struct Raw {
     display_step: u64,
     /// A GTD order's time to live, and how far a `time` command moves time on.
     time_step: u64,
+    /// A place is an OCO (its stop leg at the stop price), with a stop-limit leg at the
+    /// `oco_limit_step` price when `oco_stop_limit`.
+    oco: bool,
+    oco_stop_limit: bool,
+    oco_limit_step: i64,
 }
 
 fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
@@ -126,6 +131,32 @@ fn to_command(raw: &Raw, timestamp_ns: u64) -> Command {
         _ => 88 + raw.stop_step + off,
     };
     command.has_stop_price = raw.has_stop_price && raw.command_type == CommandType::Replace;
+    if raw.oco && raw.command_type == CommandType::Place {
+        // Mostly limit orders, as an OCO must be; a market one is refused.
+        if raw.kind != OrderKind::Market {
+            command.kind = OrderKind::Limit;
+        }
+        command.oco = true;
+        // Around the middle of the band, where most trades print: limit price on one side,
+        // stop price on the other, as an OCO needs them.
+        let (mid, tick) = match raw.instrument {
+            2 => (150, 5),
+            7 => (0, 1),
+            _ => (100, 1),
+        };
+        let (below, above) = (1 + raw.price_step % 5, 1 + raw.stop_step % 5);
+        let direction = if raw.side == Side::Buy { 1 } else { -1 };
+        command.price = mid - direction * below * tick + off;
+        command.stop_price = mid + direction * above * tick + off;
+        command.oco_stop_limit = raw.oco_stop_limit;
+        if raw.oco_stop_limit {
+            command.oco_stop_limit_price = match raw.instrument {
+                2 => 90 + raw.oco_limit_step * 5,
+                7 => -12 + raw.oco_limit_step,
+                _ => 88 + raw.oco_limit_step,
+            };
+        }
+    }
     if raw.command_type == CommandType::Place {
         // Lots of 10 on instrument 2: an off-tick draw there is also off the lot.
         command.display_qty = match raw.instrument {
@@ -208,6 +239,11 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
             prop_oneof![5 => Just(0u64), 2 => 1u64..=4],
             prop_oneof![1 => Just(0u64), 4 => 1u64..=150],
         ),
+        (
+            prop::bool::weighted(if stop_heavy { 0.1 } else { 0.12 }),
+            prop::bool::weighted(0.5),
+            0i64..=24,
+        ),
     )
         .prop_map(
             |(
@@ -224,6 +260,7 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                     possible_resend,
                 ),
                 (stop_step, has_stop_price, display_step, time_step),
+                (oco, oco_stop_limit, oco_limit_step),
             )| Raw {
                 command_type,
                 account,
@@ -245,6 +282,9 @@ fn raw_command(stop_heavy: bool) -> impl Strategy<Value = Raw> {
                 has_stop_price,
                 display_step,
                 time_step,
+                oco,
+                oco_stop_limit,
+                oco_limit_step,
             },
         )
 }
@@ -450,6 +490,42 @@ fn random_streams_hit_every_kind_of_outcome() {
                     }
                 }
             }
+            // OCOs: what made one leg take the other (the latest earlier event of the leg).
+            let oco_cancel = Reason::Cancel(ringmatch_proto::CancelReason::Oco);
+            for (position, event) in events.iter().enumerate() {
+                if event.reason != oco_cancel {
+                    continue;
+                }
+                let leg = event.oco_leg.expect("an OCO cancel names its leg");
+                let partner = leg.partner_of(event.order_id);
+                let cause = events[..position].iter().rev().find(|earlier| {
+                    earlier.order_id == partner
+                        || earlier.event_type == EventType::Fill
+                            && earlier.maker_order_id == partner
+                });
+                let expired = Reason::Cancel(ringmatch_proto::CancelReason::Expired);
+                stop_outcomes.insert(match cause {
+                    Some(c) if c.event_type == EventType::Triggered => {
+                        "an OCO's stop leg triggered and took the limit leg"
+                    }
+                    Some(c) if c.event_type == EventType::Fill && c.order_id == partner => {
+                        "an OCO's limit leg traded on arrival and took the stop leg"
+                    }
+                    Some(c) if c.event_type == EventType::Fill => {
+                        "an OCO's resting limit leg traded and took the stop leg"
+                    }
+                    Some(c) if c.command_type == CommandType::Cancel => {
+                        "an OCO leg cancelled by its owner took the other"
+                    }
+                    Some(c) if c.reason == expired => "an OCO leg expired and took the other",
+                    Some(c)
+                        if c.reason == Reason::Cancel(ringmatch_proto::CancelReason::SelfTrade) =>
+                    {
+                        "an OCO leg cancelled by self-trade prevention took the other"
+                    }
+                    _ => "another OCO cancel",
+                });
+            }
             for event in &events {
                 if event.reason == Reason::Cancel(ringmatch_proto::CancelReason::Expired) {
                     stop_outcomes.insert(match (event.command_type, event.stop_kind) {
@@ -496,6 +572,12 @@ fn random_streams_hit_every_kind_of_outcome() {
         "an order expired at a time command",
         "an order expired at another command",
         "an order shown traded before an iceberg's rest",
+        "an OCO leg cancelled by its owner took the other",
+        "an OCO's stop leg triggered and took the limit leg",
+        "an OCO's limit leg traded on arrival and took the stop leg",
+        "an OCO's resting limit leg traded and took the stop leg",
+        "an OCO leg expired and took the other",
+        "an OCO leg cancelled by self-trade prevention took the other",
     ] {
         if !stop_outcomes.contains(outcome) {
             missing.push(outcome.to_string());

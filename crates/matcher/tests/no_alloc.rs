@@ -87,7 +87,21 @@ fn spliced(index: usize, mut base: Command) -> Command {
     }
     let account = base.account;
     let mut command = Command::limit(account, 1, Side::Sell, 100_010, 5);
-    match (index / 23) % 21 {
+    match (index / 23) % 23 {
+        // OCOs around the market: a buy with a stop-limit leg, a sell with a stop-market leg.
+        21 => {
+            command.side = Side::Buy;
+            command.price = 99_980;
+            command.oco = true;
+            command.stop_price = 100_020;
+            command.oco_stop_limit = true;
+            command.oco_stop_limit_price = 100_030;
+        }
+        22 => {
+            command.price = 100_020;
+            command.oco = true;
+            command.stop_price = 99_980;
+        }
         // A GTD ask that expires 100 commands' time later, and the clock: a time command
         // (the stream's own timestamps never move time past it).
         19 => {
@@ -270,6 +284,7 @@ fn steady_state_processing_does_not_allocate() {
     let mut types_seen = [false; 16];
     let mut resend_unknown_seen = false;
     let mut expired_seen = false;
+    let mut oco_cancels_count = 0u64;
     // The newest iceberg, and how much of it traded: more than its display means a slice
     // was refreshed.
     let (mut iceberg_id, mut iceberg_traded, mut slice_refreshed) = (0u64, 0u64, false);
@@ -298,6 +313,10 @@ fn steady_state_processing_does_not_allocate() {
                     }
                     _ => {}
                 }
+                oco_cancels_count += u64::from(
+                    event.reason
+                        == ringmatch_proto::Reason::Cancel(ringmatch_proto::CancelReason::Oco),
+                );
                 expired_seen |= event.reason
                     == ringmatch_proto::Reason::Cancel(ringmatch_proto::CancelReason::Expired);
                 resend_unknown_seen |= event.reason
@@ -327,6 +346,10 @@ fn steady_state_processing_does_not_allocate() {
         "no possible resend met a forgotten window in the measured stream"
     );
     assert!(expired_seen, "no order expired in the measured stream");
+    assert!(
+        oco_cancels_count >= 100,
+        "{oco_cancels_count} OCO legs took the other in the measured stream"
+    );
     assert!(
         slice_refreshed,
         "no iceberg showed a second slice in the measured stream"

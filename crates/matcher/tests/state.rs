@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::{Engine, Event, InstrumentSpec, Limits, MatcherConfig, StateError};
+use ringmatch_proto::{CancelReason, EventType, OcoLeg, Reason, Side};
 use ringmatch_proto::{Command, OrderKind, TimeInForce};
-use ringmatch_proto::{EventType, Side};
 
 fn engine_after(commands_count: usize) -> (Engine, Vec<Event>) {
     let workload = exchange_core_mix(commands_count, 3, MixShape::default());
@@ -347,19 +347,61 @@ fn small_engine_with_expiries() -> Engine {
     engine
 }
 
-/// The current layout (version 5, with the engine's time and expiries) is checked in too;
-/// this build must write the same bytes for the same state and read the file back.
-/// `UPDATE_FIXTURES=1` rewrites it, which is only right together with a format version bump.
+/// A matcher state written by format version 5 (with the engine's time and expiries, before
+/// OCOs) is checked in: this build reads it as the same state.
 #[test]
-fn the_checked_in_version_5_state_still_reads_and_matches() {
+fn the_checked_in_version_5_state_still_reads() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v5.bin");
+    let stored = std::fs::read(&path).unwrap();
+    assert_eq!(&stored[..8], b"RMMS\x05\x00\x00\x00");
+    let restored = Engine::restore(small_config(), &stored).unwrap();
     let engine = small_engine_with_expiries();
+    assert_eq!(restored.resting_orders_count(), 8);
+    assert_eq!(restored.encode_state(), engine.encode_state());
+}
+
+/// [`small_engine_with_expiries`] with a sell OCO of 2 (last trade 96): a limit leg at 98
+/// (order 13) and a stop-limit leg at stop 93, limit 92 (order 14), good for the day.
+fn small_engine_with_oco() -> Engine {
+    let mut engine = small_engine_with_expiries();
+    let mut oco = Command::limit(1, 1, Side::Sell, 98, 2);
+    oco.oco = true;
+    oco.stop_price = 93;
+    oco.oco_stop_limit = true;
+    oco.oco_stop_limit_price = 92;
+    oco.tif = TimeInForce::Day;
+    oco.client_order_id = 130;
+    oco.timestamp_ns = 1_000;
+    let mut events = Vec::new();
+    engine.apply(14, &oco, &mut events);
+    assert_eq!(
+        events
+            .iter()
+            .map(|event| (event.event_type, event.order_id, event.oco_leg))
+            .collect::<Vec<_>>(),
+        [
+            (EventType::Accepted, 13, Some(OcoLeg::Limit)),
+            (EventType::Accepted, 14, Some(OcoLeg::Stop)),
+            (EventType::Level, 0, None),
+        ]
+    );
+    engine
+}
+
+/// The current layout (version 6, with OCO legs) is checked in too; this build must write
+/// the same bytes for the same state and read the file back. `UPDATE_FIXTURES=1` rewrites
+/// it, which is only right together with a format version bump.
+#[test]
+fn the_checked_in_version_6_state_still_reads_and_matches() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/matcher-state-v6.bin");
+    let engine = small_engine_with_oco();
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
         std::fs::write(&path, engine.encode_state()).unwrap();
     }
     let stored = std::fs::read(&path).unwrap();
-    assert_eq!(&stored[..8], b"RMMS\x05\x00\x00\x00");
+    assert_eq!(&stored[..8], b"RMMS\x06\x00\x00\x00");
     assert_eq!(
         stored,
         engine.encode_state(),
@@ -367,8 +409,66 @@ fn the_checked_in_version_5_state_still_reads_and_matches() {
     );
     let restored = Engine::restore(small_config(), &stored).unwrap();
     assert_eq!(restored.state_hash(), engine.state_hash());
-    assert_eq!(restored.resting_orders_count(), 8);
+    assert_eq!(restored.resting_orders_count(), 10);
     assert_eq!(restored.encode_state(), stored);
+}
+
+/// A restored OCO acts like the original: a trade at 93 triggers the stop leg, which takes
+/// the limit leg with it.
+#[test]
+fn a_restored_oco_triggers_like_the_original() {
+    let mut original = small_engine_with_oco();
+    let mut restored = Engine::restore(small_config(), &original.encode_state()).unwrap();
+    let mut bid = Command::limit(2, 1, Side::Buy, 93, 2);
+    bid.timestamp_ns = 1_001;
+    let sell = Command {
+        side: Side::Sell,
+        account: 3,
+        ..bid
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (seq, command) in (15..).zip([bid, sell]) {
+        original.apply(seq, &command, &mut a);
+        restored.apply(seq, &command, &mut b);
+    }
+    assert_eq!(a, b);
+    let oco_cancels: Vec<u64> = a
+        .iter()
+        .filter(|event| event.reason == Reason::Cancel(CancelReason::Oco))
+        .map(|event| event.order_id)
+        .collect();
+    assert_eq!(oco_cancels, [13], "{a:#?}");
+    assert_eq!(restored.encode_state(), original.encode_state());
+}
+
+/// An OCO leg whose other leg is missing or not its other leg is refused.
+#[test]
+fn a_broken_oco_pair_is_refused() {
+    let bytes = small_engine_with_oco().encode_state();
+    // The limit leg's record: order id 13, client order id 130; its OCO byte is the last of
+    // its 63 bytes.
+    let mut marker = 13u64.to_le_bytes().to_vec();
+    marker.extend_from_slice(&130u64.to_le_bytes());
+    let at = bytes
+        .windows(marker.len())
+        .position(|window| window == marker.as_slice())
+        .expect("the limit leg is in the state");
+    assert_eq!(bytes[at + 62], 1, "the limit leg's OCO byte");
+    for (code, error) in [
+        (0u8, "unpaired stop leg"),
+        (2, "two stop legs"),
+        (7, "no leg"),
+    ] {
+        let mut damaged = bytes.clone();
+        damaged[at + 62] = code;
+        assert!(
+            matches!(
+                Engine::restore(small_config(), &damaged),
+                Err(StateError::Invalid(_))
+            ),
+            "{error}"
+        );
+    }
 }
 
 /// Restored expiries come when the original's do: at time 5,000 the GTD bid goes, and at the

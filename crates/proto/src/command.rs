@@ -133,8 +133,17 @@ const FLAG_HAS_QTY: u8 = 1 << 2;
 const FLAG_POSSIBLE_RESEND: u8 = 1 << 3;
 /// Flag bit: a replace carries a new stop price.
 const FLAG_HAS_STOP_PRICE: u8 = 1 << 4;
-const FLAGS_DEFINED: u8 =
-    FLAG_POST_ONLY | FLAG_HAS_PRICE | FLAG_HAS_QTY | FLAG_POSSIBLE_RESEND | FLAG_HAS_STOP_PRICE;
+/// Flag bit: a place is a one-cancels-the-other pair (version 2 only).
+const FLAG_OCO: u8 = 1 << 5;
+/// Flag bit: an OCO's stop leg is a stop-limit (version 2 only).
+const FLAG_OCO_STOP_LIMIT: u8 = 1 << 6;
+const FLAGS_DEFINED: u8 = FLAG_POST_ONLY
+    | FLAG_HAS_PRICE
+    | FLAG_HAS_QTY
+    | FLAG_POSSIBLE_RESEND
+    | FLAG_HAS_STOP_PRICE
+    | FLAG_OCO
+    | FLAG_OCO_STOP_LIMIT;
 
 /// One input command. Fields a command type does not use are zero (or the first enum value).
 ///
@@ -174,10 +183,21 @@ pub struct Command {
     pub possible_resend: bool,
     /// For a replace: whether `stop_price` is a new stop price (of a stop not yet triggered).
     pub has_stop_price: bool,
+    /// For a place of a limit order: it is the limit leg of a one-cancels-the-other pair
+    /// whose stop leg (same side and quantity) waits at `stop_price`
+    /// (`docs/matching-rules.md`, "One cancels the other"). Version 2 only.
+    pub oco: bool,
+    /// For an OCO place: its stop leg is a stop-limit at `oco_stop_limit_price` (else a
+    /// stop-market). Version 2 only.
+    pub oco_stop_limit: bool,
     /// Limit price in ticks (ignored for market and stop-market orders).
     pub price: i64,
-    /// Stop price in ticks of a stop order (or, with `has_stop_price`, a replace's new one).
+    /// Stop price in ticks of a stop order, of an OCO's stop leg, or (with `has_stop_price`)
+    /// a replace's new one.
     pub stop_price: i64,
+    /// For an OCO place whose stop leg is a stop-limit: that leg's limit price; else 0.
+    /// Version 2 only.
+    pub oco_stop_limit_price: i64,
     /// For a place: an iceberg's displayed quantity (lots), the slice of it the book shows at
     /// a time; 0 for an order that shows all of itself. Version 2 only.
     pub display_qty: u64,
@@ -208,8 +228,11 @@ impl Command {
             has_qty: false,
             possible_resend: false,
             has_stop_price: false,
+            oco: false,
+            oco_stop_limit: false,
             price: 0,
             stop_price: 0,
+            oco_stop_limit_price: 0,
             display_qty: 0,
             expire_time_ns: 0,
             qty: 0,
@@ -277,13 +300,17 @@ impl Command {
         rest.fill(0);
         put_u64(out, 64, self.display_qty);
         put_u64(out, 72, self.expire_time_ns);
+        put_i64(out, 80, self.oco_stop_limit_price);
     }
 
     /// Whether the command uses what only version 2 has (`display_qty`, `expire_time_ns`, the
-    /// time in force `gtd` or `day`, the command type `time`).
+    /// time in force `gtd` or `day`, the command type `time`, an OCO).
     pub fn needs_version_2(&self) -> bool {
         self.display_qty != 0
             || self.expire_time_ns != 0
+            || self.oco
+            || self.oco_stop_limit
+            || self.oco_stop_limit_price != 0
             || matches!(self.tif, TimeInForce::Gtd | TimeInForce::Day)
             || self.command_type == CommandType::Time
     }
@@ -316,6 +343,12 @@ impl Command {
         }
         if self.has_stop_price {
             flags |= FLAG_HAS_STOP_PRICE;
+        }
+        if self.oco {
+            flags |= FLAG_OCO;
+        }
+        if self.oco_stop_limit {
+            flags |= FLAG_OCO_STOP_LIMIT;
         }
         out[0] = version;
         out[1] = self.command_type.code();
@@ -359,14 +392,15 @@ impl Command {
             });
         }
         let bytes = &bytes[..size];
-        // Version 2's reserved bytes, after its display quantity and expiry.
-        if let Some(offset) = first_non_zero(bytes, size.min(COMMAND_V1_SIZE_BYTES + 16), size) {
+        // Version 2's reserved bytes, after its display quantity, expiry and OCO stop-limit
+        // price.
+        if let Some(offset) = first_non_zero(bytes, size.min(COMMAND_V1_SIZE_BYTES + 24), size) {
             return Err(DecodeError::Reserved { offset });
         }
-        let (display_qty, expire_time_ns) = if size > COMMAND_V1_SIZE_BYTES {
-            (u64_at(bytes, 64), u64_at(bytes, 72))
+        let (display_qty, expire_time_ns, oco_stop_limit_price) = if size > COMMAND_V1_SIZE_BYTES {
+            (u64_at(bytes, 64), u64_at(bytes, 72), i64_at(bytes, 80))
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
         let command_type =
             CommandType::from_code(bytes[1]).map_err(|_| DecodeError::UnknownType {
@@ -387,7 +421,13 @@ impl Command {
             });
         }
         let flags = bytes[6];
-        if flags & !FLAGS_DEFINED != 0 {
+        // Version 1 predates OCOs.
+        let defined = if version == 1 {
+            FLAGS_DEFINED & !(FLAG_OCO | FLAG_OCO_STOP_LIMIT)
+        } else {
+            FLAGS_DEFINED
+        };
+        if flags & !defined != 0 {
             return Err(DecodeError::BadFlags(flags));
         }
         if let Some(offset) = first_non_zero(bytes, 7, 8) {
@@ -404,6 +444,8 @@ impl Command {
             has_qty: flags & FLAG_HAS_QTY != 0,
             possible_resend: flags & FLAG_POSSIBLE_RESEND != 0,
             has_stop_price: flags & FLAG_HAS_STOP_PRICE != 0,
+            oco: flags & FLAG_OCO != 0,
+            oco_stop_limit: flags & FLAG_OCO_STOP_LIMIT != 0,
             account: u32_at(bytes, 8),
             instrument: u32_at(bytes, 12),
             order_id: u64_at(bytes, 16),
@@ -412,6 +454,7 @@ impl Command {
             qty: u64_at(bytes, 40),
             timestamp_ns: u64_at(bytes, 48),
             stop_price: i64_at(bytes, 56),
+            oco_stop_limit_price,
             display_qty,
             expire_time_ns,
         })
@@ -438,8 +481,11 @@ mod tests {
             has_qty: false,
             possible_resend: false,
             has_stop_price: false,
+            oco: false,
+            oco_stop_limit: false,
             price: -5,
             stop_price: 0,
+            oco_stop_limit_price: 0,
             display_qty: 0,
             expire_time_ns: 0,
             qty: 300,
@@ -502,6 +548,36 @@ mod tests {
         for command in [gtd, day, time] {
             assert!(command.needs_version_2());
             assert_eq!(command.encode_v1(&mut [0u8; 64]), None);
+        }
+    }
+
+    /// An OCO is flag bit 5 (its stop leg's stop price in `stop_price`), a stop-limit stop leg
+    /// flag bit 6 with its limit price at offset 80; version 1 has neither.
+    #[test]
+    fn an_oco_is_flag_bits_5_and_6_with_its_stop_limit_price_at_offset_80() {
+        let mut oco = Command::limit(9, 1, Side::Sell, 110, 5);
+        oco.oco = true;
+        oco.stop_price = 90;
+        oco.oco_stop_limit = true;
+        oco.oco_stop_limit_price = -2;
+        let bytes = oco.to_bytes();
+        assert_eq!(bytes[6], 0b110_0000);
+        assert_eq!(&bytes[56..64], &[90, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &bytes[80..88],
+            &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(Command::decode(&bytes), Ok(oco));
+        assert!(oco.needs_version_2());
+        assert_eq!(oco.encode_v1(&mut [0u8; 64]), None);
+        let mut v1 = [0u8; 64];
+        Command::limit(9, 1, Side::Sell, 110, 5)
+            .encode_v1(&mut v1)
+            .unwrap();
+        for bit in [0x20u8, 0x40] {
+            let mut bytes = v1;
+            bytes[6] = bit;
+            assert_eq!(Command::decode(&bytes), Err(DecodeError::BadFlags(bit)));
         }
     }
 
@@ -629,10 +705,9 @@ mod tests {
                     value: 4,
                 },
             ),
-            (6, 0x20, DecodeError::BadFlags(0x20)),
             (6, 0x80, DecodeError::BadFlags(0x80)),
             (7, 1, DecodeError::Reserved { offset: 7 }),
-            (80, 1, DecodeError::Reserved { offset: 80 }),
+            (88, 1, DecodeError::Reserved { offset: 88 }),
             (127, 1, DecodeError::Reserved { offset: 127 }),
         ];
         for (offset, value, error) in cases {

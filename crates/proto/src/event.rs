@@ -86,6 +86,9 @@ wire_enum! {
         /// A GTD order whose expiry is not after the engine's time, or a day order on an
         /// instrument without a session end.
         ExpiryInvalid = 20, "expiry_invalid";
+        /// An OCO whose prices are not in the order a buy needs (limit price below the last
+        /// trade price, which is below the stop price) or a sell needs (the other way round).
+        OcoPricesInvalid = 21, "oco_prices_invalid";
     }
 }
 
@@ -106,6 +109,29 @@ wire_enum! {
         ReplacedBelowFilled = 6, "replaced_below_filled";
         /// A GTD or day order's time came.
         Expired = 7, "expired";
+        /// The other leg of its one-cancels-the-other pair traded, triggered or left.
+        Oco = 8, "oco";
+    }
+}
+
+wire_enum! {
+    /// Which leg of a one-cancels-the-other pair an order is. The two legs have consecutive
+    /// engine order ids: the limit leg's, then the stop leg's.
+    OcoLeg, "oco_leg" {
+        /// The limit order; its partner's order id is one more than its own.
+        Limit = 1, "limit";
+        /// The stop or stop-limit order; its partner's order id is one less than its own.
+        Stop = 2, "stop";
+    }
+}
+
+impl OcoLeg {
+    /// The engine order id of the other leg of the order `order_id`, this leg.
+    pub const fn partner_of(self, order_id: u64) -> u64 {
+        match self {
+            OcoLeg::Limit => order_id + 1,
+            OcoLeg::Stop => order_id - 1,
+        }
     }
 }
 
@@ -195,6 +221,9 @@ pub struct Event {
     /// The displayed quantity of an iceberg order, on the events that describe one (the
     /// taker, for a fill); else 0.
     pub display_qty: u64,
+    /// Which leg of a one-cancels-the-other pair the order is, on the events that describe
+    /// it (the taker, for a fill) while it is linked to the other leg; `None` otherwise.
+    pub oco_leg: Option<OcoLeg>,
 }
 
 impl Event {
@@ -223,6 +252,7 @@ impl Event {
             stop_kind: None,
             stop_price: 0,
             display_qty: 0,
+            oco_leg: None,
         }
     }
 
@@ -245,7 +275,8 @@ impl Event {
         put_u32(out, 72, self.maker_account);
         out[76] = self.command_type.code();
         out[77] = self.stop_kind.map_or(0, OrderKind::code);
-        out[78..80].fill(0);
+        out[78] = self.oco_leg.map_or(0, OcoLeg::code);
+        out[79] = 0;
         put_u64(out, 80, self.maker_order_id);
         put_u64(out, 88, self.maker_client_order_id);
         put_u64(out, 96, self.maker_remaining);
@@ -310,7 +341,11 @@ impl Event {
         if stop_kind.is_none() && stop_price != 0 {
             return Err(DecodeError::Reserved { offset: 112 });
         }
-        if let Some(offset) = first_non_zero(bytes, 78, 80) {
+        let oco_leg = match bytes[78] {
+            0 => None,
+            code => Some(OcoLeg::from_code(code)?),
+        };
+        if let Some(offset) = first_non_zero(bytes, 79, 80) {
             return Err(DecodeError::Reserved { offset });
         }
         Ok(Event {
@@ -336,6 +371,7 @@ impl Event {
             stop_kind,
             stop_price,
             display_qty: u64_at(bytes, 120),
+            oco_leg,
         })
     }
 }
@@ -368,6 +404,7 @@ mod tests {
             stop_kind: None,
             stop_price: 0,
             display_qty: 0,
+            oco_leg: None,
         }
     }
 
@@ -419,6 +456,20 @@ mod tests {
         let bytes = event.to_bytes();
         assert_eq!(&bytes[120..128], &[0x0b, 0x0a, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Event::decode(&bytes), Ok(event));
+    }
+
+    /// An OCO leg says which leg it is at offset 78.
+    #[test]
+    fn an_oco_leg_is_at_offset_78() {
+        let mut event = Event::empty(EventType::Cancelled, CommandType::Place);
+        event.reason = Reason::Cancel(CancelReason::Oco);
+        event.oco_leg = Some(OcoLeg::Stop);
+        event.order_id = 8;
+        let bytes = event.to_bytes();
+        assert_eq!((bytes[3], bytes[78]), (8, 2));
+        assert_eq!(Event::decode(&bytes), Ok(event));
+        assert_eq!(OcoLeg::Stop.partner_of(8), 7);
+        assert_eq!(OcoLeg::Limit.partner_of(7), 8);
     }
 
     /// A `triggered` event: the stop's kind at offset 77 and its stop price at offset 112.
@@ -523,7 +574,14 @@ mod tests {
                     value: 0,
                 },
             ),
-            (78, 1, DecodeError::Reserved { offset: 78 }),
+            (
+                78,
+                3,
+                DecodeError::BadEnum {
+                    field: "oco_leg",
+                    value: 3,
+                },
+            ),
             (112, 1, DecodeError::Reserved { offset: 112 }),
             (79, 1, DecodeError::Reserved { offset: 79 }),
         ];

@@ -15,7 +15,7 @@ mod command;
 mod event;
 
 pub use command::{Command, CommandType, OrderKind, SelfTradePrevention, Side, TimeInForce};
-pub use event::{CancelReason, Event, EventType, Reason, RejectReason};
+pub use event::{CancelReason, Event, EventType, OcoLeg, Reason, RejectReason};
 
 /// Version of the command record this build writes. Bumped on any change of meaning of any
 /// byte; version 2 doubled the record (to make room for order fields) and version 1 records

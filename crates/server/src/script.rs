@@ -36,6 +36,8 @@ struct JsonCommand {
     stop_price: Option<i64>,
     display_qty: Option<u64>,
     expire_time_ns: Option<u64>,
+    oco_stop_price: Option<i64>,
+    oco_stop_limit_price: Option<i64>,
     timestamp_ns: Option<u64>,
 }
 
@@ -43,7 +45,7 @@ impl JsonCommand {
     /// Names of the fields that are present.
     fn present_fields(&self) -> Vec<&'static str> {
         let mut fields = Vec::new();
-        let checks: [(&'static str, bool); 17] = [
+        let checks: [(&'static str, bool); 19] = [
             ("account", self.account.is_some()),
             ("instrument", self.instrument.is_some()),
             ("client_order_id", self.client_order_id.is_some()),
@@ -60,6 +62,8 @@ impl JsonCommand {
             ("stop_price", self.stop_price.is_some()),
             ("display_qty", self.display_qty.is_some()),
             ("expire_time_ns", self.expire_time_ns.is_some()),
+            ("oco_stop_price", self.oco_stop_price.is_some()),
+            ("oco_stop_limit_price", self.oco_stop_limit_price.is_some()),
             ("timestamp_ns", self.timestamp_ns.is_some()),
         ];
         for (name, present) in checks {
@@ -89,6 +93,8 @@ fn allowed_fields(command_type: CommandType) -> &'static [&'static str] {
             "stop_price",
             "display_qty",
             "expire_time_ns",
+            "oco_stop_price",
+            "oco_stop_limit_price",
             "timestamp_ns",
         ],
         CommandType::Cancel => &[
@@ -233,6 +239,26 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             };
             command.display_qty = json.display_qty.unwrap_or(0);
             command.expire_time_ns = json.expire_time_ns.unwrap_or(0);
+            match (json.oco_stop_price, json.oco_stop_limit_price) {
+                (Some(_), _) if command.kind != OrderKind::Limit => {
+                    return Err(format!(
+                        "an OCO (`oco_stop_price`) is a `limit` order, not a `{}` one",
+                        command.kind
+                    ))
+                }
+                (Some(stop_price), stop_limit_price) => {
+                    command.oco = true;
+                    command.stop_price = stop_price;
+                    if let Some(price) = stop_limit_price {
+                        command.oco_stop_limit = true;
+                        command.oco_stop_limit_price = price;
+                    }
+                }
+                (None, Some(_)) => {
+                    return Err("`oco_stop_limit_price` goes with `oco_stop_price`".into())
+                }
+                (None, None) => {}
+            }
             match (json.possible_resend, json.resend_floor) {
                 (Some(true), floor) => command = command.as_resend(floor.unwrap_or(0)),
                 (_, Some(_)) => {
@@ -297,6 +323,12 @@ pub fn command_to_json(command: &Command) -> String {
             out.num("qty", command.qty);
             out.num_nonzero("display_qty", command.display_qty);
             out.num_nonzero("expire_time_ns", command.expire_time_ns);
+            if command.oco {
+                out.num("oco_stop_price", command.stop_price);
+            }
+            if command.oco_stop_limit {
+                out.num("oco_stop_limit_price", command.oco_stop_limit_price);
+            }
             if command.post_only {
                 out.raw("post_only", "true");
             }
@@ -491,6 +523,9 @@ pub fn event_to_json(event: &Event) -> String {
         out.num("stop_price", event.stop_price);
     }
     out.num_nonzero("display_qty", event.display_qty);
+    if let Some(leg) = event.oco_leg {
+        out.str("oco_leg", leg.name());
+    }
     out.num_nonzero("timestamp_ns", event.timestamp_ns);
     out.finish()
 }
@@ -570,6 +605,8 @@ mod tests {
             r#"{"type":"place","account":7,"instrument":1,"client_order_id":3,"side":"sell","kind":"limit","tif":"fok","price":101,"qty":5,"post_only":true,"stp":"cancel_both","timestamp_ns":9}"#,
             r#"{"type":"place","account":7,"instrument":1,"side":"buy","kind":"market","tif":"ioc","qty":5}"#,
             r#"{"type":"place","account":7,"instrument":1,"client_order_id":4,"side":"buy","kind":"limit","tif":"gtc","price":100,"qty":5,"possible_resend":true,"resend_floor":12}"#,
+            r#"{"type":"place","account":7,"instrument":1,"client_order_id":5,"side":"sell","kind":"limit","tif":"day","price":105,"qty":5,"oco_stop_price":95,"oco_stop_limit_price":94}"#,
+            r#"{"type":"place","account":7,"instrument":1,"side":"buy","kind":"limit","tif":"gtc","price":95,"qty":5,"oco_stop_price":105}"#,
             r#"{"type":"cancel","account":7,"order_id":4}"#,
             r#"{"type":"replace","account":7,"client_order_id":3,"price":99}"#,
             r#"{"type":"replace","account":7,"order_id":3,"qty":2}"#,
@@ -638,6 +675,14 @@ mod tests {
                 "takes no `price`",
             ),
             (r#"{"type":"term"}"#, "written by the cluster's leader"),
+            (
+                r#"{"type":"place","account":1,"instrument":1,"side":"buy","kind":"stop_market","stop_price":3,"qty":1,"oco_stop_price":4}"#,
+                "an OCO (`oco_stop_price`) is a `limit` order",
+            ),
+            (
+                r#"{"type":"place","account":1,"instrument":1,"side":"buy","price":3,"qty":1,"oco_stop_limit_price":4}"#,
+                "`oco_stop_limit_price` goes with `oco_stop_price`",
+            ),
         ];
         for (line, expected) in cases {
             let error = parse_command(line).unwrap_err();

@@ -117,6 +117,8 @@ pub struct Summary {
     pub triggered_count: u64,
     /// Orders that expired (of the clean replay).
     pub expired_count: u64,
+    /// OCO legs that another leg cancelled (of the clean replay).
+    pub oco_cancelled_count: u64,
 }
 
 /// A run that broke a checker (or panicked).
@@ -478,13 +480,14 @@ impl World {
         };
         self.summary.resent_count = count_of(EventType::Resent);
         self.summary.triggered_count = count_of(EventType::Triggered);
-        self.summary.expired_count = replayed
-            .iter()
-            .filter(|event| {
-                event.reason
-                    == ringmatch_proto::Reason::Cancel(ringmatch_proto::CancelReason::Expired)
-            })
-            .count() as u64;
+        let cancelled_for = |reason| {
+            replayed
+                .iter()
+                .filter(|event| event.reason == ringmatch_proto::Reason::Cancel(reason))
+                .count() as u64
+        };
+        self.summary.expired_count = cancelled_for(ringmatch_proto::CancelReason::Expired);
+        self.summary.oco_cancelled_count = cancelled_for(ringmatch_proto::CancelReason::Oco);
         self.summary.steps_count = self.step;
         self.summary.acks_count = lock(&self.sessions).acks_count;
         self.summary.commands_count = lock(&self.journal).records().len() as u64;
@@ -771,6 +774,15 @@ impl World {
                 if self.rng.chance(100) {
                     command.tif = TimeInForce::Gtd;
                     command.expire_time_ns = timestamp_ns + self.rng.between(1_000, 50_000);
+                }
+                // Every eleventh is an OCO, its stop leg six ticks on the other side (refused
+                // when the last trade price is not between the two).
+                if client_order_id % 11 == 0 {
+                    command.oco = true;
+                    command.stop_price = match side {
+                        Side::Buy => command.price + 6,
+                        Side::Sell => command.price - 6,
+                    };
                 }
                 command
             }
@@ -1101,9 +1113,25 @@ impl World {
         events: &[Event],
     ) -> Result<(), Failure> {
         let mut accepted_at = HashMap::new();
-        for event in events {
+        for (position, event) in events.iter().enumerate() {
             let key = (event.account, event.client_order_id);
             match event.event_type {
+                // An OCO's stop leg has no client order id: it is the same place as the limit
+                // leg accepted just before it.
+                EventType::Accepted if event.oco_leg == Some(ringmatch_proto::OcoLeg::Stop) => {
+                    let limit_leg = position.checked_sub(1).map(|before| &events[before]);
+                    if !limit_leg.is_some_and(|limit_leg| {
+                        limit_leg.event_type == EventType::Accepted
+                            && limit_leg.seq == event.seq
+                            && limit_leg.oco_leg == Some(ringmatch_proto::OcoLeg::Limit)
+                            && limit_leg.order_id + 1 == event.order_id
+                    }) {
+                        return Err(self.fail(format!(
+                            "OCO stop leg {} accepted at sequence {} without its limit leg",
+                            event.order_id, event.seq
+                        )));
+                    }
+                }
                 EventType::Accepted => {
                     if let Some(first) = accepted_at.insert(key, event.seq) {
                         return Err(self.fail(format!(
