@@ -1,9 +1,12 @@
 //! `ringmatch bench --matcher-only`: single-threaded matcher throughput on the exchange-core
-//! mix, fast engine and naive reference book side by side on the same command stream.
+//! mix (or, with `--mix order-types`, the mix with stops, OCOs, icebergs and GTD orders),
+//! fast engine and naive reference book side by side on the same command stream.
 
 use std::time::{Duration, Instant};
 
-use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape, Workload};
+use ringmatch_matcher::workload::{
+    exchange_core_mix, mix_config, order_types_mix, MixShape, Workload,
+};
 use ringmatch_matcher::{CountingSink, Engine, NaiveBook, OrderMatcher};
 
 /// Options of a matcher-only run.
@@ -22,6 +25,10 @@ pub struct MatcherBenchOptions {
     pub client_order_ids: bool,
     /// Run this stream file (`crate::stream_file`) instead of generating the mix.
     pub stream: Option<std::path::PathBuf>,
+    /// Generate the mix with stops, OCOs, icebergs and GTD orders
+    /// ([`ringmatch_matcher::workload::order_types_mix`]), and also time the plain mix of the
+    /// same length and seed in alternating runs.
+    pub order_types: bool,
 }
 
 /// What one implementation did.
@@ -99,6 +106,13 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
             crate::stream_file::read_stream(path)?,
             format!("stream file {}", path.display()),
         ),
+        None if options.order_types => (
+            order_types_mix(options.commands_count, options.seed, MixShape::default()),
+            format!(
+                "exchange-core mix with stops, OCOs, icebergs and GTD orders, seed {}",
+                options.seed
+            ),
+        ),
         None => (
             exchange_core_mix(options.commands_count, options.seed, MixShape::default()),
             format!("exchange-core mix, seed {}", options.seed),
@@ -113,6 +127,9 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
         100.0 * workload.trading_commands_count as f64 / workload.commands.len() as f64,
         generated_at.elapsed()
     );
+    if options.order_types {
+        println!("order types in the stream: {}", workload.order_types);
+    }
     let book_shape = {
         let mut engine = Engine::new(mix_config()).expect("valid mix config");
         let mut sink = CountingSink::default();
@@ -179,7 +196,43 @@ pub fn run(options: MatcherBenchOptions) -> anyhow::Result<()> {
     if options.client_order_ids {
         compare_client_order_ids(&workload, &options);
     }
+    if options.order_types {
+        compare_with_the_plain_mix(&workload, &options);
+    }
     Ok(())
+}
+
+/// The order-types stream against the plain mix of the same length and seed, one run of each
+/// in turn: what a stream with stops, OCOs, icebergs and expiries costs per command.
+fn compare_with_the_plain_mix(workload: &Workload, options: &MatcherBenchOptions) {
+    let plain = exchange_core_mix(workload.commands.len(), options.seed, MixShape::default());
+    let mut ratios = Vec::with_capacity(options.runs_count);
+    let (mut plain_rates, mut order_types_rates) = (Vec::new(), Vec::new());
+    for _ in 0..options.runs_count {
+        let make = || Engine::new(mix_config()).expect("valid mix config");
+        let plain_run = time_matcher(make, &plain, plain.commands.len(), 1);
+        let order_types_run = time_matcher(make, workload, workload.commands.len(), 1);
+        plain_rates.push(plain_run.median_commands_per_second());
+        order_types_rates.push(order_types_run.median_commands_per_second());
+        ratios.push(
+            order_types_run.median_commands_per_second() / plain_run.median_commands_per_second(),
+        );
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    println!(
+        "order types / plain mix, per pair: {}; median {:.3} (medians {:.0} and {:.0} cmd/s)",
+        ratios
+            .iter()
+            .map(|ratio| format!("{ratio:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        median(&mut ratios.clone()),
+        median(&mut order_types_rates),
+        median(&mut plain_rates)
+    );
 }
 
 /// The same stream with and without a client order id on every place, one run of each in

@@ -108,6 +108,7 @@ pub fn read_stream(path: &Path) -> anyhow::Result<Workload> {
         }
     }
     Ok(Workload {
+        order_types: Default::default(),
         warmup: commands,
         commands: measured,
         trading_commands_count,

@@ -10,10 +10,17 @@
 //! `docs/benchmarks.md`). The generator runs its own [`Engine`] to learn which orders are
 //! still live, so every cancel and replace names a live order. The same seed always gives the
 //! same stream.
+//!
+//! [`order_types_mix`] is the same mix with wave-2 order types in it: of the GTC draws, a
+//! fifth stay plain, a fifth are icebergs, a fifth GTD limit orders, a fifth stops and a fifth
+//! OCOs (all GTD too), so the stream stops, triggers, cascades, refreshes slices, expires and
+//! cancels OCO legs; cancels and replaces still name plain, iceberg or GTD limit orders.
 
 use std::collections::HashMap;
 
-use ringmatch_proto::{Command, CommandType, EventType, Side, TimeInForce};
+use ringmatch_proto::{
+    CancelReason, Command, CommandType, EventType, OrderKind, Reason, Side, TimeInForce,
+};
 
 use crate::{Engine, InstrumentSpec, Limits, MatcherConfig};
 
@@ -26,6 +33,47 @@ pub struct Workload {
     pub commands: Vec<Command>,
     /// How many of `commands` traded at least once (for reporting the mix).
     pub trading_commands_count: usize,
+    /// What the order types of the stream did (all zero for the plain mix).
+    pub order_types: OrderTypeCounts,
+}
+
+/// What the order types of [`order_types_mix`] did over its measured commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderTypeCounts {
+    /// Stops placed (stop-market and stop-limit).
+    pub stops: usize,
+    /// OCOs placed.
+    pub ocos: usize,
+    /// Icebergs placed.
+    pub icebergs: usize,
+    /// GTD limit orders placed (not counting GTD stops and OCOs).
+    pub gtd: usize,
+    /// Places refused (a stop or OCO whose prices the last trade made invalid, for example).
+    pub rejected: usize,
+    /// `triggered` events.
+    pub triggered: usize,
+    /// Orders expired.
+    pub expired: usize,
+    /// OCO legs the other leg cancelled.
+    pub oco_cancelled: usize,
+}
+
+impl std::fmt::Display for OrderTypeCounts {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} stops, {} OCOs, {} icebergs, {} GTD limits placed ({} places refused); {} \
+             triggered, {} expired, {} OCO legs cancelled by the other",
+            self.stops,
+            self.ocos,
+            self.icebergs,
+            self.gtd,
+            self.rejected,
+            self.triggered,
+            self.expired,
+            self.oco_cancelled
+        )
+    }
 }
 
 /// How a stream's commands divide.
@@ -168,6 +216,11 @@ impl Rng {
 
 struct Generator {
     shape: MixShape,
+    /// Draw wave-2 order types too ([`order_types_mix`]).
+    order_types: bool,
+    counts: OrderTypeCounts,
+    /// The last trade price the generator's engine printed.
+    last_price: Option<i64>,
     rng: Rng,
     engine: Engine,
     live: Vec<(u64, u32, Side)>,
@@ -224,7 +277,12 @@ impl Generator {
         let sparse = self.live.len() < self.shape.resting_target * 95 / 100 || self.live.is_empty();
         let mut command = if roll < 9 && !crowded {
             let aggressive = self.rng.below(2) == 0;
-            self.place(TimeInForce::Gtc, aggressive)
+            let command = self.place(TimeInForce::Gtc, aggressive);
+            if self.order_types {
+                self.with_order_type(command)
+            } else {
+                command
+            }
         } else if roll < 12 {
             self.place(TimeInForce::Ioc, true)
         } else if (roll < 18 || crowded) && !sparse {
@@ -251,6 +309,58 @@ impl Generator {
         command
     }
 
+    /// A GTC draw of [`order_types_mix`]: one fifth each stays plain or becomes an iceberg, a
+    /// GTD limit order, a stop (stop-limit or stop-market, 1 to 30 ticks from the last trade)
+    /// or an OCO (its limit leg passive, its stop leg 1 to 30 ticks the other side of the last
+    /// trade). GTD orders, stops and OCOs live for 2 to 20 thousand commands' time.
+    fn with_order_type(&mut self, mut command: Command) -> Command {
+        let expire_time_ns = (self.seq + 2_000 + self.rng.below(18_000)) * 1_000;
+        let last_price = self.last_price.unwrap_or(self.shape.mid_price);
+        let away = 1 + self.rng.below(30) as i64;
+        match self.rng.below(5) {
+            0 => {}
+            1 => {
+                command.qty = 20 + self.rng.below(80);
+                command.display_qty = 5;
+                self.counts.icebergs += 1;
+            }
+            2 => {
+                command.tif = TimeInForce::Gtd;
+                command.expire_time_ns = expire_time_ns;
+                self.counts.gtd += 1;
+            }
+            3 => {
+                command.stop_price = match command.side {
+                    Side::Buy => last_price + away,
+                    Side::Sell => last_price - away,
+                };
+                if self.rng.below(2) == 0 {
+                    command.kind = OrderKind::StopLimit;
+                    command.price = command.stop_price;
+                    command.tif = TimeInForce::Gtd;
+                    command.expire_time_ns = expire_time_ns;
+                } else {
+                    command.kind = OrderKind::StopMarket;
+                    command.price = 0;
+                    command.tif = TimeInForce::Ioc;
+                }
+                self.counts.stops += 1;
+            }
+            _ => {
+                command.price = self.passive_price(command.side);
+                command.oco = true;
+                command.stop_price = match command.side {
+                    Side::Buy => last_price + away,
+                    Side::Sell => last_price - away,
+                };
+                command.tif = TimeInForce::Gtd;
+                command.expire_time_ns = expire_time_ns;
+                self.counts.ocos += 1;
+            }
+        }
+        command
+    }
+
     /// Applies a command to the private engine and tracks which orders remain live.
     /// Returns whether it traded.
     fn observe(&mut self, command: &Command) -> bool {
@@ -260,11 +370,22 @@ impl Generator {
         for index in 0..self.events.len() {
             let event = self.events[index];
             match event.event_type {
-                EventType::Accepted if command.tif == TimeInForce::Gtc => {
+                // Plain, iceberg and GTD limit orders; not stops or OCO legs (which a replace
+                // may not move).
+                EventType::Accepted
+                    if matches!(command.tif, TimeInForce::Gtc | TimeInForce::Gtd)
+                        && event.stop_kind.is_none()
+                        && event.oco_leg.is_none() =>
+                {
                     self.add_live(event.order_id, event.account, command.side);
                 }
+                EventType::Rejected if command.command_type == CommandType::Place => {
+                    self.counts.rejected += 1;
+                }
+                EventType::Triggered => self.counts.triggered += 1,
                 EventType::Fill => {
                     traded = true;
+                    self.last_price = Some(event.price);
                     if event.maker_remaining == 0 {
                         self.remove_live(event.maker_order_id);
                     }
@@ -272,7 +393,14 @@ impl Generator {
                         self.remove_live(event.order_id);
                     }
                 }
-                EventType::Cancelled => self.remove_live(event.order_id),
+                EventType::Cancelled => {
+                    match event.reason {
+                        Reason::Cancel(CancelReason::Expired) => self.counts.expired += 1,
+                        Reason::Cancel(CancelReason::Oco) => self.counts.oco_cancelled += 1,
+                        _ => {}
+                    }
+                    self.remove_live(event.order_id)
+                }
                 _ => {}
             }
         }
@@ -297,8 +425,21 @@ impl Generator {
 /// Generates the exchange-core mix: a warm-up that builds the book, then `commands_count`
 /// mixed commands.
 pub fn exchange_core_mix(commands_count: usize, seed: u64, shape: MixShape) -> Workload {
+    generate(commands_count, seed, shape, false)
+}
+
+/// Generates the exchange-core mix with stops, OCOs, icebergs and GTD orders in it (the
+/// module's documentation says how many). The warm-up is the plain mix's.
+pub fn order_types_mix(commands_count: usize, seed: u64, shape: MixShape) -> Workload {
+    generate(commands_count, seed, shape, true)
+}
+
+fn generate(commands_count: usize, seed: u64, shape: MixShape, order_types: bool) -> Workload {
     let mut generator = Generator {
         shape,
+        order_types,
+        counts: OrderTypeCounts::default(),
+        last_price: None,
         rng: Rng(seed),
         engine: Engine::new(mix_config()).expect("the mix configuration is valid"),
         live: Vec::new(),
@@ -314,6 +455,7 @@ pub fn exchange_core_mix(commands_count: usize, seed: u64, shape: MixShape) -> W
         generator.observe(&command);
         warmup.push(command);
     }
+    generator.counts = OrderTypeCounts::default();
     let mut commands = Vec::with_capacity(commands_count);
     let mut trading_commands_count = 0;
     for _ in 0..commands_count {
@@ -327,5 +469,6 @@ pub fn exchange_core_mix(commands_count: usize, seed: u64, shape: MixShape) -> W
         warmup,
         commands,
         trading_commands_count,
+        order_types: generator.counts,
     }
 }

@@ -257,6 +257,11 @@ enum Commands {
         /// With --matcher-only: run the stream in FILE instead of generating one.
         #[arg(long, value_name = "FILE")]
         stream: Option<PathBuf>,
+        /// With --matcher-only: `plain` (the exchange-core mix) or `order-types` (the same
+        /// mix with stops, OCOs, icebergs and GTD orders, also timed against the plain mix
+        /// in alternating runs).
+        #[arg(long, default_value = "plain")]
+        mix: String,
         /// Publish to Kafka at HOST:PORT on fresh topics and report records committed per
         /// second and output lag (scripts/bench-kafka.sh compares with ProducerPerformance).
         #[arg(long, value_name = "HOST:PORT")]
@@ -582,6 +587,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             write_stream,
             stream,
+            mix,
             kafka,
             delivery,
             partitions,
@@ -627,6 +633,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             if matcher_only {
+                let order_types = match mix.as_str() {
+                    "plain" => false,
+                    "order-types" => true,
+                    other => anyhow::bail!("--mix {other}: expected plain or order-types"),
+                };
+                anyhow::ensure!(
+                    !order_types || (write_stream.is_none() && stream.is_none()),
+                    "--mix order-types is generated, never a stream file: stream files hold \
+                     version 1 commands, which have no room for OCOs, icebergs or GTD orders"
+                );
                 if let Some(path) = write_stream {
                     let workload = ringmatch_matcher::workload::exchange_core_mix(
                         commands,
@@ -650,6 +666,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     seed,
                     client_order_ids,
                     stream,
+                    order_types,
                 })?;
                 return Ok(ExitCode::SUCCESS);
             }
