@@ -184,14 +184,12 @@ impl Order {
     }
 
     /// Which leg of an OCO it is, while the other leg is live.
-    #[inline]
+    #[inline(always)]
     pub fn oco_leg(&self) -> Option<OcoLeg> {
-        if self.flags & (FLAG_OCO_LIMIT | FLAG_OCO_STOP) == 0 {
-            None
-        } else if self.flags & FLAG_OCO_LIMIT != 0 {
-            Some(OcoLeg::Limit)
-        } else {
-            Some(OcoLeg::Stop)
+        match self.flags & (FLAG_OCO_LIMIT | FLAG_OCO_STOP) {
+            0 => None,
+            FLAG_OCO_LIMIT => Some(OcoLeg::Limit),
+            _ => Some(OcoLeg::Stop),
         }
     }
 }
@@ -559,7 +557,7 @@ impl Engine {
             .map(|index| index as usize)
     }
 
-    #[inline]
+    #[inline(always)]
     fn view(&self, slot: u32) -> OrderView {
         let order = &self.orders[slot as usize];
         let stop = self.extra_of(slot);
@@ -1808,7 +1806,7 @@ impl BookKeeping for Engine {
         Engine::find_order(self, command)
     }
 
-    #[inline]
+    #[inline(always)]
     fn order(&self, slot: u32) -> (usize, OrderView, SelfTradePrevention, bool) {
         let order = &self.orders[slot as usize];
         (
