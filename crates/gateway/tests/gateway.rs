@@ -276,26 +276,31 @@ fn a_session_acts_only_for_its_own_account() {
 
 /// Alice's stop waits; Bob's trade at its stop price triggers it in Bob's command, and
 /// Alice's session hears the trigger and the stop's own fill, as the taker.
+/// A first trade at 500, `seller` to `buyer`, gives the instrument a last trade price.
+fn first_trade_at_500(seller: &mut Client, buyer: &mut Client) {
+    seller.place(&Order::sell(1).limit(500).qty(1)).unwrap();
+    seller
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
+        )
+        .unwrap();
+    buyer.place(&Order::buy(1).limit(500).qty(1)).unwrap();
+    buyer
+        .recv_until(
+            WAIT,
+            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
+        )
+        .unwrap();
+}
+
 #[test]
 fn a_stop_owner_hears_its_stop_trigger_in_another_session_s_command() {
     let harness = Harness::start(|_| {});
     let mut alice = harness.login(1);
     let mut bob = harness.login(2);
     let mut carol = harness.login(3);
-    // A first trade at 500 gives the instrument a last trade price.
-    carol.place(&Order::sell(1).limit(500).qty(1)).unwrap();
-    carol
-        .recv_until(
-            WAIT,
-            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
-        )
-        .unwrap();
-    bob.place(&Order::buy(1).limit(500).qty(1)).unwrap();
-    bob.recv_until(
-        WAIT,
-        |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
-    )
-    .unwrap();
+    first_trade_at_500(&mut carol, &mut bob);
     alice
         .place(
             &Order::buy(1)
@@ -355,20 +360,7 @@ fn an_oco_owner_hears_its_stop_leg_go_when_its_limit_leg_trades() {
     let mut alice = harness.login(1);
     let mut bob = harness.login(2);
     let mut carol = harness.login(3);
-    // A first trade at 500 gives the instrument a last trade price.
-    carol.place(&Order::sell(1).limit(500).qty(1)).unwrap();
-    carol
-        .recv_until(
-            WAIT,
-            |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Accepted),
-        )
-        .unwrap();
-    bob.place(&Order::buy(1).limit(500).qty(1)).unwrap();
-    bob.recv_until(
-        WAIT,
-        |frame| matches!(frame, Frame::Event(event) if event.event_type == EventType::Fill),
-    )
-    .unwrap();
+    first_trade_at_500(&mut carol, &mut bob);
     alice
         .place(&Order::sell(1).limit(505).qty(3).oco_stop_limit(495, 494))
         .unwrap();

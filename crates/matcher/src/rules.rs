@@ -704,25 +704,7 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
     if command.oco {
         return place_oco(book, book_id, order_id, command, out);
     }
-    let mut taker = OrderView {
-        order_id,
-        client_order_id: command.client_order_id,
-        account: command.account,
-        instrument: command.instrument,
-        side: command.side,
-        price: limit_price(command),
-        qty: command.qty,
-        filled: 0,
-        kind: command.kind,
-        tif: command.tif,
-        stop_price: if command.kind.is_stop() {
-            command.stop_price
-        } else {
-            0
-        },
-        display_qty: command.display_qty,
-        oco_leg: None,
-    };
+    let mut taker = new_order(order_id, command);
     out.accepted(&taker);
     if command.kind.is_stop() {
         book.rest_stop(book_id, &taker, command);
@@ -747,6 +729,30 @@ fn place_new<B: BookKeeping, S: crate::EventSink + ?Sized>(
     Ok(order_id)
 }
 
+/// What events report of a new order of `command` with engine order id `order_id`.
+#[inline]
+fn new_order(order_id: u64, command: &Command) -> OrderView {
+    OrderView {
+        order_id,
+        client_order_id: command.client_order_id,
+        account: command.account,
+        instrument: command.instrument,
+        side: command.side,
+        price: limit_price(command),
+        qty: command.qty,
+        filled: 0,
+        kind: command.kind,
+        tif: command.tif,
+        stop_price: if command.kind.is_stop() {
+            command.stop_price
+        } else {
+            0
+        },
+        display_qty: command.display_qty,
+        oco_leg: None,
+    }
+}
+
 /// A new OCO, its limit leg `order_id` (admitted) and its stop leg the next id: both are
 /// accepted and the limit leg matches. If it traded or self-trade prevention cancelled it,
 /// the stop leg is cancelled (`oco`) and what is left of the limit leg rests as a plain limit
@@ -763,19 +769,8 @@ fn place_oco<B: BookKeeping, S: crate::EventSink + ?Sized>(
     let stop_order_id = book.admit(command.account);
     debug_assert_eq!(stop_order_id, OcoLeg::Limit.partner_of(order_id));
     let mut taker = OrderView {
-        order_id,
-        client_order_id: command.client_order_id,
-        account: command.account,
-        instrument: command.instrument,
-        side: command.side,
-        price: command.price,
-        qty: command.qty,
-        filled: 0,
-        kind: OrderKind::Limit,
-        tif: command.tif,
-        stop_price: 0,
-        display_qty: command.display_qty,
         oco_leg: Some(OcoLeg::Limit),
+        ..new_order(order_id, command)
     };
     let stop = OrderView {
         order_id: stop_order_id,
