@@ -516,15 +516,7 @@ impl Engine {
             let Some(slot) = self.by_order_id.get(order_id) else {
                 continue;
             };
-            let view = self.view(slot);
-            out.cancelled(&view, CancelReason::Expired);
-            let total_qty = self.remove_order(slot);
-            if !view.waiting() {
-                out.level(view.instrument, view.side, view.price, total_qty);
-            }
-            if let Some(leg) = view.oco_leg {
-                rules::break_oco(self, view.order_id, leg, out);
-            }
+            rules::cancel_order(self, slot, CancelReason::Expired, out);
         }
     }
 
@@ -831,17 +823,7 @@ impl Engine {
     fn cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
         match self.find_order(command) {
             Err(reason) => out.rejected(command, reason),
-            Ok(slot) => {
-                let view = self.view(slot);
-                out.cancelled(&view, CancelReason::User);
-                let total_qty = self.remove_order(slot);
-                if !view.waiting() {
-                    out.level(view.instrument, view.side, view.price, total_qty);
-                }
-                if let Some(leg) = view.oco_leg {
-                    rules::break_oco(self, view.order_id, leg, out);
-                }
-            }
+            Ok(slot) => rules::cancel_order(self, slot, CancelReason::User, out),
         }
     }
 

@@ -153,15 +153,7 @@ impl NaiveBook {
             let Some(index) = self.position_of(order_id) else {
                 continue;
             };
-            let view = self.orders.remove(index).view;
-            out.cancelled(&view, CancelReason::Expired);
-            if !view.waiting() {
-                let total = self.level_total(view.instrument, view.side, view.price);
-                out.level(view.instrument, view.side, view.price, total);
-            }
-            if let Some(leg) = view.oco_leg {
-                rules::break_oco(self, view.order_id, leg, out);
-            }
+            rules::cancel_order(self, index, CancelReason::Expired, out);
         }
     }
 
@@ -458,18 +450,7 @@ impl NaiveBook {
     fn cancel<S: EventSink + ?Sized>(&mut self, command: &Command, out: &mut Emitter<'_, S>) {
         match self.find(command) {
             Err(reason) => out.rejected(command, reason),
-            Ok(index) => {
-                let order = self.orders.remove(index);
-                out.cancelled(&order.view, CancelReason::User);
-                let view = order.view;
-                if !view.waiting() {
-                    let total = self.level_total(view.instrument, view.side, view.price);
-                    out.level(view.instrument, view.side, view.price, total);
-                }
-                if let Some(leg) = view.oco_leg {
-                    rules::break_oco(self, view.order_id, leg, out);
-                }
-            }
+            Ok(index) => rules::cancel_order(self, index, CancelReason::User, out),
         }
     }
 

@@ -802,6 +802,26 @@ fn place_oco<B: BookKeeping, S: crate::EventSink + ?Sized>(
     Ok(order_id)
 }
 
+/// Cancels a resting order or waiting stop for `reason` (a user's cancel, an expiry): its
+/// `cancelled`, its level's new total (none for a waiting stop, which is in no level), then an
+/// OCO's other leg.
+pub(crate) fn cancel_order<B: BookKeeping, S: crate::EventSink + ?Sized>(
+    book: &mut B,
+    order: B::Order,
+    reason: CancelReason,
+    out: &mut Emitter<'_, S>,
+) {
+    let (_, view, _, _) = book.order(order);
+    out.cancelled(&view, reason);
+    let total_qty = book.remove(order);
+    if !view.waiting() {
+        out.level(view.instrument, view.side, view.price, total_qty);
+    }
+    if let Some(leg) = view.oco_leg {
+        break_oco(book, view.order_id, leg, out);
+    }
+}
+
 /// An OCO leg (`order_id`, still live or not) traded, triggered or left: the other leg, if it
 /// is still there, is cancelled (`oco`), and this leg, if it is still there, is no longer
 /// linked.
