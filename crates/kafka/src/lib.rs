@@ -5,7 +5,9 @@
 //! - [`KafkaOutput::open`] connects, checks or creates the topics, initialises the producer
 //!   (which fences any older producer with the same `transactional.id` and aborts its open
 //!   transaction), then reads the last committed record of every partition: that is the
-//!   resume point. Nothing but what Kafka holds is trusted.
+//!   resume point. Nothing but what Kafka holds is trusted. [`KafkaOutput::prepare`] does
+//!   the part that fences nobody (connections, the topic check, the producer) ahead, so a
+//!   cluster's follower pays only the fencing and the reads when it is promoted.
 //! - [`KafkaOutput`] is an [`OutputSink`] and a [`ResumableOutput`]: start-up replays the
 //!   journal into it and it skips every event a partition already holds; then the Publisher
 //!   stage feeds it live events. It hands batches to its own producer thread, which commits a
@@ -30,7 +32,7 @@ mod topics;
 use std::time::Duration;
 
 pub use metrics::KafkaMetrics;
-pub use output::{KafkaOutput, OpenReport};
+pub use output::{KafkaOutput, OpenReport, PreparedKafka};
 pub use record::{
     partition_of, topic_of, EventEncoder, OutputFormat, TopicKind, HEADER_INDEX, HEADER_SEQ,
     HEADER_VERSION, KAFKA_RECORD_VERSION,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -17,8 +18,8 @@ use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableO
 use ringmatch_proto::Event;
 
 use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
-use crate::resume::{read_resume_points, ResumePoints};
-use crate::topics::{base_config, ensure_topics};
+use crate::resume::{read_resume_points, read_resume_points_with, ResumePoints};
+use crate::topics::{base_config, ensure_topics, reader};
 use crate::{
     is_fenced, is_fenced_code, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_INDEX,
     HEADER_SEQ, HEADER_VERSION, KAFKA_RECORD_VERSION,
@@ -35,6 +36,11 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const TRANSACTION_TIMEOUT_MS: &str = "900000";
 /// How long a clean shutdown waits for the last commit while the broker is away.
 const SHUTDOWN_COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// How long one try at initialising transactions may take before a new producer tries
+/// ([`fence`]).
+const FENCE_TRY: Duration = Duration::from_millis(100);
+/// The pause before a new try when the coordinator answered it is still busy.
+const FENCE_PAUSE: Duration = Duration::from_millis(10);
 /// Pause between retries while the broker is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -52,6 +58,10 @@ pub struct OpenReport {
     /// Of which: initialising transactions (fencing older producers, aborting their open
     /// transaction).
     pub fence_duration: Duration,
+    /// Whether the connections and the topic check were made ahead
+    /// ([`KafkaOutput::prepare`], on a cluster's follower): the durations are then the
+    /// promotion's part only.
+    pub prepared_ahead: bool,
 }
 
 /// The Kafka output sink: skips what Kafka holds, hands the rest to the producer thread.
@@ -77,48 +87,117 @@ impl KafkaOutput {
     /// the resume points again and starts the producer thread. `journal_next_seq` is the
     /// journal's next sequence: Kafka holding an event of a later command is an error, found
     /// before anything is fenced, so an engine started on the wrong data directory never
-    /// stops the live one.
+    /// stops the live one. The same as [`KafkaOutput::prepare`] then [`PreparedKafka::open`].
     pub fn open(
         config: &KafkaConfig,
         encoder: EventEncoder,
         journal_next_seq: u64,
     ) -> Result<(KafkaOutput, OpenReport), KafkaOutputError> {
-        config.validate()?;
         let started = Instant::now();
-        let created_topics = ensure_topics(config)?;
-        // What Kafka holds as committed, read before this engine's producer exists: a start
-        // on an empty or foreign data directory is refused here, while the live engine (if
-        // any) still owns the transactional id.
-        refuse_ahead_of_journal(config, &read_resume_points(config)?, journal_next_seq)?;
-        let topics_duration = started.elapsed();
+        let mut prepared = KafkaOutput::prepare(config)?;
+        prepared.setup_counted = Some(started.elapsed());
+        prepared.open(encoder, journal_next_seq)
+    }
+
+    /// Everything of [`KafkaOutput::open`] that touches no transaction: connects a reader,
+    /// checks (or creates) the topics and creates the producer, without initialising its
+    /// transactions. So it fences nobody, and a cluster's follower prepares while another
+    /// member leads; a promotion then pays only the fencing and two reads on warm
+    /// connections.
+    pub fn prepare(config: &KafkaConfig) -> Result<PreparedKafka, KafkaOutputError> {
+        config.validate()?;
+        let reader = reader(config)?;
+        let created_topics = ensure_topics(&reader, config)?;
         let failures = Arc::new(DeliveryFailures::default());
         let tracker = Acknowledged::new(2 * config.partitions as usize);
         let producer = build_producer(config, &failures, &tracker.delivered)?;
-        if config.delivery == Delivery::ExactlyOnce {
-            producer
-                .init_transactions(config.connect_timeout)
-                .map_err(|error| match error.rdkafka_error_code() {
-                    Some(
-                        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut,
-                    ) => KafkaOutputError::Unreachable {
-                        bootstrap: config.bootstrap.clone(),
-                        timeout: config.connect_timeout,
-                        detail: format!("initialising transactions: {error}"),
-                    },
-                    _ => KafkaOutputError::Kafka {
-                        context: format!(
-                            "initialising transactions for transactional.id {:?}",
-                            config.transactional_id
-                        ),
-                        source: error,
-                    },
-                })?;
+        Ok(PreparedKafka {
+            config: config.clone(),
+            reader,
+            created_topics,
+            failures,
+            tracker,
+            producer,
+            setup_counted: None,
+        })
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> Arc<KafkaMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Hands the gathered events to the producer thread, waiting while its queue is full.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
         }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS_MAX));
+        self.metrics
+            .events_pending
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let sender = self.sender.as_ref().expect("open until dropped");
+        if sender.send(batch).is_err() {
+            panic!("the Kafka producer thread stopped");
+        }
+    }
+}
+
+/// A Kafka output up to its transactions ([`KafkaOutput::prepare`]): a connected reader,
+/// the topics checked, the producer created. Nothing is fenced until [`PreparedKafka::open`].
+pub struct PreparedKafka {
+    config: KafkaConfig,
+    reader: BaseConsumer,
+    created_topics: Vec<String>,
+    failures: Arc<DeliveryFailures>,
+    tracker: Acknowledged,
+    producer: BaseProducer<Context>,
+    /// How long the preparing took, when it is part of this open (`KafkaOutput::open`);
+    /// `None` when it was done ahead (a follower's).
+    setup_counted: Option<Duration>,
+}
+
+impl PreparedKafka {
+    /// The rest of [`KafkaOutput::open`]: checks the topics again and reads what Kafka holds
+    /// on the warm reader, refuses an output ahead of the journal, fences older producers
+    /// (initialising transactions), reads again and starts the producer thread.
+    pub fn open(
+        self,
+        encoder: EventEncoder,
+        journal_next_seq: u64,
+    ) -> Result<(KafkaOutput, OpenReport), KafkaOutputError> {
+        let started = Instant::now();
+        let PreparedKafka {
+            config,
+            reader,
+            mut created_topics,
+            failures,
+            tracker,
+            producer,
+            setup_counted,
+        } = self;
+        let config = &config;
+        // Checked again: the topics may have changed since a follower prepared.
+        created_topics.extend(ensure_topics(&reader, config)?);
+        // What Kafka holds as committed, read before this engine's producer initialises its
+        // transactions: a start on an empty or foreign data directory is refused here, while
+        // the live engine (if any) still owns the transactional id.
+        refuse_ahead_of_journal(
+            config,
+            &read_resume_points_with(&reader, config)?,
+            journal_next_seq,
+        )?;
+        let topics_duration = started.elapsed();
+        let producer = match config.delivery {
+            Delivery::ExactlyOnce => fence(config, producer, &failures, &tracker)?,
+            Delivery::AtLeastOnce => producer,
+        };
         let fence_duration = started.elapsed() - topics_duration;
         // Fencing ended any transaction an older producer had open: read again, since it
         // may have committed more since the first read.
-        let resume = read_resume_points(config)?;
+        let resume = read_resume_points_with(&reader, config)?;
         refuse_ahead_of_journal(config, &resume, journal_next_seq)?;
+        drop(reader);
         let metrics = Arc::new(KafkaMetrics::default());
         let (sender, receiver) = crossbeam_channel::bounded(BATCHES_QUEUED_MAX);
         let producer_loop = ProducerLoop {
@@ -146,9 +225,10 @@ impl KafkaOutput {
         let report = OpenReport {
             created_topics,
             resume: resume.clone(),
-            open_duration: started.elapsed(),
-            topics_duration,
+            open_duration: setup_counted.unwrap_or_default() + started.elapsed(),
+            topics_duration: setup_counted.unwrap_or_default() + topics_duration,
             fence_duration,
+            prepared_ahead: setup_counted.is_none(),
         };
         let last_position = resume.max();
         Ok((
@@ -168,24 +248,71 @@ impl KafkaOutput {
             report,
         ))
     }
+}
 
-    /// The shared metrics.
-    pub fn metrics(&self) -> Arc<KafkaMetrics> {
-        Arc::clone(&self.metrics)
-    }
-
-    /// Hands the gathered events to the producer thread, waiting while its queue is full.
-    fn send_batch(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS_MAX));
-        self.metrics
-            .events_pending
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let sender = self.sender.as_ref().expect("open until dropped");
-        if sender.send(batch).is_err() {
-            panic!("the Kafka producer thread stopped");
+/// Initialises the producer's transactions, which fences every older producer of the
+/// transactional id and aborts a transaction one left open. When one was open, the
+/// coordinator answers the first try "concurrent transactions" while it aborts, and
+/// librdkafka asks again only after a fixed 500 ms; so a try that has not succeeded within
+/// [`FENCE_TRY`] is given up, and a new producer asks again (the abort has usually finished
+/// by then), until `connect_timeout`. A given-up try whose request the broker still handles
+/// afterwards can at worst fence this producer in turn: its first transaction then fails
+/// fenced and the process stops (as for any fencing), so nothing is written twice.
+fn fence(
+    config: &KafkaConfig,
+    mut producer: BaseProducer<Context>,
+    failures: &Arc<DeliveryFailures>,
+    tracker: &Acknowledged,
+) -> Result<BaseProducer<Context>, KafkaOutputError> {
+    let deadline = Instant::now() + config.connect_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timed_out = |error: &KafkaError| {
+            matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
+            )
+        };
+        // The coordinator still aborting (or moving): the same answer a try that timed out
+        // was waiting behind.
+        let retriable = |error: &KafkaError| {
+            matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::ConcurrentTransactions
+                        | RDKafkaErrorCode::CoordinatorLoadInProgress
+                        | RDKafkaErrorCode::NotCoordinator
+                        | RDKafkaErrorCode::CoordinatorNotAvailable
+                )
+            ) || matches!(error, KafkaError::Transaction(error) if error.is_retriable())
+        };
+        match producer.init_transactions(FENCE_TRY.min(left)) {
+            Ok(()) => return Ok(producer),
+            Err(error) if (timed_out(&error) || retriable(&error)) && left > FENCE_TRY => {
+                // Its request is answered (or lost) by now, and a destroyed producer asks
+                // nothing more.
+                drop(producer);
+                if !timed_out(&error) {
+                    std::thread::sleep(FENCE_PAUSE);
+                }
+                producer = build_producer(config, failures, &tracker.delivered)?;
+            }
+            Err(error) if timed_out(&error) => {
+                return Err(KafkaOutputError::Unreachable {
+                    bootstrap: config.bootstrap.clone(),
+                    timeout: config.connect_timeout,
+                    detail: format!("initialising transactions: {error}"),
+                })
+            }
+            Err(error) => {
+                return Err(KafkaOutputError::Kafka {
+                    context: format!(
+                        "initialising transactions for transactional.id {:?}",
+                        config.transactional_id
+                    ),
+                    source: error,
+                })
+            }
         }
     }
 }

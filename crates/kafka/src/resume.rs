@@ -90,7 +90,15 @@ fn watermarks(
 /// that read is final; before it (the check that runs before anything is fenced) a live
 /// producer may still commit more.
 pub fn read_resume_points(config: &KafkaConfig) -> Result<ResumePoints, KafkaOutputError> {
-    let consumer = reader(config)?;
+    read_resume_points_with(&reader(config)?, config)
+}
+
+/// [`read_resume_points`] with a reader that already exists (one kept connected, so the read
+/// pays no connection and metadata set-up).
+pub(crate) fn read_resume_points_with(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+) -> Result<ResumePoints, KafkaOutputError> {
     let topics = [
         config.events_topic.as_str(),
         config.market_data_topic.as_str(),
@@ -101,7 +109,7 @@ pub fn read_resume_points(config: &KafkaConfig) -> Result<ResumePoints, KafkaOut
     let mut pending = Vec::new();
     for (topic_index, topic) in topics.iter().enumerate() {
         for partition in 0..config.partitions {
-            let (low, high) = watermarks(&consumer, topic, partition, config.connect_timeout)
+            let (low, high) = watermarks(consumer, topic, partition, config.connect_timeout)
                 .map_err(kafka_error(format!(
                     "reading the offsets of {topic:?} partition {partition}"
                 )))?;

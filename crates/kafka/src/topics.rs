@@ -75,13 +75,15 @@ fn partition_counts(
 
 /// Checks that the broker answers and both topics exist with `config.partitions`; creates
 /// missing ones when allowed. Returns the names of the topics it created.
-pub(crate) fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaOutputError> {
-    let consumer = reader(config)?;
+pub(crate) fn ensure_topics(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+) -> Result<Vec<String>, KafkaOutputError> {
     let topics = [
         config.events_topic.as_str(),
         config.market_data_topic.as_str(),
     ];
-    let counts = partition_counts(&consumer, config, &topics, config.connect_timeout)?;
+    let counts = partition_counts(consumer, config, &topics, config.connect_timeout)?;
     let mut missing = Vec::new();
     for (topic, count) in topics.iter().zip(&counts) {
         match count {
@@ -146,7 +148,7 @@ pub(crate) fn ensure_topics(config: &KafkaConfig) -> Result<Vec<String>, KafkaOu
     // Wait until the broker's metadata shows the new topics with the configured partitions.
     let deadline = Instant::now() + config.connect_timeout;
     loop {
-        let counts = partition_counts(&consumer, config, &topics, config.connect_timeout)?;
+        let counts = partition_counts(consumer, config, &topics, config.connect_timeout)?;
         if counts.iter().all(|count| *count == Some(config.partitions)) {
             return Ok(missing.iter().map(|topic| topic.to_string()).collect());
         }

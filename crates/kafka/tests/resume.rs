@@ -1,7 +1,8 @@
 //! `KafkaOutput` and the resume reader against a real broker (`KAFKA_BOOTSTRAP`;
 //! scripts/test.sh starts one): the resume point steps back past an aborted transaction and
 //! its markers, a reopened output skips exactly what Kafka holds, a replay that differs at the
-//! resume point stops, and Kafka ahead of the journal is refused.
+//! resume point stops, Kafka ahead of the journal is refused, and a prepared output fences
+//! nobody until it opens.
 
 use std::time::Duration;
 
@@ -69,20 +70,22 @@ fn publish(output: &mut KafkaOutput, events: &[Event]) {
     output.end_of_batch();
 }
 
-/// Writes `count` records to partition 0 of the events topic in a transaction that is then
-/// aborted, from another transactional producer.
-fn aborted_transaction(config: &KafkaConfig, first_seq: u64, count: u64) {
+/// A transactional producer of the test's topics with `transactional_id`, transactions
+/// initialised.
+fn raw_producer(config: &KafkaConfig, transactional_id: &str) -> BaseProducer {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
-        .set(
-            "transactional.id",
-            format!("{}-aborter", config.transactional_id),
-        )
+        .set("transactional.id", transactional_id)
         .create()
         .unwrap();
     producer.init_transactions(Duration::from_secs(30)).unwrap();
-    producer.begin_transaction().unwrap();
-    for seq in first_seq..first_seq + count {
+    producer
+}
+
+/// Sends event 0 of commands `seqs` (instrument 0) to partition 0 of the events topic, with
+/// the headers the engine writes, and waits for the broker to have them.
+fn send_events(producer: &BaseProducer, config: &KafkaConfig, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
         let value = event(seq, 0, 0).to_bytes();
         let seq_text = seq.to_string();
         let headers = OwnedHeaders::new()
@@ -108,7 +111,59 @@ fn aborted_transaction(config: &KafkaConfig, first_seq: u64, count: u64) {
             .unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Writes `count` records to partition 0 of the events topic in a transaction that is then
+/// aborted, from another transactional producer.
+fn aborted_transaction(config: &KafkaConfig, first_seq: u64, count: u64) {
+    let producer = raw_producer(config, &format!("{}-aborter", config.transactional_id));
+    producer.begin_transaction().unwrap();
+    send_events(&producer, config, first_seq..first_seq + count);
     producer.abort_transaction(Duration::from_secs(30)).unwrap();
+}
+
+/// What a cluster's follower does: it prepares the output while the leader's producer
+/// publishes, and that fences nothing; when it opens the prepared output (its promotion) it
+/// fences the old producer, whose open transaction is aborted, and resumes after the last
+/// committed event.
+#[test]
+fn a_prepared_output_fences_nobody_until_it_opens() {
+    let config = config("prepared");
+    // Preparing on a fresh cluster creates the topics (and fences nothing: nobody is there).
+    drop(KafkaOutput::prepare(&config).unwrap());
+    let leader = raw_producer(&config, &config.transactional_id);
+    leader.begin_transaction().unwrap();
+    send_events(&leader, &config, 1..3);
+    leader.commit_transaction(Duration::from_secs(30)).unwrap();
+    leader.begin_transaction().unwrap();
+    send_events(&leader, &config, 3..5);
+
+    let prepared = KafkaOutput::prepare(&config).unwrap();
+    // The live producer still owns the transactional id: its open transaction commits.
+    leader.commit_transaction(Duration::from_secs(30)).unwrap();
+    // Then it dies with a transaction open.
+    leader.begin_transaction().unwrap();
+    send_events(&leader, &config, 5..8);
+
+    let (output, report) = prepared.open(EventEncoder::Binary, 100).unwrap();
+    assert!(report.prepared_ahead);
+    // The dead producer's transaction was aborted: commands 5..7 are not in Kafka.
+    assert_eq!(report.resume.max(), Some((4, 0)));
+    assert!(output.holds_events());
+    let fenced = leader
+        .commit_transaction(Duration::from_secs(30))
+        .expect_err("the old producer must be fenced");
+    assert!(ringmatch_kafka::is_fenced(&fenced), "{fenced}");
+    drop(output);
+    assert_eq!(read_resume_points(&config).unwrap().max(), Some((4, 0)));
+
+    // Prepared on a journal behind Kafka: refused at the open, before any fencing.
+    let prepared = KafkaOutput::prepare(&config).unwrap();
+    match prepared.open(EventEncoder::Binary, 4) {
+        Err(KafkaOutputError::AheadOfJournal { seq, .. }) => assert_eq!(seq, 4),
+        Err(other) => panic!("expected AheadOfJournal, got {other}"),
+        Ok(_) => panic!("expected AheadOfJournal, got an output"),
+    }
 }
 
 #[test]

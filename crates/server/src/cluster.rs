@@ -40,7 +40,7 @@ use crate::admin::metrics::{Exporter, Sources};
 use crate::admin::{routes, AdminServer};
 use crate::config::{ClusterPlan, Config};
 use crate::log;
-use crate::serve::{log_replay_progress, log_tail_cut, open_kafka, run, Start, Surface};
+use crate::serve::{log_replay_progress, log_tail_cut, open_kafka_from, run, Start, Surface};
 use crate::shadow::{Compaction, Hot, Shadow};
 
 /// Exit status of a leader that stopped leading.
@@ -170,6 +170,14 @@ pub(crate) fn serve_cluster(
         stored.commit
     );
 
+    // The Kafka connections and the topic check are made while following (they fence
+    // nobody), so a promotion pays only the fencing and two reads on warm connections.
+    let kafka_prepared = kafka_config.clone().map(|kafka_config| {
+        std::thread::Builder::new()
+            .name("kafka-prepare".into())
+            .spawn(move || ringmatch_kafka::KafkaOutput::prepare(&kafka_config))
+    });
+    let kafka_prepared = kafka_prepared.transpose()?;
     let signal = crate::signals::StopSignal::get()?;
     let following = Following::start(config, &plan, &replica, &surface)?;
     let mut last_role = None;
@@ -282,7 +290,15 @@ pub(crate) fn serve_cluster(
             leading.run(&recovery.matcher, output, None)
         }
         Some(kafka_config) => {
-            let output = open_kafka(&kafka_config, next_seq)?;
+            let prepared = match kafka_prepared.map(std::thread::JoinHandle::join) {
+                Some(Ok(Ok(prepared))) => Some(prepared),
+                Some(Ok(Err(error))) => {
+                    log!("kafka: not prepared while following ({error}); connecting now");
+                    None
+                }
+                Some(Err(_)) | None => None,
+            };
+            let output = open_kafka_from(&kafka_config, prepared, next_seq)?;
             let metrics = output.metrics();
             leading.run(&recovery.matcher, output, Some(metrics))
         }

@@ -204,20 +204,37 @@ pub(crate) fn open_kafka(
     kafka_config: &ringmatch_kafka::KafkaConfig,
     journal_next_seq: u64,
 ) -> Result<KafkaOutput, RecoveryError> {
+    open_kafka_from(kafka_config, None, journal_next_seq)
+}
+
+/// [`open_kafka`], on what [`KafkaOutput::prepare`] made ahead when there is that.
+pub(crate) fn open_kafka_from(
+    kafka_config: &ringmatch_kafka::KafkaConfig,
+    prepared: Option<ringmatch_kafka::PreparedKafka>,
+    journal_next_seq: u64,
+) -> Result<KafkaOutput, RecoveryError> {
     let encoder = match kafka_config.format {
         OutputFormat::Binary => EventEncoder::Binary,
         OutputFormat::Json => EventEncoder::Json(crate::script::event_to_json),
     };
-    let (output, report) = KafkaOutput::open(kafka_config, encoder, journal_next_seq)
-        .map_err(|error| RecoveryError::Output(error.to_string()))?;
+    let (output, report) = match prepared {
+        Some(prepared) => prepared.open(encoder, journal_next_seq),
+        None => KafkaOutput::open(kafka_config, encoder, journal_next_seq),
+    }
+    .map_err(|error| RecoveryError::Output(error.to_string()))?;
     for topic in &report.created_topics {
         log!("kafka: created topic {topic:?}");
     }
     log!(
-        "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} s); {}",
+        "kafka: ready in {:.3} s (topics {:.3} s, fencing older producers {:.3} s{}); {}",
         report.open_duration.as_secs_f64(),
         report.topics_duration.as_secs_f64(),
         report.fence_duration.as_secs_f64(),
+        if report.prepared_ahead {
+            "; connected while following"
+        } else {
+            ""
+        },
         match report.resume.max() {
             Some((seq, index)) => format!("the last committed is event {index} of sequence {seq}"),
             None => "nothing committed yet".into(),
