@@ -11,13 +11,16 @@
 # (`ringmatch cluster status`); `kill N` kills node N with SIGKILL, to watch the others elect a
 # new leader and the supervisor bring N back as a follower.
 #
+# RINGMATCH_BINARY=path runs that binary instead of building target/release/ringmatch
+# (to compare two builds on the same cluster setup).
+#
 # Order entry: 127.0.0.1:8721..8723 (a follower answers `not_leader` with the leader's
 # address); admin: http://127.0.0.1:8731..8733.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 run_dir=data/cluster
-binary=target/release/ringmatch
+binary=${RINGMATCH_BINARY:-target/release/ringmatch}
 
 usage() {
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
@@ -52,7 +55,9 @@ supervise() {
 
 case "${1:-}" in
     start)
-        cargo build --release --locked -q -p ringmatch-server
+        if [ -z "${RINGMATCH_BINARY:-}" ]; then
+            cargo build --release --locked -q -p ringmatch-server
+        fi
         mkdir -p "$run_dir"
         for node in 1 2 3; do
             if [ -f "$run_dir/supervisor$node.pid" ] && kill -0 "$(cat "$run_dir/supervisor$node.pid")" 2>/dev/null; then

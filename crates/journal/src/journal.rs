@@ -178,17 +178,9 @@ enum PrefaultRequest {
     Settle(mpsc::Sender<bool>),
     /// Unmap and close a segment the journal has moved past.
     Retire(ActiveSegment),
-    /// Make the segment that starts at `first_seq` under its standby name; answer with its
-    /// path.
-    Prepare {
-        dir: PathBuf,
-        segment_size_bytes: u64,
-        first_seq: u64,
-        reply: mpsc::Sender<Result<PathBuf, JournalError>>,
-    },
 }
 
-/// The next segment, asked of the helper thread before the active one is full.
+/// The next segment, asked of the segment maker before the active one is full.
 struct Standby {
     first_seq: u64,
     ready: mpsc::Receiver<Result<PathBuf, JournalError>>,
@@ -202,21 +194,26 @@ struct Standby {
 /// at 100,000 commands/s. `MADV_POPULATE_WRITE` does the same work here instead. Best effort:
 /// a kernel without it (before Linux 5.14) leaves the faults where they were.
 ///
-/// The same thread makes the next segment file while the active one is being filled
-/// (allocation, zeros, header and sync), and unmaps the segment the journal has moved past,
-/// so a roll on the Journaler's thread only renames and maps a file.
+/// The same thread unmaps the segment the journal has moved past. The next segment file
+/// (allocation, zeros, header and sync) is made while the active one is being filled by a
+/// thread of its own at normal priority, paced a megabyte at a time, so a roll on the
+/// Journaler's thread only renames and maps a file. Not on the nice-19 thread: the writer
+/// waits for that file at its roll, and when every core was busy (three cluster members on
+/// two cores, all rolling at the same index) the starved helper held a member's roll, and
+/// with it the member's acks to its leader, for up to 1.3 s.
 struct Prefaulter {
     sender: Option<mpsc::Sender<PrefaultRequest>>,
     /// Set when the journal closes: a segment still being made is abandoned.
     closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The thread making the next segment file, once one was asked for.
+    maker: Option<JoinHandle<()>>,
 }
 
 impl Prefaulter {
     fn start() -> Prefaulter {
         let (sender, receiver) = mpsc::channel::<PrefaultRequest>();
         let closing = Arc::new(AtomicBool::new(false));
-        let thread_closing = Arc::clone(&closing);
         let thread = std::thread::Builder::new()
             .name("journal-prefault".into())
             .spawn(move || {
@@ -238,20 +235,6 @@ impl Prefaulter {
                             let _ = reply.send(available);
                         }
                         PrefaultRequest::Retire(segment) => drop(segment),
-                        PrefaultRequest::Prepare {
-                            dir,
-                            segment_size_bytes,
-                            first_seq,
-                            reply,
-                        } => {
-                            let _ = reply.send(prepare_segment_file(
-                                &dir,
-                                segment_size_bytes,
-                                first_seq,
-                                STANDBY_TEMP_SUFFIX,
-                                Some(&thread_closing),
-                            ));
-                        }
                     }
                 }
             })
@@ -260,6 +243,7 @@ impl Prefaulter {
             sender: thread.is_some().then_some(sender),
             closing,
             thread,
+            maker: None,
         }
     }
 
@@ -284,34 +268,41 @@ impl Prefaulter {
 }
 
 impl Prefaulter {
-    /// Asks for the segment that starts at `first_seq` to be made ahead of need (made at
-    /// once, on this thread, if the helper thread is not running).
-    fn prepare(&self, config: &JournalConfig, first_seq: u64) -> Standby {
+    /// Asks for the segment that starts at `first_seq` to be made ahead of need, on a thread
+    /// of its own (made at once, on this thread, if that thread cannot be started).
+    fn prepare(&mut self, config: &JournalConfig, first_seq: u64) -> Standby {
         let (reply, ready) = mpsc::channel();
-        let request = PrefaultRequest::Prepare {
-            dir: config.dir.clone(),
-            segment_size_bytes: config.segment_size_bytes,
-            first_seq,
-            reply,
-        };
-        let unsent = match &self.sender {
-            Some(sender) => sender.send(request).err().map(|error| error.0),
-            None => Some(request),
-        };
-        if let Some(PrefaultRequest::Prepare {
-            dir,
-            segment_size_bytes,
-            first_seq,
-            reply,
-        }) = unsent
-        {
-            let _ = reply.send(prepare_segment_file(
-                &dir,
-                segment_size_bytes,
-                first_seq,
-                STANDBY_TEMP_SUFFIX,
-                None,
-            ));
+        // The one before has answered (its standby was received or abandoned): this only
+        // reaps it.
+        if let Some(maker) = self.maker.take() {
+            let _ = maker.join();
+        }
+        let dir = config.dir.clone();
+        let segment_size_bytes = config.segment_size_bytes;
+        let closing = Arc::clone(&self.closing);
+        let made_reply = reply.clone();
+        let spawned = std::thread::Builder::new()
+            .name("journal-segment".into())
+            .spawn(move || {
+                let _ = made_reply.send(prepare_segment_file(
+                    &dir,
+                    segment_size_bytes,
+                    first_seq,
+                    STANDBY_TEMP_SUFFIX,
+                    Some(&closing),
+                ));
+            });
+        match spawned {
+            Ok(maker) => self.maker = Some(maker),
+            Err(_) => {
+                let _ = reply.send(prepare_segment_file(
+                    &config.dir,
+                    config.segment_size_bytes,
+                    first_seq,
+                    STANDBY_TEMP_SUFFIX,
+                    None,
+                ));
+            }
         }
         Standby { first_seq, ready }
     }
@@ -341,6 +332,9 @@ impl Drop for Prefaulter {
         drop(self.sender.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(maker) = self.maker.take() {
+            let _ = maker.join();
         }
     }
 }
@@ -1106,12 +1100,12 @@ fn lower_this_threads_priority() {
 
 /// The name ending of a segment file being created on the Journaler's thread.
 const SEGMENT_TEMP_SUFFIX: &str = ".seg.tmp";
-/// The name ending of the next segment, made ahead of need by the journal's helper thread.
+/// The name ending of the next segment, made ahead of need by the journal's segment maker.
 /// It also ends in `.seg.tmp`, so a crash leaves nothing that open does not remove.
 const STANDBY_TEMP_SUFFIX: &str = ".standby.seg.tmp";
 
 /// Creates a segment file under a temporary name: full size with real blocks, its header,
-/// synced. Returns the temporary path. In the `background` (the helper thread), zeros are
+/// synced. Returns the temporary path. In the `background` (the segment maker), zeros are
 /// written a megabyte at a time with pauses, and the work stops, removing the file, once the
 /// flag given is set.
 fn prepare_segment_file(
