@@ -23,7 +23,7 @@ run_dir=data/cluster
 binary=${RINGMATCH_BINARY:-target/release/ringmatch}
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 supervise() {
