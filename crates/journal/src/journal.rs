@@ -314,8 +314,13 @@ impl Prefaulter {
         }
     }
 
-    /// Waits until every request so far is done; false if prefaulting is unavailable.
-    fn settle(&self) -> bool {
+    /// Waits until every request so far is done, the next segment's making included; false
+    /// if prefaulting is unavailable.
+    fn settle(&mut self) -> bool {
+        // Its answer stays in the standby's channel for the roll.
+        if let Some(maker) = self.maker.take() {
+            let _ = maker.join();
+        }
         let Some(sender) = &self.sender else {
             return false;
         };
@@ -750,9 +755,10 @@ impl Journal {
         install_segment(&config.dir, first_seq, &temp, true)
     }
 
-    /// Waits until the pages ahead of the write position are mapped; false if this kernel
-    /// cannot map them ahead (then appends fault them in themselves). For tests and tools.
-    pub fn settle_prefault(&self) -> bool {
+    /// Waits until the pages ahead of the write position are mapped and the next segment, if
+    /// asked for, is made; false if this kernel cannot map them ahead (then appends fault them
+    /// in themselves). For tests and tools.
+    pub fn settle_prefault(&mut self) -> bool {
         self.prefaulter.settle()
     }
 

@@ -524,7 +524,7 @@ fn the_next_segment_is_made_once_the_active_one_is_half_full_and_a_roll_installs
         "asked for too early"
     );
     // The fifth of ten records makes the segment half full: the segment that starts at 11 is
-    // made on the helper thread under a temporary name, full size and zeroed.
+    // made by the segment maker under a temporary name, full size and zeroed.
     journal.append(&record(5)).unwrap();
     journal.settle_prefault();
     let standby = standby_file(dir.path(), 11);
