@@ -1,5 +1,7 @@
 //! Counters and latency histograms the stages update and the admin surface reads.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -140,8 +142,9 @@ impl Metrics {
 /// and written under the histogram's lock at each [`LatencyRecorder::flush`] (the end of a
 /// batch), with `try_lock`: the recording thread never waits. When a reader holds the lock
 /// at that moment, the buffer waits for the next flush; a buffer that fills before a flush
-/// spills into a private histogram, added at the next flush. So a reader sees every sample of
-/// every batch that has ended, at most one batch late.
+/// spills into a private histogram, added at the next flush. A [`StageRecorder`] also
+/// flushes while its thread waits for input, so a reader sees every sample of every batch
+/// that has ended, late by at most a batch or a wait.
 pub struct LatencyRecorder {
     pending: Vec<u64>,
     spilled: Histogram<u64>,
@@ -208,27 +211,49 @@ impl LatencyRecorder {
     }
 }
 
-/// A stage's latency recorder and its sequence counter.
+/// A stage's latency recorder and its sequence counter. It belongs to the thread that made
+/// it: a batch whose latencies could not be written at its end (a reader held the lock) is
+/// written by the thread's wait strategy while the stage waits for input
+/// ([`crate::wait::add_idle_work`]), so the last batch before the engine goes idle is seen
+/// too, not held until the next command.
 pub struct StageRecorder {
     stage: Stage,
     metrics: Arc<Metrics>,
-    latencies: LatencyRecorder,
+    latencies: Rc<RefCell<LatencyRecorder>>,
 }
 
 impl StageRecorder {
-    /// A recorder for `stage`.
+    /// A recorder for `stage`, on the calling thread (which then retries missed writes
+    /// while it waits).
     pub fn new(stage: Stage, metrics: Arc<Metrics>) -> StageRecorder {
+        let latencies = Rc::new(RefCell::new(LatencyRecorder::default()));
+        let idle_latencies = Rc::downgrade(&latencies);
+        let idle_metrics = Arc::clone(&metrics);
+        crate::wait::add_idle_work(Box::new(move || {
+            if let Some(latencies) = idle_latencies.upgrade() {
+                if let Ok(mut latencies) = latencies.try_borrow_mut() {
+                    latencies.flush(
+                        &idle_metrics.stage_latency[stage as usize],
+                        &idle_metrics.stage_latency_sum_ns[stage as usize],
+                    );
+                }
+            }
+            // Never counted as work: a retry does not make the thread look again at once.
+            false
+        }));
         StageRecorder {
             stage,
             metrics,
-            latencies: LatencyRecorder::default(),
+            latencies,
         }
     }
 
     /// Records the latency of a command stamped at `timestamp_ns`, as of `now_ns`.
     #[inline]
     pub fn record(&mut self, timestamp_ns: u64, now_ns: u64) {
-        self.latencies.record(now_ns.saturating_sub(timestamp_ns));
+        self.latencies
+            .borrow_mut()
+            .record(now_ns.saturating_sub(timestamp_ns));
     }
 
     /// Marks `seq` done; at the end of a batch, writes the batch's latencies to the shared
@@ -238,7 +263,7 @@ impl StageRecorder {
         self.metrics.stage_seq[self.stage as usize].store(seq, Ordering::Release);
         if end_of_batch {
             let stage = self.stage as usize;
-            self.latencies.flush(
+            self.latencies.borrow_mut().flush(
                 &self.metrics.stage_latency[stage],
                 &self.metrics.stage_latency_sum_ns[stage],
             );
@@ -249,9 +274,52 @@ impl StageRecorder {
 impl Drop for StageRecorder {
     fn drop(&mut self) {
         let stage = self.stage as usize;
-        self.latencies.flush_waiting(
+        self.latencies.borrow_mut().flush_waiting(
             &self.metrics.stage_latency[stage],
             &self.metrics.stage_latency_sum_ns[stage],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Metrics, Stage, StageRecorder};
+    use crate::wait::{ConfiguredWait, WaitKind};
+    use disruptor::wait_strategies::WaitStrategy;
+    use std::sync::Arc;
+
+    fn count(metrics: &Metrics, stage: Stage) -> u64 {
+        metrics.latency(stage).len()
+    }
+
+    #[test]
+    fn a_batch_whose_write_missed_is_written_while_the_stage_waits() {
+        let metrics = Arc::new(Metrics::new(64, 1, Arc::default()));
+        let mut recorder = StageRecorder::new(Stage::Matched, Arc::clone(&metrics));
+        recorder.record(1_000, 5_000);
+        recorder.record(1_000, 7_000);
+        {
+            // A reader holds the histogram at the end of the batch: the write is missed.
+            let _reader = metrics.stage_latency[Stage::Matched as usize]
+                .lock()
+                .unwrap();
+            recorder.done(1, true);
+        }
+        assert_eq!(count(&metrics, Stage::Matched), 0);
+        // No further command comes; the stage waits for one, and the batch is written.
+        ConfiguredWait(WaitKind::BusySpin).wait_for(2);
+        assert_eq!(count(&metrics, Stage::Matched), 2);
+        assert_eq!(
+            metrics.stage_latency_sum_ns[Stage::Matched as usize]
+                .load(std::sync::atomic::Ordering::Relaxed),
+            10_000
+        );
+        // Written once: more waits add nothing.
+        ConfiguredWait(WaitKind::BusySpin).wait_for(2);
+        assert_eq!(count(&metrics, Stage::Matched), 2);
+        drop(recorder);
+        // A dropped recorder's retry is gone with it.
+        ConfiguredWait(WaitKind::BusySpin).wait_for(2);
+        assert_eq!(count(&metrics, Stage::Matched), 2);
     }
 }

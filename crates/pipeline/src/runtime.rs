@@ -301,8 +301,10 @@ impl Wiring {
         )
     }
 
-    fn recorder(&self, stage: Stage) -> StageRecorder {
-        StageRecorder::new(stage, Arc::clone(&self.metrics))
+    /// Makes a stage's recorder on the stage's own thread (it retries its writes there).
+    fn recorder(&self, stage: Stage) -> impl FnOnce() -> StageRecorder + Send + 'static {
+        let metrics = Arc::clone(&self.metrics);
+        move || StageRecorder::new(stage, metrics)
     }
 }
 
@@ -347,7 +349,7 @@ impl<J: JournalPort> JournalerRun<J> {
             let _ = ready.send(());
             JournalerRun {
                 journaler,
-                recorder,
+                recorder: recorder(),
                 batch_timestamps_ns: Vec::with_capacity(slots_count),
                 base_seq,
                 sync_latency: LatencyRecorder::default(),
@@ -431,7 +433,7 @@ impl ReplicatorRun {
             let _ = ready.send(());
             ReplicatorRun {
                 replicator: link.map_or_else(Replicator::default, Replicator::with_link),
-                recorder,
+                recorder: recorder(),
                 batch_timestamps_ns: Vec::with_capacity(slots_count),
                 base_seq,
             }
@@ -732,16 +734,16 @@ impl MatcherRun {
             }
             let core = Rc::new(RefCell::new(MatcherCore { matcher, snapshots }));
             let idle_core = Rc::clone(&core);
-            wait::set_idle_work(Some(Box::new(move || {
+            wait::add_idle_work(Box::new(move || {
                 idle_core
                     .try_borrow_mut()
                     .is_ok_and(|mut core| core.step_snapshot(SNAPSHOT_STEP_BYTES))
-            })));
+            }));
             let run = MatcherRun {
                 core,
                 base_seq,
                 output: output(),
-                recorder,
+                recorder: recorder(),
                 pending_events: Vec::with_capacity(OUTPUT_CHUNK_EVENTS_MAX),
                 output_chunk_max: OUTPUT_CHUNK_EVENTS_MAX.min(config.output_ring_slots_count),
                 unstamped: Vec::with_capacity(OUTPUT_GROUP_COMMANDS_MAX),
@@ -802,7 +804,7 @@ impl MatcherRun {
 impl Drop for MatcherRun {
     /// A snapshot still being copied when the pipeline stops is finished and handed on.
     fn drop(&mut self) {
-        wait::set_idle_work(None);
+        wait::clear_idle_work();
         let mut core = self.core.borrow_mut();
         core.step_snapshot(usize::MAX);
     }
@@ -829,7 +831,7 @@ impl<S: OutputSink> PublisherRun<S> {
             wait::bind_stage(waits_on, None, input, counters);
             let run = PublisherRun {
                 publisher,
-                recorder,
+                recorder: recorder(),
                 batch_timestamps_ns: Vec::with_capacity(slots_count),
             };
             let _ = ready.send(());

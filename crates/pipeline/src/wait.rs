@@ -323,25 +323,49 @@ thread_local! {
     static PHASE: Cell<(Sequence, u32, Option<Instant>)> = const { Cell::new((-1, 0, None)) };
     /// Whether this thread's timer slack is already set.
     static TIMER_SLACK_SET: Cell<bool> = const { Cell::new(false) };
-    /// Work this thread does while it waits (see [`set_idle_work`]).
-    static IDLE_WORK: RefCell<Option<IdleWork>> = const { RefCell::new(None) };
+    /// Work this thread does while it waits (see [`add_idle_work`]).
+    static IDLE_WORK: RefCell<Vec<IdleWork>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A piece of work a stage thread does while its input is idle: true when it did some (the
 /// thread then looks at its ring again at once), false when there is none.
 pub type IdleWork = Box<dyn FnMut() -> bool>;
 
-/// Gives the calling thread work to do while it waits for its input, one piece per look at
-/// the ring, before any spin, yield or park (None: none). A piece should take tens of
-/// microseconds at most: a command that arrives meanwhile waits for it.
-pub fn set_idle_work(work: Option<IdleWork>) {
-    IDLE_WORK.set(work);
+/// Gives the calling thread one more piece of work to do while it waits for its input: each
+/// piece runs once per look at the ring, before any spin, yield or park. A piece should take
+/// tens of microseconds at most: a command that arrives meanwhile waits for it. A piece that
+/// adds another from inside itself is refused (the thread's list is in use): add pieces
+/// before the thread starts waiting.
+pub fn add_idle_work(work: IdleWork) {
+    IDLE_WORK.with(|works| {
+        if let Ok(mut works) = works.try_borrow_mut() {
+            works.push(work);
+        }
+    });
 }
 
-/// Runs one piece of the calling thread's idle work; true if it did some.
+/// Drops every piece of the calling thread's idle work.
+pub fn clear_idle_work() {
+    IDLE_WORK.with(|works| {
+        if let Ok(mut works) = works.try_borrow_mut() {
+            works.clear();
+        }
+    });
+}
+
+/// Runs one round of the calling thread's idle work; true if some piece did work.
 #[inline]
 fn run_idle_work() -> bool {
-    IDLE_WORK.with_borrow_mut(|work| work.as_mut().is_some_and(|work| work()))
+    IDLE_WORK.with(|works| {
+        let Ok(mut works) = works.try_borrow_mut() else {
+            return false;
+        };
+        let mut did = false;
+        for work in works.iter_mut() {
+            did |= work();
+        }
+        did
+    })
 }
 
 /// Asks the kernel to wake this thread's sleeps within about a microsecond (the default slack
