@@ -4,6 +4,14 @@
 //! (`resent`), never with a second order (`docs/order-entry-protocol.md`, "Resending after a
 //! lost connection").
 //!
+//! It keeps what it tracks in memory only. An application that must also survive its own
+//! restart stores, with each place it sends, the floor that place was sent under
+//! ([`FailoverClient::highest_acked_seq`] read just before the send), and after a restart
+//! hands the places it holds no ack for to [`FailoverClient::resend`] with their floors
+//! (0 when it kept none: never a second order, but `resend_unknown` once the engine's resend
+//! window has forgotten anything). What it deliberately does not know: where the application
+//! keeps its orders, and whether a cancel or replace whose ack it never saw took effect.
+//!
 //! What it tracks: places with a non-zero client order id, from the moment they are sent
 //! until their ack (or a `throttled` / `busy` refusal). Each remembers its resend floor, the
 //! highest sequence acknowledged to this client before it was first sent. Other commands are
@@ -127,9 +135,42 @@ impl FailoverClient {
         self.in_flight.len()
     }
 
-    /// The highest sequence acknowledged to this client.
+    /// The highest sequence acknowledged to this client: the resend floor of a place sent
+    /// now. An application that keeps its orders across its own restarts stores this value,
+    /// read before the send, with each place (see [`FailoverClient::resend`]).
     pub fn highest_acked_seq(&self) -> u64 {
         self.highest_acked_seq
+    }
+
+    /// The places sent and not answered yet, oldest first, each with its resend floor.
+    pub fn in_flight(&self) -> impl Iterator<Item = (&Command, u64)> {
+        self.in_flight
+            .iter()
+            .map(|sent| (&sent.command, sent.resend_floor))
+    }
+
+    /// Sends, as a possible resend, a place that an earlier client (an earlier run of this
+    /// process, say) sent and never saw answered, under the resend floor it was first sent
+    /// with: the highest sequence acknowledged to that client before the send, or 0 if that
+    /// is not known (0 is always safe: the engine then answers with the original's outcome
+    /// while its resend window holds it, and `resend_unknown` once the window has forgotten
+    /// any place, never with a second order). The earlier client's connection must be gone
+    /// (its process ended), so that the original, if it was sent, reached the engine first.
+    /// The place is tracked like any other and resent again, with the same floor, after a
+    /// reconnect. Only a place with a client order id can be resent.
+    pub fn resend(&mut self, command: &Command, resend_floor: u64) -> Result<(), ClientError> {
+        if command.command_type != CommandType::Place || command.client_order_id == 0 {
+            return Err(ClientError::Usage(
+                "only a place with a client order id can be resent".to_string(),
+            ));
+        }
+        let mut original = *command;
+        original.possible_resend = false;
+        self.track(original, resend_floor)?;
+        if self.write_tracked(&original.as_resend(resend_floor))? {
+            self.resends_count += 1;
+        }
+        Ok(())
     }
 
     /// Sends a command (the server sets its account and timestamp). A place with a client
@@ -137,24 +178,48 @@ impl FailoverClient {
     /// flight may not share a client order id. A lost connection is repaired first.
     pub fn send(&mut self, command: &Command) -> Result<(), ClientError> {
         let tracked = command.command_type == CommandType::Place && command.client_order_id != 0;
-        if tracked {
-            if self
-                .in_flight
-                .iter()
-                .any(|sent| sent.command.client_order_id == command.client_order_id)
-            {
-                return Err(ClientError::Usage(format!(
-                    "client order id {} is already in flight",
-                    command.client_order_id
-                )));
-            }
-            let mut command = *command;
-            command.possible_resend = false;
-            self.in_flight.push_back(InFlight {
-                command,
-                resend_floor: self.highest_acked_seq,
-            });
+        if !tracked {
+            return self.write(command, false).map(|_| ());
         }
+        let mut original = *command;
+        original.possible_resend = false;
+        self.track(original, self.highest_acked_seq)?;
+        self.write_tracked(command).map(|_| ())
+    }
+
+    /// Starts tracking a place (unless its client order id is already in flight).
+    fn track(&mut self, command: Command, resend_floor: u64) -> Result<(), ClientError> {
+        if self
+            .in_flight
+            .iter()
+            .any(|sent| sent.command.client_order_id == command.client_order_id)
+        {
+            return Err(ClientError::Usage(format!(
+                "client order id {} is already in flight",
+                command.client_order_id
+            )));
+        }
+        self.in_flight.push_back(InFlight {
+            command,
+            resend_floor,
+        });
+        Ok(())
+    }
+
+    /// Writes the place just tracked; if it could not be sent at all, it is not tracked.
+    fn write_tracked(&mut self, command: &Command) -> Result<bool, ClientError> {
+        let written = self.write(command, true);
+        if written.is_err() {
+            // Not sent: the caller is told, and nothing resends it later.
+            self.in_flight.pop_back();
+        }
+        written
+    }
+
+    /// Writes a command, repairing a lost session first: true if written on the session it
+    /// found, false if a tracked place was written by a reconnect (which resends every
+    /// tracked place).
+    fn write(&mut self, command: &Command, tracked: bool) -> Result<bool, ClientError> {
         loop {
             let result = match self.client.as_mut() {
                 Some(client) => client.send(command),
@@ -163,27 +228,16 @@ impl FailoverClient {
             match result {
                 Ok(()) => {
                     self.last_sent = Instant::now();
-                    return Ok(());
+                    return Ok(true);
                 }
                 // The reconnect resends every tracked place, this one included.
                 Err(error) if is_session_loss(&error) => {
-                    if let Err(error) = self.reconnect() {
-                        if tracked {
-                            // Not sent: the caller is told, and nothing resends it later.
-                            self.in_flight.pop_back();
-                        }
-                        return Err(error);
-                    }
+                    self.reconnect()?;
                     if tracked {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
-                Err(error) => {
-                    if tracked {
-                        self.in_flight.pop_back();
-                    }
-                    return Err(error);
-                }
+                Err(error) => return Err(error),
             }
         }
     }

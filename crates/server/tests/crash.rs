@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmatch_gateway::hash_token;
-use ringmatch_proto::Command;
+use ringmatch_gateway::{hash_token, Frame};
+use ringmatch_proto::{Command, EventType};
 use support::{command_lines, field, stdout, Setup};
 
 /// The order-entry account of the gateway load.
@@ -244,4 +244,112 @@ fn kill_9_under_a_resending_client_places_every_order_exactly_once() {
         report.reconnects_count,
         report.resends_count
     );
+}
+
+/// A client process that ends with places unanswered and starts again: the application kept
+/// each place with the resend floor it was sent under (`FailoverClient::highest_acked_seq`
+/// before the send), and the new process resends everything it holds no ack for with
+/// `FailoverClient::resend`. Of 300 places kept, the first run sent 200 and ended (its
+/// socket dropped) with some of them unanswered; the second run resends all 300. Every order
+/// is accepted exactly once: the 200 the engine took are answered `resent` with their
+/// original sequence, the 100 never sent are placed.
+#[test]
+fn a_restarted_client_resends_under_the_floors_it_kept_and_nothing_is_placed_twice() {
+    let setup = Setup::new(&format!(
+        "[gateway]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+         [[gateway.logins]]\naccount = {ACCOUNT}\ntoken_hash = \"{}\"\n",
+        hash_token(b"crash-salt", b"crash-token")
+    ));
+    let server = setup.start(&[]);
+    let address = format!("127.0.0.1:{}", server.gateway_port.unwrap());
+    let options =
+        ringmatch_gateway::FailoverOptions::new(vec![address.clone()], ACCOUNT, b"crash-token");
+
+    // The first run: what the application keeps is `kept`, each place with its floor.
+    let mut kept = Vec::new();
+    let mut first = ringmatch_gateway::FailoverClient::connect(options.clone()).unwrap();
+    for client_order_id in 1..=300 {
+        let place = support::load_order(ACCOUNT, client_order_id);
+        kept.push((place, first.highest_acked_seq()));
+        if client_order_id > 200 {
+            continue;
+        }
+        first.send(&place).unwrap();
+        // Read some answers now and then, so that the floors grow.
+        while client_order_id % 20 == 0 && first.in_flight_count() > 5 {
+            first.recv(Duration::from_secs(5)).unwrap();
+        }
+    }
+    assert!(first.in_flight_count() > 0, "every place was answered");
+    assert!(
+        kept.iter().any(|(_, floor)| *floor > 0),
+        "no floor grew past 0"
+    );
+    drop(first);
+    // The old session must be over (its last frames read) before anything is resent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = server.request("GET", "/metrics", "").unwrap();
+        if metrics
+            .lines()
+            .any(|line| line == "ringmatch_gateway_sessions 0")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old session never ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // The second run: nothing in memory, only what was kept.
+    let mut second = ringmatch_gateway::FailoverClient::connect(options).unwrap();
+    for (place, floor) in &kept {
+        second.resend(place, *floor).unwrap();
+    }
+    assert_eq!(second.in_flight().count(), 300);
+    assert!(
+        second
+            .in_flight()
+            .zip(&kept)
+            .all(
+                |((place, floor), (kept_place, kept_floor))| place == kept_place
+                    && floor == *kept_floor
+            ),
+        "the resends are tracked under the floors they were given"
+    );
+    let mut acked = Vec::new();
+    let mut resent_outcomes = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while second.in_flight_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "resends never answered"
+        );
+        match second.recv(Duration::from_secs(1)).unwrap() {
+            Some(Frame::Ack {
+                client_order_id, ..
+            }) => acked.push(client_order_id),
+            Some(Frame::Event(event)) if event.event_type == EventType::Resent => {
+                resent_outcomes += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(second.resends_count(), 300);
+    second.logout().unwrap();
+    assert_eq!(server.terminate(), Some(0));
+
+    let events = stdout(&setup.tool(&["events", "dump"]));
+    let resent_count = support::check_each_order_once(&events, ACCOUNT, &acked);
+    assert_eq!(acked.len(), 300);
+    assert_eq!(resent_count, 200, "the places the first run sent");
+    assert_eq!(resent_outcomes, 200);
+    let accepted = events
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["type"] == "accepted")
+        .count();
+    assert_eq!(accepted, 300, "each kept place accepted once");
 }

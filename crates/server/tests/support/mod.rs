@@ -295,7 +295,7 @@ pub fn last_segment(data: &Path) -> PathBuf {
 
 /// One order of the loads: buys and sells of one lot at one price, so they trade and the
 /// book stays small.
-fn load_order(account: u32, client_order_id: u64) -> ringmatch_proto::Command {
+pub fn load_order(account: u32, client_order_id: u64) -> ringmatch_proto::Command {
     let side = if client_order_id % 2 == 0 {
         Side::Buy
     } else {
