@@ -37,7 +37,7 @@ pub use record::{
     partition_of, topic_of, EventEncoder, OutputFormat, TopicKind, HEADER_INDEX, HEADER_SEQ,
     HEADER_VERSION, KAFKA_RECORD_VERSION,
 };
-pub use resume::{read_resume_points, PartitionResume, ResumePoints};
+pub use resume::{read_resume_points, read_resume_points_since, PartitionResume, ResumePoints};
 
 /// How events are delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,9 @@ use ringmatch_pipeline::{EventPosition, OutputDurability, OutputSink, ResumableO
 use ringmatch_proto::Event;
 
 use crate::record::{partition_of, topic_of, EventEncoder, TopicKind};
-use crate::resume::{read_resume_points, read_resume_points_with, ResumePoints};
+use crate::resume::{
+    read_resume_points, read_resume_points_after, read_resume_points_with, ResumePoints,
+};
 use crate::topics::{base_config, ensure_topics, reader};
 use crate::{
     is_fenced, is_fenced_code, Delivery, KafkaConfig, KafkaMetrics, KafkaOutputError, HEADER_INDEX,
@@ -182,11 +184,8 @@ impl PreparedKafka {
         // What Kafka holds as committed, read before this engine's producer initialises its
         // transactions: a start on an empty or foreign data directory is refused here, while
         // the live engine (if any) still owns the transactional id.
-        refuse_ahead_of_journal(
-            config,
-            &read_resume_points_with(&reader, config)?,
-            journal_next_seq,
-        )?;
+        let before_fence = read_resume_points_with(&reader, config)?;
+        refuse_ahead_of_journal(config, &before_fence, journal_next_seq)?;
         let topics_duration = started.elapsed();
         let producer = match config.delivery {
             Delivery::ExactlyOnce => fence(config, producer, &failures, &tracker)?,
@@ -194,8 +193,8 @@ impl PreparedKafka {
         };
         let fence_duration = started.elapsed() - topics_duration;
         // Fencing ended any transaction an older producer had open: read again, since it
-        // may have committed more since the first read.
-        let resume = read_resume_points_with(&reader, config)?;
+        // may have committed more since the first read (only what lies after it).
+        let resume = read_resume_points_after(&reader, config, &before_fence)?;
         refuse_ahead_of_journal(config, &resume, journal_next_seq)?;
         drop(reader);
         let metrics = Arc::new(KafkaMetrics::default());

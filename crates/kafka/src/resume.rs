@@ -99,6 +99,41 @@ pub(crate) fn read_resume_points_with(
     consumer: &BaseConsumer,
     config: &KafkaConfig,
 ) -> Result<ResumePoints, KafkaOutputError> {
+    read(consumer, config, None)
+}
+
+/// [`read_resume_points`] knowing what an `earlier` read of the same topics found; see
+/// [`read_resume_points_after`].
+pub fn read_resume_points_since(
+    config: &KafkaConfig,
+    earlier: &ResumePoints,
+) -> Result<ResumePoints, KafkaOutputError> {
+    read_resume_points_after(&reader(config)?, config, earlier)
+}
+
+/// [`read_resume_points_with`] again, knowing what an `earlier` read of the same topics
+/// found: only what lies after each partition's earlier resume point is read, in one pass,
+/// and a partition with no committed record after it keeps it. After a fence the tail of a
+/// partition is often the aborted transaction of the producer fenced, which stepping back
+/// from the end in windows would read through a window at a time.
+pub(crate) fn read_resume_points_after(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    earlier: &ResumePoints,
+) -> Result<ResumePoints, KafkaOutputError> {
+    read(consumer, config, Some(earlier))
+}
+
+fn read(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    earlier: Option<&ResumePoints>,
+) -> Result<ResumePoints, KafkaOutputError> {
+    let earlier_point = |topic_index: usize, partition: i32| {
+        earlier.and_then(|earlier| {
+            [&earlier.events, &earlier.market_data][topic_index].get(partition as usize)
+        })
+    };
     let topics = [
         config.events_topic.as_str(),
         config.market_data_topic.as_str(),
@@ -117,16 +152,25 @@ pub(crate) fn read_resume_points_with(
         }
     }
     let mut window = 16i64;
+    let mut first_round = true;
     while !pending.is_empty() {
         let mut assignment = TopicPartitionList::new();
         let mut reading = Vec::new();
         for &(topic_index, partition, low, high) in &pending {
-            let start = (high - window).max(low);
+            let after_earlier = earlier_point(topic_index, partition)
+                .filter(|_| first_round)
+                .map(|point| (point.offset + 1).clamp(low, high));
+            let start = after_earlier.unwrap_or((high - window).max(low));
             if start >= high {
-                found[topic_index][partition as usize] = Some(PartitionResume {
-                    offset: -1,
-                    ..PartitionResume::default()
-                });
+                found[topic_index][partition as usize] = Some(
+                    earlier_point(topic_index, partition)
+                        .filter(|_| after_earlier.is_some())
+                        .cloned()
+                        .unwrap_or(PartitionResume {
+                            offset: -1,
+                            ..PartitionResume::default()
+                        }),
+                );
                 continue;
             }
             assignment
@@ -205,6 +249,11 @@ pub(crate) fn read_resume_points_with(
         for (index, (topic_index, partition, low, high, start)) in reading.into_iter().enumerate() {
             match last[index].take() {
                 Some(resume) => found[topic_index][partition as usize] = Some(resume),
+                // Nothing committed after the earlier read's point: it stands.
+                None if first_round && earlier.is_some() => {
+                    found[topic_index][partition as usize] =
+                        earlier_point(topic_index, partition).cloned();
+                }
                 // Only aborted records or markers in the window: look further back.
                 None if start > low => pending.push((topic_index, partition, low, high)),
                 None => {
@@ -216,6 +265,7 @@ pub(crate) fn read_resume_points_with(
             }
         }
         window = window.saturating_mul(8);
+        first_round = false;
     }
     let mut found = found.into_iter().map(|partitions| {
         partitions

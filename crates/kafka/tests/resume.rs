@@ -1,8 +1,9 @@
 //! `KafkaOutput` and the resume reader against a real broker (`KAFKA_BOOTSTRAP`;
 //! scripts/test.sh starts one): the resume point steps back past an aborted transaction and
 //! its markers, a reopened output skips exactly what Kafka holds, a replay that differs at the
-//! resume point stops, Kafka ahead of the journal is refused, and a prepared output fences
-//! nobody until it opens.
+//! resume point stops, Kafka ahead of the journal is refused, a prepared output fences
+//! nobody until it opens, and a read that starts from an earlier read's points finds what a
+//! whole read finds.
 
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use ringmatch_kafka::{
-    read_resume_points, EventEncoder, KafkaConfig, KafkaOutput, KafkaOutputError, HEADER_INDEX,
-    HEADER_SEQ, HEADER_VERSION,
+    read_resume_points, read_resume_points_since, EventEncoder, KafkaConfig, KafkaOutput,
+    KafkaOutputError, HEADER_INDEX, HEADER_SEQ, HEADER_VERSION,
 };
 use ringmatch_pipeline::{OutputSink, ResumableOutput};
 use ringmatch_proto::{CommandType, Event, EventType};
@@ -164,6 +165,51 @@ fn a_prepared_output_fences_nobody_until_it_opens() {
         Err(other) => panic!("expected AheadOfJournal, got {other}"),
         Ok(_) => panic!("expected AheadOfJournal, got an output"),
     }
+}
+
+/// The read after a fence starts where the read before it ended (the promotion's second
+/// read): whatever was committed or aborted in between, and on partitions untouched since,
+/// it finds what a whole read from the end finds.
+#[test]
+fn a_read_since_an_earlier_one_finds_what_a_whole_read_finds() {
+    let config = config("since");
+    let (mut output, _) = KafkaOutput::open(&config, EventEncoder::Binary, 1).unwrap();
+    publish(&mut output, &events(6));
+    drop(output);
+    let producer = raw_producer(&config, &format!("{}-writer", config.transactional_id));
+    let mut earlier = read_resume_points(&config).unwrap();
+    assert_eq!(earlier.events[0].last, Some((6, 1)));
+    // Each step changes partition 0 of the events topic (the others stay as they were) and
+    // checks the read since the previous points against a whole read.
+    let steps: [(&str, bool, std::ops::Range<u64>); 4] = [
+        ("nothing new", false, 0..0),
+        ("an aborted transaction", false, 100..140),
+        ("a committed one after it", true, 200..203),
+        (
+            "aborted again, longer than the reader's first windows",
+            false,
+            300..500,
+        ),
+    ];
+    for (what, commit, seqs) in steps {
+        if !seqs.is_empty() {
+            producer.begin_transaction().unwrap();
+            send_events(&producer, &config, seqs.clone());
+            if commit {
+                producer
+                    .commit_transaction(Duration::from_secs(30))
+                    .unwrap();
+            } else {
+                producer.abort_transaction(Duration::from_secs(30)).unwrap();
+            }
+        }
+        let since = read_resume_points_since(&config, &earlier).unwrap();
+        assert_eq!(since, read_resume_points(&config).unwrap(), "after {what}");
+        earlier = since;
+    }
+    assert_eq!(earlier.events[0].last, Some((202, 0)));
+    assert_eq!(earlier.events[1].last, Some((5, 1)));
+    assert!(earlier.market_data.iter().all(|point| point.last.is_none()));
 }
 
 #[test]
