@@ -30,12 +30,30 @@ pub struct Member {
     child: Option<Child>,
 }
 
+/// A loopback port nobody listens on now, from below Linux's ephemeral range (32768 up):
+/// a port the kernel hands out (`bind` to port 0) can be taken, before the member binds it,
+/// as the local end of any outgoing connection (the members' own, or their probes of a peer's
+/// port), and the member then fails with "address in use". Ports are drawn from 20000..32000,
+/// starting at a place this process chooses, and tried until one binds; this process never
+/// hands out a port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .subsec_nanos();
+    let start = std::process::id().wrapping_mul(7_919) ^ nanos;
+    let port = (0..COUNT)
+        .map(|offset| (FIRST + start.wrapping_add(offset) % COUNT) as u16)
+        .find(|port| !given.contains(port) && TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free loopback port in 20000..32000");
+    given.push(port);
+    port
 }
 
 impl Member {
