@@ -143,6 +143,9 @@ pub struct NodeStatus {
     pub last_index: u64,
     /// On the leader, every other member's progress; empty elsewhere.
     pub members: Vec<MemberProgress>,
+    /// Elections this node stood in at once on word that its leader's process had ended
+    /// ([`Node::peer_gone`]), since it started.
+    pub early_elections: u64,
 }
 
 /// A committed entry, as the journal holds it.
@@ -154,6 +157,19 @@ pub struct Committed {
     pub term: u64,
 }
 
+/// A leader this follower was told has ended ([`Node::peer_gone`]), while no other leader is
+/// known.
+#[derive(Debug, Clone, Copy)]
+struct GoneLeader {
+    id: u64,
+    /// Ticks since the word came.
+    ticks: usize,
+    /// Ticks this node waits before it stands (its rank among the other voters times half
+    /// an election timeout).
+    wait_ticks: usize,
+    stood: bool,
+}
+
 /// The node.
 pub struct Node<L: LogPort, H: HardStatePort> {
     raw: RawNode<LogStore<L, H>>,
@@ -161,6 +177,9 @@ pub struct Node<L: LogPort, H: HardStatePort> {
     applied: u64,
     /// The index of a leader's snapshot installed since the driver last asked.
     installed: Option<u64>,
+    gone_leader: Option<GoneLeader>,
+    /// Elections this node stood in at once on word that its leader had ended.
+    early_elections_count: u64,
 }
 
 impl<L: LogPort, H: HardStatePort> Node<L, H> {
@@ -230,12 +249,94 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             config: config.clone(),
             applied,
             installed: None,
+            gone_leader: None,
+            early_elections_count: 0,
         })
     }
 
     /// One tick of the node's timer.
     pub fn tick(&mut self) {
         self.raw.tick();
+        if let Some(gone) = &mut self.gone_leader {
+            gone.ticks += 1;
+        }
+        self.stand_if_leader_gone();
+    }
+
+    /// The driver's word that member `id`'s process has ended (the transport saw its
+    /// connection end and its port refuse connections: [`crate::Incoming::PeerGone`]). If
+    /// `id` is this follower's leader, the follower need not wait out the election timeout:
+    /// the voter with the lowest id among the others stands for election at once, the next
+    /// one half an election timeout later if no leader has come by then, and so on. They stand
+    /// as a leader's chosen successor does (raft-rs `MsgTimeoutNow`, handed to the node on
+    /// the dead leader's behalf): no pre-vote, and the others grant the vote although they
+    /// heard from the leader within the timeout. Raft's safety does not rest on the word
+    /// being true: a vote still needs a log at least as up to date as the voter's, and a
+    /// false word costs an election, no more. Word about anyone else, or on a node that is not
+    /// a voting follower of that leader, is ignored.
+    pub fn peer_gone(&mut self, id: u64) {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Follower
+            || !raft.promotable()
+            || raft.leader_id != id
+            || id == self.config.node_id
+        {
+            return;
+        }
+        let mut others: Vec<u64> = self
+            .config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&voter| voter != id)
+            .collect();
+        others.sort_unstable();
+        let rank = others
+            .iter()
+            .position(|&voter| voter == self.config.node_id)
+            .unwrap_or(0);
+        self.gone_leader = Some(GoneLeader {
+            id,
+            ticks: 0,
+            wait_ticks: rank * self.config.election_ticks.div_ceil(2),
+            stood: false,
+        });
+        self.stand_if_leader_gone();
+    }
+
+    /// Stands for election once this node's wait after word of its leader's end is over,
+    /// unless a leader has come meanwhile.
+    fn stand_if_leader_gone(&mut self) {
+        let Some(gone) = self.gone_leader else {
+            return;
+        };
+        let raft = &self.raw.raft;
+        let other_leader = raft.leader_id != 0 && raft.leader_id != gone.id;
+        if other_leader || raft.state == StateRole::Leader || gone.stood {
+            self.gone_leader = None;
+            return;
+        }
+        if gone.ticks < gone.wait_ticks || raft.state != StateRole::Follower {
+            return;
+        }
+        let mut timeout_now = Message::default();
+        timeout_now.set_msg_type(MessageType::MsgTimeoutNow);
+        timeout_now.from = gone.id;
+        timeout_now.to = self.config.node_id;
+        timeout_now.term = raft.term;
+        if self.raw.step(timeout_now).is_ok() {
+            self.early_elections_count += 1;
+        }
+        self.gone_leader = Some(GoneLeader {
+            stood: true,
+            ..gone
+        });
+    }
+
+    /// Elections this node stood in at once on word that its leader had ended
+    /// ([`Node::peer_gone`]).
+    pub fn early_elections_count(&self) -> u64 {
+        self.early_elections_count
     }
 
     /// Hands the node a message from a member. Refused: a message from a node that is not
@@ -509,6 +610,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             commit: raft.raft_log.committed,
             last_index: raft.raft_log.last_index(),
             members,
+            early_elections: self.early_elections_count,
         }
     }
 }

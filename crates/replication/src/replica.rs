@@ -13,13 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, unbounded, Receiver, Sender};
-use raft::eraftpb::Message;
 use ringmatch_journal::JournalRecord;
 
 use crate::hard_state::HardStatePort;
 use crate::log::LogPort;
 use crate::node::{Committed, Node, NodeStatus, Role};
-use crate::transport::{PeerAddress, Transport, TransportStats};
+use crate::transport::{Incoming, PeerAddress, Transport, TransportStats};
 use crate::ReplicationError;
 
 /// Messages taken from the network per turn of the loop at most, so a flood cannot starve
@@ -288,22 +287,26 @@ fn publish(shared: &Shared, status: NodeStatus, failure: Option<String>, stopped
 fn run<L: LogPort, H: HardStatePort>(
     mut node: Node<L, H>,
     transport: Transport,
-    messages: Receiver<Message>,
+    messages: Receiver<Incoming>,
     control: Receiver<Control>,
     shared: &Shared,
     tick: Duration,
     mut on_commit: CommitHook,
 ) {
     let mut next_tick = Instant::now() + tick;
+    let mut early_elections = node.early_elections_count();
     let mut failure: Option<String> = None;
     let mut stopping = false;
     while !stopping && failure.is_none() {
         let wait = next_tick.saturating_duration_since(Instant::now());
-        let step = |node: &mut Node<L, H>, message: Message| {
-            let from = message.from;
-            if let Err(error) = node.step(message) {
-                tracing::warn!(from, "replication: refused a message: {error}");
+        let step = |node: &mut Node<L, H>, incoming: Incoming| match incoming {
+            Incoming::Message(message) => {
+                let from = message.from;
+                if let Err(error) = node.step(message) {
+                    tracing::warn!(from, "replication: refused a message: {error}");
+                }
             }
+            Incoming::PeerGone(member) => node.peer_gone(member),
         };
         let mut proposals = Vec::new();
         let mut compactions = Vec::new();
@@ -367,6 +370,14 @@ fn run<L: LogPort, H: HardStatePort>(
             if next_tick < now {
                 next_tick = now + tick;
             }
+        }
+        if node.early_elections_count() != early_elections {
+            early_elections = node.early_elections_count();
+            tracing::info!(
+                term = node.term(),
+                "cluster: the leader's process has ended; standing for election without \
+                 waiting out the election timeout"
+            );
         }
         match node.process(&mut |message| transport.send(&message)) {
             Ok(committed) => {

@@ -4,6 +4,14 @@
 //! is closed, and the refusal counted and logged, without harm to the node. Sending never
 //! blocks the node's thread: a full queue or a peer that cannot be reached drops the frame,
 //! and Raft sends again (appends are retried, heartbeats recur).
+//!
+//! When a connection from a member ends, its reader asks that member's replication port
+//! whether anyone still listens there: a refused connection means the member's process has
+//! ended (a process that dies closes its listener with its connections), and the node is
+//! told ([`Incoming::PeerGone`]), so that a follower whose leader died need not wait out the
+//! election timeout ([`crate::Node::peer_gone`]). A host that goes silent (power loss, a cut
+//! cable) refuses nothing: that is found by the election timeout alone. What the transport
+//! deliberately does not know: Raft. It reports what it saw and decides nothing.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -24,6 +32,16 @@ const PEER_QUEUE_FRAMES_MAX: usize = 4_096;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// The wait before connecting again to a peer that could not be reached.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+/// After a member's connection ends: how many times its port is tried, and how far apart.
+/// A dying process may close its connections a moment before its listener, and a listener
+/// still open takes connections into its backlog, so one accepted try proves nothing.
+const GONE_PROBES: u32 = 4;
+const GONE_PROBE_PAUSE: Duration = Duration::from_millis(10);
+/// How long one of those tries may take: a refusal on a live network is immediate.
+const GONE_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+/// A connection to a peer that has carried nothing for this long is checked before the next
+/// write, in case the peer has closed it meanwhile (see [`closed_by_peer`]).
+const IDLE_CHECK_AFTER: Duration = Duration::from_millis(20);
 
 /// Counters of the transport, read from any thread.
 #[derive(Debug, Default)]
@@ -36,6 +54,19 @@ pub struct TransportStats {
     pub frames_received: AtomicU64,
     /// Connections closed because they sent something that is not a valid frame.
     pub frames_refused: AtomicU64,
+    /// Times a member's connection ended and its replication port then refused a
+    /// connection: its process had ended ([`Incoming::PeerGone`]).
+    pub peers_gone: AtomicU64,
+}
+
+/// What the transport hands the node's thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A message from a member.
+    Message(Message),
+    /// This member's connection ended and its replication port refused a connection
+    /// afterwards: the process that was that member has ended (another may start there).
+    PeerGone(u64),
 }
 
 /// One member of the cluster, as the transport reaches it.
@@ -58,21 +89,24 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// Starts reading frames on `listener` (handing each message to `deliver`) and one writer
-    /// per peer.
+    /// Starts reading frames on `listener` (handing each message, and each member found
+    /// gone, to `deliver`) and one writer per peer.
     pub fn start(
         cluster_id: u64,
         node_id: u64,
         listener: TcpListener,
         peers: &[PeerAddress],
-        deliver: Sender<Message>,
+        deliver: Sender<Incoming>,
     ) -> std::io::Result<Transport> {
         let stats = Arc::new(TransportStats::default());
         let stopping = Arc::new(AtomicBool::new(false));
         let listen_address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let mut threads = Vec::new();
-        let member_ids: Vec<u64> = peers.iter().map(|peer| peer.node_id).collect();
+        let members: HashMap<u64, SocketAddr> = peers
+            .iter()
+            .map(|peer| (peer.node_id, peer.address))
+            .collect();
         {
             let stats = Arc::clone(&stats);
             let stopping = Arc::clone(&stopping);
@@ -81,7 +115,7 @@ impl Transport {
                     .name("repl-listen".into())
                     .spawn(move || {
                         accept_loop(
-                            listener, cluster_id, node_id, member_ids, deliver, stats, stopping,
+                            listener, cluster_id, node_id, members, deliver, stats, stopping,
                         )
                     })?,
             );
@@ -146,8 +180,8 @@ fn accept_loop(
     listener: TcpListener,
     cluster_id: u64,
     node_id: u64,
-    members: Vec<u64>,
-    deliver: Sender<Message>,
+    members: HashMap<u64, SocketAddr>,
+    deliver: Sender<Incoming>,
     stats: Arc<TransportStats>,
     stopping: Arc<AtomicBool>,
 ) {
@@ -179,29 +213,93 @@ fn accept_loop(
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
+    // Closed before the readers are waited for, so that the peers' probes find the port
+    // refusing as soon as this node's connections end.
+    drop(listener);
     for reader in readers {
         let _ = reader.join();
     }
 }
 
+/// Reads one connection; when it ends without a fault of the frames, and it came from a
+/// member, tells whether that member's process has ended.
 #[allow(clippy::too_many_arguments)]
 fn read_loop(
+    stream: TcpStream,
+    from: SocketAddr,
+    cluster_id: u64,
+    node_id: u64,
+    members: &HashMap<u64, SocketAddr>,
+    deliver: Sender<Incoming>,
+    stats: Arc<TransportStats>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut sender = None;
+    let ended = read_frames(
+        stream,
+        from,
+        cluster_id,
+        node_id,
+        members,
+        &deliver,
+        &stats,
+        &stopping,
+        &mut sender,
+    );
+    let (true, Some(member)) = (ended, sender) else {
+        return;
+    };
+    if stopping.load(Ordering::Relaxed) {
+        return;
+    }
+    if refuses_connections(members[&member], &stopping) {
+        stats.peers_gone.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            member,
+            "replication: node {member}'s connection ended and its replication port refuses \
+             connections: its process has ended"
+        );
+        let _ = deliver.send(Incoming::PeerGone(member));
+    }
+}
+
+/// Whether `address` refuses a connection within a few tries (see [`GONE_PROBES`]); a try
+/// that times out (a silent host or network) ends the tries with false.
+fn refuses_connections(address: SocketAddr, stopping: &AtomicBool) -> bool {
+    for _ in 0..GONE_PROBES {
+        if stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        match TcpStream::connect_timeout(&address, GONE_PROBE_TIMEOUT) {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => return true,
+            Err(_) => return false,
+            Ok(_) => std::thread::sleep(GONE_PROBE_PAUSE),
+        }
+    }
+    false
+}
+
+/// Reads frames until the connection ends (true) or is closed for a bad frame or by the
+/// node (false); `sender` is the member the frames came from.
+#[allow(clippy::too_many_arguments)]
+fn read_frames(
     mut stream: TcpStream,
     from: SocketAddr,
     cluster_id: u64,
     node_id: u64,
-    members: &[u64],
-    deliver: Sender<Message>,
-    stats: Arc<TransportStats>,
-    stopping: Arc<AtomicBool>,
-) {
+    members: &HashMap<u64, SocketAddr>,
+    deliver: &Sender<Incoming>,
+    stats: &TransportStats,
+    stopping: &AtomicBool,
+    sender: &mut Option<u64>,
+) -> bool {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     while !stopping.load(Ordering::Relaxed) {
         match stream.read(&mut chunk) {
-            Ok(0) => return,
+            Ok(0) => return true,
             Ok(read) => buffer.extend_from_slice(&chunk[..read]),
             Err(error)
                 if matches!(
@@ -211,7 +309,7 @@ fn read_loop(
             {
                 continue
             }
-            Err(_) => return,
+            Err(_) => return true,
         }
         let mut used_total = 0;
         loop {
@@ -223,27 +321,41 @@ fn read_loop(
                     used,
                 }) => {
                     used_total += used;
-                    if !members.contains(&route.from) || route.from == node_id {
+                    if !members.contains_key(&route.from) || route.from == node_id {
                         refuse(
-                            &stats,
+                            stats,
                             from,
                             &format!("a frame from node {}, not a member", route.from),
                         );
-                        return;
+                        return false;
                     }
+                    if sender.is_some_and(|member| member != route.from) {
+                        refuse(
+                            stats,
+                            from,
+                            &format!(
+                                "a frame from node {} on a connection of node {}",
+                                route.from,
+                                sender.unwrap_or_default()
+                            ),
+                        );
+                        return false;
+                    }
+                    *sender = Some(route.from);
                     stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                    if deliver.send(*message).is_err() {
-                        return;
+                    if deliver.send(Incoming::Message(*message)).is_err() {
+                        return false;
                     }
                 }
                 Err(error) => {
-                    refuse(&stats, from, &error.to_string());
-                    return;
+                    refuse(stats, from, &error.to_string());
+                    return false;
                 }
             }
         }
         buffer.drain(..used_total);
     }
+    false
 }
 
 fn refuse(stats: &TransportStats, from: SocketAddr, reason: &str) {
@@ -258,6 +370,7 @@ fn write_loop(
     stopping: Arc<AtomicBool>,
 ) {
     let mut stream: Option<TcpStream> = None;
+    let mut last_written = std::time::Instant::now();
     while !stopping.load(Ordering::Relaxed) {
         let Ok(first) = queue.recv_timeout(Duration::from_millis(100)) else {
             if queue.is_empty() && stopping.load(Ordering::Relaxed) {
@@ -265,6 +378,11 @@ fn write_loop(
             }
             continue;
         };
+        if stream.as_ref().is_some_and(|connection| {
+            last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(connection)
+        }) {
+            stream = None;
+        }
         if stream.is_none() {
             match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
                 Ok(connected) => {
@@ -300,5 +418,25 @@ fn write_loop(
             stats.frames_dropped.fetch_add(frames, Ordering::Relaxed);
             stream = None;
         }
+        last_written = std::time::Instant::now();
     }
+}
+
+/// Whether the peer has closed this connection (or reset it). This side never reads from
+/// it, so a close shows only as a readable end of stream; a write to it would still be taken
+/// by the kernel and lost (the first write after a peer's restart draws the reset, and only
+/// the next one fails). A follower writes to another follower only in an election, so
+/// without this check its first vote after that peer restarted went nowhere, and the
+/// election waited out a whole timeout.
+fn closed_by_peer(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).is_err() || closed
 }

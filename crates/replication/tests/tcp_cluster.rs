@@ -231,6 +231,26 @@ fn a_cluster_on_loopback_fails_over_refuses_bad_frames_and_catches_up() {
         "failover: a committed leader {:?} after the old one stopped",
         failover
     );
+    // The survivors found the old leader's port refusing once its connections ended, and the
+    // new leader stood at once instead of waiting out the election timeout.
+    for (index, replica) in replicas.iter().enumerate() {
+        if let Some(replica) = replica {
+            assert!(
+                replica.transport_stats().peers_gone.load(Ordering::Relaxed) >= 1,
+                "node {} was not told the old leader's process ended",
+                index + 1
+            );
+        }
+    }
+    assert!(
+        replicas[new_leader]
+            .as_ref()
+            .unwrap()
+            .status()
+            .early_elections
+            >= 1,
+        "the new leader waited out the election timeout"
+    );
 
     // An append of the old term, as the deposed leader would send it, is ignored.
     let follower = (0..3)

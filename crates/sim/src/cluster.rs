@@ -138,6 +138,10 @@ pub struct ClusterSummary {
     pub compactions_count: u64,
     /// Snapshots installed from a leader.
     pub installs_count: u64,
+    /// Words that a member's process had ended, given to the others (a few of them false).
+    pub gone_notices_count: u64,
+    /// Elections stood in at once on such a word, without waiting out the timeout.
+    pub early_elections_count: u64,
 }
 
 /// The run's choices, drawn from the seed.
@@ -158,6 +162,12 @@ struct Plan {
     /// never). Drawn from a second generator, with the decisions it drives, so the runs of
     /// the seeds without compaction stay as they were.
     compact_per_mille: u64,
+    /// After a process crash, the chance that each other member is told the process ended
+    /// (the production transport finds it by a refused connection; a power loss refuses
+    /// nothing), and per step the chance of such a word that is false (the member lives).
+    /// Drawn from a third generator (0 for half the seeds), like `compact_per_mille`.
+    gone_notice_per_mille: u64,
+    false_notice_per_mille: u64,
 }
 
 impl Plan {
@@ -185,6 +195,8 @@ impl Plan {
             partition_per_mille: rng.between(0, 10),
             propose_per_mille: rng.between(200, 600),
             compact_per_mille: 0,
+            gone_notice_per_mille: 0,
+            false_notice_per_mille: 0,
         }
     }
 }
@@ -232,6 +244,10 @@ struct Cluster {
     rng: Rng,
     /// Draws compaction decisions only (see [`Plan::compact_per_mille`]).
     compaction_rng: Rng,
+    /// Draws the words that a process ended only (see [`Plan::gone_notice_per_mille`]).
+    notice_rng: Rng,
+    /// Such words on their way: (step due, to, the member said to be gone).
+    notices: Vec<(u64, u64, u64)>,
     plan: Plan,
     step: u64,
     members: Vec<Member>,
@@ -295,6 +311,11 @@ impl Cluster {
         if compaction_rng.chance(500) && revert != Some(ClusterRevert::ForgetVote) {
             plan.compact_per_mille = compaction_rng.between(5, 40);
         }
+        let mut notice_rng = Rng::new(seed ^ 0x60E5_D1ED);
+        if notice_rng.chance(500) {
+            plan.gone_notice_per_mille = notice_rng.between(300, 1_000);
+            plan.false_notice_per_mille = notice_rng.between(0, 5);
+        }
         let learners: &[u64] = if plan.with_learner { &[LEARNER] } else { &[] };
         let members = VOTERS
             .iter()
@@ -314,6 +335,8 @@ impl Cluster {
             revert,
             rng,
             compaction_rng,
+            notice_rng,
+            notices: Vec::new(),
             plan,
             step: 0,
             members,
@@ -488,8 +511,12 @@ impl Cluster {
                 member.up = None;
                 lock(&member.journal).crash(crash, &mut self.rng, false);
                 member.restart_at = self.step + self.rng.between(1, 60);
+                if crash == Crash::Process {
+                    self.tell_gone(self.members[index].id);
+                }
             }
         }
+        self.false_notice();
         if self.step >= self.heal_at && !self.cut.is_empty() {
             self.cut.clear();
         }
@@ -507,12 +534,70 @@ impl Cluster {
         }
     }
 
+    /// Words to the other members that `gone`'s process ended, each with the plan's chance,
+    /// arriving after a delay.
+    fn tell_gone(&mut self, gone: u64) {
+        if self.plan.gone_notice_per_mille == 0 {
+            return;
+        }
+        for to in self.members.iter().map(|member| member.id) {
+            if to != gone && self.notice_rng.chance(self.plan.gone_notice_per_mille) {
+                let due = self.step + self.notice_rng.below(self.plan.delay_max + 1);
+                self.notices.push((due, to, gone));
+            }
+        }
+    }
+
+    /// Now and then, a false word to a member that its leader ended while the leader lives.
+    fn false_notice(&mut self) {
+        if self.plan.false_notice_per_mille == 0
+            || !self.notice_rng.chance(self.plan.false_notice_per_mille)
+        {
+            return;
+        }
+        let index = self.notice_rng.below(self.members.len() as u64) as usize;
+        let Some(up) = &self.members[index].up else {
+            return;
+        };
+        let leader_id = up.node.status().leader_id;
+        if leader_id != 0 {
+            self.notices
+                .push((self.step, self.members[index].id, leader_id));
+        }
+    }
+
+    /// Hands each member the words due now.
+    fn deliver_notices(&mut self) {
+        let step = self.step;
+        let due: Vec<(u64, u64, u64)> = self
+            .notices
+            .iter()
+            .copied()
+            .filter(|(at, _, _)| *at <= step)
+            .collect();
+        self.notices.retain(|(at, _, _)| *at > step);
+        for (_, to, gone) in due {
+            let Some(member) = self.members.iter_mut().find(|member| member.id == to) else {
+                continue;
+            };
+            if let Some(up) = &mut member.up {
+                self.summary.gone_notices_count += 1;
+                let before = up.node.early_elections_count();
+                up.node.peer_gone(gone);
+                self.summary.early_elections_count += up.node.early_elections_count() - before;
+            }
+        }
+    }
+
     fn step_once(&mut self) -> Result<(), Failure> {
         for member in &mut self.members {
             if let Some(up) = &mut member.up {
+                let before = up.node.early_elections_count();
                 up.node.tick();
+                self.summary.early_elections_count += up.node.early_elections_count() - before;
             }
         }
+        self.deliver_notices();
         self.deliver()?;
         if self.faults_on && self.rng.chance(self.plan.propose_per_mille) {
             self.propose();

@@ -51,11 +51,15 @@ fn the_cluster_runs_cover_crashes_leader_changes_and_a_faulty_network() {
     let mut with_compaction = 0;
     let mut compactions = 0;
     let mut installs = 0;
+    let mut gone_notices = 0;
+    let mut early_elections = 0;
     for seed in 0..100 {
         let summary = run_cluster_seed(seed).unwrap();
         with_compaction += u64::from(summary.with_compaction);
         compactions += summary.compactions_count;
         installs += summary.installs_count;
+        gone_notices += summary.gone_notices_count;
+        early_elections += summary.early_elections_count;
         power_losses += summary.power_losses_count;
         leader_terms += summary.leader_terms_count;
         lost += summary.lost_count;
@@ -76,6 +80,11 @@ fn the_cluster_runs_cover_crashes_leader_changes_and_a_faulty_network() {
     assert!(with_compaction > 20, "{with_compaction}");
     assert!(compactions > 500, "{compactions}");
     assert!(installs > 10, "{installs}");
+    // Members are told that a crashed process ended (and now and then, falsely, that a live
+    // leader did), and followers stand for election at once on it.
+    eprintln!("{gone_notices} words that a process ended, {early_elections} early elections");
+    assert!(gone_notices > 100, "{gone_notices}");
+    assert!(early_elections > 50, "{early_elections}");
 }
 
 /// Each rule the replication code keeps, broken in turn: a named seed fails with what the

@@ -623,7 +623,7 @@ impl Collector for ClusterCollector {
                 })
                 .collect(),
         )?;
-        let counters: [(&str, &str, &AtomicU64); 4] = [
+        let counters: [(&str, &str, &AtomicU64); 5] = [
             (
                 "ringmatch_cluster_frames_sent",
                 "Replication frames sent.",
@@ -643,6 +643,12 @@ impl Collector for ClusterCollector {
                 "ringmatch_cluster_frames_refused",
                 "Replication connections closed for sending something that is not a frame.",
                 &stats.frames_refused,
+            ),
+            (
+                "ringmatch_cluster_peers_gone",
+                "Times a member's connection ended and its replication port then refused \
+                 connections (its process had ended).",
+                &stats.peers_gone,
             ),
         ];
         for (name, help, value) in counters {
