@@ -38,11 +38,10 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const TRANSACTION_TIMEOUT_MS: &str = "900000";
 /// How long a clean shutdown waits for the last commit while the broker is away.
 const SHUTDOWN_COMMIT_WAIT: Duration = Duration::from_secs(30);
-/// How long one try at initialising transactions may take before a new producer tries
-/// ([`fence`]).
-const FENCE_TRY: Duration = Duration::from_millis(100);
-/// The pause before a new try when the coordinator answered it is still busy.
-const FENCE_PAUSE: Duration = Duration::from_millis(10);
+/// How long one call that initialises transactions waits before it is made again ([`fence`]).
+const FENCE_WAIT: Duration = Duration::from_millis(20);
+/// The pause before asking again when the coordinator answered it is still busy.
+const FENCE_PAUSE: Duration = Duration::from_millis(5);
 /// Pause between retries while the broker is away.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
@@ -188,7 +187,7 @@ impl PreparedKafka {
         refuse_ahead_of_journal(config, &before_fence, journal_next_seq)?;
         let topics_duration = started.elapsed();
         let producer = match config.delivery {
-            Delivery::ExactlyOnce => fence(config, producer, &failures, &tracker)?,
+            Delivery::ExactlyOnce => fence(config, producer)?,
             Delivery::AtLeastOnce => producer,
         };
         let fence_duration = started.elapsed() - topics_duration;
@@ -196,7 +195,14 @@ impl PreparedKafka {
         // may have committed more since the first read (only what lies after it).
         let resume = read_resume_points_after(&reader, config, &before_fence)?;
         refuse_ahead_of_journal(config, &resume, journal_next_seq)?;
-        drop(reader);
+        // Closing a consumer can take a fetch wait or a broker thread's poll (0.1 s seen in
+        // promotions): not on the way to the first acknowledgement.
+        let closing = std::thread::Builder::new()
+            .name("kafka-reader-close".into())
+            .spawn(move || drop(reader));
+        if let Err(error) = closing {
+            tracing::warn!(target: "ringmatch", "kafka: closing the reader inline: {error}");
+        }
         let metrics = Arc::new(KafkaMetrics::default());
         let (sender, receiver) = crossbeam_channel::bounded(BATCHES_QUEUED_MAX);
         let producer_loop = ProducerLoop {
@@ -251,17 +257,16 @@ impl PreparedKafka {
 
 /// Initialises the producer's transactions, which fences every older producer of the
 /// transactional id and aborts a transaction one left open. When one was open, the
-/// coordinator answers the first try "concurrent transactions" while it aborts, and
-/// librdkafka asks again only after a fixed 500 ms; so a try that has not succeeded within
-/// [`FENCE_TRY`] is given up, and a new producer asks again (the abort has usually finished
-/// by then), until `connect_timeout`. A given-up try whose request the broker still handles
-/// afterwards can at worst fence this producer in turn: its first transaction then fails
-/// fenced and the process stops (as for any fencing), so nothing is written twice.
+/// coordinator answers "concurrent transactions" while it aborts, and librdkafka asks again
+/// only after a fixed 500 ms, unless `init_transactions` is called again: a call finds the
+/// last answer (it returns it once its wait is over) and, when no request is outstanding,
+/// asks at once; while one is outstanding it only waits for it. So the call is made again
+/// every [`FENCE_WAIT`] (and [`FENCE_PAUSE`] after a "busy" answer) on the same producer,
+/// until `connect_timeout`: no request is ever abandoned, so none can fence this producer
+/// later, and the fence ends within a few milliseconds of the abort.
 fn fence(
     config: &KafkaConfig,
-    mut producer: BaseProducer<Context>,
-    failures: &Arc<DeliveryFailures>,
-    tracker: &Acknowledged,
+    producer: BaseProducer<Context>,
 ) -> Result<BaseProducer<Context>, KafkaOutputError> {
     let deadline = Instant::now() + config.connect_timeout;
     loop {
@@ -272,9 +277,8 @@ fn fence(
                 Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
             )
         };
-        // The coordinator still aborting (or moving): the same answer a try that timed out
-        // was waiting behind.
-        let retriable = |error: &KafkaError| {
+        // The coordinator still aborting (or moving).
+        let busy = |error: &KafkaError| {
             matches!(
                 error.rdkafka_error_code(),
                 Some(
@@ -285,18 +289,11 @@ fn fence(
                 )
             ) || matches!(error, KafkaError::Transaction(error) if error.is_retriable())
         };
-        match producer.init_transactions(FENCE_TRY.min(left)) {
+        match producer.init_transactions(FENCE_WAIT.min(left)) {
             Ok(()) => return Ok(producer),
-            Err(error) if (timed_out(&error) || retriable(&error)) && left > FENCE_TRY => {
-                // Its request is answered (or lost) by now, and a destroyed producer asks
-                // nothing more.
-                drop(producer);
-                if !timed_out(&error) {
-                    std::thread::sleep(FENCE_PAUSE);
-                }
-                producer = build_producer(config, failures, &tracker.delivered)?;
-            }
-            Err(error) if timed_out(&error) => {
+            Err(error) if timed_out(&error) && !left.is_zero() => {}
+            Err(error) if busy(&error) && !left.is_zero() => std::thread::sleep(FENCE_PAUSE),
+            Err(error) if timed_out(&error) || busy(&error) => {
                 return Err(KafkaOutputError::Unreachable {
                     bootstrap: config.bootstrap.clone(),
                     timeout: config.connect_timeout,
