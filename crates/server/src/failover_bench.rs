@@ -5,7 +5,10 @@
 //! is killed with SIGKILL; the client then goes to the members' order-entry ports in turn
 //! (a follower answers `not_leader` with the leader's address) until one acknowledges an
 //! order. The figure per round is the time from the kill to that first ack on the new
-//! leader. The killed member is started again before the next round.
+//! leader. The killed member is started again before the next round. With `freeze`, the
+//! leader is stopped (SIGSTOP) instead: its sockets stay open and nothing refuses a
+//! connection, as when a host loses power or its network, so the others find it gone only by
+//! the election timeout; it is killed once the new leader has acknowledged.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,20 @@ impl Member {
         Ok(())
     }
 
+    /// Stops the process where it is (SIGSTOP): alive, silent, its sockets open.
+    fn freeze(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id())?;
+            // SAFETY: kill(2) with a child's pid and a valid signal number passes no memory.
+            #[allow(unsafe_code)]
+            let sent = unsafe { libc::kill(pid, libc::SIGSTOP) };
+            if sent != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        Ok(())
+    }
+
     fn kill(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
@@ -84,10 +101,11 @@ fn one_order(client: &mut Client, client_order_id: u64) -> Result<u64, ClientErr
     Err(ClientError::Timeout)
 }
 
-/// Logs in at the first member that leads, trying each in turn.
-fn connect_to_leader(members: &[Member]) -> Option<(usize, Client)> {
+/// Logs in at the first member that leads, trying each in turn (not `frozen`, whose
+/// connections would hang: a stopped process accepts into its backlog and never answers).
+fn connect_to_leader(members: &[Member], frozen: usize, freeze: bool) -> Option<(usize, Client)> {
     for (index, member) in members.iter().enumerate() {
-        if member.child.is_none() {
+        if member.child.is_none() || (freeze && index == frozen) {
             continue;
         }
         // A follower answers the login with `not_leader` and closes.
@@ -102,7 +120,12 @@ fn connect_to_leader(members: &[Member]) -> Option<(usize, Client)> {
 
 /// Runs `rounds` failovers of the members configured by `examples/node1..3.toml`; prints
 /// each and the median and maximum.
-pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+pub fn run(
+    rounds: u64,
+    examples: &Path,
+    freeze: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     let binary = std::env::current_exe()?;
     let examples = examples
         .canonicalize()
@@ -128,9 +151,15 @@ pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow
     }
     writeln!(
         out,
-        "bench-failover: the 3 members of {} (their [cluster] timeouts), data in {}",
+        "bench-failover: the 3 members of {} (their [cluster] timeouts), data in {}; the \
+         leader is {}",
         examples.display(),
-        dir.path().display()
+        dir.path().display(),
+        if freeze {
+            "frozen (SIGSTOP)"
+        } else {
+            "killed (SIGKILL)"
+        }
     )?;
     let mut random = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -141,7 +170,7 @@ pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow
     for round in 0..rounds {
         let started = Instant::now();
         let (leader, mut client) = loop {
-            if let Some(found) = connect_to_leader(&members) {
+            if let Some(found) = connect_to_leader(&members, usize::MAX, false) {
                 break found;
             }
             anyhow::ensure!(
@@ -161,11 +190,15 @@ pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow
             one_order(&mut client, next_client_order_id)
                 .context("an order to a live leader was not acknowledged")?;
         }
-        members[leader].kill()?;
+        if freeze {
+            members[leader].freeze()?;
+        } else {
+            members[leader].kill()?;
+        }
         let killed = Instant::now();
         drop(client);
         let new_leader = loop {
-            if let Some((index, mut client)) = connect_to_leader(&members) {
+            if let Some((index, mut client)) = connect_to_leader(&members, leader, freeze) {
                 next_client_order_id += 1;
                 if one_order(&mut client, next_client_order_id).is_ok() {
                     break index;
@@ -182,11 +215,13 @@ pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow
         took.push(elapsed);
         writeln!(
             out,
-            "round {round}: killed node {}, node {} acknowledged after {:.1} ms",
+            "round {round}: {} node {}, node {} acknowledged after {:.1} ms",
+            if freeze { "froze" } else { "killed" },
             leader + 1,
             new_leader + 1,
             elapsed.as_secs_f64() * 1e3
         )?;
+        members[leader].kill()?;
         let log = dir.path().join(format!("node{}.log", leader + 1));
         members[leader].start(&binary, dir.path(), &log)?;
     }
@@ -194,8 +229,9 @@ pub fn run(rounds: u64, examples: &Path, out: &mut dyn std::io::Write) -> anyhow
     if !took.is_empty() {
         writeln!(
             out,
-            "kill -9 of the leader to the first ack on the new leader, {} failovers: median \
+            "{} of the leader to the first ack on the new leader, {} failovers: median \
              {:.1} ms, min {:.1} ms, max {:.1} ms",
+            if freeze { "SIGSTOP" } else { "kill -9" },
             took.len(),
             took[took.len() / 2].as_secs_f64() * 1e3,
             took[0].as_secs_f64() * 1e3,

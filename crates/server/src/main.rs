@@ -158,6 +158,11 @@ enum Commands {
         /// Folder with the members' node1.toml..node3.toml.
         #[arg(long, default_value = "config/examples/cluster")]
         members: std::path::PathBuf,
+        /// Freeze the leader (SIGSTOP) instead of killing it: its host goes silent with its
+        /// connections open, as in a power loss or a cut network, so the others find it only
+        /// by the election timeout. It is killed and started again after each round.
+        #[arg(long)]
+        freeze: bool,
     },
     /// What the members of a cluster report about themselves (their admin `/status`).
     Cluster {
@@ -470,8 +475,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Commands::BenchFailover { rounds, members } => {
-            ringmatch_server::failover_bench::run(rounds, &members, &mut out)?;
+        Commands::BenchFailover {
+            rounds,
+            members,
+            freeze,
+        } => {
+            ringmatch_server::failover_bench::run(rounds, &members, freeze, &mut out)?;
             Ok(ExitCode::SUCCESS)
         }
         Commands::Cluster {
