@@ -167,6 +167,26 @@ fn a_prepared_output_fences_nobody_until_it_opens() {
     }
 }
 
+/// The resume points once partition 0 of the events topic shows `last`: a commit returns
+/// before its markers are written (the coordinator writes them after), so a read_committed
+/// reader may see the committed records a moment later. A fence, unlike this test's
+/// producer, waits for them: the coordinator answers "concurrent transactions" until the
+/// transaction before it is complete.
+fn settled(config: &KafkaConfig, last: Option<(u64, u32)>) -> ringmatch_kafka::ResumePoints {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let points = read_resume_points(config).unwrap();
+        if points.events[0].last == last {
+            return points;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 never showed {last:?}: {points:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The read after a fence starts where the read before it ended (the promotion's second
 /// read): whatever was committed or aborted in between, and on partitions untouched since,
 /// it finds what a whole read from the end finds.
@@ -177,21 +197,22 @@ fn a_read_since_an_earlier_one_finds_what_a_whole_read_finds() {
     publish(&mut output, &events(6));
     drop(output);
     let producer = raw_producer(&config, &format!("{}-writer", config.transactional_id));
-    let mut earlier = read_resume_points(&config).unwrap();
-    assert_eq!(earlier.events[0].last, Some((6, 1)));
+    let mut earlier = settled(&config, Some((6, 1)));
     // Each step changes partition 0 of the events topic (the others stay as they were) and
-    // checks the read since the previous points against a whole read.
-    let steps: [(&str, bool, std::ops::Range<u64>); 4] = [
-        ("nothing new", false, 0..0),
-        ("an aborted transaction", false, 100..140),
-        ("a committed one after it", true, 200..203),
+    // checks the read since the previous points against a whole read; the last event that
+    // partition holds committed after each step is the fourth value.
+    let steps: [(&str, bool, std::ops::Range<u64>, (u64, u32)); 4] = [
+        ("nothing new", false, 0..0, (6, 1)),
+        ("an aborted transaction", false, 100..140, (6, 1)),
+        ("a committed one after it", true, 200..203, (202, 0)),
         (
             "aborted again, longer than the reader's first windows",
             false,
             300..500,
+            (202, 0),
         ),
     ];
-    for (what, commit, seqs) in steps {
+    for (what, commit, seqs, last) in steps {
         if !seqs.is_empty() {
             producer.begin_transaction().unwrap();
             send_events(&producer, &config, seqs.clone());
@@ -203,8 +224,9 @@ fn a_read_since_an_earlier_one_finds_what_a_whole_read_finds() {
                 producer.abort_transaction(Duration::from_secs(30)).unwrap();
             }
         }
+        let whole = settled(&config, Some(last));
         let since = read_resume_points_since(&config, &earlier).unwrap();
-        assert_eq!(since, read_resume_points(&config).unwrap(), "after {what}");
+        assert_eq!(since, whole, "after {what}");
         earlier = since;
     }
     assert_eq!(earlier.events[0].last, Some((202, 0)));
