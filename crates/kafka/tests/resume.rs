@@ -201,7 +201,8 @@ fn a_read_since_an_earlier_one_finds_what_a_whole_read_finds() {
     // Each step changes partition 0 of the events topic (the others stay as they were) and
     // checks the read since the previous points against a whole read; the last event that
     // partition holds committed after each step is the fourth value.
-    let steps: [(&str, bool, std::ops::Range<u64>, (u64, u32)); 4] = [
+    type Step = (&'static str, bool, std::ops::Range<u64>, (u64, u32));
+    let steps: [Step; 4] = [
         ("nothing new", false, 0..0, (6, 1)),
         ("an aborted transaction", false, 100..140, (6, 1)),
         ("a committed one after it", true, 200..203, (202, 0)),
