@@ -268,18 +268,49 @@ pub fn leader(members: &[Member]) -> usize {
 
 /// Stops every member cleanly, the leader `at` first (stopped while its followers are gone,
 /// a leader loses its majority and steps down with status 3 instead); each must exit with 0.
+/// Stops the leader `at` cleanly, then all the others at once. Once the leader's process
+/// has ended, the followers find its port refusing and may elect one of them before their
+/// own stop: that leader's term record can then end some journals (callers compare the
+/// journals up to the sequence they had all reached, and allow only term records after).
 pub fn stop_all(members: &mut [Member], at: usize) {
-    let order = std::iter::once(at).chain((0..members.len()).filter(|&index| index != at));
-    for index in order {
-        let member = &mut members[index];
-        assert_eq!(
-            member.terminate(),
-            Some(0),
-            "node {}:\n{}",
-            member.id,
-            member.log_text()
-        );
+    let check = |member: &Member, code: Option<i32>| {
+        assert_eq!(code, Some(0), "node {}:\n{}", member.id, member.log_text());
+    };
+    let code = members[at].terminate();
+    check(&members[at], code);
+    let mut stopping = Vec::new();
+    for (index, member) in members.iter_mut().enumerate() {
+        if index != at {
+            let child = member.child.take().expect("running");
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            stopping.push((index, child));
+        }
     }
+    for (index, mut child) in stopping {
+        let code = child.wait().unwrap().code();
+        check(&members[index], code);
+    }
+}
+
+/// The lines of a `journal dump` up to sequence `last`; panics if a line after it is not a
+/// term record (see [`stop_all`]).
+pub fn journal_up_to(dump: &str, last: u64) -> Vec<&str> {
+    let mut kept = Vec::new();
+    for line in dump.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        if record["seq"].as_u64().unwrap() <= last {
+            kept.push(line);
+        } else {
+            assert_eq!(
+                record["command"]["type"], "term",
+                "a record after sequence {last} that is not a term record: {line}"
+            );
+        }
+    }
+    kept
 }
 
 /// Order-entry load (`gateway_load`) on a thread, against the order-entry port `port`, until
