@@ -140,6 +140,17 @@ impl Member {
     }
 }
 
+/// A member still running when its test ends (a failed assertion, say) is killed, so that it
+/// does not go on holding its ports and a share of the cores while the other tests run.
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Three members' configuration files, on free loopback ports, each ending with `extra`.
 pub fn cluster(dir: &std::path::Path, extra: &str) -> Vec<Member> {
     cluster_routed(dir, extra, "", 3, |_, _, address| address)
