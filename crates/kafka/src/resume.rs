@@ -157,20 +157,17 @@ fn read(
         let mut assignment = TopicPartitionList::new();
         let mut reading = Vec::new();
         for &(topic_index, partition, low, high) in &pending {
-            let after_earlier = earlier_point(topic_index, partition)
-                .filter(|_| first_round)
-                .map(|point| (point.offset + 1).clamp(low, high));
-            let start = after_earlier.unwrap_or((high - window).max(low));
+            // In the first round, a partition the earlier read found is read from after it.
+            let earlier_here = earlier_point(topic_index, partition).filter(|_| first_round);
+            let start = earlier_here
+                .map(|point| (point.offset + 1).clamp(low, high))
+                .unwrap_or((high - window).max(low));
             if start >= high {
-                found[topic_index][partition as usize] = Some(
-                    earlier_point(topic_index, partition)
-                        .filter(|_| after_earlier.is_some())
-                        .cloned()
-                        .unwrap_or(PartitionResume {
-                            offset: -1,
-                            ..PartitionResume::default()
-                        }),
-                );
+                found[topic_index][partition as usize] =
+                    Some(earlier_here.cloned().unwrap_or(PartitionResume {
+                        offset: -1,
+                        ..PartitionResume::default()
+                    }));
                 continue;
             }
             assignment
@@ -247,16 +244,16 @@ fn read(
             .map_err(kafka_error("unassigning".into()))?;
         pending.clear();
         for (index, (topic_index, partition, low, high, start)) in reading.into_iter().enumerate() {
-            match last[index].take() {
-                Some(resume) => found[topic_index][partition as usize] = Some(resume),
+            let earlier_here = earlier_point(topic_index, partition).filter(|_| first_round);
+            match (last[index].take(), earlier_here) {
+                (Some(resume), _) => found[topic_index][partition as usize] = Some(resume),
                 // Nothing committed after the earlier read's point: it stands.
-                None if first_round && earlier.is_some() => {
-                    found[topic_index][partition as usize] =
-                        earlier_point(topic_index, partition).cloned();
+                (None, Some(point)) => {
+                    found[topic_index][partition as usize] = Some(point.clone());
                 }
                 // Only aborted records or markers in the window: look further back.
-                None if start > low => pending.push((topic_index, partition, low, high)),
-                None => {
+                (None, None) if start > low => pending.push((topic_index, partition, low, high)),
+                (None, None) => {
                     found[topic_index][partition as usize] = Some(PartitionResume {
                         offset: -1,
                         ..PartitionResume::default()

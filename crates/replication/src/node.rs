@@ -167,7 +167,6 @@ struct GoneLeader {
     /// Ticks this node waits before it stands (its rank among the other voters times half
     /// an election timeout).
     wait_ticks: usize,
-    stood: bool,
 }
 
 /// The node.
@@ -299,20 +298,19 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             id,
             ticks: 0,
             wait_ticks: rank * self.config.election_ticks.div_ceil(2),
-            stood: false,
         });
         self.stand_if_leader_gone();
     }
 
     /// Stands for election once this node's wait after word of its leader's end is over,
-    /// unless a leader has come meanwhile.
+    /// unless a leader has come meanwhile; once per word.
     fn stand_if_leader_gone(&mut self) {
         let Some(gone) = self.gone_leader else {
             return;
         };
         let raft = &self.raw.raft;
         let other_leader = raft.leader_id != 0 && raft.leader_id != gone.id;
-        if other_leader || raft.state == StateRole::Leader || gone.stood {
+        if other_leader || raft.state == StateRole::Leader {
             self.gone_leader = None;
             return;
         }
@@ -327,10 +325,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
         if self.raw.step(timeout_now).is_ok() {
             self.early_elections_count += 1;
         }
-        self.gone_leader = Some(GoneLeader {
-            stood: true,
-            ..gone
-        });
+        self.gone_leader = None;
     }
 
     /// Elections this node stood in at once on word that its leader had ended
