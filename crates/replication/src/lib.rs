@@ -32,7 +32,7 @@ pub use proposals::{Outcome, Proposals};
 pub use raft::eraftpb::{Entry, Message, MessageType};
 pub use replica::{CommitHook, Compactor, Replica, WaitError};
 pub use replicated::{CommitLink, OnDeposed, ReplicatedJournal};
-pub use transport::{PeerAddress, Transport, TransportStats};
+pub use transport::{PeerAddress, Transport, TransportStats, Waker};
 
 use ringmatch_journal::JournalError;
 

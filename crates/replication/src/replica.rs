@@ -1,7 +1,9 @@
 //! The production driver of a [`Node`]: one thread that owns it, ticks it on a timer, hands
-//! it what the [`Transport`] receives and what the leader's pipeline proposes, runs
-//! [`Node::process`] and publishes the node's status, so that other threads can wait for a
-//! sequence to be committed ([`Replica::wait_committed`]).
+//! it what the [`Transport`] receives (read on this same thread) and what the leader's
+//! pipeline proposes, runs [`Node::process`] and publishes the node's status, so that other
+//! threads can wait for a sequence to be committed ([`Replica::wait_committed`]). It sleeps
+//! in the transport's [`Transport::wait`], which a frame from a peer, a proposal or an order
+//! ends.
 //!
 //! A proposal carries the sequence the ring gave the command; the node must put it at that
 //! very index. If it cannot (this node no longer leads, or the indexes disagree), the replica
@@ -12,13 +14,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringmatch_journal::JournalRecord;
 
 use crate::hard_state::HardStatePort;
 use crate::log::LogPort;
 use crate::node::{Committed, Node, NodeStatus, Role};
-use crate::transport::{Incoming, PeerAddress, Transport, TransportStats};
+use crate::transport::{Incoming, PeerAddress, Transport, TransportStats, Waker};
 use crate::ReplicationError;
 
 /// Messages taken from the network per turn of the loop at most, so a flood cannot starve
@@ -34,11 +36,26 @@ enum Control {
     Stop,
 }
 
+/// The replica's orders, and the wake-up of its thread that each one rings.
+#[derive(Clone)]
+struct Orders {
+    sender: Sender<Control>,
+    waker: Waker,
+}
+
+impl Orders {
+    fn send(&self, order: Control) -> Result<(), ()> {
+        let sent = self.sender.send(order).map_err(|_| ());
+        self.waker.wake();
+        sent
+    }
+}
+
 /// A handle that asks the replica to compact its log once a snapshot is stored (see
 /// [`Node::compact`]); cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct Compactor {
-    control: Sender<Control>,
+    control: Orders,
 }
 
 impl Compactor {
@@ -95,7 +112,7 @@ pub enum WaitError {
 
 /// A running replica: the node's thread and its transport.
 pub struct Replica {
-    control: Sender<Control>,
+    control: Orders,
     shared: Arc<Shared>,
     transport_stats: Arc<TransportStats>,
     thread: Option<JoinHandle<()>>,
@@ -113,13 +130,15 @@ impl Replica {
         on_commit: CommitHook,
     ) -> Result<Replica, ReplicationError> {
         let status = node.status();
-        let (deliver, messages) = unbounded();
-        let transport = Transport::start(cluster_id, status.node_id, listener, peers, deliver)
-            .map_err(|source| ReplicationError::Io {
-                path: "replication listener".into(),
-                source,
+        let transport =
+            Transport::start(cluster_id, status.node_id, listener, peers).map_err(|source| {
+                ReplicationError::Io {
+                    path: "replication listener".into(),
+                    source,
+                }
             })?;
         let transport_stats = transport.stats();
+        let waker = transport.waker();
         let shared = Arc::new(Shared {
             state: Mutex::new(Published {
                 status,
@@ -133,24 +152,17 @@ impl Replica {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("replica".into())
-                .spawn(move || {
-                    run(
-                        node,
-                        transport,
-                        messages,
-                        control_receiver,
-                        &shared,
-                        tick,
-                        on_commit,
-                    )
-                })
+                .spawn(move || run(node, transport, control_receiver, &shared, tick, on_commit))
                 .map_err(|source| ReplicationError::Io {
                     path: "replica thread".into(),
                     source,
                 })?
         };
         Ok(Replica {
-            control,
+            control: Orders {
+                sender: control,
+                waker,
+            },
             shared,
             transport_stats,
             thread: Some(thread),
@@ -168,7 +180,7 @@ impl Replica {
     pub fn propose(&self, records: Vec<JournalRecord>) -> Result<(), ReplicationError> {
         self.control
             .send(Control::Propose(records))
-            .map_err(|_| ReplicationError::Refused("the replica has stopped".into()))
+            .map_err(|()| ReplicationError::Refused("the replica has stopped".into()))
     }
 
     /// Waits until `seq` is committed while this node leads `term`.
@@ -286,8 +298,7 @@ fn publish(shared: &Shared, status: NodeStatus, failure: Option<String>, stopped
 
 fn run<L: LogPort, H: HardStatePort>(
     mut node: Node<L, H>,
-    transport: Transport,
-    messages: Receiver<Incoming>,
+    mut transport: Transport,
     control: Receiver<Control>,
     shared: &Shared,
     tick: Duration,
@@ -299,7 +310,8 @@ fn run<L: LogPort, H: HardStatePort>(
     let mut stopping = false;
     while !stopping && failure.is_none() {
         let wait = next_tick.saturating_duration_since(Instant::now());
-        let step = |node: &mut Node<L, H>, incoming: Incoming| match incoming {
+        transport.wait(wait, || control.is_empty());
+        transport.receive(MESSAGES_PER_TURN_MAX, &mut |incoming| match incoming {
             Incoming::Message(message) => {
                 let from = message.from;
                 if let Err(error) = node.step(message) {
@@ -307,25 +319,9 @@ fn run<L: LogPort, H: HardStatePort>(
                 }
             }
             Incoming::PeerGone(member) => node.peer_gone(member),
-        };
+        });
         let mut proposals = Vec::new();
         let mut compactions = Vec::new();
-        select! {
-            recv(messages) -> message => {
-                if let Ok(message) = message {
-                    step(&mut node, message);
-                }
-            }
-            recv(control) -> order => match order {
-                Ok(Control::Propose(records)) => proposals.push(records),
-                Ok(Control::Compact(index, archive)) => compactions.push((index, archive)),
-                Ok(Control::Stop) | Err(_) => stopping = true,
-            },
-            default(wait) => {}
-        }
-        for message in messages.try_iter().take(MESSAGES_PER_TURN_MAX) {
-            step(&mut node, message);
-        }
         for order in control.try_iter() {
             match order {
                 Control::Propose(records) => proposals.push(records),

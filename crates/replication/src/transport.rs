@@ -1,13 +1,19 @@
-//! The TCP transport between cluster members: one listener that reads frames from any peer,
-//! and one writer thread per peer with a bounded queue. Frames are the versioned framing of
+//! The TCP transport between cluster members. The receiving side belongs to the node's own
+//! thread: [`Transport::wait`] sleeps in one `poll` over the listener, every member's
+//! connection and a wake-up socket (which [`Waker`] rings when a proposal or an order is
+//! queued for the node), and [`Transport::receive`] reads what has arrived and hands the
+//! messages over on that same thread. So a frame from a peer wakes the thread that steps it,
+//! with no reader thread between the socket and the node (each hop between threads is a
+//! wake-up, the largest part of a round to the followers on a loaded machine). Sending has one
+//! writer thread per peer with a bounded queue. Frames are the versioned framing of
 //! [`crate::frame`]; a connection whose bytes are not a valid frame for this node and cluster
 //! is closed, and the refusal counted and logged, without harm to the node. Sending never
 //! blocks the node's thread: a full queue or a peer that cannot be reached drops the frame,
 //! and Raft sends again (appends are retried, heartbeats recur).
 //!
-//! When a connection from a member ends, its reader asks that member's replication port
-//! whether anyone still listens there: a refused connection means the member's process has
-//! ended (a process that dies closes its listener with its connections), and the node is
+//! When a connection from a member ends, a short-lived thread asks that member's replication
+//! port whether anyone still listens there: a refused connection means the member's process
+//! has ended (a process that dies closes its listener with its connections), and the node is
 //! told ([`Incoming::PeerGone`]), so that a follower whose leader died need not wait out the
 //! election timeout ([`crate::Node::peer_gone`]). A host that goes silent (power loss, a cut
 //! cable) refuses nothing: that is found by the election timeout alone. What the transport
@@ -16,12 +22,14 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use raft::eraftpb::Message;
 
 use crate::frame::{decode_frame, encode_frame, Decoded};
@@ -42,6 +50,14 @@ const GONE_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 /// A connection to a peer that has carried nothing for this long is checked before the next
 /// write, in case the peer has closed it meanwhile (see [`closed_by_peer`]).
 const IDLE_CHECK_AFTER: Duration = Duration::from_millis(20);
+/// Bytes read from one connection per call at most.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes read from one connection per turn at most, so that a snapshot's large frame does
+/// not hold the node's thread (the rest is read on the next turns).
+const READ_PER_TURN_MAX: usize = 8 << 20;
+/// Connections from peers held at once at most; a new one beyond it closes the oldest (a
+/// member reconnects after a restart, so old ones can linger until they are read to the end).
+const CONNECTIONS_MAX: usize = 64;
 
 /// Counters of the transport, read from any thread.
 #[derive(Debug, Default)]
@@ -78,48 +94,87 @@ pub struct PeerAddress {
     pub address: SocketAddr,
 }
 
-/// The transport's sending side, owned by the node's thread.
+/// The transport, owned by the node's thread: it sends through the writer threads and
+/// receives on the node's thread itself.
 pub struct Transport {
     cluster_id: u64,
+    node_id: u64,
     peers: HashMap<u64, Sender<Vec<u8>>>,
+    members: HashMap<u64, SocketAddr>,
     stats: Arc<TransportStats>,
     stopping: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     listen_address: SocketAddr,
+    listener: Option<TcpListener>,
+    /// Whether the last wait found a connection waiting to be accepted.
+    accept_ready: bool,
+    connections: Vec<Connection>,
+    chunk: Vec<u8>,
+    /// Members found gone by a probe thread, for the node.
+    gone: Receiver<u64>,
+    gone_sender: Sender<u64>,
+    probes: Vec<JoinHandle<()>>,
+    waker: Waker,
+    wake_receiver: UnixStream,
+}
+
+/// One connection a peer opened to this node.
+struct Connection {
+    stream: TcpStream,
+    from: SocketAddr,
+    /// The member its frames came from, once one did.
+    sender: Option<u64>,
+    /// Bytes read and not yet taken as frames.
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already taken.
+    used: usize,
+    /// Whether the last turn stopped at its limit of messages, so that whole frames may
+    /// still wait in `buffer`.
+    backlog: bool,
+    /// Whether the last wait found it readable (or closed).
+    readable: bool,
+}
+
+/// Wakes the node's thread from [`Transport::wait`]; cheap to clone, usable from any thread.
+/// Ring it after queuing something for the node (a proposal, an order): it costs a system
+/// call only when the node's thread sleeps.
+#[derive(Clone)]
+pub struct Waker {
+    asleep: Arc<AtomicBool>,
+    socket: Arc<UnixStream>,
+}
+
+impl Waker {
+    /// Wakes the node's thread if it sleeps in [`Transport::wait`].
+    pub fn wake(&self) {
+        // Pairs with the fence in `Transport::wait`: either that thread sees what was queued
+        // before this call, or this call sees it asleep and writes.
+        fence(Ordering::SeqCst);
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            // A full socket means a wake-up is already waiting to be read.
+            let _ = (&*self.socket).write(&[1]);
+        }
+    }
 }
 
 impl Transport {
-    /// Starts reading frames on `listener` (handing each message, and each member found
-    /// gone, to `deliver`) and one writer per peer.
+    /// Listens on `listener` (whose connections this node's thread reads, see
+    /// [`Transport::receive`]) and starts one writer per peer.
     pub fn start(
         cluster_id: u64,
         node_id: u64,
         listener: TcpListener,
         peers: &[PeerAddress],
-        deliver: Sender<Incoming>,
     ) -> std::io::Result<Transport> {
         let stats = Arc::new(TransportStats::default());
         let stopping = Arc::new(AtomicBool::new(false));
         let listen_address = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let mut threads = Vec::new();
         let members: HashMap<u64, SocketAddr> = peers
             .iter()
             .map(|peer| (peer.node_id, peer.address))
             .collect();
-        {
-            let stats = Arc::clone(&stats);
-            let stopping = Arc::clone(&stopping);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("repl-listen".into())
-                    .spawn(move || {
-                        accept_loop(
-                            listener, cluster_id, node_id, members, deliver, stats, stopping,
-                        )
-                    })?,
-            );
-        }
+        let mut threads = Vec::new();
         let mut senders = HashMap::new();
         for peer in peers.iter().filter(|peer| peer.node_id != node_id) {
             let (sender, receiver) = bounded(PEER_QUEUE_FRAMES_MAX);
@@ -133,13 +188,31 @@ impl Transport {
             );
             senders.insert(peer.node_id, sender);
         }
+        let (wake_sender, wake_receiver) = UnixStream::pair()?;
+        wake_sender.set_nonblocking(true)?;
+        wake_receiver.set_nonblocking(true)?;
+        let (gone_sender, gone) = unbounded();
         Ok(Transport {
             cluster_id,
+            node_id,
             peers: senders,
+            members,
             stats,
             stopping,
             threads,
             listen_address,
+            listener: Some(listener),
+            accept_ready: true,
+            connections: Vec::new(),
+            chunk: vec![0u8; READ_CHUNK_BYTES],
+            gone,
+            gone_sender,
+            probes: Vec::new(),
+            waker: Waker {
+                asleep: Arc::new(AtomicBool::new(false)),
+                socket: Arc::new(wake_sender),
+            },
+            wake_receiver,
         })
     }
 
@@ -155,6 +228,11 @@ impl Transport {
         }
     }
 
+    /// What wakes this transport's [`Transport::wait`] from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
     /// The transport's counters.
     pub fn stats(&self) -> Arc<TransportStats> {
         Arc::clone(&self.stats)
@@ -164,102 +242,291 @@ impl Transport {
     pub fn listen_address(&self) -> SocketAddr {
         self.listen_address
     }
+
+    /// Sleeps until a connection has something to read, a peer connects, a member is found
+    /// gone, the [`Waker`] rings, or `timeout` passes, and notes which connections to read.
+    /// Does not sleep (but still notes) if whole frames already read wait to be taken, or if
+    /// `idle` (asked after this thread has announced that it sleeps) says something else is
+    /// waiting.
+    pub fn wait(&mut self, timeout: Duration, idle: impl Fn() -> bool) {
+        let mut timeout = timeout;
+        if self.connections.iter().any(|c| c.backlog) || !self.gone.is_empty() {
+            timeout = Duration::ZERO;
+        }
+        if !timeout.is_zero() {
+            self.waker.asleep.store(true, Ordering::SeqCst);
+            // Pairs with the fence in `Waker::wake`.
+            fence(Ordering::SeqCst);
+            if !idle() || !self.gone.is_empty() {
+                timeout = Duration::ZERO;
+            }
+        }
+        let mut fds = Vec::with_capacity(self.connections.len() + 2);
+        fds.push(self.wake_receiver.as_raw_fd());
+        fds.push(
+            self.listener
+                .as_ref()
+                .map_or(-1, |listener| listener.as_raw_fd()),
+        );
+        fds.extend(self.connections.iter().map(|c| c.stream.as_raw_fd()));
+        let ready = poll_readable(&fds, timeout);
+        self.waker.asleep.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if ready[0] {
+            let mut drained = [0u8; 64];
+            while matches!((&self.wake_receiver).read(&mut drained), Ok(read) if read > 0) {}
+        }
+        self.accept_ready = ready[1];
+        for (connection, ready) in self.connections.iter_mut().zip(&ready[2..]) {
+            connection.readable = *ready;
+        }
+    }
+
+    /// Accepts the connections [`Transport::wait`] found waiting, reads every connection it
+    /// found readable, and hands `deliver` at most `max` messages (and every member found
+    /// gone); returns how many messages it handed over (more may wait: the next wait then
+    /// does not sleep). A connection that sends anything but a valid frame of this cluster
+    /// for this node, from one member, is closed and counted.
+    pub fn receive(&mut self, max: usize, deliver: &mut dyn FnMut(Incoming)) -> usize {
+        for member in self.gone.try_iter() {
+            deliver(Incoming::PeerGone(member));
+        }
+        if std::mem::take(&mut self.accept_ready) {
+            self.accept();
+        }
+        let mut delivered = 0;
+        let mut index = 0;
+        while index < self.connections.len() && delivered < max {
+            if !self.connections[index].readable && !self.connections[index].backlog {
+                index += 1;
+                continue;
+            }
+            match self.read_connection(index, max - delivered, deliver) {
+                Ok(count) => {
+                    delivered += count;
+                    index += 1;
+                }
+                Err(ended) => {
+                    let connection = self.connections.swap_remove(index);
+                    if let (Ended::ByPeer, Some(member)) = (ended, connection.sender) {
+                        self.probe(member);
+                    }
+                }
+            }
+        }
+        delivered
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((stream, from)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    if self.connections.len() >= CONNECTIONS_MAX {
+                        self.connections.remove(0);
+                    }
+                    self.connections.push(Connection {
+                        stream,
+                        from,
+                        sender: None,
+                        buffer: Vec::new(),
+                        used: 0,
+                        backlog: false,
+                        readable: true,
+                    });
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Reads what connection `index` has and delivers up to `max` of its messages; the count
+    /// delivered, or how it ended.
+    fn read_connection(
+        &mut self,
+        index: usize,
+        max: usize,
+        deliver: &mut dyn FnMut(Incoming),
+    ) -> Result<usize, Ended> {
+        let connection = &mut self.connections[index];
+        connection.readable = false;
+        let mut ended = None;
+        // A connection with whole frames still waiting is read again only once they are
+        // taken, so that one peer cannot grow its buffer without bound.
+        if !connection.backlog {
+            let mut read_this_turn = 0;
+            while read_this_turn < READ_PER_TURN_MAX {
+                match connection.stream.read(&mut self.chunk) {
+                    Ok(0) => {
+                        ended = Some(Ended::ByPeer);
+                        break;
+                    }
+                    Ok(read) => {
+                        connection.buffer.extend_from_slice(&self.chunk[..read]);
+                        read_this_turn += read;
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        ended = Some(Ended::ByPeer);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut delivered = 0;
+        connection.backlog = false;
+        loop {
+            if delivered == max {
+                connection.backlog = true;
+                break;
+            }
+            let bytes = &connection.buffer[connection.used..];
+            match decode_frame(self.cluster_id, self.node_id, bytes) {
+                Ok(Decoded::Incomplete(_)) => break,
+                Ok(Decoded::Frame {
+                    route,
+                    message,
+                    used,
+                }) => {
+                    connection.used += used;
+                    if !self.members.contains_key(&route.from) || route.from == self.node_id {
+                        refuse(
+                            &self.stats,
+                            connection.from,
+                            &format!("a frame from node {}, not a member", route.from),
+                        );
+                        return Err(Ended::Refused);
+                    }
+                    if let Some(member) = connection.sender.filter(|member| *member != route.from) {
+                        refuse(
+                            &self.stats,
+                            connection.from,
+                            &format!(
+                                "a frame from node {} on a connection of node {member}",
+                                route.from
+                            ),
+                        );
+                        return Err(Ended::Refused);
+                    }
+                    connection.sender = Some(route.from);
+                    self.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+                    deliver(Incoming::Message(*message));
+                    delivered += 1;
+                }
+                Err(error) => {
+                    refuse(&self.stats, connection.from, &error.to_string());
+                    return Err(Ended::Refused);
+                }
+            }
+        }
+        if connection.used == connection.buffer.len() {
+            connection.buffer.clear();
+            connection.used = 0;
+        } else if connection.used >= READ_CHUNK_BYTES {
+            connection.buffer.drain(..connection.used);
+            connection.used = 0;
+        }
+        // The peer's last whole frames are delivered before its end is (the end is read
+        // again on the next turn); a partial frame at the end is dropped with it.
+        match ended {
+            Some(ended) if !connection.backlog => Err(ended),
+            _ => Ok(delivered),
+        }
+    }
+
+    /// Asks, on a thread of its own, whether `member`'s port still takes connections; if it
+    /// refuses them, the member is gone, and the node is told on its next turn.
+    fn probe(&mut self, member: u64) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        self.probes.retain(|probe| !probe.is_finished());
+        let address = self.members[&member];
+        let stopping = Arc::clone(&self.stopping);
+        let stats = Arc::clone(&self.stats);
+        let gone = self.gone_sender.clone();
+        let waker = self.waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("repl-probe".into())
+            .spawn(move || {
+                if refuses_connections(address, &stopping) {
+                    stats.peers_gone.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        member,
+                        "replication: node {member}'s connection ended and its replication \
+                         port refuses connections: its process has ended"
+                    );
+                    let _ = gone.send(member);
+                    waker.wake();
+                }
+            });
+        if let Ok(probe) = spawned {
+            self.probes.push(probe);
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The peer closed it (or it failed).
+    ByPeer,
+    /// This node closed it for a bad frame.
+    Refused,
+}
+
+/// Waits until one of `fds` is readable (or closed) or `timeout` passes; which are. A
+/// negative descriptor is passed over, as `poll` does.
+#[allow(unsafe_code)]
+fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().min(3600) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `polled` is a live, writable array of `polled.len()` pollfd structs, the
+    // timespec outlives the call, and a null signal mask keeps the thread's own.
+    let result = unsafe {
+        libc::ppoll(
+            polled.as_mut_ptr(),
+            polled.len() as libc::nfds_t,
+            &timeout,
+            std::ptr::null(),
+        )
+    };
+    if result < 0 {
+        // Interrupted (EINTR) or refused: read everything, as if all were ready.
+        return vec![true; fds.len()];
+    }
+    polled.iter().map(|fd| fd.revents != 0).collect()
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
+        // The listener closes before the connections, so that the peers' probes find the
+        // port refusing as soon as this node's connections end.
+        self.listener = None;
+        self.connections.clear();
         self.peers.clear();
-        for thread in self.threads.drain(..) {
+        for thread in self.threads.drain(..).chain(self.probes.drain(..)) {
             let _ = thread.join();
         }
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    cluster_id: u64,
-    node_id: u64,
-    members: HashMap<u64, SocketAddr>,
-    deliver: Sender<Incoming>,
-    stats: Arc<TransportStats>,
-    stopping: Arc<AtomicBool>,
-) {
-    let mut readers: Vec<JoinHandle<()>> = Vec::new();
-    while !stopping.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, from)) => {
-                let deliver = deliver.clone();
-                let stats = Arc::clone(&stats);
-                let stopping = Arc::clone(&stopping);
-                let members = members.clone();
-                let spawned =
-                    std::thread::Builder::new()
-                        .name("repl-read".into())
-                        .spawn(move || {
-                            read_loop(
-                                stream, from, cluster_id, node_id, &members, deliver, stats,
-                                stopping,
-                            )
-                        });
-                if let Ok(handle) = spawned {
-                    readers.push(handle);
-                }
-                readers.retain(|handle| !handle.is_finished());
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
-        }
-    }
-    // Closed before the readers are waited for, so that the peers' probes find the port
-    // refusing as soon as this node's connections end.
-    drop(listener);
-    for reader in readers {
-        let _ = reader.join();
-    }
-}
-
-/// Reads one connection; when it ends without a fault of the frames, and it came from a
-/// member, tells whether that member's process has ended.
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
-    stream: TcpStream,
-    from: SocketAddr,
-    cluster_id: u64,
-    node_id: u64,
-    members: &HashMap<u64, SocketAddr>,
-    deliver: Sender<Incoming>,
-    stats: Arc<TransportStats>,
-    stopping: Arc<AtomicBool>,
-) {
-    let mut sender = None;
-    let ended = read_frames(
-        stream,
-        from,
-        cluster_id,
-        node_id,
-        members,
-        &deliver,
-        &stats,
-        &stopping,
-        &mut sender,
-    );
-    let (true, Some(member)) = (ended, sender) else {
-        return;
-    };
-    if stopping.load(Ordering::Relaxed) {
-        return;
-    }
-    if refuses_connections(members[&member], &stopping) {
-        stats.peers_gone.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            member,
-            "replication: node {member}'s connection ended and its replication port refuses \
-             connections: its process has ended"
-        );
-        let _ = deliver.send(Incoming::PeerGone(member));
     }
 }
 
@@ -275,85 +542,6 @@ fn refuses_connections(address: SocketAddr, stopping: &AtomicBool) -> bool {
             Err(_) => return false,
             Ok(_) => std::thread::sleep(GONE_PROBE_PAUSE),
         }
-    }
-    false
-}
-
-/// Reads frames until the connection ends (true) or is closed for a bad frame or by the
-/// node (false); `sender` is the member the frames came from.
-#[allow(clippy::too_many_arguments)]
-fn read_frames(
-    mut stream: TcpStream,
-    from: SocketAddr,
-    cluster_id: u64,
-    node_id: u64,
-    members: &HashMap<u64, SocketAddr>,
-    deliver: &Sender<Incoming>,
-    stats: &TransportStats,
-    stopping: &AtomicBool,
-    sender: &mut Option<u64>,
-) -> bool {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    while !stopping.load(Ordering::Relaxed) {
-        match stream.read(&mut chunk) {
-            Ok(0) => return true,
-            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(_) => return true,
-        }
-        let mut used_total = 0;
-        loop {
-            match decode_frame(cluster_id, node_id, &buffer[used_total..]) {
-                Ok(Decoded::Incomplete(_)) => break,
-                Ok(Decoded::Frame {
-                    route,
-                    message,
-                    used,
-                }) => {
-                    used_total += used;
-                    if !members.contains_key(&route.from) || route.from == node_id {
-                        refuse(
-                            stats,
-                            from,
-                            &format!("a frame from node {}, not a member", route.from),
-                        );
-                        return false;
-                    }
-                    if sender.is_some_and(|member| member != route.from) {
-                        refuse(
-                            stats,
-                            from,
-                            &format!(
-                                "a frame from node {} on a connection of node {}",
-                                route.from,
-                                sender.unwrap_or_default()
-                            ),
-                        );
-                        return false;
-                    }
-                    *sender = Some(route.from);
-                    stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                    if deliver.send(Incoming::Message(*message)).is_err() {
-                        return false;
-                    }
-                }
-                Err(error) => {
-                    refuse(stats, from, &error.to_string());
-                    return false;
-                }
-            }
-        }
-        buffer.drain(..used_total);
     }
     false
 }
@@ -439,4 +627,162 @@ fn closed_by_peer(stream: &TcpStream) -> bool {
         Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
     };
     stream.set_nonblocking(false).is_err() || closed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use raft::eraftpb::MessageType;
+
+    use super::*;
+
+    const CLUSTER: u64 = 7;
+
+    /// A transport for node 1 of members 1 and 2; node 2's listener stays open and unread.
+    fn node_one() -> (Transport, TcpListener) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peers = [
+            PeerAddress {
+                node_id: 1,
+                address: listener.local_addr().unwrap(),
+            },
+            PeerAddress {
+                node_id: 2,
+                address: other.local_addr().unwrap(),
+            },
+        ];
+        (
+            Transport::start(CLUSTER, 1, listener, &peers).unwrap(),
+            other,
+        )
+    }
+
+    fn frame_from_two(index: u64) -> Vec<u8> {
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgHeartbeat);
+        message.from = 2;
+        message.to = 1;
+        message.term = 3;
+        message.index = index;
+        let mut bytes = Vec::new();
+        encode_frame(CLUSTER, &message, &mut bytes);
+        bytes
+    }
+
+    /// Runs turns of wait and receive (each wait up to `timeout`) until `done` holds; what was
+    /// delivered.
+    fn turns(
+        transport: &mut Transport,
+        timeout: Duration,
+        max: usize,
+        done: impl Fn(&Transport, &[Incoming]) -> bool,
+    ) -> Vec<Incoming> {
+        let mut delivered = Vec::new();
+        for _ in 0..1_000 {
+            if done(transport, &delivered) {
+                return delivered;
+            }
+            transport.wait(timeout, || true);
+            transport.receive(max, &mut |incoming| delivered.push(incoming));
+        }
+        panic!("not done after 1,000 turns: {delivered:?}");
+    }
+
+    #[test]
+    fn frames_split_across_writes_and_frames_left_at_a_turn_s_limit_are_all_delivered_once() {
+        let (mut transport, _other) = node_one();
+        let mut peer = TcpStream::connect(transport.listen_address()).unwrap();
+        let mut bytes = Vec::new();
+        for index in 1..=5 {
+            bytes.extend(frame_from_two(index));
+        }
+        // The first frame in two pieces, the rest in one write.
+        let first = frame_from_two(1).len();
+        peer.write_all(&bytes[..first / 2]).unwrap();
+        let _ = turns(&mut transport, Duration::from_millis(10), 2, |t, _| {
+            t.connections.iter().any(|c| !c.buffer.is_empty())
+        });
+        peer.write_all(&bytes[first / 2..]).unwrap();
+        // Two messages a turn: the waits after the first turn must not sleep, as whole
+        // frames are already read (a wait that slept would take its whole minute).
+        let started = Instant::now();
+        let delivered = turns(&mut transport, Duration::from_secs(60), 2, |_, d| {
+            d.len() >= 5
+        });
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let indexes: Vec<u64> = delivered
+            .iter()
+            .map(|incoming| match incoming {
+                Incoming::Message(message) => message.index,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(indexes, [1, 2, 3, 4, 5]);
+        assert_eq!(transport.stats.frames_received.load(Ordering::Relaxed), 5);
+        assert_eq!(transport.stats.frames_refused.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_peer_that_closes_after_half_a_frame_is_let_go_without_a_refusal() {
+        let (mut transport, _other) = node_one();
+        let mut peer = TcpStream::connect(transport.listen_address()).unwrap();
+        let _ = turns(&mut transport, Duration::from_millis(10), 16, |t, _| {
+            !t.connections.is_empty()
+        });
+        let frame = frame_from_two(1);
+        peer.write_all(&frame[..frame.len() - 3]).unwrap();
+        drop(peer);
+        let delivered = turns(&mut transport, Duration::from_millis(10), 16, |t, _| {
+            t.connections.is_empty()
+        });
+        assert!(delivered.is_empty(), "{delivered:?}");
+        assert_eq!(transport.stats.frames_refused.load(Ordering::Relaxed), 0);
+        // No member's frame came whole, so no member is asked after.
+        assert!(transport.probes.is_empty());
+    }
+
+    #[test]
+    fn a_frame_from_a_stranger_closes_the_connection_and_is_counted() {
+        let (mut transport, _other) = node_one();
+        let mut peer = TcpStream::connect(transport.listen_address()).unwrap();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgHeartbeat);
+        message.from = 9;
+        message.to = 1;
+        let mut bytes = Vec::new();
+        encode_frame(CLUSTER, &message, &mut bytes);
+        peer.write_all(&bytes).unwrap();
+        let delivered = turns(&mut transport, Duration::from_millis(10), 16, |t, _| {
+            t.stats.frames_refused.load(Ordering::Relaxed) == 1
+        });
+        assert!(delivered.is_empty(), "{delivered:?}");
+        assert!(transport.connections.is_empty());
+        let mut byte = [0u8; 1];
+        assert_eq!(peer.read(&mut byte).unwrap_or(0), 0, "closed by the node");
+    }
+
+    #[test]
+    fn the_waker_ends_a_wait_from_another_thread() {
+        let (mut transport, _other) = node_one();
+        let waker = transport.waker();
+        let queued = Arc::new(AtomicBool::new(false));
+        let ringer = {
+            let queued = Arc::clone(&queued);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                queued.store(true, Ordering::SeqCst);
+                waker.wake();
+            })
+        };
+        let started = Instant::now();
+        // Asked after the announcement; a wake-up lost between the two would leave this
+        // waiting its whole minute.
+        while !queued.load(Ordering::SeqCst) {
+            transport.wait(Duration::from_secs(60), || !queued.load(Ordering::SeqCst));
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        ringer.join().unwrap();
+    }
 }
