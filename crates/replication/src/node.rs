@@ -239,6 +239,11 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
             check_quorum: true,
             // A node that rejoins after a partition does not depose a working leader.
             pre_vote: true,
+            // A follower learns a new commit index from the next append or heartbeat, not
+            // from an empty append sent to every follower each time the index moves: that
+            // halved the frames from the leader, and the followers' commit index is only
+            // what their shadow matcher may run (a new leader commits its own entry first).
+            skip_bcast_commit: true,
             ..Config::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());

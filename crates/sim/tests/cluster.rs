@@ -96,9 +96,9 @@ fn each_broken_rule_is_found() {
         (ClusterRevert::AckAtPropose, 5, "is not at its sequence"),
         // Taking any entry committed at the index for the proposal acknowledges another
         // leader's command.
-        (ClusterRevert::AckByIndex, 5, "acknowledged sequence"),
+        (ClusterRevert::AckByIndex, 15, "acknowledged sequence"),
         // A node that forgets its term after a crash journals an old term again.
-        (ClusterRevert::ForgetVote, 6, "opens term 1, not later than"),
+        (ClusterRevert::ForgetVote, 8, "opens term 1, not later than"),
         // Followers that ack unsynced entries let a power loss change a committed entry.
         (ClusterRevert::UnsyncedJournal, 14, "committed as"),
     ];
