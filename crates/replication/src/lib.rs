@@ -27,7 +27,7 @@ use std::path::PathBuf;
 pub use frame::{decode_frame, encode_frame, Decoded, FrameError, Route};
 pub use hard_state::{HardState, HardStateFile, HardStatePort, Owner};
 pub use log::{LogPort, LogStore, SnapshotPort, TermRuns};
-pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Role};
+pub use node::{Committed, MemberProgress, Node, NodeConfig, NodeStatus, Outbox, Role};
 pub use proposals::{Outcome, Proposals};
 pub use raft::eraftpb::{Entry, Message, MessageType};
 pub use replica::{CommitHook, Compactor, Replica, WaitError};

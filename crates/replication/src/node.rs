@@ -126,6 +126,22 @@ pub struct MemberProgress {
     pub matched: u64,
 }
 
+/// Where a node's messages go ([`Node::process`]). A closure taking each message is one;
+/// the transport gathers messages and sends them when flushed.
+pub trait Outbox {
+    /// Takes a message to send.
+    fn send(&mut self, message: Message);
+    /// Sends what was taken. Called before the node writes and syncs its journal (so that a
+    /// leader's appends are on their way meanwhile) and before `process` returns.
+    fn flush(&mut self) {}
+}
+
+impl<F: FnMut(Message)> Outbox for F {
+    fn send(&mut self, message: Message) {
+        self(message);
+    }
+}
+
 /// What a node reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -439,24 +455,21 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
     }
 
     /// Handles everything Raft has ready (see the module docs), handing messages to
-    /// `outbox` as they may leave; returns the committed records to run, in order.
-    pub fn process(
-        &mut self,
-        outbox: &mut dyn FnMut(Message),
-    ) -> Result<Vec<Committed>, ReplicationError> {
+    /// `outbox` as they may leave, and flushing it before each wait for the journal and at
+    /// the end; returns the committed records to run, in order.
+    pub fn process(&mut self, outbox: &mut dyn Outbox) -> Result<Vec<Committed>, ReplicationError> {
         let mut committed = Vec::new();
         // Followers sent a snapshot: raft-rs waits for word of it before it sends them
         // anything else, and a lost message would leave them behind for good. It is told
         // the snapshot went out; a follower that did not get it rejects the next append,
         // and is sent one again.
         let snapshot_sent_to = std::cell::RefCell::new(Vec::new());
-        let mut outbox = |message: Message| {
+        let send = |outbox: &mut dyn Outbox, message: Message| {
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 snapshot_sent_to.borrow_mut().push(message.to);
             }
-            outbox(message);
+            outbox.send(message);
         };
-        let outbox = &mut outbox;
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
             // A new term or vote is stored before any message of this Ready leaves and before
@@ -469,8 +482,10 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                     .set_term_and_vote(hard_state.term, hard_state.vote)?;
             }
             for message in ready.take_messages() {
-                outbox(message);
+                send(outbox, message);
             }
+            // A leader's appends leave before its own journal write and sync.
+            outbox.flush();
             if !ready.snapshot().is_empty() {
                 // Stored (file, hard state, journal reset) before the acks of this Ready
                 // leave; the matcher jumps to it, and committed entries continue after it.
@@ -492,14 +507,14 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                 self.raw.mut_store().set_commit(hard_state.commit)?;
             }
             for message in ready.take_persisted_messages() {
-                outbox(message);
+                send(outbox, message);
             }
             let mut light = self.raw.advance(ready);
             if let Some(commit) = light.commit_index() {
                 self.raw.mut_store().set_commit(commit)?;
             }
             for message in light.take_messages() {
-                outbox(message);
+                send(outbox, message);
             }
             self.take_committed(light.take_committed_entries(), &mut committed)?;
             self.raw.advance_apply_to(self.applied);
@@ -508,6 +523,7 @@ impl<L: LogPort, H: HardStatePort> Node<L, H> {
                 self.raw.report_snapshot(to, raft::SnapshotStatus::Finish);
             }
         }
+        outbox.flush();
         Ok(committed)
     }
 

@@ -19,7 +19,7 @@ use ringmatch_journal::JournalRecord;
 
 use crate::hard_state::HardStatePort;
 use crate::log::LogPort;
-use crate::node::{Committed, Node, NodeStatus, Role};
+use crate::node::{Committed, Node, NodeStatus, Outbox, Role};
 use crate::transport::{Incoming, PeerAddress, Transport, TransportStats, Waker};
 use crate::ReplicationError;
 
@@ -308,6 +308,7 @@ fn run<L: LogPort, H: HardStatePort>(
     let mut early_elections = node.early_elections_count();
     let mut failure: Option<String> = None;
     let mut stopping = false;
+    let mut published: Option<NodeStatus> = None;
     while !stopping && failure.is_none() {
         let wait = next_tick.saturating_duration_since(Instant::now());
         transport.wait(wait, || control.is_empty());
@@ -375,14 +376,19 @@ fn run<L: LogPort, H: HardStatePort>(
                  waiting out the election timeout"
             );
         }
-        match node.process(&mut |message| transport.send(&message)) {
+        match node.process(&mut transport) {
             Ok(committed) => {
                 let status = node.status();
                 let installed = node.take_installed_snapshot();
                 if installed.is_some() || !committed.is_empty() {
                     on_commit(&status, installed, &committed);
                 }
-                publish(shared, status, failure.clone(), false);
+                // Waiters are woken only by a change (a wake-up of each on every turn cost
+                // a system call and their threads' turns).
+                if failure.is_some() || published.as_ref() != Some(&status) {
+                    publish(shared, status.clone(), failure.clone(), false);
+                    published = Some(status);
+                }
             }
             Err(error) => {
                 failure = Some(format!("the node failed: {error}"));
@@ -391,4 +397,14 @@ fn run<L: LogPort, H: HardStatePort>(
         }
     }
     publish(shared, node.status(), failure, true);
+}
+
+impl Outbox for Transport {
+    fn send(&mut self, message: raft::eraftpb::Message) {
+        Transport::send(self, &message);
+    }
+
+    fn flush(&mut self) {
+        Transport::flush(self);
+    }
 }

@@ -29,13 +29,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use raft::eraftpb::Message;
 
 use crate::frame::{decode_frame, encode_frame, Decoded};
 
-/// Frames queued for one peer at most; more are dropped (Raft sends again).
-const PEER_QUEUE_FRAMES_MAX: usize = 4_096;
+/// Bytes queued for one peer's writer at most (a snapshot's frame and then some); more are
+/// dropped (Raft sends again).
+const PEER_QUEUE_BYTES_MAX: usize = 96 << 20;
+/// How long the writer waits for a peer's socket to take more bytes before it gives the
+/// connection up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// The wait before connecting again to a peer that could not be reached.
@@ -64,6 +68,8 @@ const CONNECTIONS_MAX: usize = 64;
 pub struct TransportStats {
     /// Frames handed to a peer's socket.
     pub frames_sent: AtomicU64,
+    /// Of those, frames the node's thread wrote itself (the rest went by the writer thread).
+    pub frames_sent_directly: AtomicU64,
     /// Frames dropped: a full queue or an unreachable peer.
     pub frames_dropped: AtomicU64,
     /// Frames received and handed to the node.
@@ -99,7 +105,7 @@ pub struct PeerAddress {
 pub struct Transport {
     cluster_id: u64,
     node_id: u64,
-    peers: HashMap<u64, Sender<Vec<u8>>>,
+    peers: HashMap<u64, Peer>,
     members: HashMap<u64, SocketAddr>,
     stats: Arc<TransportStats>,
     stopping: Arc<AtomicBool>,
@@ -177,16 +183,24 @@ impl Transport {
         let mut threads = Vec::new();
         let mut senders = HashMap::new();
         for peer in peers.iter().filter(|peer| peer.node_id != node_id) {
-            let (sender, receiver) = bounded(PEER_QUEUE_FRAMES_MAX);
+            let link = Arc::new(Link::default());
             let stats = Arc::clone(&stats);
             let stopping = Arc::clone(&stopping);
             let address = peer.address;
+            let writer_link = Arc::clone(&link);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("repl-to-{}", peer.node_id))
-                    .spawn(move || write_loop(address, receiver, stats, stopping))?,
+                    .spawn(move || write_loop(address, &writer_link, &stats, &stopping))?,
             );
-            senders.insert(peer.node_id, sender);
+            senders.insert(
+                peer.node_id,
+                Peer {
+                    link,
+                    pending: Vec::new(),
+                    pending_frames: 0,
+                },
+            );
         }
         let (wake_sender, wake_receiver) = UnixStream::pair()?;
         wake_sender.set_nonblocking(true)?;
@@ -216,15 +230,58 @@ impl Transport {
         })
     }
 
-    /// Queues `message` for its addressee; drops it if the queue is full.
-    pub fn send(&self, message: &Message) {
-        let Some(queue) = self.peers.get(&message.to) else {
+    /// Adds `message` to what leaves for its addressee at the next [`Transport::flush`].
+    pub fn send(&mut self, message: &Message) {
+        let Some(peer) = self.peers.get_mut(&message.to) else {
             return;
         };
-        let mut bytes = Vec::new();
-        encode_frame(self.cluster_id, message, &mut bytes);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(bytes) {
-            self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        encode_frame(self.cluster_id, message, &mut peer.pending);
+        peer.pending_frames += 1;
+    }
+
+    /// Sends what [`Transport::send`] gathered, one write per peer: on this thread, without
+    /// waiting, when the peer's connection is open and its writer has nothing queued (a
+    /// wake-up of the writer thread would cost as much as the write); otherwise, or for what
+    /// the socket does not take at once, through the peer's writer thread, which connects
+    /// and waits for the socket. Never blocks; drops what the writer's queue cannot take.
+    pub fn flush(&mut self) {
+        for peer in self.peers.values_mut() {
+            if peer.pending.is_empty() {
+                continue;
+            }
+            let frames = std::mem::take(&mut peer.pending_frames);
+            let mut state = peer.link.state.lock().expect("a peer link's lock");
+            let mut written = 0;
+            if !state.busy && state.queued.is_empty() {
+                if state.stream.as_ref().is_some_and(|stream| {
+                    state.last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(stream)
+                }) {
+                    state.stream = None;
+                }
+                if let Some(stream) = &state.stream {
+                    match write_some(stream, &peer.pending) {
+                        Ok(count) => written = count,
+                        Err(_) => state.stream = None,
+                    }
+                    state.last_written = std::time::Instant::now();
+                }
+            }
+            if written == peer.pending.len() {
+                self.stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
+                self.stats
+                    .frames_sent_directly
+                    .fetch_add(frames, Ordering::Relaxed);
+            } else if state.queued.len() + peer.pending.len() - written > PEER_QUEUE_BYTES_MAX {
+                self.stats
+                    .frames_dropped
+                    .fetch_add(frames, Ordering::Relaxed);
+            } else {
+                state.queued.extend_from_slice(&peer.pending[written..]);
+                state.queued_frames += frames;
+                peer.link.work.notify_one();
+            }
+            drop(state);
+            peer.pending.clear();
         }
     }
 
@@ -273,8 +330,10 @@ impl Transport {
         self.waker.asleep.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if ready[0] {
-            let mut drained = [0u8; 64];
-            while matches!((&self.wake_receiver).read(&mut drained), Ok(read) if read > 0) {}
+            // Each ring writes a byte only when it finds this thread asleep, so a few at most
+            // wait; what a full read leaves, the next wait reads.
+            let mut drained = [0u8; 256];
+            let _ = (&self.wake_receiver).read(&mut drained);
         }
         self.accept_ready = ready[1];
         for (connection, ready) in self.connections.iter_mut().zip(&ready[2..]) {
@@ -371,6 +430,11 @@ impl Transport {
                     Ok(read) => {
                         connection.buffer.extend_from_slice(&self.chunk[..read]);
                         read_this_turn += read;
+                        if read < self.chunk.len() {
+                            // Read dry for now (one call saved a turn): what comes next,
+                            // its end too, makes the next wait find it readable.
+                            break;
+                        }
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
@@ -485,13 +549,19 @@ enum Ended {
 
 /// Waits until one of `fds` is readable (or closed) or `timeout` passes; which are. A
 /// negative descriptor is passed over, as `poll` does.
-#[allow(unsafe_code)]
 fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+    poll_fds(fds, libc::POLLIN, timeout)
+}
+
+/// Waits until one of `fds` is ready for `events` (or closed or failed) or `timeout`
+/// passes; which are.
+#[allow(unsafe_code)]
+fn poll_fds(fds: &[RawFd], events: libc::c_short, timeout: Duration) -> Vec<bool> {
     let mut polled: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
             fd,
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();
@@ -510,7 +580,7 @@ fn poll_readable(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
         )
     };
     if result < 0 {
-        // Interrupted (EINTR) or refused: read everything, as if all were ready.
+        // Interrupted (EINTR) or refused: as if all were ready; the caller finds out.
         return vec![true; fds.len()];
     }
     polled.iter().map(|fd| fd.revents != 0).collect()
@@ -523,6 +593,9 @@ impl Drop for Transport {
         // port refusing as soon as this node's connections end.
         self.listener = None;
         self.connections.clear();
+        for peer in self.peers.values() {
+            peer.link.work.notify_all();
+        }
         self.peers.clear();
         for thread in self.threads.drain(..).chain(self.probes.drain(..)) {
             let _ = thread.join();
@@ -551,62 +624,131 @@ fn refuse(stats: &TransportStats, from: SocketAddr, reason: &str) {
     tracing::warn!(%from, reason, "replication: closed a connection");
 }
 
-fn write_loop(
-    address: SocketAddr,
-    queue: Receiver<Vec<u8>>,
-    stats: Arc<TransportStats>,
-    stopping: Arc<AtomicBool>,
-) {
-    let mut stream: Option<TcpStream> = None;
-    let mut last_written = std::time::Instant::now();
+/// What the node's thread gathers for one peer in a turn, and the link it leaves by.
+struct Peer {
+    link: Arc<Link>,
+    pending: Vec<u8>,
+    pending_frames: u64,
+}
+
+/// One peer's connection, shared by the node's thread and the peer's writer thread.
+#[derive(Default)]
+struct Link {
+    state: std::sync::Mutex<LinkState>,
+    /// Rung when bytes are queued for the writer (and at the stop).
+    work: std::sync::Condvar,
+}
+
+struct LinkState {
+    /// The connection (non-blocking), once the writer has made it.
+    stream: Option<Arc<TcpStream>>,
+    /// Bytes for the writer to send, in order, before anything else may be written.
+    queued: Vec<u8>,
+    queued_frames: u64,
+    /// Whether the writer is writing bytes it took from `queued` (nothing may be written
+    /// around them meanwhile).
+    busy: bool,
+    last_written: std::time::Instant,
+}
+
+impl Default for LinkState {
+    fn default() -> LinkState {
+        LinkState {
+            stream: None,
+            queued: Vec::new(),
+            queued_frames: 0,
+            busy: false,
+            last_written: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Writes what a non-blocking `stream` takes of `bytes` now; how much.
+fn write_some(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match (&*stream).write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(written)
+}
+
+/// Writes all of `bytes` to a non-blocking `stream`, waiting for it to take more at most
+/// [`WRITE_TIMEOUT`] each time.
+fn write_all_waiting(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        written += write_some(stream, &bytes[written..])?;
+        if written < bytes.len()
+            && !poll_fds(&[stream.as_raw_fd()], libc::POLLOUT, WRITE_TIMEOUT)[0]
+        {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+    }
+    Ok(())
+}
+
+/// A peer's writer: connects (again, after a failure or a close) and sends what the node's
+/// thread queued for it.
+fn write_loop(address: SocketAddr, link: &Link, stats: &TransportStats, stopping: &AtomicBool) {
+    let mut state = link.state.lock().expect("a peer link's lock");
     while !stopping.load(Ordering::Relaxed) {
-        let Ok(first) = queue.recv_timeout(Duration::from_millis(100)) else {
-            if queue.is_empty() && stopping.load(Ordering::Relaxed) {
-                return;
+        if state.queued.is_empty() {
+            state = link
+                .work
+                .wait_timeout(state, Duration::from_millis(100))
+                .expect("a peer link's lock")
+                .0;
+            continue;
+        }
+        if state.stream.as_ref().is_some_and(|stream| {
+            state.last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(stream)
+        }) {
+            state.stream = None;
+        }
+        let Some(stream) = state.stream.clone() else {
+            drop(state);
+            let connected =
+                TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).and_then(|connected| {
+                    connected.set_nodelay(true)?;
+                    connected.set_nonblocking(true)?;
+                    Ok(connected)
+                });
+            state = link.state.lock().expect("a peer link's lock");
+            match connected {
+                Ok(connected) => state.stream = Some(Arc::new(connected)),
+                Err(_) => {
+                    // Unreachable: what is queued now is stale by the time it is back.
+                    let dropped = std::mem::take(&mut state.queued_frames);
+                    state.queued.clear();
+                    stats.frames_dropped.fetch_add(dropped, Ordering::Relaxed);
+                    drop(state);
+                    std::thread::sleep(RECONNECT_PAUSE);
+                    state = link.state.lock().expect("a peer link's lock");
+                }
             }
             continue;
         };
-        if stream.as_ref().is_some_and(|connection| {
-            last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(connection)
-        }) {
-            stream = None;
-        }
-        if stream.is_none() {
-            match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
-                Ok(connected) => {
-                    let _ = connected.set_nodelay(true);
-                    let _ = connected.set_write_timeout(Some(Duration::from_secs(1)));
-                    stream = Some(connected);
-                }
-                Err(_) => {
-                    // Unreachable: what is queued now is stale by the time it is back.
-                    let dropped = 1 + queue.try_iter().count() as u64;
-                    stats.frames_dropped.fetch_add(dropped, Ordering::Relaxed);
-                    std::thread::sleep(RECONNECT_PAUSE);
-                    continue;
-                }
-            }
-        }
-        // One write for what is queued now, so a burst of appends costs one system call.
-        let mut batch = first;
-        let mut frames = 1u64;
-        while batch.len() < 1 << 20 {
-            match queue.try_recv() {
-                Ok(more) => {
-                    batch.extend_from_slice(&more);
-                    frames += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let connection = stream.as_mut().expect("connected above");
-        if connection.write_all(&batch).is_ok() {
+        // One write for what is queued now, so a burst costs one system call.
+        let bytes = std::mem::take(&mut state.queued);
+        let frames = std::mem::take(&mut state.queued_frames);
+        state.busy = true;
+        drop(state);
+        let result = write_all_waiting(&stream, &bytes);
+        state = link.state.lock().expect("a peer link's lock");
+        state.busy = false;
+        state.last_written = std::time::Instant::now();
+        if result.is_ok() {
             stats.frames_sent.fetch_add(frames, Ordering::Relaxed);
         } else {
             stats.frames_dropped.fetch_add(frames, Ordering::Relaxed);
-            stream = None;
+            state.stream = None;
         }
-        last_written = std::time::Instant::now();
     }
 }
 
@@ -617,16 +759,13 @@ fn write_loop(
 /// without this check its first vote after that peer restarted went nowhere, and the
 /// election waited out a whole timeout.
 fn closed_by_peer(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
+    // The stream is non-blocking.
     let mut byte = [0u8; 1];
-    let closed = match stream.peek(&mut byte) {
+    match stream.peek(&mut byte) {
         Ok(0) => true,
         Ok(_) => false,
         Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
-    };
-    stream.set_nonblocking(false).is_err() || closed
+    }
 }
 
 #[cfg(test)]
@@ -761,6 +900,101 @@ mod tests {
         assert!(transport.connections.is_empty());
         let mut byte = [0u8; 1];
         assert_eq!(peer.read(&mut byte).unwrap_or(0), 0, "closed by the node");
+    }
+
+    #[test]
+    fn frames_leave_in_order_by_the_writer_first_then_from_the_node_s_thread() {
+        let (mut one, two_listener) = node_one();
+        let peers = [
+            PeerAddress {
+                node_id: 1,
+                address: one.listen_address(),
+            },
+            PeerAddress {
+                node_id: 2,
+                address: two_listener.local_addr().unwrap(),
+            },
+        ];
+        let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
+        let heartbeat = |index: u64| {
+            let mut message = Message::default();
+            message.set_msg_type(MessageType::MsgHeartbeat);
+            message.from = 2;
+            message.to = 1;
+            message.term = 3;
+            message.index = index;
+            message
+        };
+        // Not yet connected: the writer thread connects and sends these.
+        for index in 1..=3 {
+            two.send(&heartbeat(index));
+        }
+        two.flush();
+        let mut delivered = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() >= 3);
+        let link = Arc::clone(&two.peers[&1].link);
+        for _ in 0..1_000 {
+            let state = link.state.lock().unwrap();
+            if !state.busy && state.queued.is_empty() && state.stream.is_some() {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Connected and idle: the node's thread writes these itself, one write for both.
+        two.send(&heartbeat(4));
+        two.send(&heartbeat(5));
+        two.flush();
+        assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 2);
+        delivered.extend(turns(&mut one, Duration::from_millis(10), 16, |_, d| {
+            d.len() >= 2
+        }));
+        let indexes: Vec<u64> = delivered
+            .iter()
+            .map(|incoming| match incoming {
+                Incoming::Message(message) => message.index,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(indexes, [1, 2, 3, 4, 5]);
+        assert_eq!(two.stats.frames_sent.load(Ordering::Relaxed), 5);
+        assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn frames_for_a_peer_nobody_listens_for_are_dropped_and_counted() {
+        let (mut one, two_listener) = node_one();
+        let gone = TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone_address = gone.local_addr().unwrap();
+        drop(gone);
+        let peers = [
+            PeerAddress {
+                node_id: 1,
+                address: gone_address,
+            },
+            PeerAddress {
+                node_id: 2,
+                address: two_listener.local_addr().unwrap(),
+            },
+        ];
+        let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgHeartbeat);
+        message.from = 2;
+        message.to = 1;
+        message.term = 3;
+        two.send(&message);
+        two.flush();
+        for _ in 0..1_000 {
+            if two.stats.frames_dropped.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(two.stats.frames_sent.load(Ordering::Relaxed), 0);
+        // Node one's own listener saw nothing.
+        one.wait(Duration::from_millis(10), || true);
+        assert_eq!(one.receive(16, &mut |_| {}), 0);
     }
 
     #[test]
