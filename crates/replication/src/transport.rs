@@ -62,6 +62,8 @@ const READ_PER_TURN_MAX: usize = 8 << 20;
 /// Connections from peers held at once at most; a new one beyond it closes the oldest (a
 /// member reconnects after a restart, so old ones can linger until they are read to the end).
 const CONNECTIONS_MAX: usize = 64;
+/// How long the listener is left out of the waits after an accept failed.
+const ACCEPT_PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
 /// Counters of the transport, read from any thread.
 #[derive(Debug, Default)]
@@ -76,6 +78,8 @@ pub struct TransportStats {
     pub frames_received: AtomicU64,
     /// Connections closed because they sent something that is not a valid frame.
     pub frames_refused: AtomicU64,
+    /// Connections closed to make room for a new one ([`CONNECTIONS_MAX`] held).
+    pub connections_evicted: AtomicU64,
     /// Times a member's connection ended and its replication port then refused a
     /// connection: its process had ended ([`Incoming::PeerGone`]).
     pub peers_gone: AtomicU64,
@@ -114,6 +118,8 @@ pub struct Transport {
     listener: Option<TcpListener>,
     /// Whether the last wait found a connection waiting to be accepted.
     accept_ready: bool,
+    /// After a failed accept, when the listener is waited on again.
+    accept_paused_until: Option<std::time::Instant>,
     connections: Vec<Connection>,
     chunk: Vec<u8>,
     /// Members found gone by a probe thread, for the node.
@@ -217,6 +223,7 @@ impl Transport {
             listen_address,
             listener: Some(listener),
             accept_ready: true,
+            accept_paused_until: None,
             connections: Vec::new(),
             chunk: vec![0u8; READ_CHUNK_BYTES],
             gone,
@@ -256,12 +263,12 @@ impl Transport {
                 if state.stream.as_ref().is_some_and(|stream| {
                     state.last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(stream)
                 }) {
-                    state.stream = None;
+                    state.drop_stream(&self.stats);
                 }
                 if let Some(stream) = &state.stream {
                     match write_some(stream, &peer.pending) {
                         Ok(count) => written = count,
-                        Err(_) => state.stream = None,
+                        Err(_) => state.drop_stream(&self.stats),
                     }
                     state.last_written = std::time::Instant::now();
                 }
@@ -271,12 +278,20 @@ impl Transport {
                 self.stats
                     .frames_sent_directly
                     .fetch_add(frames, Ordering::Relaxed);
-            } else if state.queued.len() + peer.pending.len() - written > PEER_QUEUE_BYTES_MAX {
+            } else if written > 0 {
+                // A frame is half on this connection: the rest must follow on it, whatever
+                // the queue's bound, or go with it (`LinkState::drop_stream`).
+                state.queued.extend_from_slice(&peer.pending[written..]);
+                state.queued_frames += frames;
+                state.tail = peer.pending.len() - written;
+                state.tail_frames = frames;
+                peer.link.work.notify_one();
+            } else if state.queued.len() + peer.pending.len() > PEER_QUEUE_BYTES_MAX {
                 self.stats
                     .frames_dropped
                     .fetch_add(frames, Ordering::Relaxed);
             } else {
-                state.queued.extend_from_slice(&peer.pending[written..]);
+                state.queued.extend_from_slice(&peer.pending);
                 state.queued_frames += frames;
                 peer.link.work.notify_one();
             }
@@ -320,11 +335,17 @@ impl Transport {
         }
         let mut fds = Vec::with_capacity(self.connections.len() + 2);
         fds.push(self.wake_receiver.as_raw_fd());
-        fds.push(
-            self.listener
-                .as_ref()
-                .map_or(-1, |listener| listener.as_raw_fd()),
-        );
+        if self
+            .accept_paused_until
+            .is_some_and(|until| std::time::Instant::now() >= until)
+        {
+            self.accept_paused_until = None;
+        }
+        let listener = self
+            .listener
+            .as_ref()
+            .filter(|_| self.accept_paused_until.is_none());
+        fds.push(listener.map_or(-1, |listener| listener.as_raw_fd()));
         fds.extend(self.connections.iter().map(|c| c.stream.as_raw_fd()));
         let ready = poll_readable(&fds, timeout);
         self.waker.asleep.store(false, Ordering::SeqCst);
@@ -366,7 +387,7 @@ impl Transport {
                     index += 1;
                 }
                 Err(ended) => {
-                    let connection = self.connections.swap_remove(index);
+                    let connection = self.connections.remove(index);
                     if let (Ended::ByPeer, Some(member)) = (ended, connection.sender) {
                         self.probe(member);
                     }
@@ -388,7 +409,22 @@ impl Transport {
                     }
                     let _ = stream.set_nodelay(true);
                     if self.connections.len() >= CONNECTIONS_MAX {
-                        self.connections.remove(0);
+                        // The oldest that never sent a member's frame, else the oldest.
+                        let evict = self
+                            .connections
+                            .iter()
+                            .position(|c| c.sender.is_none())
+                            .unwrap_or(0);
+                        let evicted = self.connections.remove(evict);
+                        self.stats
+                            .connections_evicted
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            from = %evicted.from,
+                            member = evicted.sender,
+                            "replication: {CONNECTIONS_MAX} connections held; closed one to \
+                             take a new one"
+                        );
                     }
                     self.connections.push(Connection {
                         stream,
@@ -401,7 +437,16 @@ impl Transport {
                     });
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    // Out of descriptors, say: the connection stays in the backlog and the
+                    // listener stays readable, so it is left out of the waits for a while
+                    // rather than tried on every turn.
+                    tracing::warn!("replication: accepting a connection failed: {error}");
+                    self.accept_paused_until =
+                        Some(std::time::Instant::now() + ACCEPT_PAUSE_AFTER_FAILURE);
+                    return;
+                }
             }
         }
     }
@@ -594,6 +639,8 @@ impl Drop for Transport {
         self.listener = None;
         self.connections.clear();
         for peer in self.peers.values() {
+            // Under the lock, so that a writer about to wait cannot miss it.
+            let _state = peer.link.state.lock();
             peer.link.work.notify_all();
         }
         self.peers.clear();
@@ -649,6 +696,26 @@ struct LinkState {
     /// around them meanwhile).
     busy: bool,
     last_written: std::time::Instant,
+    /// Leading bytes of `queued` that finish a frame the node's thread began on `stream`
+    /// (and the frames written with them): they are dropped with that connection.
+    tail: usize,
+    tail_frames: u64,
+}
+
+impl LinkState {
+    /// Gives the connection up, with what can only follow on it.
+    fn drop_stream(&mut self, stats: &TransportStats) {
+        self.stream = None;
+        if self.tail > 0 {
+            self.queued.drain(..self.tail);
+            self.queued_frames -= self.tail_frames;
+            stats
+                .frames_dropped
+                .fetch_add(self.tail_frames, Ordering::Relaxed);
+            self.tail = 0;
+            self.tail_frames = 0;
+        }
+    }
 }
 
 impl Default for LinkState {
@@ -659,6 +726,8 @@ impl Default for LinkState {
             queued_frames: 0,
             busy: false,
             last_written: std::time::Instant::now(),
+            tail: 0,
+            tail_frames: 0,
         }
     }
 }
@@ -680,9 +749,16 @@ fn write_some(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<usize> {
 
 /// Writes all of `bytes` to a non-blocking `stream`, waiting for it to take more at most
 /// [`WRITE_TIMEOUT`] each time.
-fn write_all_waiting(stream: &TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+fn write_all_waiting(
+    stream: &TcpStream,
+    bytes: &[u8],
+    stopping: &AtomicBool,
+) -> std::io::Result<()> {
     let mut written = 0;
     while written < bytes.len() {
+        if stopping.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
         written += write_some(stream, &bytes[written..])?;
         if written < bytes.len()
             && !poll_fds(&[stream.as_raw_fd()], libc::POLLOUT, WRITE_TIMEOUT)[0]
@@ -709,7 +785,7 @@ fn write_loop(address: SocketAddr, link: &Link, stats: &TransportStats, stopping
         if state.stream.as_ref().is_some_and(|stream| {
             state.last_written.elapsed() >= IDLE_CHECK_AFTER && closed_by_peer(stream)
         }) {
-            state.stream = None;
+            state.drop_stream(stats);
         }
         let Some(stream) = state.stream.clone() else {
             drop(state);
@@ -726,6 +802,8 @@ fn write_loop(address: SocketAddr, link: &Link, stats: &TransportStats, stopping
                     // Unreachable: what is queued now is stale by the time it is back.
                     let dropped = std::mem::take(&mut state.queued_frames);
                     state.queued.clear();
+                    state.tail = 0;
+                    state.tail_frames = 0;
                     stats.frames_dropped.fetch_add(dropped, Ordering::Relaxed);
                     drop(state);
                     std::thread::sleep(RECONNECT_PAUSE);
@@ -737,9 +815,11 @@ fn write_loop(address: SocketAddr, link: &Link, stats: &TransportStats, stopping
         // One write for what is queued now, so a burst costs one system call.
         let bytes = std::mem::take(&mut state.queued);
         let frames = std::mem::take(&mut state.queued_frames);
+        state.tail = 0;
+        state.tail_frames = 0;
         state.busy = true;
         drop(state);
-        let result = write_all_waiting(&stream, &bytes);
+        let result = write_all_waiting(&stream, &bytes, stopping);
         state = link.state.lock().expect("a peer link's lock");
         state.busy = false;
         state.last_written = std::time::Instant::now();
@@ -845,12 +925,12 @@ mod tests {
         });
         peer.write_all(&bytes[first / 2..]).unwrap();
         // Two messages a turn: the waits after the first turn must not sleep, as whole
-        // frames are already read (a wait that slept would take its whole minute).
+        // frames are already read (a wait that slept would take its whole 5 s).
         let started = Instant::now();
-        let delivered = turns(&mut transport, Duration::from_secs(60), 2, |_, d| {
+        let delivered = turns(&mut transport, Duration::from_secs(5), 2, |_, d| {
             d.len() >= 5
         });
-        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(4));
         let indexes: Vec<u64> = delivered
             .iter()
             .map(|incoming| match incoming {
@@ -940,14 +1020,34 @@ mod tests {
             drop(state);
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Connected and idle: the node's thread writes these itself, one write for both.
+        // While the writer writes, nothing may be written around it: these wait in its
+        // queue, and it sends them once it is done.
+        link.state.lock().unwrap().busy = true;
         two.send(&heartbeat(4));
         two.send(&heartbeat(5));
         two.flush();
-        assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 2);
+        assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 0);
+        assert_eq!(link.state.lock().unwrap().queued_frames, 2);
+        link.state.lock().unwrap().busy = false;
+        link.work.notify_one();
         delivered.extend(turns(&mut one, Duration::from_millis(10), 16, |_, d| {
             d.len() >= 2
         }));
+        for _ in 0..1_000 {
+            let state = link.state.lock().unwrap();
+            if !state.busy && state.queued.is_empty() {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Connected and idle: the node's thread writes these itself, one write for both.
+        two.send(&heartbeat(6));
+        two.send(&heartbeat(7));
+        two.flush();
+        assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 2);
+        let mut rest = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() >= 2);
+        delivered.append(&mut rest);
         let indexes: Vec<u64> = delivered
             .iter()
             .map(|incoming| match incoming {
@@ -955,8 +1055,65 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(indexes, [1, 2, 3, 4, 5]);
-        assert_eq!(two.stats.frames_sent.load(Ordering::Relaxed), 5);
+        assert_eq!(indexes, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(two.stats.frames_sent.load(Ordering::Relaxed), 7);
+        assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn what_a_socket_does_not_take_at_once_follows_in_order_by_the_writer() {
+        let (mut one, two_listener) = node_one();
+        let peers = [
+            PeerAddress {
+                node_id: 1,
+                address: one.listen_address(),
+            },
+            PeerAddress {
+                node_id: 2,
+                address: two_listener.local_addr().unwrap(),
+            },
+        ];
+        let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
+        let heartbeat = |index: u64| {
+            let mut message = Message::default();
+            message.set_msg_type(MessageType::MsgHeartbeat);
+            message.from = 2;
+            message.to = 1;
+            message.term = 3;
+            message.index = index;
+            message
+        };
+        two.send(&heartbeat(1));
+        two.flush();
+        let mut delivered = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() == 1);
+        let link = Arc::clone(&two.peers[&1].link);
+        for _ in 0..1_000 {
+            let state = link.state.lock().unwrap();
+            if !state.busy && state.queued.is_empty() && state.stream.is_some() {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // About 20 MB in one step, more than a socket takes while nobody reads: the node's
+        // thread writes what it takes, the writer the rest, then the next step's frames.
+        const COUNT: u64 = 300_000;
+        for index in 2..=COUNT {
+            two.send(&heartbeat(index));
+        }
+        two.flush();
+        assert!(two.stats.frames_sent_directly.load(Ordering::Relaxed) < COUNT - 1);
+        two.send(&heartbeat(COUNT + 1));
+        two.flush();
+        delivered.extend(turns(&mut one, Duration::from_millis(10), 4_096, |_, d| {
+            d.len() as u64 >= COUNT
+        }));
+        let in_order = delivered.iter().enumerate().all(|(at, incoming)| {
+            matches!(incoming, Incoming::Message(message) if message.index == at as u64 + 1)
+        });
+        assert!(in_order);
+        assert_eq!(delivered.len() as u64, COUNT + 1);
+        assert_eq!(one.stats.frames_refused.load(Ordering::Relaxed), 0);
         assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 0);
     }
 
@@ -998,25 +1155,42 @@ mod tests {
     }
 
     #[test]
-    fn the_waker_ends_a_wait_from_another_thread() {
+    fn the_waker_ends_every_wait_from_another_thread() {
         let (mut transport, _other) = node_one();
         let waker = transport.waker();
-        let queued = Arc::new(AtomicBool::new(false));
+        // Rung while this thread is awake, the ring writes nothing; what it rang for is
+        // found by the question asked after the announcement, and the wait does not sleep.
+        waker.wake();
+        let started = Instant::now();
+        transport.wait(Duration::from_secs(5), || false);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let rung = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        const RINGS: u64 = 2_000;
         let ringer = {
-            let queued = Arc::clone(&queued);
+            let (rung, seen) = (Arc::clone(&rung), Arc::clone(&seen));
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
-                queued.store(true, Ordering::SeqCst);
-                waker.wake();
+                for ring in 1..=RINGS {
+                    rung.store(ring, Ordering::SeqCst);
+                    waker.wake();
+                    while seen.load(Ordering::SeqCst) < ring {
+                        std::thread::yield_now();
+                    }
+                }
             })
         };
+        // Each ring lands somewhere around this thread's announcement that it sleeps; one
+        // lost between the announcement and the sleep would leave it waiting its whole 5 s.
         let started = Instant::now();
-        // Asked after the announcement; a wake-up lost between the two would leave this
-        // waiting its whole minute.
-        while !queued.load(Ordering::SeqCst) {
-            transport.wait(Duration::from_secs(60), || !queued.load(Ordering::SeqCst));
+        let mut taken = 0;
+        while taken < RINGS {
+            transport.wait(Duration::from_secs(5), || {
+                rung.load(Ordering::SeqCst) == taken
+            });
+            taken = rung.load(Ordering::SeqCst);
+            seen.store(taken, Ordering::SeqCst);
         }
-        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(4));
         ringer.join().unwrap();
     }
 }

@@ -151,6 +151,13 @@ fn a_cluster_on_loopback_fails_over_refuses_bad_frames_and_catches_up() {
     let leader_replica = replicas[leader].as_ref().unwrap();
     let last = propose_and_commit(leader_replica, term, 200);
     assert_eq!(last, 201, "the term record, then 200 commands");
+    // Once connected, the leader's Raft thread writes its appends to the sockets itself.
+    let stats = leader_replica.transport_stats();
+    let direct = stats.frames_sent_directly.load(Ordering::Relaxed);
+    assert!(
+        direct > 0 && direct <= stats.frames_sent.load(Ordering::Relaxed),
+        "{direct} frames written by the Raft thread"
+    );
 
     // Bad frames at a follower.
     let follower = (0..3).find(|&index| index != leader).unwrap();

@@ -82,6 +82,8 @@ pub(crate) fn cluster_json(replica: &Replica) -> serde_json::Value {
         "frames_received": stats.frames_received.load(Ordering::Relaxed),
         "frames_dropped": stats.frames_dropped.load(Ordering::Relaxed),
         "frames_refused": stats.frames_refused.load(Ordering::Relaxed),
+        "frames_sent_directly": stats.frames_sent_directly.load(Ordering::Relaxed),
+        "connections_evicted": stats.connections_evicted.load(Ordering::Relaxed),
         "peers_gone": stats.peers_gone.load(Ordering::Relaxed),
         "early_elections": status.early_elections,
     })

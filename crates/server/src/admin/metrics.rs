@@ -623,7 +623,7 @@ impl Collector for ClusterCollector {
                 })
                 .collect(),
         )?;
-        let counters: [(&str, &str, &AtomicU64); 5] = [
+        let counters: [(&str, &str, &AtomicU64); 7] = [
             (
                 "ringmatch_cluster_frames_sent",
                 "Replication frames sent.",
@@ -643,6 +643,16 @@ impl Collector for ClusterCollector {
                 "ringmatch_cluster_frames_refused",
                 "Replication connections closed for sending something that is not a frame.",
                 &stats.frames_refused,
+            ),
+            (
+                "ringmatch_cluster_frames_sent_directly",
+                "Of the replication frames sent, those the Raft thread wrote itself.",
+                &stats.frames_sent_directly,
+            ),
+            (
+                "ringmatch_cluster_connections_evicted",
+                "Replication connections closed to make room for a new one (64 held).",
+                &stats.connections_evicted,
             ),
             (
                 "ringmatch_cluster_peers_gone",
