@@ -878,16 +878,62 @@ mod tests {
         )
     }
 
-    fn frame_from_two(index: u64) -> Vec<u8> {
+    /// Node 1 (its transport) and node 2 (its transport), on loopback.
+    fn pair() -> (Transport, Transport) {
+        let (one, two_listener) = node_one();
+        let peers = [
+            PeerAddress {
+                node_id: 1,
+                address: one.listen_address(),
+            },
+            PeerAddress {
+                node_id: 2,
+                address: two_listener.local_addr().unwrap(),
+            },
+        ];
+        let two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
+        (one, two)
+    }
+
+    fn heartbeat_from_two(index: u64) -> Message {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgHeartbeat);
         message.from = 2;
         message.to = 1;
         message.term = 3;
         message.index = index;
+        message
+    }
+
+    fn frame_from_two(index: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
-        encode_frame(CLUSTER, &message, &mut bytes);
+        encode_frame(CLUSTER, &heartbeat_from_two(index), &mut bytes);
         bytes
+    }
+
+    /// Waits until node 2's link to node 1 is connected with nothing queued or being
+    /// written; the link.
+    fn idle_link(two: &Transport) -> Arc<Link> {
+        let link = Arc::clone(&two.peers[&1].link);
+        for _ in 0..1_000 {
+            let state = link.state.lock().unwrap();
+            if !state.busy && state.queued.is_empty() && state.stream.is_some() {
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        link
+    }
+
+    fn indexes(delivered: &[Incoming]) -> Vec<u64> {
+        delivered
+            .iter()
+            .map(|incoming| match incoming {
+                Incoming::Message(message) => message.index,
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 
     /// Runs turns of wait and receive (each wait up to `timeout`) until `done` holds; what was
@@ -931,14 +977,7 @@ mod tests {
             d.len() >= 5
         });
         assert!(started.elapsed() < Duration::from_secs(4));
-        let indexes: Vec<u64> = delivered
-            .iter()
-            .map(|incoming| match incoming {
-                Incoming::Message(message) => message.index,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(indexes, [1, 2, 3, 4, 5]);
+        assert_eq!(indexes(&delivered), [1, 2, 3, 4, 5]);
         assert_eq!(transport.stats.frames_received.load(Ordering::Relaxed), 5);
         assert_eq!(transport.stats.frames_refused.load(Ordering::Relaxed), 0);
     }
@@ -984,47 +1023,19 @@ mod tests {
 
     #[test]
     fn frames_leave_in_order_by_the_writer_first_then_from_the_node_s_thread() {
-        let (mut one, two_listener) = node_one();
-        let peers = [
-            PeerAddress {
-                node_id: 1,
-                address: one.listen_address(),
-            },
-            PeerAddress {
-                node_id: 2,
-                address: two_listener.local_addr().unwrap(),
-            },
-        ];
-        let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
-        let heartbeat = |index: u64| {
-            let mut message = Message::default();
-            message.set_msg_type(MessageType::MsgHeartbeat);
-            message.from = 2;
-            message.to = 1;
-            message.term = 3;
-            message.index = index;
-            message
-        };
+        let (mut one, mut two) = pair();
         // Not yet connected: the writer thread connects and sends these.
         for index in 1..=3 {
-            two.send(&heartbeat(index));
+            two.send(&heartbeat_from_two(index));
         }
         two.flush();
         let mut delivered = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() >= 3);
-        let link = Arc::clone(&two.peers[&1].link);
-        for _ in 0..1_000 {
-            let state = link.state.lock().unwrap();
-            if !state.busy && state.queued.is_empty() && state.stream.is_some() {
-                break;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let link = idle_link(&two);
         // While the writer writes, nothing may be written around it: these wait in its
         // queue, and it sends them once it is done.
         link.state.lock().unwrap().busy = true;
-        two.send(&heartbeat(4));
-        two.send(&heartbeat(5));
+        two.send(&heartbeat_from_two(4));
+        two.send(&heartbeat_from_two(5));
         two.flush();
         assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 0);
         assert_eq!(link.state.lock().unwrap().queued_frames, 2);
@@ -1033,86 +1044,40 @@ mod tests {
         delivered.extend(turns(&mut one, Duration::from_millis(10), 16, |_, d| {
             d.len() >= 2
         }));
-        for _ in 0..1_000 {
-            let state = link.state.lock().unwrap();
-            if !state.busy && state.queued.is_empty() {
-                break;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        idle_link(&two);
         // Connected and idle: the node's thread writes these itself, one write for both.
-        two.send(&heartbeat(6));
-        two.send(&heartbeat(7));
+        two.send(&heartbeat_from_two(6));
+        two.send(&heartbeat_from_two(7));
         two.flush();
         assert_eq!(two.stats.frames_sent_directly.load(Ordering::Relaxed), 2);
         let mut rest = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() >= 2);
         delivered.append(&mut rest);
-        let indexes: Vec<u64> = delivered
-            .iter()
-            .map(|incoming| match incoming {
-                Incoming::Message(message) => message.index,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(indexes, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(indexes(&delivered), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(two.stats.frames_sent.load(Ordering::Relaxed), 7);
         assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn what_a_socket_does_not_take_at_once_follows_in_order_by_the_writer() {
-        let (mut one, two_listener) = node_one();
-        let peers = [
-            PeerAddress {
-                node_id: 1,
-                address: one.listen_address(),
-            },
-            PeerAddress {
-                node_id: 2,
-                address: two_listener.local_addr().unwrap(),
-            },
-        ];
-        let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
-        let heartbeat = |index: u64| {
-            let mut message = Message::default();
-            message.set_msg_type(MessageType::MsgHeartbeat);
-            message.from = 2;
-            message.to = 1;
-            message.term = 3;
-            message.index = index;
-            message
-        };
-        two.send(&heartbeat(1));
+        let (mut one, mut two) = pair();
+        two.send(&heartbeat_from_two(1));
         two.flush();
         let mut delivered = turns(&mut one, Duration::from_millis(10), 16, |_, d| d.len() == 1);
-        let link = Arc::clone(&two.peers[&1].link);
-        for _ in 0..1_000 {
-            let state = link.state.lock().unwrap();
-            if !state.busy && state.queued.is_empty() && state.stream.is_some() {
-                break;
-            }
-            drop(state);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        idle_link(&two);
         // About 20 MB in one step, more than a socket takes while nobody reads: the node's
         // thread writes what it takes, the writer the rest, then the next step's frames.
         const COUNT: u64 = 300_000;
         for index in 2..=COUNT {
-            two.send(&heartbeat(index));
+            two.send(&heartbeat_from_two(index));
         }
         two.flush();
         assert!(two.stats.frames_sent_directly.load(Ordering::Relaxed) < COUNT - 1);
-        two.send(&heartbeat(COUNT + 1));
+        two.send(&heartbeat_from_two(COUNT + 1));
         two.flush();
         delivered.extend(turns(&mut one, Duration::from_millis(10), 4_096, |_, d| {
             d.len() as u64 >= COUNT
         }));
-        let in_order = delivered.iter().enumerate().all(|(at, incoming)| {
-            matches!(incoming, Incoming::Message(message) if message.index == at as u64 + 1)
-        });
-        assert!(in_order);
-        assert_eq!(delivered.len() as u64, COUNT + 1);
+        assert!(indexes(&delivered).into_iter().eq(1..=COUNT + 1));
         assert_eq!(one.stats.frames_refused.load(Ordering::Relaxed), 0);
         assert_eq!(two.stats.frames_dropped.load(Ordering::Relaxed), 0);
     }
@@ -1134,12 +1099,7 @@ mod tests {
             },
         ];
         let mut two = Transport::start(CLUSTER, 2, two_listener, &peers).unwrap();
-        let mut message = Message::default();
-        message.set_msg_type(MessageType::MsgHeartbeat);
-        message.from = 2;
-        message.to = 1;
-        message.term = 3;
-        two.send(&message);
+        two.send(&heartbeat_from_two(1));
         two.flush();
         for _ in 0..1_000 {
             if two.stats.frames_dropped.load(Ordering::Relaxed) == 1 {
