@@ -73,11 +73,33 @@ struct Published {
     /// Why the node stopped, or why a proposal could not be placed.
     failure: Option<String>,
     stopped: bool,
+    /// Threads waiting on `Shared::changed` now: with none, a publish wakes nobody (a wake
+    /// of an empty condition variable is still a system call, one per step on a follower).
+    waiting: usize,
+}
+
+impl Published {
+    /// What [`Shared::role_changed`] announces: the part, the term, the leader, and whether
+    /// the node failed or stopped.
+    fn role_key(&self) -> (Role, u64, u64, bool, bool) {
+        (
+            self.status.role,
+            self.status.term,
+            self.status.leader_id,
+            self.failure.is_some(),
+            self.stopped,
+        )
+    }
 }
 
 struct Shared {
     state: Mutex<Published>,
+    /// Every publish, while somebody waits on it.
     changed: Condvar,
+    /// Only a change of part, term or leader, a failure or the stop: what a follower waiting
+    /// to lead, or a leader watching for its deposal, waits on, without a wake-up per
+    /// commit.
+    role_changed: Condvar,
 }
 
 /// Called on the node's thread with the status, the index of a leader's snapshot the node
@@ -144,8 +166,10 @@ impl Replica {
                 status,
                 failure: None,
                 stopped: false,
+                waiting: 0,
             }),
             changed: Condvar::new(),
+            role_changed: Condvar::new(),
         });
         let (control, control_receiver) = unbounded();
         let thread = {
@@ -224,10 +248,42 @@ impl Replica {
         })
     }
 
+    /// Like [`Replica::wait_for`], woken only when the node's part, term or leader changes,
+    /// or it fails or stops: a wait that many commits would otherwise wake for nothing.
+    /// `accept` may look at the rest of the status, but a change of only that does not end
+    /// the wait before the time runs out.
+    pub fn wait_for_role(
+        &self,
+        timeout: Duration,
+        accept: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<NodeStatus, WaitError> {
+        self.wait_on(&self.shared.role_changed, false, timeout, |state| {
+            if accept(&state.status) {
+                return Some(Ok(state.status.clone()));
+            }
+            state
+                .failure
+                .as_ref()
+                .map(|failure| Err(WaitError::Stopped(failure.clone())))
+        })
+    }
+
     /// Waits, each time the node publishes, until `decide` gives an answer or the time runs
     /// out.
     fn wait<T>(
         &self,
+        timeout: Duration,
+        decide: impl Fn(&Published) -> Option<Result<T, WaitError>>,
+    ) -> Result<T, WaitError> {
+        self.wait_on(&self.shared.changed, true, timeout, decide)
+    }
+
+    /// Waits on `condition` (counted among `Published::waiting` when `counted`) until
+    /// `decide` gives an answer or the time runs out.
+    fn wait_on<T>(
+        &self,
+        condition: &Condvar,
+        counted: bool,
         timeout: Duration,
         decide: impl Fn(&Published) -> Option<Result<T, WaitError>>,
     ) -> Result<T, WaitError> {
@@ -241,12 +297,14 @@ impl Replica {
             if now >= deadline {
                 return Err(WaitError::Timeout(timeout));
             }
-            state = self
-                .shared
-                .changed
+            // Counted while the lock is held, so a publish either comes before this check
+            // (and `decide` saw it) or sees the count and wakes this thread.
+            state.waiting += usize::from(counted);
+            state = condition
                 .wait_timeout(state, deadline - now)
                 .expect("the replica's lock")
                 .0;
+            state.waiting -= usize::from(counted);
         }
     }
 
@@ -287,13 +345,21 @@ impl Drop for Replica {
 
 fn publish(shared: &Shared, status: NodeStatus, failure: Option<String>, stopped: bool) {
     let mut state = shared.state.lock().expect("the replica's lock");
+    let role_before = state.role_key();
     state.status = status;
     if state.failure.is_none() {
         state.failure = failure;
     }
     state.stopped |= stopped;
+    let role_changed = state.role_key() != role_before;
+    let anybody_waiting = state.waiting > 0;
     drop(state);
-    shared.changed.notify_all();
+    if anybody_waiting {
+        shared.changed.notify_all();
+    }
+    if role_changed {
+        shared.role_changed.notify_all();
+    }
 }
 
 fn run<L: LogPort, H: HardStatePort>(

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ringmatch_journal::{
@@ -158,6 +158,38 @@ fn a_cluster_on_loopback_fails_over_refuses_bad_frames_and_catches_up() {
         direct > 0 && direct <= stats.frames_sent.load(Ordering::Relaxed),
         "{direct} frames written by the Raft thread"
     );
+
+    // A wait on the part is not ended by commits (they would wake it on every step), only
+    // by a change of part, term or leader, or by its time running out (it then looks at the
+    // status once more). The proposals start once the waiter has looked at the status
+    // (under the replica's lock, which a publish needs), so it is waiting when the commits
+    // come; a wake-up by them would end it long before its time.
+    let target = last + 50;
+    let looked = AtomicBool::new(false);
+    let role_wait = Duration::from_millis(500);
+    let (waited, elapsed) = std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let started = Instant::now();
+            let waited = leader_replica.wait_for_role(role_wait, |status| {
+                looked.store(true, Ordering::SeqCst);
+                status.commit >= target
+            });
+            (waited, started.elapsed())
+        });
+        while !looked.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        propose_and_commit(leader_replica, term, 50);
+        waiter.join().unwrap()
+    });
+    let now = leader_replica.status();
+    assert!(now.commit >= target);
+    let status = waited.expect("the commits, seen when the wait's time ran out");
+    assert!(
+        elapsed >= role_wait || status.role != Role::Leader || status.term != term,
+        "commits alone ended a wait on the part, after {elapsed:?}"
+    );
+    let last = now.last_index;
 
     // Bad frames at a follower.
     let follower = (0..3).find(|&index| index != leader).unwrap();

@@ -32,8 +32,8 @@ use ringmatch_gateway::protocol::{encode_frame, ErrorCode, Frame};
 use ringmatch_journal::{Journal, SnapshotStore};
 use ringmatch_pipeline::{recover_from, EventsFile, PipelineConfig, RecoveryOptions};
 use ringmatch_replication::{
-    CommitLink, HardStateFile, HardStatePort, Node, Owner, Replica, ReplicatedJournal, Role,
-    WaitError,
+    CommitLink, HardStateFile, HardStatePort, Node, NodeStatus, Owner, Replica, ReplicatedJournal,
+    Role, WaitError,
 };
 
 use crate::admin::metrics::{Exporter, Sources};
@@ -45,6 +45,10 @@ use crate::shadow::{Compaction, Hot, Shadow};
 
 /// Exit status of a leader that stopped leading.
 pub const EXIT_DEPOSED: i32 = 3;
+
+/// The longest a follower's waits last before it looks for the stop signal (a stop asked
+/// for while following takes at most this long to be seen).
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// Ends the process of a leader that no longer leads.
 fn deposed(why: &str) -> ! {
@@ -213,7 +217,22 @@ pub(crate) fn serve_cluster(
         if status.role == Role::Leader && status.commit == status.last_index {
             break status;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Woken by a change of part, term or leader (a follower's commits do not wake it);
+        // a new leader waits for its first entry's commit on every publish. Either way the
+        // wait ends within 50 ms, for the stop signal.
+        let ready = |status: &NodeStatus| {
+            last_role != Some((status.role, status.leader_id, status.term))
+                || (status.role == Role::Leader && status.commit == status.last_index)
+        };
+        let waited = if status.role == Role::Leader {
+            replica.wait_for(SIGNAL_CHECK, ready)
+        } else {
+            replica.wait_for_role(SIGNAL_CHECK, ready)
+        };
+        match waited {
+            Ok(_) | Err(WaitError::Timeout(_)) => {}
+            Err(error) => anyhow::bail!("cluster: {error}"),
+        }
     };
     following.stop();
     // From here, "recovered in" measures the promotion. The shadow matcher has written its
@@ -232,19 +251,19 @@ pub(crate) fn serve_cluster(
         std::thread::Builder::new()
             .name("cluster-watch".into())
             .spawn(move || loop {
-                let status = replica.status();
-                if let Some(failure) = replica.failure() {
-                    deposed(&format!("the node failed: {failure}"));
-                }
-                if status.role != Role::Leader || status.term != term {
-                    deposed(&format!(
+                // Woken by a change of part, term or leader, or a failure; not by commits.
+                match replica.wait_for_role(Duration::from_secs(1), |status| {
+                    status.role != Role::Leader || status.term != term
+                }) {
+                    Ok(status) => deposed(&format!(
                         "now {} in term {}, leader {}",
                         status.role.name(),
                         status.term,
                         status.leader_id
-                    ));
+                    )),
+                    Err(WaitError::Timeout(_)) => {}
+                    Err(error) => deposed(&error.to_string()),
                 }
-                std::thread::sleep(Duration::from_millis(2));
             })?;
     }
     // A compacted log's journal starts later (whole segments go): replay may start there.
@@ -430,6 +449,10 @@ fn log_rebuilt(rebuilt: &ringmatch_pipeline::Rebuilt) {
 /// port answers `/status`, `/metrics` and the dashboard.
 struct Following {
     stop: Arc<AtomicBool>,
+    /// Where the order-entry listener can be reached: a connection to it wakes its thread
+    /// at once when following stops (a promotion waits for that thread to let go of the
+    /// port, which the leader's gateway then takes).
+    order_entry_wake: SocketAddr,
     threads: Vec<JoinHandle<()>>,
     admin: AdminServer,
 }
@@ -447,6 +470,7 @@ impl Following {
         let gateway = TcpListener::bind(order_entry)
             .with_context(|| format!("cannot listen on {order_entry} (gateway.listen)"))?;
         gateway.set_nonblocking(true)?;
+        let order_entry_wake = reachable(gateway.local_addr()?);
         {
             let stop = Arc::clone(&stop);
             let replica = Arc::clone(replica);
@@ -475,6 +499,7 @@ impl Following {
         );
         Ok(Following {
             stop,
+            order_entry_wake,
             threads,
             admin,
         })
@@ -482,6 +507,8 @@ impl Following {
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Failing that, the thread sees `stop` within SIGNAL_CHECK.
+        let _ = std::net::TcpStream::connect_timeout(&self.order_entry_wake, SIGNAL_CHECK);
         self.admin.shutdown();
         for thread in self.threads {
             let _ = thread.join();
@@ -500,6 +527,10 @@ fn send_to_leader(
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((mut stream, _)) => {
+                if stop.load(Ordering::Relaxed) {
+                    // Most likely `Following::stop`'s own wake-up.
+                    break;
+                }
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
                 // Whatever the client sent first (its login) is answered the same way.
@@ -523,9 +554,41 @@ fn send_to_leader(
                 let _ = stream.write_all(&bytes);
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
+                // Asleep until a client connects, looking at `stop` every 50 ms.
+                wait_readable(listener, SIGNAL_CHECK);
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
+    }
+}
+
+/// An address a connection to `listening` can be made to: a loopback one of the same family
+/// when it listens on every interface.
+fn reachable(listening: SocketAddr) -> SocketAddr {
+    match listening.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listening.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), listening.port())
+        }
+        _ => listening,
+    }
+}
+
+/// Waits until `listener` has a connection to accept, or `timeout` passes.
+fn wait_readable(listener: &TcpListener, timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut poll_fd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, for a descriptor `listener` keeps open during the call. An
+    // interrupted or failed poll only ends the wait early: the caller tries accept again.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::poll(&mut poll_fd, 1, timeout_ms);
     }
 }
