@@ -13,8 +13,8 @@
 //!   file under a snapshot's name); `list` is newest first; `read` checks everything it returns.
 //! - [`crate::OutputSink`] / [`crate::ResumableOutput`]: events are taken in (sequence, index)
 //!   order, each once; [`crate::OutputDurability`] says when they are durable.
-//! - [`ReplicaLink`]: once `replicated(seq)` returns `Ok`, every command to `seq` is on a
-//!   majority of the cluster's disks.
+//! - [`ReplicaLink`]: once `replicated(seq)` returns `Ok(to)`, every command to `to` (at least
+//!   `seq`) is on a majority of the cluster's disks.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -138,10 +138,12 @@ impl SnapshotPort for SnapshotStore {
     }
 }
 
-/// The Replicator's link to the other members of a cluster.
+/// A cluster leader's link to the other members: what the Matcher's thread waits on before it
+/// runs a command.
 pub trait ReplicaLink: Send + 'static {
     /// Blocks until every command up to `seq` is replicated under the cluster's rule (on a
-    /// majority of members' disks); an error when it never will be from here (this member
-    /// stopped leading).
-    fn replicated(&mut self, seq: u64) -> Result<(), String>;
+    /// majority of members' disks), and returns the highest sequence known replicated then
+    /// (at least `seq`); an error when `seq` never will be from here (this member stopped
+    /// leading).
+    fn replicated(&mut self, seq: u64) -> Result<u64, String>;
 }

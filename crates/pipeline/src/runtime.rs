@@ -104,8 +104,9 @@ impl Pipeline {
         Self::start_replicated(config, engine, journal, sink, snapshots, router, None)
     }
 
-    /// Like [`Pipeline::start_with_router`], with the Replicator waiting on `link` at the end
-    /// of each batch (a cluster's leader): the Matcher then runs only replicated commands.
+    /// Like [`Pipeline::start_with_router`], with the Matcher's thread waiting on `link`
+    /// before it runs each command (a cluster's leader): the Matcher then runs only
+    /// replicated commands.
     pub fn start_replicated<S: OutputSink, J: JournalPort>(
         config: &PipelineConfig,
         engine: Engine,
@@ -173,11 +174,16 @@ impl Pipeline {
             Journaler::new(journal),
             [&journaler_done, &replicator_done],
         );
-        let replicator =
-            ReplicatorRun::factory(&wiring, base_seq, link, [&replicator_done, &journaler_done]);
+        let gated = link.is_some();
+        let replicator = ReplicatorRun::factory(
+            &wiring,
+            base_seq,
+            gated,
+            [&replicator_done, &journaler_done],
+        );
         let output_ring = OutputRing::factory(&wiring, publisher, router);
         let matcher_run =
-            MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_link);
+            MatcherRun::factory(&wiring, base_seq, matcher, output_ring, snapshot_link, link);
         let input = placed(input, config.cores.journaler, "journaler")
             .handle_events_and_state_with(JournalerRun::handle, journaler);
         let input = placed(input, config.cores.replicator, "replicator")
@@ -411,7 +417,8 @@ impl<J: JournalPort> Drop for JournalerRun<J> {
 /// The Replicator's thread.
 struct ReplicatorRun {
     replicator: Replicator,
-    recorder: StageRecorder,
+    /// None on a cluster's leader: the Matcher's commit gate stamps `replicated` there.
+    recorder: Option<StageRecorder>,
     batch_timestamps_ns: Vec<u64>,
     base_seq: u64,
 }
@@ -420,7 +427,7 @@ impl ReplicatorRun {
     fn factory(
         wiring: &Wiring,
         base_seq: u64,
-        link: Option<Box<dyn ReplicaLink>>,
+        gated: bool,
         [mine, peer]: [&Arc<AtomicI64>; 2],
     ) -> impl FnOnce() -> Self {
         let (waits_on, announces, input) = wiring.input_stage(mine, peer);
@@ -432,9 +439,9 @@ impl ReplicatorRun {
             wait::bind_stage(waits_on, announces, input, counters);
             let _ = ready.send(());
             ReplicatorRun {
-                replicator: link.map_or_else(Replicator::default, Replicator::with_link),
-                recorder: recorder(),
-                batch_timestamps_ns: Vec::with_capacity(slots_count),
+                replicator: Replicator::default(),
+                recorder: (!gated).then(recorder),
+                batch_timestamps_ns: Vec::with_capacity(if gated { 0 } else { slots_count }),
                 base_seq,
             }
         }
@@ -444,16 +451,20 @@ impl ReplicatorRun {
         wait::announce_progress();
         let seq = self.base_seq + ring_seq as u64;
         self.replicator.on_command(seq, &slot.command);
-        self.batch_timestamps_ns.push(slot.command.timestamp_ns);
+        if self.recorder.is_some() {
+            self.batch_timestamps_ns.push(slot.command.timestamp_ns);
+        }
         if end_of_batch {
             if let Err(error) = self.replicator.end_of_batch() {
                 panic!("replication of sequence {seq} failed: {error}");
             }
-            let now = now_ns();
-            for timestamp_ns in self.batch_timestamps_ns.drain(..) {
-                self.recorder.record(timestamp_ns, now);
+            if let Some(recorder) = &mut self.recorder {
+                let now = now_ns();
+                for timestamp_ns in self.batch_timestamps_ns.drain(..) {
+                    recorder.record(timestamp_ns, now);
+                }
+                recorder.done(seq, true);
             }
-            self.recorder.done(seq, true);
             wait::batch_done(ring_seq);
         }
     }
@@ -701,6 +712,35 @@ struct MatcherRun {
     unannounced_commands: u32,
     /// Where the next order expiry is told (`Metrics::next_expiry_ns`).
     metrics: Arc<Metrics>,
+    /// On a cluster's leader: a command runs only once it is replicated.
+    gate: Option<CommitGate>,
+}
+
+/// A cluster leader's Matcher runs a command only once its link says the command is
+/// replicated. The wait is on the Matcher's own thread, so a commit wakes the Matcher itself
+/// (the Replicator waiting and then waking the Matcher put a second thread's wake-up on every
+/// command's path). It stamps `replicated` when the Matcher learns of the commit.
+struct CommitGate {
+    link: Box<dyn ReplicaLink>,
+    /// Every command to this sequence is replicated.
+    replicated_to: u64,
+    /// When the Matcher learned so, for the `replicated` stamps.
+    learned_at_ns: u64,
+    recorder: StageRecorder,
+}
+
+impl CommitGate {
+    /// Returns once `seq` is replicated; a link that says it never will be ends the service
+    /// (the panic policy: this member no longer leads, and its callback has already acted).
+    fn wait(&mut self, seq: u64) {
+        match self.link.replicated(seq) {
+            Ok(to) => {
+                self.replicated_to = to;
+                self.learned_at_ns = now_ns();
+            }
+            Err(error) => panic!("replication of sequence {seq} failed: {error}"),
+        }
+    }
 }
 
 impl MatcherRun {
@@ -710,6 +750,7 @@ impl MatcherRun {
         mut matcher: Matcher,
         output: impl FnOnce() -> OutputProducer,
         snapshots: Option<SnapshotLink>,
+        link: Option<Box<dyn ReplicaLink>>,
     ) -> impl FnOnce() -> MatcherRun {
         let (waits_on, input, output_published) = (
             Arc::clone(&wiring.input_stages_done),
@@ -719,6 +760,7 @@ impl MatcherRun {
         let ready = wiring.ready_sender.clone();
         let counters = Arc::clone(&wiring.metrics.wait_counters);
         let recorder = wiring.recorder(Stage::Matched);
+        let replicated_recorder = wiring.recorder(Stage::Replicated);
         let config = wiring.config.clone();
         let metrics = Arc::clone(&wiring.metrics);
         move || {
@@ -750,6 +792,12 @@ impl MatcherRun {
                 output_published,
                 unannounced_commands: 0,
                 metrics,
+                gate: link.map(|link| CommitGate {
+                    link,
+                    replicated_to: base_seq.saturating_sub(1),
+                    learned_at_ns: 0,
+                    recorder: replicated_recorder(),
+                }),
             };
             let _ = ready.send(());
             run
@@ -759,6 +807,24 @@ impl MatcherRun {
     fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64;
         let command = &slot.command;
+        if self
+            .gate
+            .as_ref()
+            .is_some_and(|gate| seq > gate.replicated_to)
+        {
+            // What ran before goes out first: its events do not wait on a later command's
+            // replication.
+            self.publish_group();
+            self.recorder.done(seq - 1, false);
+            if let Some(gate) = &mut self.gate {
+                gate.wait(seq);
+            }
+        }
+        if let Some(gate) = &mut self.gate {
+            gate.recorder
+                .record(command.timestamp_ns, gate.learned_at_ns);
+            gate.recorder.done(seq, end_of_batch);
+        }
         let mut sink = RingSink {
             producer: &mut self.output,
             session: slot.session,
@@ -798,6 +864,29 @@ impl MatcherRun {
                 .store(next_expiry_ns, std::sync::atomic::Ordering::Relaxed);
             self.recorder.done(seq, true);
         }
+    }
+}
+
+impl MatcherRun {
+    /// Publishes the events of the commands run since the last publish, stamps them matched,
+    /// and wakes the Publisher and Responder.
+    fn publish_group(&mut self) {
+        if self.unstamped.is_empty() && self.pending_events.is_empty() {
+            return;
+        }
+        RingSink {
+            producer: &mut self.output,
+            session: 0,
+            client_order_id: 0,
+            pending: &mut self.pending_events,
+            chunk_max: self.output_chunk_max,
+            unstamped: &mut self.unstamped,
+            recorder: &mut self.recorder,
+        }
+        .flush();
+        self.output_published.notify();
+        self.unannounced_commands = 0;
+        self.core.borrow_mut().step_snapshot(SNAPSHOT_STEP_BYTES);
     }
 }
 

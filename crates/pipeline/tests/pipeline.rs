@@ -8,7 +8,7 @@ use ringmatch_matcher::workload::{exchange_core_mix, mix_config, MixShape};
 use ringmatch_matcher::Engine;
 use ringmatch_pipeline::{
     allowed_cores, available_cores, read_events, recover, restrict_thread_to_cores, Pipeline,
-    PipelineConfig, Recovered, RecoveryOptions, Retention, StageCores, WaitKind,
+    PipelineConfig, Recovered, RecoveryOptions, Retention, Stage, StageCores, WaitKind,
 };
 use ringmatch_proto::{Command, CommandType, Event};
 
@@ -427,4 +427,95 @@ fn an_idle_matcher_finishes_copying_a_snapshot() {
         replayed.apply(index as u64 + 1, command, &mut events);
     }
     assert!(snapshot.state == replayed.encode_state());
+}
+
+/// A replica link that lets commands through only up to a sequence the test raises.
+struct TestLink(std::sync::Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>);
+
+impl ringmatch_pipeline::ports::ReplicaLink for TestLink {
+    fn replicated(&mut self, seq: u64) -> Result<u64, String> {
+        let (allowed, raised) = &*self.0;
+        let mut allowed = allowed.lock().unwrap();
+        while *allowed < seq {
+            allowed = raised.wait(allowed).unwrap();
+        }
+        Ok(*allowed)
+    }
+}
+
+#[test]
+fn a_leaders_matcher_runs_only_what_its_link_says_is_replicated() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let recovered = recover(&options(dir.path(), Durability::None), &mut |_| {}).unwrap();
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
+    let pipeline = Pipeline::start_replicated(
+        &pipeline_config(0),
+        recovered.engine,
+        recovered.journal,
+        recovered.output,
+        None,
+        None,
+        Some(Box::new(TestLink(std::sync::Arc::clone(&gate)))),
+    )
+    .unwrap();
+    // Dropped before the pipeline, also when an assertion fails: its shutdown then does not
+    // wait forever on the link.
+    struct OpenAtTheEnd<'a>(&'a (std::sync::Mutex<u64>, std::sync::Condvar));
+    impl Drop for OpenAtTheEnd<'_> {
+        fn drop(&mut self) {
+            if let Ok(mut allowed) = self.0 .0.lock() {
+                *allowed = u64::MAX;
+            }
+            self.0 .1.notify_all();
+        }
+    }
+    let _open_at_the_end = OpenAtTheEnd(&gate);
+    let metrics = pipeline.metrics();
+    let stage = |stage: Stage| metrics.stage_seq[stage as usize].load(Ordering::Acquire);
+    let allow = |to: u64| {
+        *gate.0.lock().unwrap() = to;
+        gate.1.notify_all();
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // Fewer than the ring holds: the submitter must not wait for the Matcher.
+    let commands: Vec<Command> = mix(200, 5).into_iter().take(300).collect();
+    let mut submitter = pipeline.submitter();
+    for command in &commands {
+        while submitter.try_submit(command).is_err() {
+            std::thread::yield_now();
+        }
+    }
+    let total = commands.len() as u64;
+    wait_until("every command journaled", &|| {
+        stage(Stage::Journaled) == total
+    });
+
+    allow(40);
+    wait_until("the Matcher at 40", &|| {
+        let matched = stage(Stage::Matched);
+        assert!(matched <= 40, "the Matcher ran past the link, to {matched}");
+        matched == 40
+    });
+    // Everything is journaled and waiting; for a while, nothing past 40 may run.
+    for _ in 0..50 {
+        assert_eq!(stage(Stage::Matched), 40, "the Matcher ran past the link");
+        assert_eq!(stage(Stage::Replicated), 40);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    allow(total);
+    wait_until("the Matcher at the end", &|| stage(Stage::Matched) == total);
+    assert_eq!(stage(Stage::Replicated), total);
+    drop(submitter);
+    pipeline.shutdown();
+    let (expected, _) = clean_replay(dir.path());
+    assert!(read_events(&dir.path().join("events.bin")).unwrap() == expected);
 }

@@ -207,8 +207,9 @@ impl Replica {
             .map_err(|()| ReplicationError::Refused("the replica has stopped".into()))
     }
 
-    /// Waits until `seq` is committed while this node leads `term`.
-    pub fn wait_committed(&self, seq: u64, term: u64, timeout: Duration) -> Result<(), WaitError> {
+    /// Waits until `seq` is committed while this node leads `term`; the commit index then
+    /// (at least `seq`).
+    pub fn wait_committed(&self, seq: u64, term: u64, timeout: Duration) -> Result<u64, WaitError> {
         self.wait(timeout, |state| {
             if let Some(failure) = &state.failure {
                 return Some(Err(WaitError::Stopped(failure.clone())));
@@ -223,7 +224,7 @@ impl Replica {
                 }));
             }
             if status.commit >= seq {
-                return Some(Ok(()));
+                return Some(Ok(status.commit));
             }
             state
                 .stopped

@@ -1,11 +1,11 @@
 //! The journal as a cluster leader's pipeline sees it. [`ReplicatedJournal`] is the
 //! Journaler's port: an append gathers the command; the end of a batch hands the batch to the
 //! [`Replica`], which proposes each command at the sequence the ring gave it, and returns at
-//! once. [`CommitLink`] is the Replicator's link: the end of its batch returns once Raft has
-//! committed it, on a majority of the members' disks, the leader's own copy counting once its
-//! journal sync is done. The Matcher runs a batch only after both stages are done with it, so
-//! an acknowledgement means "on a majority of disks", and batches are pipelined: the next is
-//! proposed while the last is still being replicated.
+//! once. [`CommitLink`] is what the Matcher's thread waits on before it runs a command: it
+//! returns once Raft has committed the command, on a majority of the members' disks, the
+//! leader's own copy counting once its journal sync is done. So an acknowledgement means "on
+//! a majority of disks", and batches are pipelined: the next is proposed while the last is
+//! still being replicated.
 //!
 //! The node's thread writes the journal itself (it is the Raft log); this port never writes
 //! a file. It reads the journal's directory for start-up's replay.
@@ -79,8 +79,8 @@ impl JournalPort for ReplicatedJournal {
         if self.batch.is_empty() {
             return Ok(());
         }
-        // Proposed, not waited for: the Replicator waits for the commit (`CommitLink`), so the
-        // next batch can be proposed while this one is on its way to the followers.
+        // Proposed, not waited for: the Matcher's thread waits for the commit (`CommitLink`),
+        // so the next batch can be proposed while this one is on its way to the followers.
         if self
             .replica
             .propose(std::mem::take(&mut self.batch))
@@ -127,8 +127,8 @@ impl JournalPort for ReplicatedJournal {
     }
 }
 
-/// The Replicator's link on a cluster leader: the end of a batch waits until Raft has
-/// committed it (on a majority of the members' disks) while this node leads its term.
+/// A cluster leader's replica link: the Matcher's thread waits on it until Raft has committed
+/// a command (on a majority of the members' disks) while this node leads its term.
 pub struct CommitLink {
     replica: Arc<Replica>,
     term: u64,
@@ -147,13 +147,13 @@ impl CommitLink {
 }
 
 impl ReplicaLink for CommitLink {
-    fn replicated(&mut self, seq: u64) -> Result<(), String> {
+    fn replicated(&mut self, seq: u64) -> Result<u64, String> {
         loop {
             match self
                 .replica
                 .wait_committed(seq, self.term, COMMIT_WAIT_SLICE)
             {
-                Ok(()) => return Ok(()),
+                Ok(commit) => return Ok(commit),
                 Err(WaitError::Timeout(_)) => continue,
                 Err(error) => {
                     (self.on_deposed)(&error);

@@ -1,42 +1,27 @@
-//! The Replicator. Without a replica link (replication mode `none`) the stage is in place
-//! (the Matcher waits for it as for the Journaler) and passes every command on. With one (a
-//! cluster's leader), the end of each batch waits until the link says every command of the
-//! batch is replicated: the Matcher then runs only replicated commands.
+//! The Replicator. It is in place in every pipeline (the Matcher waits for it as for the
+//! Journaler) and passes every command on. On a cluster's leader the commands are replicated
+//! by the replica's own thread, which the Journaler's port hands them to, and the Matcher's
+//! thread waits for each command's replication before it runs it (the runtime's commit gate
+//! over a [`crate::ports::ReplicaLink`]): a commit then wakes the Matcher itself, not this
+//! stage, which would have to wake the Matcher in turn.
 
 use ringmatch_proto::Command;
-
-use crate::ports::ReplicaLink;
 
 /// The Replicator's state.
 #[derive(Default)]
 pub struct Replicator {
     passed_count: u64,
-    last_seq: u64,
-    link: Option<Box<dyn ReplicaLink>>,
 }
 
 impl Replicator {
-    /// A Replicator that waits on `link` at the end of each batch.
-    pub fn with_link(link: Box<dyn ReplicaLink>) -> Replicator {
-        Replicator {
-            link: Some(link),
-            ..Replicator::default()
-        }
-    }
-
     /// One command of the batch.
-    pub fn on_command(&mut self, seq: u64, _command: &Command) {
+    pub fn on_command(&mut self, _seq: u64, _command: &Command) {
         self.passed_count += 1;
-        self.last_seq = seq;
     }
 
-    /// The end of a batch: returns once every command of it is replicated (at once with no
-    /// link); the link's error otherwise.
+    /// The end of a batch: every command of it is passed on.
     pub fn end_of_batch(&mut self) -> Result<(), String> {
-        match &mut self.link {
-            Some(link) => link.replicated(self.last_seq),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Commands passed on so far.
