@@ -12,8 +12,9 @@
 //! through the cluster's one transactional id), the matcher and the output are rebuilt from
 //! the newest usable snapshot and the journal (the existing start-up), and the pipeline
 //! starts with the [`ReplicatedJournal`] as its Journaler's port (it proposes each batch) and
-//! a [`CommitLink`] as its Replicator's (it waits for each batch's commit), so a command is
-//! matched and acknowledged only once a majority has it on disk. Then the gateway opens.
+//! a [`CommitLink`] as its Matcher's gate (the Matcher waits for each command's commit), so a
+//! command is matched and acknowledged only once a majority has it on disk. Then the gateway
+//! opens.
 //!
 //! A leader that learns of a higher term, or cannot reach a majority for an election timeout,
 //! stops at once with exit status 3: it acknowledges nothing more, its sessions and output

@@ -257,7 +257,7 @@ pub(crate) struct Start<O, J> {
     pub(crate) journal: J,
     pub(crate) output: O,
     pub(crate) snapshots: ringmatch_journal::SnapshotStore,
-    /// The Replicator's link (a cluster leader's).
+    /// The link the Matcher waits on before it runs a command (a cluster leader's).
     pub(crate) link: Option<Box<dyn ringmatch_pipeline::ports::ReplicaLink>>,
 }
 

@@ -876,7 +876,7 @@ impl World {
         }
         node.replicator
             .end_of_batch()
-            .expect("a Replicator without a link never fails");
+            .expect("the Replicator passes every command on");
         node.replicated_count = batch.end;
     }
 
