@@ -815,8 +815,11 @@ impl MatcherRun {
             // What ran before goes out first: its events do not wait on a later command's
             // replication.
             self.publish_group();
-            self.recorder.done(seq - 1, false);
+            // The latencies gathered so far go to the shared histograms too: the wait may be
+            // long, and no idle work runs while it lasts.
+            self.recorder.done(seq - 1, true);
             if let Some(gate) = &mut self.gate {
+                gate.recorder.done(gate.replicated_to, true);
                 gate.wait(seq);
             }
         }

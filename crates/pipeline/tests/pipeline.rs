@@ -505,6 +505,10 @@ fn a_leaders_matcher_runs_only_what_its_link_says_is_replicated() {
         assert!(matched <= 40, "the Matcher ran past the link, to {matched}");
         matched == 40
     });
+    // What ran goes out while the Matcher waits for the next command's replication.
+    wait_until("the events to 40 published", &|| {
+        stage(Stage::Published) == 40
+    });
     // Everything is journaled and waiting; for a while, nothing past 40 may run.
     for _ in 0..50 {
         assert_eq!(stage(Stage::Matched), 40, "the Matcher ran past the link");

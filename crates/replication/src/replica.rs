@@ -238,15 +238,7 @@ impl Replica {
         timeout: Duration,
         accept: impl Fn(&NodeStatus) -> bool,
     ) -> Result<NodeStatus, WaitError> {
-        self.wait(timeout, |state| {
-            if accept(&state.status) {
-                return Some(Ok(state.status.clone()));
-            }
-            state
-                .failure
-                .as_ref()
-                .map(|failure| Err(WaitError::Stopped(failure.clone())))
-        })
+        self.wait(timeout, |state| status_wait(state, &accept))
     }
 
     /// Like [`Replica::wait_for`], woken only when the node's part, term or leader changes,
@@ -259,13 +251,7 @@ impl Replica {
         accept: impl Fn(&NodeStatus) -> bool,
     ) -> Result<NodeStatus, WaitError> {
         self.wait_on(&self.shared.role_changed, false, timeout, |state| {
-            if accept(&state.status) {
-                return Some(Ok(state.status.clone()));
-            }
-            state
-                .failure
-                .as_ref()
-                .map(|failure| Err(WaitError::Stopped(failure.clone())))
+            status_wait(state, &accept)
         })
     }
 
@@ -342,6 +328,23 @@ impl Drop for Replica {
             let _ = thread.join();
         }
     }
+}
+
+/// The answer of a wait for `accept` to hold: the status once it does; the failure, or the
+/// stop, once there is one.
+fn status_wait(
+    state: &Published,
+    accept: &impl Fn(&NodeStatus) -> bool,
+) -> Option<Result<NodeStatus, WaitError>> {
+    if accept(&state.status) {
+        return Some(Ok(state.status.clone()));
+    }
+    if let Some(failure) = &state.failure {
+        return Some(Err(WaitError::Stopped(failure.clone())));
+    }
+    state
+        .stopped
+        .then(|| Err(WaitError::Stopped("stopped".into())))
 }
 
 fn publish(shared: &Shared, status: NodeStatus, failure: Option<String>, stopped: bool) {

@@ -184,11 +184,16 @@ fn a_cluster_on_loopback_fails_over_refuses_bad_frames_and_catches_up() {
     });
     let now = leader_replica.status();
     assert!(now.commit >= target);
-    let status = waited.expect("the commits, seen when the wait's time ran out");
-    assert!(
-        elapsed >= role_wait || status.role != Role::Leader || status.term != term,
-        "commits alone ended a wait on the part, after {elapsed:?}"
-    );
+    match waited {
+        // Ended early only by a change of part or term.
+        Ok(status) => assert!(
+            elapsed >= role_wait || status.role != Role::Leader || status.term != term,
+            "commits alone ended a wait on the part, after {elapsed:?}"
+        ),
+        // The commits took longer than the wait (a loaded machine).
+        Err(ringmatch_replication::WaitError::Timeout(_)) => {}
+        Err(error) => panic!("the wait on the part failed: {error}"),
+    }
     let last = now.last_index;
 
     // Bad frames at a follower.

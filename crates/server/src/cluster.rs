@@ -508,8 +508,10 @@ impl Following {
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Failing that, the thread sees `stop` within SIGNAL_CHECK.
-        let _ = std::net::TcpStream::connect_timeout(&self.order_entry_wake, SIGNAL_CHECK);
+        // A connection on loopback is made at once; failing that, the thread sees `stop`
+        // within SIGNAL_CHECK.
+        let _ =
+            std::net::TcpStream::connect_timeout(&self.order_entry_wake, Duration::from_millis(5));
         self.admin.shutdown();
         for thread in self.threads {
             let _ = thread.join();
