@@ -804,6 +804,27 @@ impl MatcherRun {
         }
     }
 
+    /// Publishes the events of the commands run since the last publish, stamps them matched,
+    /// and wakes the Publisher and Responder.
+    fn publish_group(&mut self) {
+        if self.unstamped.is_empty() && self.pending_events.is_empty() {
+            return;
+        }
+        RingSink {
+            producer: &mut self.output,
+            session: 0,
+            client_order_id: 0,
+            pending: &mut self.pending_events,
+            chunk_max: self.output_chunk_max,
+            unstamped: &mut self.unstamped,
+            recorder: &mut self.recorder,
+        }
+        .flush();
+        self.output_published.notify();
+        self.unannounced_commands = 0;
+        self.core.borrow_mut().step_snapshot(SNAPSHOT_STEP_BYTES);
+    }
+
     fn handle(&mut self, slot: &InputSlot, ring_seq: i64, end_of_batch: bool) {
         let seq = self.base_seq + ring_seq as u64;
         let command = &slot.command;
@@ -826,7 +847,9 @@ impl MatcherRun {
         if let Some(gate) = &mut self.gate {
             gate.recorder
                 .record(command.timestamp_ns, gate.learned_at_ns);
-            gate.recorder.done(seq, end_of_batch);
+            if end_of_batch {
+                gate.recorder.done(seq, true);
+            }
         }
         let mut sink = RingSink {
             producer: &mut self.output,
@@ -867,29 +890,6 @@ impl MatcherRun {
                 .store(next_expiry_ns, std::sync::atomic::Ordering::Relaxed);
             self.recorder.done(seq, true);
         }
-    }
-}
-
-impl MatcherRun {
-    /// Publishes the events of the commands run since the last publish, stamps them matched,
-    /// and wakes the Publisher and Responder.
-    fn publish_group(&mut self) {
-        if self.unstamped.is_empty() && self.pending_events.is_empty() {
-            return;
-        }
-        RingSink {
-            producer: &mut self.output,
-            session: 0,
-            client_order_id: 0,
-            pending: &mut self.pending_events,
-            chunk_max: self.output_chunk_max,
-            unstamped: &mut self.unstamped,
-            recorder: &mut self.recorder,
-        }
-        .flush();
-        self.output_published.notify();
-        self.unannounced_commands = 0;
-        self.core.borrow_mut().step_snapshot(SNAPSHOT_STEP_BYTES);
     }
 }
 
